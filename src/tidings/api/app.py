@@ -1,0 +1,48 @@
+"""The aiohttp application: middlewares, routes and the server life cycle."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from tidings.api import deliveries, destinations, events, ops
+from tidings.api.auth import auth_middleware
+from tidings.api.errors import error_middleware
+from tidings.api.keys import KEY_DIGESTS, OPENAPI, SETTINGS, STORE
+from tidings.api.openapi import build_openapi
+from tidings.config import Settings
+from tidings.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, store: Store, key_digests: Sequence[str]) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_request_bytes,
+    )
+    app[STORE] = store
+    app[SETTINGS] = settings
+    app[KEY_DIGESTS] = tuple(key_digests)
+    app[OPENAPI] = build_openapi()
+    for module in (events, destinations, deliveries, ops):
+        app.add_routes(module.routes)
+    return app
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; answer the runner and the bound port (port 0 picks a free one)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    bound = int(sock.getsockname()[1])
+    return runner, bound

@@ -1,0 +1,46 @@
+"""API key authentication for `/v1`: `Authorization: Bearer <key>`.
+
+Keys are compared by SHA-256 digest in constant time; the plain key is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from aiohttp import web
+
+from tidings.api.errors import Handler, error_response
+from tidings.api.keys import KEY_DIGESTS
+
+META_KEY = "api_key_sha256"
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "tdk_" + secrets.token_urlsafe(32)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/v1/") and request.path != "/v1":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return error_response(
+            401,
+            "unauthorized",
+            "send the API key as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    presented = digest(key.strip())
+    if not any(hmac.compare_digest(presented, d) for d in request.app[KEY_DIGESTS]):
+        return error_response(
+            401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return await handler(request)

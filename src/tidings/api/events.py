@@ -1,0 +1,97 @@
+"""Routes: ingest (`POST /v1/events`, `/v1/events/batch`) and event reads."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from tidings.api.http import (
+    SETTINGS,
+    STORE,
+    decode,
+    json_response,
+    not_found,
+    page_params,
+    read_body,
+)
+from tidings.api.wire import (
+    AcceptedOut,
+    BatchAcceptedOut,
+    EventList,
+    event_out,
+)
+from tidings.model import MAX_BATCH, BatchIn, EventIn
+from tidings.policy.topics import pattern_error
+from tidings.policy.validation import FieldError, check_event
+from tidings.timeutil import to_iso
+
+routes = web.RouteTableDef()
+_event = msgspec.json.Decoder(EventIn)
+_batch = msgspec.json.Decoder(BatchIn)
+
+
+def _with_header_key(request: web.Request, event: EventIn) -> EventIn:
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return event
+    if not 1 <= len(header) <= 255:
+        raise FieldError("Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")
+    if event.idempotency_key is not None and event.idempotency_key != header:
+        raise FieldError(
+            "idempotency_key", "the Idempotency-Key header and idempotency_key field differ"
+        )
+    return msgspec.structs.replace(event, idempotency_key=header)
+
+
+@routes.post("/v1/events")
+async def publish(request: web.Request) -> web.Response:
+    event = _with_header_key(request, decode(await read_body(request), _event))
+    check_event(event, request.app[SETTINGS].max_payload_bytes)
+    (appended,) = await request.app[STORE].append_events([event])
+    return json_response(
+        AcceptedOut(
+            id=appended.id,
+            received_at=to_iso(appended.received_at),
+            deliveries=appended.deliveries,
+        ),
+        status=200 if appended.duplicate else 202,
+    )
+
+
+@routes.post("/v1/events/batch")
+async def publish_batch(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    batch = decode(body, _batch)
+    limit = request.app[SETTINGS].max_payload_bytes
+    for i, event in enumerate(batch.events):
+        check_event(event, limit, field_prefix=f"events[{i}].")
+    appended = await request.app[STORE].append_events(batch.events)
+    return json_response(
+        BatchAcceptedOut(
+            ids=[a.id for a in appended],
+            deliveries=[a.deliveries for a in appended],
+            duplicates=sum(a.duplicate for a in appended),
+        ),
+        status=202,
+    )
+
+
+@routes.get("/v1/events")
+async def list_events(request: web.Request) -> web.Response:
+    limit, cursor = page_params(request)
+    topic = request.query.get("topic") or None
+    if topic is not None and (problem := pattern_error(topic)):
+        raise FieldError("topic", f"topic {problem}")
+    page = await request.app[STORE].list_events(topic, limit, cursor)
+    return json_response(EventList(items=[event_out(e) for e in page.items], next=page.next))
+
+
+@routes.get("/v1/events/{id}")
+async def get_event(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    event_id = request.match_info["id"]
+    event = await store.get_event(event_id)
+    if event is None:
+        raise not_found("event", event_id)
+    deliveries = await store.list_deliveries(event_id=event_id, limit=MAX_BATCH)
+    return json_response(event_out(event, list(reversed(deliveries.items))))

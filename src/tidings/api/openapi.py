@@ -1,0 +1,235 @@
+"""The OpenAPI 3.1 document, built once from the wire structs and a table of routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tidings import __version__
+from tidings.api import wire
+from tidings.model import BatchIn, DestinationSpec, EventIn
+
+_REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERR = _json(_ref("ErrorOut"), "Error")
+_PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+]
+
+
+def _path_id(what: str) -> dict[str, Any]:
+    return {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"{what} id",
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [
+            EventIn,
+            BatchIn,
+            DestinationSpec,
+            wire.ErrorOut,
+            wire.AcceptedOut,
+            wire.BatchAcceptedOut,
+            wire.DestinationOut,
+            wire.DestinationList,
+            wire.EventOut,
+            wire.EventList,
+            wire.DeliveryOut,
+            wire.DeliveryList,
+        ],
+        ref_template=_REF,
+    )
+    errors = {"400": _ERR, "401": _ERR, "503": _ERR}
+    paths: dict[str, Any] = {
+        "/v1/events": {
+            "post": {
+                "summary": "Publish one event: 202 once durable, 200 for a repeated key",
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("EventIn")}},
+                },
+                "responses": {
+                    "202": _json(_ref("AcceptedOut"), "Accepted"),
+                    "200": _json(_ref("AcceptedOut"), "Duplicate"),
+                    "413": _ERR,
+                    **errors,
+                },
+            },
+            "get": {
+                "summary": "List events, newest first",
+                "parameters": [
+                    {"name": "topic", "in": "query", "schema": {"type": "string"}},
+                    *_PAGING,
+                ],
+                "responses": {"200": _json(_ref("EventList")), **errors},
+            },
+        },
+        "/v1/events/batch": {
+            "post": {
+                "summary": "Publish up to 1000 events, all or nothing",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BatchIn")}},
+                },
+                "responses": {
+                    "202": _json(_ref("BatchAcceptedOut"), "Accepted"),
+                    "413": _ERR,
+                    **errors,
+                },
+            }
+        },
+        "/v1/events/{id}": {
+            "get": {
+                "summary": "One event with its deliveries",
+                "parameters": [_path_id("event")],
+                "responses": {"200": _json(_ref("EventOut")), "404": _ERR, **errors},
+            }
+        },
+        "/v1/destinations": {
+            "post": {
+                "summary": "Create a destination",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("DestinationSpec")}},
+                },
+                "responses": {
+                    "201": _json(_ref("DestinationOut"), "Created"),
+                    "409": _ERR,
+                    **errors,
+                },
+            },
+            "get": {
+                "summary": "List destinations",
+                "parameters": _PAGING,
+                "responses": {"200": _json(_ref("DestinationList")), **errors},
+            },
+        },
+        "/v1/destinations/{id}": {
+            "get": {
+                "summary": "One destination (by id or name)",
+                "parameters": [_path_id("destination")],
+                "responses": {"200": _json(_ref("DestinationOut")), "404": _ERR, **errors},
+            },
+            "patch": {
+                "summary": "Change a destination (JSON merge patch of the create body)",
+                "parameters": [_path_id("destination")],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json(_ref("DestinationOut")),
+                    "404": _ERR,
+                    "409": _ERR,
+                    **errors,
+                },
+            },
+            "delete": {
+                "summary": "Delete a destination and its deliveries",
+                "parameters": [_path_id("destination")],
+                "responses": {"204": {"description": "Deleted"}, "404": _ERR, **errors},
+            },
+        },
+        "/v1/destinations/{id}/rotate-secret": {
+            "post": {
+                "summary": "New signing secret; the old one stays valid for 24 hours",
+                "parameters": [_path_id("destination")],
+                "responses": {"200": _json(_ref("DestinationOut")), "404": _ERR, **errors},
+            }
+        },
+        "/v1/deliveries": {
+            "get": {
+                "summary": "List deliveries, newest first",
+                "parameters": [
+                    {"name": "destination_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "event_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["pending", "in_flight", "scheduled", "delivered", "dead"],
+                        },
+                    },
+                    *_PAGING,
+                ],
+                "responses": {"200": _json(_ref("DeliveryList")), **errors},
+            }
+        },
+        "/v1/deliveries/{id}": {
+            "get": {
+                "summary": "One delivery",
+                "parameters": [_path_id("delivery")],
+                "responses": {"200": _json(_ref("DeliveryOut")), "404": _ERR, **errors},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The process is up",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "The store answers",
+                "security": [],
+                "responses": {"200": {"description": "Ready"}, "503": _ERR},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This OpenAPI document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "HTML reference of this API",
+                "security": [],
+                "responses": {"200": {"description": "OK", "content": {"text/html": {}}}},
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "Home page",
+                "security": [],
+                "responses": {"200": {"description": "OK", "content": {"text/html": {}}}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tidings",
+            "version": __version__,
+            "description": 'Durable event fan-out. Errors are {"error": {code, message, field}}.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,152 @@
+"""What the API answers: response shapes and their rendering from domain structs.
+
+Times go out as ISO-8601 UTC strings. These structs also feed the OpenAPI components.
+Must never do I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Raw, Struct
+
+from tidings.model import Delivery, Destination, Event, RetryPolicy
+from tidings.timeutil import to_iso
+
+
+class ErrorBody(Struct, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(Struct, frozen=True):
+    error: ErrorBody
+
+
+class AcceptedOut(Struct, frozen=True):
+    id: str
+    received_at: str
+    deliveries: int
+
+
+class BatchAcceptedOut(Struct, frozen=True):
+    ids: list[str]
+    deliveries: list[int]
+    duplicates: int
+
+
+class DestinationOut(Struct, frozen=True, kw_only=True):
+    id: str
+    name: str | None
+    kind: str
+    url: str | None
+    topics: list[str]
+    filter: dict[str, Any] | None
+    ordering: str
+    on_dead: str
+    retry: RetryPolicy
+    timeout_ms: int
+    rate_limit_per_s: float | None
+    enabled: bool
+    state: str
+    secret: str
+    created_at: str
+    updated_at: str
+
+
+class DeliveryOut(Struct, frozen=True, kw_only=True):
+    id: str
+    event_id: str
+    destination_id: str
+    key: str
+    state: str
+    attempts: int
+    next_attempt_at: str | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+
+
+class EventOut(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: str
+    topic: str
+    key: str
+    payload: Raw
+    recipients: list[str]
+    idempotency_key: str | None
+    causation_id: str | None
+    correlation_id: str | None
+    received_at: str
+    deliveries: list[DeliveryOut] | None = None
+
+
+class DestinationList(Struct, frozen=True):
+    items: list[DestinationOut]
+    next: str | None
+
+
+class EventList(Struct, frozen=True):
+    items: list[EventOut]
+    next: str | None
+
+
+class DeliveryList(Struct, frozen=True):
+    items: list[DeliveryOut]
+    next: str | None
+
+
+def destination_out(d: Destination) -> DestinationOut:
+    s = d.spec
+    return DestinationOut(
+        id=d.id,
+        name=s.name,
+        kind=s.kind,
+        url=s.url,
+        topics=s.topics,
+        filter=s.filter,
+        ordering=s.ordering,
+        on_dead=s.on_dead,
+        retry=s.retry,
+        timeout_ms=s.timeout_ms,
+        rate_limit_per_s=s.rate_limit_per_s,
+        enabled=s.enabled,
+        state=d.state,
+        secret=d.secret,
+        created_at=to_iso(d.created_at),
+        updated_at=to_iso(d.updated_at),
+    )
+
+
+def delivery_out(d: Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=d.id,
+        event_id=d.event_id,
+        destination_id=d.destination_id,
+        key=d.key,
+        state=d.state,
+        attempts=d.attempts,
+        next_attempt_at=None if d.next_attempt_at is None else to_iso(d.next_attempt_at),
+        last_error=d.last_error,
+        created_at=to_iso(d.created_at),
+        updated_at=to_iso(d.updated_at),
+    )
+
+
+def event_out(e: Event, deliveries: list[Delivery] | None = None) -> EventOut:
+    return EventOut(
+        id=e.id,
+        topic=e.topic,
+        key=e.key,
+        payload=e.payload,
+        recipients=e.recipients,
+        idempotency_key=e.idempotency_key,
+        causation_id=e.causation_id,
+        correlation_id=e.correlation_id,
+        received_at=to_iso(e.received_at),
+        deliveries=None if deliveries is None else [delivery_out(d) for d in deliveries],
+    )
+
+
+encode = msgspec.json.Encoder().encode

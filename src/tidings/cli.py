@@ -1,0 +1,243 @@
+"""The `tidings` command line.
+
+Server roles (`serve`, `api`) run in this process; the other commands talk to a running
+Tidings over its HTTP API (`--url`/`TIDINGS_URL`, `--api-key`/`TIDINGS_API_KEY`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import click
+
+from tidings import __version__
+from tidings.config import ConfigError, Settings, load_settings, settings_help
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _server_options(fn: Any) -> Any:
+    fn = click.option("--database-url", help="Overrides TIDINGS_DATABASE_URL.")(fn)
+    fn = click.option("--port", type=int, help="Overrides TIDINGS_PORT.")(fn)
+    fn = click.option("--host", help="Overrides TIDINGS_HOST.")(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tidings")
+def main() -> None:
+    """Tidings: durable event fan-out (webhooks, inboxes, pull consumers, buses)."""
+
+
+def _serve(
+    roles: frozenset[str], host: str | None, port: int | None, database_url: str | None
+) -> None:
+    from tidings.observability import configure_logging
+    from tidings.server import run_forever
+
+    settings = _settings(host=host, port=port, database_url=database_url)
+    configure_logging(settings.log_level, settings.log_format)
+    run_forever(settings, roles=roles)
+
+
+@main.command(epilog=settings_help())
+@_server_options
+def serve(host: str | None, port: int | None, database_url: str | None) -> None:
+    """Run every role in one process (this version: the API; delivery workers join it
+    with the delivery engine).
+
+    With no configuration at all it stores everything in ./tidings.db (SQLite) and
+    listens on 127.0.0.1:8080.
+    """
+    _serve(frozenset({"api", "worker"}), host, port, database_url)
+
+
+@main.command(epilog=settings_help())
+@_server_options
+def api(host: str | None, port: int | None, database_url: str | None) -> None:
+    """Run the HTTP API only (ingest, management), without delivery workers."""
+    _serve(frozenset({"api"}), host, port, database_url)
+
+
+# --------------------------------------------------------------------- API client commands
+class _Client:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        for k, v in (headers or {}).items():
+            request.add_header(k, v)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                err = json.loads(raw)["error"]
+                where = f" ({err['field']})" if err.get("field") else ""
+                message = f"{exc.code} {err['code']}{where}: {err['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = f"{exc.code}: {raw[:200]!r}"
+            raise click.ClickException(message) from None
+        except urllib.error.URLError as exc:
+            raise click.ClickException(
+                f"cannot reach Tidings at {self.url}: {exc.reason}"
+            ) from None
+        return json.loads(raw) if raw else None
+
+
+_url_option = click.option(
+    "--url",
+    envvar="TIDINGS_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of a running Tidings (TIDINGS_URL).",
+)
+_key_option = click.option(
+    "--api-key",
+    envvar="TIDINGS_API_KEY",
+    help="API key (TIDINGS_API_KEY).",
+)
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--key", default="", help="Ordering key (events of one key are delivered in order).")
+@click.option("--data", default="null", help="The payload, as JSON.")
+@click.option("--recipient", "recipients", multiple=True, help="A user id (repeatable).")
+@click.option("--idempotency-key", help="Publishing again with the same key creates nothing.")
+@_url_option
+@_key_option
+def publish(
+    topic: str,
+    key: str,
+    data: str,
+    recipients: tuple[str, ...],
+    idempotency_key: str | None,
+    url: str,
+    api_key: str | None,
+) -> None:
+    """Publish one event and print its id."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    body: dict[str, Any] = {"topic": topic, "key": key, "payload": payload}
+    if recipients:
+        body["recipients"] = list(recipients)
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    _print(_Client(url, api_key).call("POST", "/v1/events", body))
+
+
+@main.group()
+def destinations() -> None:
+    """Create, list and inspect destinations."""
+
+
+@destinations.command("list")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@_url_option
+@_key_option
+def destinations_list(limit: int, url: str, api_key: str | None) -> None:
+    """List destinations, newest first (one line each)."""
+    client = _Client(url, api_key)
+    page = client.call("GET", f"/v1/destinations?limit={limit}")
+    for d in page["items"]:
+        click.echo(
+            f"{d['id']}  {d['name'] or '-':20}  {d['kind']:8} {d['state']:7} "
+            f"{','.join(d['topics'])}  {d['url'] or ''}"
+        )
+    if page["next"]:
+        click.echo(f"(more: raise --limit; next cursor {page['next']})", err=True)
+
+
+@destinations.command("show")
+@click.argument("ref")
+@_url_option
+@_key_option
+def destinations_show(ref: str, url: str, api_key: str | None) -> None:
+    """Show one destination (by id or name) as JSON."""
+    _print(
+        _Client(url, api_key).call("GET", f"/v1/destinations/{urllib.parse.quote(ref, safe='')}")
+    )
+
+
+@destinations.command("create")
+@click.option("--url", "target", required=False, help="Webhook URL.")
+@click.option(
+    "--topic", "topics", multiple=True, required=True, help="Topic or pattern (repeatable)."
+)
+@click.option("--name", help="A unique name.")
+@click.option("--kind", default="webhook", show_default=True)
+@click.option("--ordering", type=click.Choice(["fifo", "none"]), default=None)
+@click.option("--on-dead", type=click.Choice(["skip", "block"]), default=None)
+@click.option("--filter", "filter_json", help="Payload filter as JSON.")
+@click.option("--json", "extra_json", help="Any other fields of the create body, as JSON.")
+@click.option(
+    "--api-url",
+    "url",
+    envvar="TIDINGS_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of a running Tidings (TIDINGS_URL).",
+)
+@_key_option
+def destinations_create(
+    target: str | None,
+    topics: tuple[str, ...],
+    name: str | None,
+    kind: str,
+    ordering: str | None,
+    on_dead: str | None,
+    filter_json: str | None,
+    extra_json: str | None,
+    url: str,
+    api_key: str | None,
+) -> None:
+    """Create a destination and print it (with its signing secret)."""
+    body: dict[str, Any] = {"kind": kind, "topics": list(topics)}
+    try:
+        if extra_json:
+            body.update(json.loads(extra_json))
+        if filter_json:
+            body["filter"] = json.loads(filter_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    for field, value in (
+        ("url", target),
+        ("name", name),
+        ("ordering", ordering),
+        ("on_dead", on_dead),
+    ):
+        if value is not None:
+            body[field] = value
+    _print(_Client(url, api_key).call("POST", "/v1/destinations", body))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Settings: one typed object built once at start-up and passed down.
+
+Sources, lowest to highest precedence: defaults, a TOML file (`TIDINGS_CONFIG`, else
+`./tidings.toml` when present; keys are the setting names below in lower case),
+environment variables `TIDINGS_<NAME>`, command-line flags. Owns reading those sources;
+must never be consulted from deep inside the engine (pass the values down instead).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    database_url: str = "sqlite:///./tidings.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    api_key: str | None = None
+    allow_private_targets: bool = False
+    watch_dir: str | None = None
+    max_payload_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
+    log_level: str = "info"
+    log_format: str = "auto"
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    name: str
+    meaning: str
+
+    @property
+    def env(self) -> str:
+        return "TIDINGS_" + self.name.upper()
+
+
+SETTING_DOCS: tuple[SettingDoc, ...] = (
+    SettingDoc("database_url", "sqlite:///PATH (default ./tidings.db) or postgresql://..."),
+    SettingDoc(
+        "redis_url", "redis://...; for multi-node realtime and cluster-wide limits (not used yet)"
+    ),
+    SettingDoc("host", "address the API listens on (default 127.0.0.1)"),
+    SettingDoc("port", "port the API listens on (default 8080; 0 picks a free port)"),
+    SettingDoc(
+        "api_key",
+        "bearer key every /v1 call must carry; unset: serve creates one on first start, "
+        "stores its hash and prints it once",
+    ),
+    SettingDoc(
+        "allow_private_targets",
+        "1 lets webhooks target loopback/private/link-local addresses (development, tests)",
+    ),
+    SettingDoc("watch_dir", "a folder whose new CSV files are ingested (not used yet)"),
+    SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
+    SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
+    SettingDoc("log_level", "debug, info, warning or error (default info)"),
+    SettingDoc("log_format", "json, text, or auto: json unless stderr is a terminal"),
+)
+
+_FIELDS = frozenset(Settings.__struct_fields__)
+
+
+def settings_help() -> str:
+    # "\b" keeps click from re-wrapping the table into one paragraph.
+    lines = [
+        "\b",
+        "Settings (environment variable, or the same key in lower case in tidings.toml):",
+    ]
+    for doc in SETTING_DOCS:
+        lines.append(f"  {doc.env}: {doc.meaning}")
+    lines.append("  TIDINGS_CONFIG: path of the TOML file (default ./tidings.toml if present)")
+    return "\n".join(lines)
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return data
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge defaults, TOML file, environment and `overrides` (None values are ignored)."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    config_path = env.get("TIDINGS_CONFIG")
+    if config_path:
+        merged.update(_from_toml(Path(config_path)))
+    else:
+        default = (cwd or Path.cwd()) / "tidings.toml"
+        if default.is_file():
+            merged.update(_from_toml(default))
+    for name in _FIELDS:
+        value = env.get("TIDINGS_" + name.upper())
+        if value is not None and value != "":
+            merged[name] = value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name] = value
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc

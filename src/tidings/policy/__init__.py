@@ -1,0 +1,1 @@
+"""Pure decision logic: topic matching, payload filters, routing, validation. No I/O."""

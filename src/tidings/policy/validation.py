@@ -1,0 +1,104 @@
+"""Input rules that span fields or need parsing, and the error shape they produce.
+
+`FieldError` is what every layer raises for bad input: a machine-readable code, a
+message for people and the dotted path of the offending field. `from_msgspec` turns
+msgspec's decoding errors into one. Must never do I/O (URL checks here are syntactic;
+address checks against private ranges happen at connect time in the transport).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import msgspec
+
+from tidings.model import DestinationSpec, EventIn
+from tidings.policy.filters import FilterError, compile_filter
+from tidings.policy.topics import pattern_error, topic_error
+
+
+class FieldError(ValueError):
+    """Bad input, naming the field (`events[3].topic`) it concerns."""
+
+    def __init__(self, field: str | None, message: str, code: str = "invalid_field") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_NAMED = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]+)`")
+
+
+def from_msgspec(error: msgspec.MsgspecError, prefix: str = "") -> FieldError:
+    """Convert a msgspec decode/validation error into a FieldError naming the field."""
+    if not isinstance(error, msgspec.ValidationError):
+        return FieldError(None, f"body is not valid JSON: {error}", code="invalid_json")
+    match = _AT.match(str(error))
+    assert match is not None  # the pattern matches any string
+    message = match.group("msg")
+    path = (match.group("path") or "").lstrip(".")
+    named = _NAMED.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    if prefix:
+        path = f"{prefix}.{path}" if path and not path.startswith("[") else f"{prefix}{path}"
+    return FieldError(path or None, message)
+
+
+def url_error(url: str) -> str | None:
+    """Why `url` cannot be a webhook target (syntax only), or None."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        return f"is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username or parts.password:
+        return "must not carry credentials; put them in the receiver's own configuration"
+    if parts.fragment:
+        return "must not have a #fragment"
+    return None
+
+
+def check_destination(spec: DestinationSpec) -> None:
+    """Raise FieldError for the first rule `spec` breaks beyond its shape."""
+    for i, pattern in enumerate(spec.topics):
+        problem = pattern_error(pattern)
+        if problem:
+            raise FieldError(f"topics[{i}]", f"topic pattern {pattern!r} {problem}")
+    if len(set(spec.topics)) != len(spec.topics):
+        raise FieldError("topics", "topics must not repeat")
+    if spec.kind == "webhook":
+        if spec.url is None:
+            raise FieldError("url", "a webhook destination needs a url", code="missing_field")
+        problem = url_error(spec.url)
+        if problem:
+            raise FieldError("url", f"url {problem}")
+    if spec.filter is not None:
+        try:
+            compile_filter(spec.filter)
+        except FilterError as exc:
+            raise FieldError(
+                f"filter.{exc.path}" if exc.path else "filter", f"filter {exc.message}"
+            ) from None
+    if spec.retry.initial_ms > spec.retry.max_ms:
+        raise FieldError("retry.initial_ms", "retry.initial_ms must not exceed retry.max_ms")
+
+
+def check_event(event: EventIn, max_payload_bytes: int, field_prefix: str = "") -> None:
+    """Raise FieldError (code `payload_too_large` for size) for a bad event."""
+    problem = topic_error(event.topic)
+    if problem:
+        raise FieldError(f"{field_prefix}topic", f"topic {problem}")
+    if len(event.payload) > max_payload_bytes:
+        raise FieldError(
+            f"{field_prefix}payload",
+            f"payload is {len(event.payload)} bytes; the limit is {max_payload_bytes}",
+            code="payload_too_large",
+        )

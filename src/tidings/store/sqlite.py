@@ -1,0 +1,579 @@
+"""The embedded SQLite store: WAL, `synchronous=FULL`, group commit on one writer thread.
+
+Every write is a job run by a single writer thread that owns the only writing
+connection. The thread takes every job waiting in its queue, runs each inside its own
+SAVEPOINT of one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole
+group) and only then resolves the callers' futures: a caller is answered only after the
+commit that holds its write. Under load, jobs pile up while a commit syncs, so the group
+grows by itself; idle, a lone job commits at once. A failing job rolls back to its
+savepoint without disturbing the others in its group.
+
+Reads run on a small pool of reader threads with their own connections (WAL lets them
+read the last commit while the writer works). The event loop never blocks on SQLite.
+Fan-out routing is decided inside the writer, from a destination cache that only the
+writer changes, so an event and its deliveries always commit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.model import (
+    Appended,
+    Delivery,
+    Destination,
+    DestinationSpec,
+    Event,
+    EventIn,
+    Page,
+    Secret,
+)
+from tidings.policy.routing import Route, Router
+from tidings.policy.topics import pattern_prefix
+from tidings.store.base import (
+    Conflict,
+    NotFound,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    decode_cursor,
+    encode_cursor,
+)
+from tidings.store.sql import load_queries, migrations
+from tidings.timeutil import now_us
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Q = load_queries("sqlite")
+MAX_GROUP = 512  # jobs per transaction; bounds the latency one commit can add
+READERS = 2
+
+_spec_decoder = msgspec.json.Decoder(DestinationSpec)
+_secrets_decoder = msgspec.json.Decoder(list[Secret])
+_encode = msgspec.json.encode
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller went away; the write happened all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _resolve(future, result, error)
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: the WAL is fsynced at every commit, so a 202 survives power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _destination(row: Sequence[Any]) -> Destination:
+    return Destination(
+        id=row[0],
+        spec=_spec_decoder.decode(row[1]),
+        secrets=_secrets_decoder.decode(row[2]),
+        state=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+    )
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(
+        seq=row[0],
+        id=row[1],
+        topic=row[2],
+        key=row[3],
+        payload=msgspec.Raw(row[4]),
+        recipients=json.loads(row[5]) if row[5] else [],
+        idempotency_key=row[6],
+        causation_id=row[7],
+        correlation_id=row[8],
+        received_at=row[9],
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        seq=row[0],
+        id=row[1],
+        event_id=row[2],
+        destination_id=row[3],
+        key=row[4],
+        state=row[5],
+        attempts=row[6],
+        next_attempt_at=row[7],
+        last_error=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+    )
+
+
+def _page(items: list[T], seqs: list[int], limit: int) -> Page[T]:
+    if len(items) > limit:
+        return Page(items=items[:limit], next=encode_cursor(seqs[limit - 1]))
+    return Page(items=items, next=None)
+
+
+def _cursor(cursor: str | None) -> int | None:
+    return None if cursor is None else decode_cursor(cursor)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._ids = IdFactory()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        # Owned by the writer thread only:
+        self._router = Router()
+        self._destinations_dirty = True
+        self._last_received_at = 0
+
+    # ---------------------------------------------------------------- life cycle
+    async def open(self) -> None:
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="tidings-sqlite-read")
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._writer = threading.Thread(
+            target=self._run_writer, args=(loop, ready), name="tidings-sqlite-write", daemon=True
+        )
+        self._writer.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # ---------------------------------------------------------------- the writer
+    def _run_writer(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path)
+            self._migrate(conn)
+            self._reload_destinations(conn)
+            row = conn.execute(Q["max_received_at"]).fetchone()
+            self._last_received_at = row[0] if row else 0
+        except BaseException as exc:  # report any start-up failure to open()
+            loop.call_soon_threadsafe(_resolve, ready, None, StoreUnavailable(str(exc)))
+            return
+        loop.call_soon_threadsafe(_resolve, ready, None, None)
+        try:
+            self._serve_jobs(conn)
+        finally:
+            conn.close()
+
+    def _serve_jobs(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._jobs.get()
+            if first is None:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                group.append(job)
+            self._run_group(conn, group)
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for job in group:
+                job.loop.call_soon_threadsafe(
+                    _resolve, job.future, None, StoreUnavailable(str(exc))
+                )
+            return
+        for job in group:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StoreUnavailable(str(exc))
+                results.append((job, None, exc))
+            else:
+                conn.execute("RELEASE job")
+                results.append((job, result, None))
+            if self._destinations_dirty:
+                # Later jobs of this group must route by the destinations as they are now
+                # (a delivery to a destination deleted earlier in the group breaks its FK).
+                self._reload_destinations(conn)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("sqlite commit failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            results = [(job, None, StoreUnavailable(str(exc))) for job, _, _ in results]
+            self._destinations_dirty = True  # the router may hold rolled-back changes
+        finally:
+            if self._destinations_dirty:
+                self._reload_destinations(conn)
+        # One wake-up per event loop for the whole group, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+        for job, result, error in results:
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, outcomes in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        for version, name, script in migrations("sqlite"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                if current >= version:
+                    conn.execute("ROLLBACK")
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                conn.execute("COMMIT")
+                log.info("applied migration %s", name)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _reload_destinations(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute(Q["all_destinations"]).fetchall()
+        destinations = [_destination(r) for r in rows]
+        self._router = Router.build(
+            Route(d.id, tuple(d.spec.topics), d.spec.filter, d.spec.enabled) for d in destinations
+        )
+        self._destinations_dirty = False
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreUnavailable("store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return await future
+
+    # ---------------------------------------------------------------- readers
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreUnavailable("store is not open")
+
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    # ---------------------------------------------------------------- meta
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._read(lambda c: c.execute(Q["get_meta"], {"key": key}).fetchone())
+        return None if row is None else str(row[0])
+
+    async def set_meta_if_absent(self, key: str, value: str) -> str:
+        def job(conn: sqlite3.Connection) -> str:
+            conn.execute(Q["insert_meta_if_absent"], {"key": key, "value": value})
+            return str(conn.execute(Q["get_meta"], {"key": key}).fetchone()[0])
+
+        return await self._write(job)
+
+    # ---------------------------------------------------------------- ingest
+    async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
+        return await self._write(lambda conn: self._append(conn, events))
+
+    def _append(self, conn: sqlite3.Connection, events: Sequence[EventIn]) -> list[Appended]:
+        now = max(now_us(), self._last_received_at)
+        out: list[Appended] = []
+        deliveries: list[dict[str, Any]] = []
+        new_id = self._ids.new
+        route = self._router.route
+        first_of_key: dict[str, Appended] = {}  # keys first seen in this call
+        for event in events:
+            if event.idempotency_key is not None:
+                earlier = first_of_key.get(event.idempotency_key)
+                if earlier is not None:
+                    out.append(msgspec.structs.replace(earlier, duplicate=True))
+                    continue
+                row = conn.execute(
+                    Q["event_by_idempotency_key"], {"idempotency_key": event.idempotency_key}
+                ).fetchone()
+                if row is not None:
+                    out.append(
+                        Appended(id=row[0], received_at=row[1], deliveries=row[2], duplicate=True)
+                    )
+                    continue
+            payload = bytes(event.payload)
+            event_id = new_id(EVENT_PREFIX)
+            seq = conn.execute(
+                Q["insert_event"],
+                {
+                    "id": event_id,
+                    "topic": event.topic,
+                    "key": event.key,
+                    "payload": payload,
+                    # TEXT column of a STRICT table: bind str, not bytes.
+                    "recipients": _encode(event.recipients).decode() if event.recipients else None,
+                    "idempotency_key": event.idempotency_key,
+                    "causation_id": event.causation_id,
+                    "correlation_id": event.correlation_id,
+                    "received_at": now,
+                },
+            ).lastrowid
+            targets = route(event.topic, partial(msgspec.json.decode, payload))
+            for destination_id in targets:
+                deliveries.append(
+                    {
+                        "id": new_id(DELIVERY_PREFIX),
+                        "event_seq": seq,
+                        "destination_id": destination_id,
+                        "lane_key": event.key,
+                        "now": now,
+                    }
+                )
+            appended = Appended(id=event_id, received_at=now, deliveries=len(targets))
+            if event.idempotency_key is not None:
+                first_of_key[event.idempotency_key] = appended
+            out.append(appended)
+        if deliveries:
+            conn.executemany(Q["insert_delivery"], deliveries)
+        self._last_received_at = now
+        return out
+
+    # ---------------------------------------------------------------- destinations
+    async def create_destination(self, spec: DestinationSpec, secret: str) -> Destination:
+        def job(conn: sqlite3.Connection) -> Destination:
+            now = now_us()
+            destination_id = self._ids.new(DESTINATION_PREFIX)
+            try:
+                conn.execute(
+                    Q["insert_destination"],
+                    {
+                        "id": destination_id,
+                        "name": spec.name,
+                        "spec": _encode(spec),
+                        "secrets": _encode([Secret(value=secret)]),
+                        "state": "active",
+                        "now": now,
+                    },
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
+            self._destinations_dirty = True
+            return self._destination_in(conn, destination_id)
+
+        return await self._write(job)
+
+    @staticmethod
+    def _destination_in(conn: sqlite3.Connection, destination_id: str) -> Destination:
+        row = conn.execute(Q["destination_by_id"], {"ref": destination_id}).fetchone()
+        if row is None:
+            raise NotFound(destination_id)
+        return _destination(row)
+
+    async def get_destination(self, ref: str) -> Destination | None:
+        def read(conn: sqlite3.Connection) -> Destination | None:
+            row = conn.execute(Q["destination_by_id"], {"ref": ref}).fetchone()
+            if row is None:
+                row = conn.execute(Q["destination_by_name"], {"ref": ref}).fetchone()
+            return None if row is None else _destination(row)
+
+        return await self._read(read)
+
+    async def list_destinations(self, limit: int, cursor: str | None) -> Page[Destination]:
+        after = _cursor(cursor)
+
+        def read(conn: sqlite3.Connection) -> Page[Destination]:
+            rows = conn.execute(
+                Q["list_destinations"], {"cursor": after, "limit": limit + 1}
+            ).fetchall()
+            return _page([_destination(r[1:]) for r in rows], [r[0] for r in rows], limit)
+
+        return await self._read(read)
+
+    async def update_destination(self, destination_id: str, spec: DestinationSpec) -> Destination:
+        def job(conn: sqlite3.Connection) -> Destination:
+            self._destination_in(conn, destination_id)
+            try:
+                conn.execute(
+                    Q["update_destination_spec"],
+                    {
+                        "id": destination_id,
+                        "name": spec.name,
+                        "spec": _encode(spec),
+                        "now": now_us(),
+                    },
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
+            self._destinations_dirty = True
+            return self._destination_in(conn, destination_id)
+
+        return await self._write(job)
+
+    async def delete_destination(self, destination_id: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            deleted = conn.execute(Q["delete_destination"], {"id": destination_id}).rowcount > 0
+            self._destinations_dirty = self._destinations_dirty or deleted
+            return deleted
+
+        return await self._write(job)
+
+    async def rotate_secret(
+        self, destination_id: str, new_secret: str, grace_until: int
+    ) -> Destination:
+        def job(conn: sqlite3.Connection) -> Destination:
+            current = self._destination_in(conn, destination_id)
+            now = now_us()
+            kept = [
+                Secret(value=s.value, expires_at=s.expires_at or grace_until)
+                for s in current.secrets
+                if s.expires_at is None or s.expires_at > now
+            ]
+            conn.execute(
+                Q["update_destination_secrets"],
+                {
+                    "id": destination_id,
+                    "secrets": _encode([Secret(value=new_secret), *kept]),
+                    "now": now,
+                },
+            )
+            return self._destination_in(conn, destination_id)
+
+        return await self._write(job)
+
+    # ---------------------------------------------------------------- reads
+    async def get_event(self, event_id: str) -> Event | None:
+        row = await self._read(lambda c: c.execute(Q["get_event"], {"id": event_id}).fetchone())
+        return None if row is None else _event(row)
+
+    async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
+        params: dict[str, Any] = {
+            "topic": None,
+            "prefix": None,
+            "prefix_end": None,
+            "cursor": _cursor(cursor),
+            "limit": limit + 1,
+        }
+        prefix = pattern_prefix(topic) if topic else None
+        if topic and prefix is None:
+            params["topic"] = topic
+        elif prefix:
+            params["prefix"] = prefix
+            params["prefix_end"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+        def read(conn: sqlite3.Connection) -> Page[Event]:
+            rows = conn.execute(Q["list_events"], params).fetchall()
+            return _page([_event(r) for r in rows], [r[0] for r in rows], limit)
+
+        return await self._read(read)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        row = await self._read(
+            lambda c: c.execute(Q["get_delivery"], {"id": delivery_id}).fetchone()
+        )
+        return None if row is None else _delivery(row)
+
+    async def list_deliveries(
+        self,
+        *,
+        destination_id: str | None = None,
+        state: str | None = None,
+        event_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Delivery]:
+        params = {
+            "destination_id": destination_id,
+            "state": state,
+            "event_id": event_id,
+            "cursor": _cursor(cursor),
+            "limit": limit + 1,
+        }
+
+        def read(conn: sqlite3.Connection) -> Page[Delivery]:
+            rows = conn.execute(Q["list_deliveries"], params).fetchall()
+            return _page([_delivery(r) for r in rows], [r[0] for r in rows], limit)
+
+        return await self._read(read)
+
+
+__all__ = ["SQLiteStore", "StoreError"]

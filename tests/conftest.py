@@ -1,0 +1,101 @@
+"""Shared fixtures.
+
+- `store`: an open store, once per backend (SQLite now; PostgreSQL joins with the
+  scale-out issue). Every test using it is a contract test both backends must pass.
+- `api`: the real aiohttp application served on 127.0.0.1 (random port) over a fresh
+  SQLite store, with an aiohttp client session that carries the API key.
+- `require_service(name, port)`: skip with a clear reason when a local server is down,
+  or fail when TIDINGS_REQUIRE_SERVICES=1 (CI), so a missing server never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tidings.api.app import create_app, start_site
+from tidings.api.auth import digest
+from tidings.config import Settings
+from tidings.store.base import Store
+from tidings.store.sqlite import SQLiteStore
+
+API_KEY = "tdk_test_key"
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def require_service() -> Callable[[str, int], None]:
+    def check(name: str, port: int) -> None:
+        if _port_open(port):
+            return
+        message = f"{name} is not reachable on 127.0.0.1:{port}"
+        if os.environ.get("TIDINGS_REQUIRE_SERVICES") == "1":
+            pytest.fail(message + " and TIDINGS_REQUIRE_SERVICES=1")
+        pytest.skip(message + " (set TIDINGS_REQUIRE_SERVICES=1 to make this a failure)")
+
+    return check
+
+
+def make_store(backend: str, tmp_path: Path) -> Store:
+    if backend == "sqlite":
+        return SQLiteStore(str(tmp_path / "tidings.db"))
+    raise AssertionError(f"unknown backend {backend}")
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = make_store(request.param, tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@dataclass
+class Api:
+    url: str
+    session: aiohttp.ClientSession
+    store: Store
+    settings: Settings
+
+    async def call(
+        self, method: str, path: str, json: object = None, **kwargs: object
+    ) -> tuple[int, object]:
+        async with self.session.request(method, self.url + path, json=json, **kwargs) as r:  # type: ignore[arg-type]
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'api.db'}",
+        port=0,
+        api_key=API_KEY,
+        max_payload_bytes=64 * 1024,
+        max_request_bytes=1024 * 1024,
+    )
+    s = SQLiteStore(str(tmp_path / "api.db"))
+    await s.open()
+    runner, port = await start_site(create_app(settings, s, [digest(API_KEY)]), "127.0.0.1", 0)
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
+    try:
+        yield Api(f"http://127.0.0.1:{port}", session, s, settings)
+    finally:
+        await session.close()
+        await runner.cleanup()
+        await s.close()

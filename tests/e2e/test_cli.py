@@ -1,0 +1,91 @@
+"""The `tidings` command line against a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.procs import API_KEY, TidingsProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def tidings(*args: str, url: str, key: str | None = API_KEY) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIDINGS_URL": url}
+    env.pop("TIDINGS_API_KEY", None)
+    if key is not None:
+        env["TIDINGS_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "tidings.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_destinations_and_publish_through_the_cli(tmp_path: Path) -> None:
+    proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}")
+    proc.start()
+    try:
+        created = tidings(
+            "destinations", "create", "--name", "billing", "--url", "https://example.com/h",
+            "--topic", "order.*", "--on-dead", "block", url=proc.url,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        destination = json.loads(created.stdout)
+        assert destination["secret"].startswith("whsec_")
+        assert destination["on_dead"] == "block"
+
+        listed = tidings("destinations", "list", url=proc.url)
+        assert listed.returncode == 0
+        assert destination["id"] in listed.stdout and "billing" in listed.stdout
+
+        shown = tidings("destinations", "show", "billing", url=proc.url)
+        assert json.loads(shown.stdout)["id"] == destination["id"]
+
+        published = tidings(
+            "publish", "order.created", "--key", "u1", "--data", '{"total": 12}', url=proc.url
+        )
+        assert published.returncode == 0, published.stderr
+        accepted = json.loads(published.stdout)
+        assert accepted["deliveries"] == 1 and accepted["id"].startswith("evt_")
+
+        bad = tidings("publish", "bad..topic", url=proc.url)
+        assert bad.returncode != 0
+        assert "400 invalid_field (topic)" in bad.stderr
+
+        unauthorized = tidings("destinations", "list", url=proc.url, key="wrong")
+        assert unauthorized.returncode != 0 and "401" in unauthorized.stderr
+
+        bad_json = tidings("publish", "a.b", "--data", "{nope", url=proc.url)
+        assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    finally:
+        proc.stop()
+
+
+def test_serve_creates_an_api_key_once_and_prints_it_once(tmp_path: Path) -> None:
+    proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'key.db'}")
+    # An empty TIDINGS_API_KEY counts as unset: serve must create and store its own.
+    proc.extra_env["TIDINGS_API_KEY"] = ""
+    proc.start()
+    try:
+        first_log = proc.log_path.read_text()
+        keys = [w for w in first_log.split() if w.startswith("tdk_")]
+        assert len(keys) == 1
+        ok = tidings("destinations", "list", url=proc.url, key=keys[0])
+        assert ok.returncode == 0, ok.stderr
+        assert tidings("destinations", "list", url=proc.url, key="tdk_other").returncode != 0
+    finally:
+        assert proc.stop() == 0
+    proc.start()
+    try:
+        assert "tdk_" not in proc.log_path.read_text()  # never printed again
+        assert tidings("destinations", "list", url=proc.url, key=keys[0]).returncode == 0
+    finally:
+        proc.stop()
