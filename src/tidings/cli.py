@@ -55,8 +55,7 @@ def _serve(
 @main.command(epilog=settings_help())
 @_server_options
 def serve(host: str | None, port: int | None, database_url: str | None) -> None:
-    """Run every role in one process (this version: the API; delivery workers join it
-    with the delivery engine).
+    """Run every role in one process: the HTTP API and the delivery workers.
 
     With no configuration at all it stores everything in ./tidings.db (SQLite) and
     listens on 127.0.0.1:8080.
@@ -69,6 +68,14 @@ def serve(host: str | None, port: int | None, database_url: str | None) -> None:
 def api(host: str | None, port: int | None, database_url: str | None) -> None:
     """Run the HTTP API only (ingest, management), without delivery workers."""
     _serve(frozenset({"api"}), host, port, database_url)
+
+
+@main.command(epilog=settings_help())
+@click.option("--database-url", help="Overrides TIDINGS_DATABASE_URL.")
+def worker(database_url: str | None) -> None:
+    """Run delivery workers only (no HTTP API). Start as many as you like on one database:
+    leases keep them from sending the same delivery twice at once."""
+    _serve(frozenset({"worker"}), None, None, database_url)
 
 
 # --------------------------------------------------------------------- API client commands

@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
     log_level: str = "info"
     log_format: str = "auto"
+    pause_after_failures: Annotated[int, Meta(ge=0)] = 100
+    retention_ttl_s: Annotated[int, Meta(ge=0)] = 7 * 24 * 3600
+    lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
+    poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,26 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
     SettingDoc("log_level", "debug, info, warning or error (default info)"),
     SettingDoc("log_format", "json, text, or auto: json unless stderr is a terminal"),
+    SettingDoc(
+        "pause_after_failures",
+        "pause a destination after this many consecutive failed attempts (default 100; "
+        "0 never pauses); PATCH enabled=true or state=active resumes it",
+    ),
+    SettingDoc(
+        "retention_ttl_s",
+        "delete events whose deliveries are all delivered once this old, in seconds "
+        "(default 604800 = 7 days; 0 = as soon as the last delivery succeeds)",
+    ),
+    SettingDoc(
+        "lease_margin_ms",
+        "a claimed delivery's lease is its destination's timeout plus this (default 5000); "
+        "a worker that dies loses its leases after that long",
+    ),
+    SettingDoc(
+        "poll_interval_ms",
+        "longest a worker sleeps between looks for due deliveries when nothing wakes it "
+        "(default 1000)",
+    ),
 )
 
 _FIELDS = frozenset(Settings.__struct_fields__)

@@ -19,6 +19,10 @@ DestinationKind = Literal["webhook"]
 Ordering = Literal["fifo", "none"]
 OnDead = Literal["skip", "block"]
 DestinationState = Literal["active", "paused"]
+AttemptOutcome = Literal[
+    "delivered", "http_error", "timeout", "connection_error", "refused", "lost"
+]
+MAX_RESPONSE_BODY = 2048  # bytes of a receiver's answer kept with each attempt
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
 Key = Annotated[str, Meta(max_length=255)]
@@ -48,6 +52,8 @@ class DestinationSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_ms: Annotated[int, Meta(ge=100, le=300_000)] = 10_000
     rate_limit_per_s: Annotated[float, Meta(gt=0, le=1_000_000)] | None = None
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 16
+    alert_url: Annotated[str, Meta(max_length=2048)] | None = None
     enabled: bool = True
 
 
@@ -65,10 +71,20 @@ class Destination(Struct, frozen=True, kw_only=True):
     state: DestinationState
     created_at: int
     updated_at: int
+    paused_reason: str | None = None
 
     @property
     def secret(self) -> str:
         return self.secrets[0].value
+
+    def live_secrets(self, now: int) -> tuple[str, ...]:
+        """The secrets to sign with: the current one, then any still in their grace period."""
+        return tuple(s.value for s in self.secrets if s.expires_at is None or s.expires_at > now)
+
+    @property
+    def deliverable(self) -> bool:
+        """May the engine send to it now (subscribed and not paused)?"""
+        return self.spec.enabled and self.state == "active"
 
 
 class EventIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -121,6 +137,99 @@ class Delivery(Struct, frozen=True, kw_only=True):
     last_error: str | None
     created_at: int
     updated_at: int
+
+
+class AttemptResult(Struct, frozen=True, kw_only=True):
+    """What one delivery attempt came to, as a transport reports it (no policy applied).
+
+    `outcome` is `delivered` for any 2xx; `http_error` for another status; `timeout`,
+    `connection_error` (refused, reset, DNS), `refused` (the SSRF guard would not
+    connect), or `lost` (the worker holding the lease vanished mid-attempt).
+    """
+
+    at: int  # µs, when the attempt started
+    outcome: AttemptOutcome
+    status_code: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+    response_body: str | None = None  # the first MAX_RESPONSE_BODY bytes, decoded leniently
+    retry_after_ms: int | None = None  # from Retry-After on a 429 or 503
+
+
+class Attempt(Struct, frozen=True, kw_only=True):
+    """One recorded attempt of a delivery (what `GET /v1/deliveries/{id}` lists)."""
+
+    at: int
+    outcome: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str | None
+
+
+class ClaimAsk(Struct, frozen=True, kw_only=True):
+    """Claim at most `limit` due lane heads of one destination, leased for `lease_us`."""
+
+    destination_id: str
+    limit: int
+    lease_us: int
+
+
+class Claim(Struct, frozen=True, kw_only=True):
+    """A delivery handed to one worker under a lease, with what it needs to send it."""
+
+    delivery_id: str
+    destination_id: str
+    lane_key: str
+    attempt: int  # this attempt's number, 1 for the first
+    event_id: str
+    topic: str
+    payload: bytes
+    received_at: int
+
+
+class ClaimBatch(Struct, frozen=True, kw_only=True):
+    claims: list[Claim]
+    next_due: int | None  # earliest due time among the asked destinations' unclaimed heads
+
+
+class LostLease(Struct, frozen=True, kw_only=True):
+    """An in-flight delivery whose lease expired: its worker died or stalled."""
+
+    delivery_id: str
+    destination_id: str
+    lane_key: str
+    attempts: int
+    owner: str
+
+
+CompletionState = Literal["delivered", "scheduled", "dead"]
+
+
+class Completion(Struct, frozen=True, kw_only=True):
+    """The end of one attempt, to be written only if `owner` still holds the lease."""
+
+    delivery_id: str
+    destination_id: str
+    owner: str
+    attempt: AttemptResult
+    state: CompletionState
+    next_attempt_at: int | None
+    release_lane: bool  # the lane may move on (delivered, or dead and skipped)
+    failed: bool  # counts toward the destination's run of consecutive failures
+
+
+class Completed(Struct, frozen=True, kw_only=True):
+    applied: int  # completions written (the others had lost their lease)
+    paused: list[str]  # destinations paused by this write (a run of failures)
+
+
+class Backlog(Struct, frozen=True, kw_only=True):
+    destination_id: str
+    pending: int
+    scheduled: int
+    in_flight: int
+    oldest_created_at: int | None
 
 
 T = TypeVar("T")

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 
 from tidings.api.app import create_app, start_site
 from tidings.api.auth import META_KEY, digest, new_api_key
 from tidings.config import Settings
+from tidings.engine.alerts import Alerter
+from tidings.engine.dispatcher import Dispatcher, EngineOptions
+from tidings.engine.retention import Sweeper
 from tidings.store.base import Store, open_store
+from tidings.transports.webhook import WebhookTransport
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,10 @@ async def settle_api_key(settings: Settings, store: Store) -> list[str]:
     return [stored]
 
 
+def _worker_id() -> str:
+    return f"wkr_{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
 async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     store = open_store(settings.database_url)
     await store.open()
@@ -44,10 +55,27 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = None
+    transport: WebhookTransport | None = None
+    dispatcher: Dispatcher | None = None
+    sweeper: Sweeper | None = None
     try:
+        if "worker" in roles:
+            transport = WebhookTransport(allow_private=settings.allow_private_targets)
+            await transport.start()
+            options = EngineOptions(
+                owner=_worker_id(),
+                pause_after_failures=settings.pause_after_failures,
+                lease_margin_ms=settings.lease_margin_ms,
+                poll_interval_s=settings.poll_interval_ms / 1000,
+            )
+            dispatcher = Dispatcher(store, transport, options, Alerter(transport))
+            await dispatcher.start()
+            sweeper = Sweeper(store, settings.retention_ttl_s)
+            sweeper.start()
+            log.info("delivery worker started", extra={"worker": options.owner})
         if "api" in roles:
             digests = await settle_api_key(settings, store)
-            app = create_app(settings, store, digests)
+            app = create_app(settings, store, digests, dispatcher)
             runner, port = await start_site(app, settings.host, settings.port)
             log.info(
                 "listening on http://%s:%d",
@@ -60,6 +88,12 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if sweeper is not None:
+            await sweeper.stop()
+        if dispatcher is not None:
+            await dispatcher.stop()
+        if transport is not None:
+            await transport.close()
         await store.close()
 
 

@@ -168,7 +168,7 @@ async def test_publish_stores_the_event_and_fans_out(api: Api) -> None:
     assert delivery["destination_id"] == hook["id"]
     assert delivery["key"] == "user-1"
     assert delivery["state"] == "pending"
-    assert delivery["attempts"] == 0
+    assert delivery["attempt_count"] == 0
     assert_recent(delivery["next_attempt_at"])
 
 
@@ -486,7 +486,7 @@ async def test_get_event_includes_deliveries(api: Api) -> None:
         assert d["state"] == "pending"
         assert d["key"] == "k"
         status, alone = await api.call("GET", f"/v1/deliveries/{d['id']}")
-        assert (status, alone) == (200, d)
+        assert (status, alone) == (200, {**d, "attempts": []})
 
     quiet = await publish(api, topic="nobody.cares")
     status, shown = await api.call("GET", f"/v1/events/{quiet['id']}")
@@ -643,7 +643,7 @@ async def test_create_destination_with_every_field(api: Api) -> None:
     full = {
         "name": "billing",
         "kind": "webhook",
-        "url": "http://127.0.0.1:9000/hook?x=1",
+        "url": "https://hooks.example.com:9000/hook?x=1",
         "topics": ["order.*", "invoice.paid", "*"],
         "filter": {"customer.tier": {"$in": ["gold", "silver"]}, "amount": {"$exists": True}},
         "ordering": "none",
@@ -657,6 +657,8 @@ async def test_create_destination_with_every_field(api: Api) -> None:
         },
         "timeout_ms": 2500,
         "rate_limit_per_s": 12.5,
+        "max_in_flight": 4,
+        "alert_url": "https://ops.example.com/alerts",
         "enabled": False,
     }
     created = await create_destination(api, **full)
@@ -819,7 +821,9 @@ async def test_patch_destination_errors_leave_it_unchanged(api: Api) -> None:
         ({"id": "dst_other"}, 400, "id"),
         ({"secret": "whsec_mine"}, 400, "secret"),
         ({"created_at": "2020-01-01T00:00:00Z"}, 400, "created_at"),
-        ({"state": "paused"}, 400, "state"),
+        ({"state": "asleep"}, 400, "state"),
+        ({"max_in_flight": 0}, 400, "max_in_flight"),
+        ({"alert_url": "ftp://x"}, 400, "alert_url"),
         ({"colour": "blue"}, 400, "colour"),
         ({"ordering": "lifo"}, 400, "ordering"),
         ({"retry": {"max_attempts": 0}}, 400, "retry.max_attempts"),
@@ -847,6 +851,30 @@ async def test_patch_destination_errors_leave_it_unchanged(api: Api) -> None:
         404,
         code="not_found",
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data",
+    ],
+)
+async def test_private_targets_are_refused(api: Api, url: str) -> None:
+    """The SSRF guard at create time (TIDINGS_ALLOW_PRIVATE_TARGETS is off here)."""
+    for field in ("url", "alert_url"):
+        body = destination_body(**{field: url})
+        error = expect_error(await send(api, "POST", "/v1/destinations", json=body), 400)
+        assert (error["code"], error["field"]) == ("forbidden_target", field)
+    created = await create_destination(api)
+    error = expect_error(
+        await send(api, "PATCH", f"/v1/destinations/{created['id']}", json={"url": url}), 400
+    )
+    assert (error["code"], error["field"]) == ("forbidden_target", "url")
+    assert await event_count(api) == 0
 
 
 async def test_delete_destination(api: Api) -> None:
@@ -961,13 +989,14 @@ async def test_get_delivery(api: Api) -> None:
     status, body = await api.call("GET", f"/v1/deliveries/{delivery['id']}")
     assert status == 200
     assert isinstance(body, dict)
-    assert body == delivery
+    assert body == {**delivery, "attempts": []}
     assert re.fullmatch(r"dlv_[0-9A-Z]{26}", body["id"])
     assert body["event_id"] == accepted["id"]
     assert body["destination_id"] == hook["id"]
     assert body["key"] == "lane-1"
     assert body["state"] == "pending"
-    assert body["attempts"] == 0
+    assert body["attempt_count"] == 0
+    assert body["attempts"] == []
     assert body["last_error"] is None
     for name in ("next_attempt_at", "created_at", "updated_at"):
         assert_recent(body[name])

@@ -201,6 +201,10 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_MAX_REQUEST_BYTES": "4096",
         "TIDINGS_LOG_LEVEL": "debug",
         "TIDINGS_LOG_FORMAT": "json",
+        "TIDINGS_PAUSE_AFTER_FAILURES": "7",
+        "TIDINGS_RETENTION_TTL_S": "0",
+        "TIDINGS_LEASE_MARGIN_MS": "250",
+        "TIDINGS_POLL_INTERVAL_MS": "50",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -214,6 +218,10 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         max_request_bytes=4096,
         log_level="debug",
         log_format="json",
+        pause_after_failures=7,
+        retention_ttl_s=0,
+        lease_margin_ms=250,
+        poll_interval_ms=50,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 

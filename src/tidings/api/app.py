@@ -11,7 +11,7 @@ from aiohttp import web
 from tidings.api import deliveries, destinations, events, ops
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import error_middleware
-from tidings.api.keys import KEY_DIGESTS, OPENAPI, SETTINGS, STORE
+from tidings.api.keys import ENGINE, KEY_DIGESTS, OPENAPI, SETTINGS, STORE, EngineLink, NoEngine
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
 from tidings.store.base import Store
@@ -19,7 +19,12 @@ from tidings.store.base import Store
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, store: Store, key_digests: Sequence[str]) -> web.Application:
+def create_app(
+    settings: Settings,
+    store: Store,
+    key_digests: Sequence[str],
+    engine: EngineLink | None = None,
+) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=settings.max_request_bytes,
@@ -28,6 +33,7 @@ def create_app(settings: Settings, store: Store, key_digests: Sequence[str]) -> 
     app[SETTINGS] = settings
     app[KEY_DIGESTS] = tuple(key_digests)
     app[OPENAPI] = build_openapi()
+    app[ENGINE] = engine or NoEngine()
     for module in (events, destinations, deliveries, ops):
         app.add_routes(module.routes)
     return app

@@ -1,15 +1,28 @@
-"""Routes: delivery reads."""
+"""Routes: deliveries (reads, retry, purge) and the dead-letter operations on them."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from aiohttp import web
 
-from tidings.api.http import STORE, json_response, not_found, page_params
-from tidings.api.wire import DeliveryList, delivery_out
-from tidings.model import DELIVERY_STATES
+from tidings.api.http import STORE, decode, json_response, not_found, page_params, read_body
+from tidings.api.keys import ENGINE
+from tidings.api.wire import DeliveryList, RetryManyOut, delivery_out
+from tidings.model import DELIVERY_STATES, MAX_BATCH
 from tidings.policy.validation import FieldError
+from tidings.store.base import Conflict, NotFound
+from tidings.timeutil import now_us
 
 routes = web.RouteTableDef()
+
+
+class RetryManyIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ids: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+_retry_many = msgspec.json.Decoder(RetryManyIn)
 
 
 @routes.get("/v1/deliveries")
@@ -31,7 +44,52 @@ async def list_all(request: web.Request) -> web.Response:
 @routes.get("/v1/deliveries/{id}")
 async def show(request: web.Request) -> web.Response:
     delivery_id = request.match_info["id"]
-    delivery = await request.app[STORE].get_delivery(delivery_id)
+    store = request.app[STORE]
+    delivery = await store.get_delivery(delivery_id)
     if delivery is None:
         raise not_found("delivery", delivery_id)
-    return json_response(delivery_out(delivery))
+    return json_response(delivery_out(delivery, await store.list_attempts(delivery_id)))
+
+
+@routes.post("/v1/deliveries/{id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    """A dead (or delivered, or scheduled) delivery gets a fresh run of attempts now."""
+    delivery_id = request.match_info["id"]
+    try:
+        delivery = await request.app[STORE].retry_delivery(delivery_id, now_us())
+    except NotFound:
+        raise not_found("delivery", delivery_id) from None
+    request.app[ENGINE].wake()
+    return json_response(delivery_out(delivery), status=202)
+
+
+@routes.post("/v1/deliveries/retry")
+async def retry_many(request: web.Request) -> web.Response:
+    """Retry up to 1000 deliveries by id; unknown ids and ones already pending are listed."""
+    body = decode(await read_body(request), _retry_many)
+    store = request.app[STORE]
+    retried, missing, conflicts = 0, [], []
+    now = now_us()
+    for delivery_id in body.ids:
+        try:
+            await store.retry_delivery(delivery_id, now)
+            retried += 1
+        except NotFound:
+            missing.append(delivery_id)
+        except Conflict:
+            conflicts.append(delivery_id)
+    if retried:
+        request.app[ENGINE].wake()
+    return json_response(
+        RetryManyOut(retried=retried, not_found=missing, conflicts=conflicts), status=202
+    )
+
+
+@routes.delete("/v1/deliveries/{id}")
+async def purge(request: web.Request) -> web.Response:
+    """Purge a dead delivery: it is gone, and a lane it blocked moves on."""
+    delivery_id = request.match_info["id"]
+    if not await request.app[STORE].purge_delivery(delivery_id):
+        raise not_found("delivery", delivery_id)
+    request.app[ENGINE].wake()
+    return web.Response(status=204)

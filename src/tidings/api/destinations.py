@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import msgspec
 from aiohttp import web
 
-from tidings.api.http import STORE, decode, json_response, not_found, page_params, read_body
-from tidings.api.wire import DestinationList, destination_out
-from tidings.model import Destination, DestinationSpec, spec_to_builtins
+from tidings.api.http import (
+    SETTINGS,
+    STORE,
+    decode,
+    json_response,
+    not_found,
+    page_params,
+    read_body,
+)
+from tidings.api.keys import ENGINE
+from tidings.api.wire import DestinationList, ReplayOut, destination_out
+from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
 from tidings.signing import new_secret
 from tidings.store.base import NotFound
-from tidings.timeutil import US, now_us
+from tidings.timeutil import US, now_us, parse_iso
+from tidings.transports.ssrf import target_error
 
 routes = web.RouteTableDef()
 _spec = msgspec.json.Decoder(DestinationSpec)
@@ -31,11 +41,33 @@ async def _find(request: web.Request) -> Destination:
     return destination
 
 
+class ReplayIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which deliveries of a destination to send again: by state, created in [since, until)."""
+
+    state: Literal["dead", "delivered"] = "dead"
+    since: str | None = None
+    until: str | None = None
+
+
+_replay = msgspec.json.Decoder(ReplayIn)
+REPLAY_CHUNK = 1000  # deliveries re-queued per transaction
+
+
+async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
+    """The SSRF guard at create/patch time (checked again at every connect)."""
+    allow = request.app[SETTINGS].allow_private_targets
+    for field, url in (("url", spec.url), ("alert_url", spec.alert_url)):
+        if url is not None and (problem := await target_error(url, allow_private=allow)):
+            raise FieldError(field, problem, code="forbidden_target")
+
+
 @routes.post("/v1/destinations")
 async def create(request: web.Request) -> web.Response:
     spec = decode(await read_body(request), _spec)
     check_destination(spec)
+    await _check_targets(request, spec)
     destination = await request.app[STORE].create_destination(spec, new_secret())
+    request.app[ENGINE].destinations_changed()
     return json_response(destination_out(destination), status=201)
 
 
@@ -74,16 +106,62 @@ def merge_patch(current: DestinationSpec, patch: dict[str, Any]) -> DestinationS
     return spec
 
 
+def _state_change(current: Destination, patch: dict[str, Any]) -> DestinationState | None:
+    """The state a PATCH asks for: `state` itself, or `enabled: true` resuming a pause."""
+    wanted = patch.pop("state", None)
+    if wanted is not None and wanted not in ("active", "paused"):
+        raise FieldError("state", "state must be active or paused")
+    if wanted is None and patch.get("enabled") is True and current.state == "paused":
+        wanted = "active"
+    return cast("DestinationState | None", wanted)
+
+
 @routes.patch("/v1/destinations/{id}")
 async def patch(request: web.Request) -> web.Response:
     patch_body = decode(await read_body(request), _object)
     current = await _find(request)
+    state = _state_change(current, patch_body)
     spec = merge_patch(current.spec, patch_body)
+    if spec.url != current.spec.url or spec.alert_url != current.spec.alert_url:
+        await _check_targets(request, spec)
+    store = request.app[STORE]
     try:
-        updated = await request.app[STORE].update_destination(current.id, spec)
+        updated = await store.update_destination(current.id, spec)
+        if state is not None and state != current.state:
+            reason = "paused by PATCH" if state == "paused" else None
+            updated = await store.set_destination_state(current.id, state, reason)
     except NotFound:
         raise not_found("destination", current.id) from None
+    request.app[ENGINE].destinations_changed()
     return json_response(destination_out(updated))
+
+
+@routes.post("/v1/destinations/{id}/replay")
+async def replay(request: web.Request) -> web.Response:
+    body = await request.read()
+    spec = decode(body, _replay) if body.strip() else ReplayIn()
+    since = _time_field(spec.since, "since")
+    until = _time_field(spec.until, "until")
+    current = await _find(request)
+    store = request.app[STORE]
+    total = 0
+    while True:
+        n = await store.replay(current.id, spec.state, since, until, now_us(), REPLAY_CHUNK)
+        total += n
+        if n < REPLAY_CHUNK:
+            break
+    if total:
+        request.app[ENGINE].wake()
+    return json_response(ReplayOut(replayed=total), status=202)
+
+
+def _time_field(value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise FieldError(field, f"{field} must be an ISO-8601 time") from None
 
 
 @routes.delete("/v1/destinations/{id}")
@@ -91,6 +169,7 @@ async def delete(request: web.Request) -> web.Response:
     current = await _find(request)
     if not await request.app[STORE].delete_destination(current.id):
         raise not_found("destination", current.id)
+    request.app[ENGINE].destinations_changed()
     return web.Response(status=204)
 
 
@@ -103,4 +182,5 @@ async def rotate_secret(request: web.Request) -> web.Response:
         )
     except NotFound:
         raise not_found("destination", current.id) from None
+    request.app[ENGINE].destinations_changed()
     return json_response(destination_out(updated))

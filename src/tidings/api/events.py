@@ -14,12 +14,14 @@ from tidings.api.http import (
     page_params,
     read_body,
 )
+from tidings.api.keys import ENGINE
 from tidings.api.wire import (
     AcceptedOut,
     BatchAcceptedOut,
     EventList,
     event_out,
 )
+from tidings.metrics import EVENTS_INGESTED
 from tidings.model import MAX_BATCH, BatchIn, EventIn
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError, check_event
@@ -48,6 +50,10 @@ async def publish(request: web.Request) -> web.Response:
     event = _with_header_key(request, decode(await read_body(request), _event))
     check_event(event, request.app[SETTINGS].max_payload_bytes)
     (appended,) = await request.app[STORE].append_events([event])
+    if not appended.duplicate:
+        EVENTS_INGESTED.inc()
+        if appended.deliveries:
+            request.app[ENGINE].wake()
     return json_response(
         AcceptedOut(
             id=appended.id,
@@ -66,6 +72,9 @@ async def publish_batch(request: web.Request) -> web.Response:
     for i, event in enumerate(batch.events):
         check_event(event, limit, field_prefix=f"events[{i}].")
     appended = await request.app[STORE].append_events(batch.events)
+    EVENTS_INGESTED.inc(sum(not a.duplicate for a in appended))
+    if any(a.deliveries and not a.duplicate for a in appended):
+        request.app[ENGINE].wake()
     return json_response(
         BatchAcceptedOut(
             ids=[a.id for a in appended],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -13,3 +13,24 @@ STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", Settings)
 KEY_DIGESTS = web.AppKey("key_digests", tuple[str, ...])
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+
+
+class EngineLink(Protocol):
+    """What the API tells a delivery engine running in the same process."""
+
+    def wake(self) -> None: ...
+
+    def destinations_changed(self) -> None: ...
+
+
+class NoEngine:
+    """The API alone (`tidings api`): workers elsewhere find new work by polling."""
+
+    def wake(self) -> None:
+        pass
+
+    def destinations_changed(self) -> None:
+        pass
+
+
+ENGINE = web.AppKey("engine", EngineLink)

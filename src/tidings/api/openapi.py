@@ -8,6 +8,8 @@ import msgspec
 
 from tidings import __version__
 from tidings.api import wire
+from tidings.api.deliveries import RetryManyIn
+from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
 
 _REF = "#/components/schemas/{name}"
@@ -53,6 +55,10 @@ def build_openapi() -> dict[str, Any]:
             wire.EventList,
             wire.DeliveryOut,
             wire.DeliveryList,
+            wire.ReplayOut,
+            wire.RetryManyOut,
+            ReplayIn,
+            RetryManyIn,
         ],
         ref_template=_REF,
     )
@@ -176,11 +182,61 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("DeliveryList")), **errors},
             }
         },
+        "/v1/destinations/{id}/replay": {
+            "post": {
+                "summary": "Send again a destination's dead (or delivered) deliveries",
+                "parameters": [_path_id("destination")],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("ReplayIn")}},
+                },
+                "responses": {"202": _json(_ref("ReplayOut"), "Queued"), "404": _ERR, **errors},
+            }
+        },
         "/v1/deliveries/{id}": {
             "get": {
-                "summary": "One delivery",
+                "summary": "One delivery with every attempt",
                 "parameters": [_path_id("delivery")],
                 "responses": {"200": _json(_ref("DeliveryOut")), "404": _ERR, **errors},
+            },
+            "delete": {
+                "summary": "Purge a dead delivery (a lane it blocks moves on)",
+                "parameters": [_path_id("delivery")],
+                "responses": {
+                    "204": {"description": "Purged"},
+                    "404": _ERR,
+                    "409": _ERR,
+                    **errors,
+                },
+            },
+        },
+        "/v1/deliveries/{id}/retry": {
+            "post": {
+                "summary": "A fresh run of attempts for a dead, delivered or scheduled delivery",
+                "parameters": [_path_id("delivery")],
+                "responses": {
+                    "202": _json(_ref("DeliveryOut"), "Queued"),
+                    "404": _ERR,
+                    "409": _ERR,
+                    **errors,
+                },
+            }
+        },
+        "/v1/deliveries/retry": {
+            "post": {
+                "summary": "Retry up to 1000 deliveries by id",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("RetryManyIn")}},
+                },
+                "responses": {"202": _json(_ref("RetryManyOut"), "Queued"), **errors},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this process",
+                "security": [],
+                "responses": {"200": {"description": "OK", "content": {"text/plain": {}}}},
             }
         },
         "/healthz": {

@@ -7,12 +7,15 @@ import json
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tidings import __version__
 from tidings.api.errors import error_response
 from tidings.api.http import json_response
 from tidings.api.keys import OPENAPI, STORE
+from tidings.metrics import BACKLOG, OLDEST_PENDING_AGE, REGISTRY
 from tidings.store.base import StoreUnavailable
+from tidings.timeutil import US, now_us
 
 routes = web.RouteTableDef()
 
@@ -29,6 +32,29 @@ async def readyz(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return error_response(503, "store_unavailable", f"store not reachable: {exc}")
     return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; backlog gauges are read from the store at each scrape."""
+    try:
+        backlog = await request.app[STORE].backlog()
+    except StoreUnavailable:
+        backlog = None
+    if backlog is not None:
+        now = now_us()
+        BACKLOG.clear()
+        OLDEST_PENDING_AGE.clear()
+        for b in backlog:
+            for state in ("pending", "scheduled", "in_flight"):
+                BACKLOG.labels(b.destination_id, state).set(getattr(b, state))
+            if b.oldest_created_at is not None:
+                OLDEST_PENDING_AGE.labels(b.destination_id).set(
+                    max(0.0, (now - b.oldest_created_at) / US)
+                )
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 @routes.get("/openapi.json")

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from msgspec import Raw, Struct
 
-from tidings.model import Delivery, Destination, Event, RetryPolicy
+from tidings.model import Attempt, Delivery, Destination, Event, RetryPolicy
 from tidings.timeutil import to_iso
 
 
@@ -49,24 +49,47 @@ class DestinationOut(Struct, frozen=True, kw_only=True):
     retry: RetryPolicy
     timeout_ms: int
     rate_limit_per_s: float | None
+    max_in_flight: int
+    alert_url: str | None
     enabled: bool
     state: str
+    paused_reason: str | None
     secret: str
     created_at: str
     updated_at: str
 
 
-class DeliveryOut(Struct, frozen=True, kw_only=True):
+class AttemptOut(Struct, frozen=True, kw_only=True):
+    at: str
+    outcome: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str | None
+
+
+class DeliveryOut(Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     event_id: str
     destination_id: str
     key: str
     state: str
-    attempts: int
+    attempt_count: int
     next_attempt_at: str | None
     last_error: str | None
     created_at: str
     updated_at: str
+    attempts: list[AttemptOut] | None = None  # on GET /v1/deliveries/{id} only
+
+
+class ReplayOut(Struct, frozen=True):
+    replayed: int
+
+
+class RetryManyOut(Struct, frozen=True):
+    retried: int
+    not_found: list[str]
+    conflicts: list[str]
 
 
 class EventOut(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -111,26 +134,41 @@ def destination_out(d: Destination) -> DestinationOut:
         retry=s.retry,
         timeout_ms=s.timeout_ms,
         rate_limit_per_s=s.rate_limit_per_s,
+        max_in_flight=s.max_in_flight,
+        alert_url=s.alert_url,
         enabled=s.enabled,
         state=d.state,
+        paused_reason=d.paused_reason,
         secret=d.secret,
         created_at=to_iso(d.created_at),
         updated_at=to_iso(d.updated_at),
     )
 
 
-def delivery_out(d: Delivery) -> DeliveryOut:
+def attempt_out(a: Attempt) -> AttemptOut:
+    return AttemptOut(
+        at=to_iso(a.at),
+        outcome=a.outcome,
+        status_code=a.status_code,
+        latency_ms=round(a.latency_ms, 3),
+        error=a.error,
+        response_body=a.response_body,
+    )
+
+
+def delivery_out(d: Delivery, attempts: list[Attempt] | None = None) -> DeliveryOut:
     return DeliveryOut(
         id=d.id,
         event_id=d.event_id,
         destination_id=d.destination_id,
         key=d.key,
         state=d.state,
-        attempts=d.attempts,
+        attempt_count=d.attempts,
         next_attempt_at=None if d.next_attempt_at is None else to_iso(d.next_attempt_at),
         last_error=d.last_error,
         created_at=to_iso(d.created_at),
         updated_at=to_iso(d.updated_at),
+        attempts=None if attempts is None else [attempt_out(a) for a in attempts],
     )
 
 

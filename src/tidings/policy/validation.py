@@ -80,6 +80,8 @@ def check_destination(spec: DestinationSpec) -> None:
         problem = url_error(spec.url)
         if problem:
             raise FieldError("url", f"url {problem}")
+    if spec.alert_url is not None and (problem := url_error(spec.alert_url)):
+        raise FieldError("alert_url", f"alert_url {problem}")
     if spec.filter is not None:
         try:
             compile_filter(spec.filter)

@@ -16,7 +16,23 @@ import base64
 import binascii
 from collections.abc import Sequence
 
-from tidings.model import Appended, Delivery, Destination, DestinationSpec, Event, EventIn, Page
+from tidings.model import (
+    Appended,
+    Attempt,
+    Backlog,
+    ClaimAsk,
+    ClaimBatch,
+    Completed,
+    Completion,
+    Delivery,
+    Destination,
+    DestinationSpec,
+    DestinationState,
+    Event,
+    EventIn,
+    LostLease,
+    Page,
+)
 
 
 class StoreError(Exception):
@@ -136,6 +152,77 @@ class Store(abc.ABC):
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[Delivery]: ...
+
+    @abc.abstractmethod
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        """Every recorded attempt of a delivery, oldest first."""
+
+    # -- the delivery engine
+    @abc.abstractmethod
+    async def all_destinations(self) -> list[Destination]: ...
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
+        """Lease due lane heads to `owner`, earliest due first, at most `limit` per ask.
+
+        Only deliveries that hold their lane are claimable, so a fifo lane never has two
+        in flight. A claimed delivery turns `in_flight`, its `attempts` grows by one and
+        `lease_owner`/`lease_expires_at` are set. Two concurrent callers never receive the
+        same delivery.
+        """
+
+    @abc.abstractmethod
+    async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
+        """Record attempts and move deliveries on, fenced by lease owner, in one commit.
+
+        A completion whose delivery is no longer in flight under `owner` records its attempt
+        but changes nothing else. `release_lane` promotes the lane's next delivery. A
+        destination whose run of consecutive failures reaches `pause_after` (> 0) is paused.
+        """
+
+    @abc.abstractmethod
+    async def expired_leases(self, now: int, limit: int) -> list[LostLease]: ...
+
+    @abc.abstractmethod
+    async def set_destination_state(
+        self, destination_id: str, state: DestinationState, reason: str | None
+    ) -> Destination:
+        """Pause or resume; resuming clears the failure run. Raise NotFound."""
+
+    @abc.abstractmethod
+    async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
+        """Queue a dead, delivered or scheduled delivery for a fresh run of attempts.
+
+        It goes back into its lane: at once if the lane is free (or it still holds it), else
+        first in line. Raise NotFound, or Conflict("state") when pending or in flight.
+        """
+
+    @abc.abstractmethod
+    async def replay(
+        self,
+        destination_id: str,
+        state: str,
+        since: int | None,
+        until: int | None,
+        now: int,
+        limit: int,
+    ) -> int:
+        """`retry_delivery` for up to `limit` of a destination's deliveries in `state`
+        created in [since, until); answer how many."""
+
+    @abc.abstractmethod
+    async def purge_delivery(self, delivery_id: str) -> bool:
+        """Delete a dead delivery (a blocked lane moves on); False when there was none.
+        Raise Conflict("state") when it is not dead."""
+
+    @abc.abstractmethod
+    async def sweep(self, cutoff: int, limit: int) -> int:
+        """Delete up to `limit` events received before `cutoff` whose deliveries are all
+        delivered (or that have none); answer how many."""
+
+    @abc.abstractmethod
+    async def backlog(self) -> list[Backlog]:
+        """Undelivered work per destination (pending, scheduled, in flight; oldest)."""
 
 
 def open_store(database_url: str) -> Store:

@@ -35,11 +35,20 @@ import msgspec
 from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
 from tidings.model import (
     Appended,
+    Attempt,
+    Backlog,
+    Claim,
+    ClaimAsk,
+    ClaimBatch,
+    Completed,
+    Completion,
     Delivery,
     Destination,
     DestinationSpec,
+    DestinationState,
     Event,
     EventIn,
+    LostLease,
     Page,
     Secret,
 )
@@ -122,6 +131,7 @@ def _destination(row: Sequence[Any]) -> Destination:
         state=row[3],
         created_at=row[4],
         updated_at=row[5],
+        paused_reason=row[6],
     )
 
 
@@ -178,7 +188,9 @@ class SQLiteStore(Store):
         self._reader_lock = threading.Lock()
         # Owned by the writer thread only:
         self._router = Router()
+        self._fifo: dict[str, bool] = {}  # destination id -> ordering is fifo
         self._destinations_dirty = True
+        self._destinations_rev: str | None = None
         self._last_received_at = 0
 
     # ---------------------------------------------------------------- life cycle
@@ -254,6 +266,10 @@ class SQLiteStore(Store):
                     _resolve, job.future, None, StoreUnavailable(str(exc))
                 )
             return
+        rev = conn.execute(Q["destinations_rev"]).fetchone()
+        if (rev[0] if rev else None) != self._destinations_rev:
+            self._destinations_dirty = True  # another process changed destinations
+            self._reload_destinations(conn)
         for job in group:
             conn.execute("SAVEPOINT job")
             try:
@@ -312,7 +328,14 @@ class SQLiteStore(Store):
         self._router = Router.build(
             Route(d.id, tuple(d.spec.topics), d.spec.filter, d.spec.enabled) for d in destinations
         )
+        self._fifo = {d.id: d.spec.ordering == "fifo" for d in destinations}
+        rev = conn.execute(Q["destinations_rev"]).fetchone()
+        self._destinations_rev = rev[0] if rev else None
         self._destinations_dirty = False
+
+    def _destinations_changed(self, conn: sqlite3.Connection) -> None:
+        conn.execute(Q["bump_destinations_rev"])
+        self._destinations_dirty = True
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
@@ -367,6 +390,7 @@ class SQLiteStore(Store):
         new_id = self._ids.new
         route = self._router.route
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
+        busy_lanes: set[tuple[str, str]] = set()  # lanes given a head by this call
         for event in events:
             if event.idempotency_key is not None:
                 earlier = first_of_key.get(event.idempotency_key)
@@ -406,6 +430,7 @@ class SQLiteStore(Store):
                         "event_seq": seq,
                         "destination_id": destination_id,
                         "lane_key": event.key,
+                        "holds_lane": self._takes_head(conn, destination_id, event.key, busy_lanes),
                         "now": now,
                     }
                 )
@@ -417,6 +442,21 @@ class SQLiteStore(Store):
             conn.executemany(Q["insert_delivery"], deliveries)
         self._last_received_at = now
         return out
+
+    def _takes_head(
+        self, conn: sqlite3.Connection, destination_id: str, lane_key: str, busy: set[Any]
+    ) -> int:
+        """1 if a new delivery may go at once (its lane is free or unordered), else 0."""
+        if not self._fifo.get(destination_id, True):
+            return 1
+        lane = (destination_id, lane_key)
+        if lane in busy:
+            return 0
+        busy.add(lane)
+        taken = conn.execute(
+            Q["lane_has_head"], {"destination_id": destination_id, "lane_key": lane_key}
+        ).fetchone()
+        return 0 if taken else 1
 
     # ---------------------------------------------------------------- destinations
     async def create_destination(self, spec: DestinationSpec, secret: str) -> Destination:
@@ -437,7 +477,7 @@ class SQLiteStore(Store):
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
-            self._destinations_dirty = True
+            self._destinations_changed(conn)
             return self._destination_in(conn, destination_id)
 
         return await self._write(job)
@@ -471,7 +511,7 @@ class SQLiteStore(Store):
 
     async def update_destination(self, destination_id: str, spec: DestinationSpec) -> Destination:
         def job(conn: sqlite3.Connection) -> Destination:
-            self._destination_in(conn, destination_id)
+            before = self._destination_in(conn, destination_id)
             try:
                 conn.execute(
                     Q["update_destination_spec"],
@@ -484,7 +524,8 @@ class SQLiteStore(Store):
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
-            self._destinations_dirty = True
+            self._destinations_changed(conn)
+            self._respec_lanes(conn, before.spec, spec, destination_id)
             return self._destination_in(conn, destination_id)
 
         return await self._write(job)
@@ -492,7 +533,8 @@ class SQLiteStore(Store):
     async def delete_destination(self, destination_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             deleted = conn.execute(Q["delete_destination"], {"id": destination_id}).rowcount > 0
-            self._destinations_dirty = self._destinations_dirty or deleted
+            if deleted:
+                self._destinations_changed(conn)
             return deleted
 
         return await self._write(job)
@@ -516,6 +558,7 @@ class SQLiteStore(Store):
                     "now": now,
                 },
             )
+            self._destinations_changed(conn)
             return self._destination_in(conn, destination_id)
 
         return await self._write(job)
@@ -574,6 +617,310 @@ class SQLiteStore(Store):
             return _page([_delivery(r) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        rows = await self._read(
+            lambda c: c.execute(Q["attempts_of"], {"id": delivery_id}).fetchall()
+        )
+        return [
+            Attempt(
+                at=r[0],
+                outcome=r[1],
+                status_code=r[2],
+                latency_ms=r[3],
+                error=r[4],
+                response_body=r[5],
+            )
+            for r in rows
+        ]
+
+    # ---------------------------------------------------------------- the delivery engine
+    async def all_destinations(self) -> list[Destination]:
+        rows = await self._read(lambda c: c.execute(Q["all_destinations"]).fetchall())
+        return [_destination(r) for r in rows]
+
+    async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
+        def job(conn: sqlite3.Connection) -> ClaimBatch:
+            claims: list[Claim] = []
+            leases: list[dict[str, Any]] = []
+            next_due: int | None = None
+            for ask in asks:
+                rows = conn.execute(
+                    Q["due_heads"],
+                    {"destination_id": ask.destination_id, "now": now, "limit": ask.limit},
+                ).fetchall()
+                for (
+                    seq,
+                    delivery_id,
+                    attempts,
+                    lane_key,
+                    event_id,
+                    topic,
+                    body,
+                    received,
+                ) in rows:
+                    claims.append(
+                        Claim(
+                            delivery_id=delivery_id,
+                            destination_id=ask.destination_id,
+                            lane_key=lane_key,
+                            attempt=attempts + 1,
+                            event_id=event_id,
+                            topic=topic,
+                            payload=body,
+                            received_at=received,
+                        )
+                    )
+                    leases.append(
+                        {"seq": seq, "owner": owner, "expires": now + ask.lease_us, "now": now}
+                    )
+                if leases:
+                    conn.executemany(Q["lease"], leases)
+                    leases.clear()
+                due = conn.execute(
+                    Q["next_due"], {"destination_id": ask.destination_id}
+                ).fetchone()[0]
+                if due is not None and (next_due is None or due < next_due):
+                    next_due = due
+            return ClaimBatch(claims=claims, next_due=next_due)
+
+        return await self._write(job)
+
+    async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
+        def job(conn: sqlite3.Connection) -> Completed:
+            now = now_us()
+            applied = 0
+            runs: dict[str, tuple[bool, int]] = {}  # destination -> (saw success, failures since)
+            for c in completions:
+                row = conn.execute(
+                    Q["delivery_for_completion"], {"id": c.delivery_id, "owner": c.owner}
+                ).fetchone()
+                if row is None:
+                    # The lease was lost (expired and taken over, or the delivery was
+                    # retried, purged or deleted meanwhile): keep the attempt if we can.
+                    found = conn.execute(
+                        Q["delivery_for_requeue"], {"id": c.delivery_id}
+                    ).fetchone()
+                    if found is not None:
+                        self._insert_attempt(conn, found[0], c)
+                    continue
+                seq, destination_id, lane_key = row
+                self._insert_attempt(conn, seq, c)
+                conn.execute(
+                    Q["complete_delivery"],
+                    {
+                        "seq": seq,
+                        "state": c.state,
+                        "next_attempt_at": c.next_attempt_at,
+                        "holds_lane": 0 if c.release_lane else 1,
+                        "last_error": None if c.state == "delivered" else c.attempt.error,
+                        "now": now,
+                    },
+                )
+                if c.release_lane:
+                    self._promote(conn, destination_id, lane_key, now)
+                applied += 1
+                saw_success, failures = runs.get(destination_id, (False, 0))
+                runs[destination_id] = (True, 0) if not c.failed else (saw_success, failures + 1)
+            paused: list[str] = []
+            for destination_id, (saw_success, failures) in runs.items():
+                current = conn.execute(Q["failure_streak"], {"id": destination_id}).fetchone()
+                if current is None:
+                    continue
+                streak = failures if saw_success else current[0] + failures
+                if pause_after > 0 and streak >= pause_after and current[1] == "active":
+                    conn.execute(
+                        Q["set_destination_state"],
+                        {
+                            "id": destination_id,
+                            "state": "paused",
+                            "reason": f"{streak} consecutive failed attempts",
+                            "streak": streak,
+                            "now": now,
+                        },
+                    )
+                    self._destinations_changed(conn)
+                    paused.append(destination_id)
+                elif streak != current[0]:
+                    conn.execute(Q["set_failure_streak"], {"id": destination_id, "streak": streak})
+            return Completed(applied=applied, paused=paused)
+
+        return await self._write(job)
+
+    @staticmethod
+    def _insert_attempt(conn: sqlite3.Connection, delivery_seq: int, c: Completion) -> None:
+        a = c.attempt
+        conn.execute(
+            Q["insert_attempt"],
+            {
+                "delivery_seq": delivery_seq,
+                "at": a.at,
+                "outcome": a.outcome,
+                "status_code": a.status_code,
+                "latency_ms": a.latency_ms,
+                "error": a.error,
+                "response_body": a.response_body,
+            },
+        )
+
+    @staticmethod
+    def _promote(conn: sqlite3.Connection, destination_id: str, lane_key: str, now: int) -> None:
+        conn.execute(
+            Q["promote_next"],
+            {"destination_id": destination_id, "lane_key": lane_key, "now": now},
+        )
+
+    def _respec_lanes(
+        self, conn: sqlite3.Connection, old: DestinationSpec, new: DestinationSpec, dest_id: str
+    ) -> None:
+        """Keep lanes consistent when ordering or on_dead change."""
+        now = now_us()
+        if old.ordering == "fifo" and new.ordering == "none":
+            conn.execute(Q["unqueue_all"], {"destination_id": dest_id, "now": now})
+        if old.on_dead == "block" and new.on_dead == "skip":
+            lanes = conn.execute(Q["unblock_dead_heads"], {"destination_id": dest_id}).fetchall()
+            conn.execute(Q["release_dead_heads"], {"destination_id": dest_id})
+            for (lane_key,) in lanes:
+                self._promote(conn, dest_id, lane_key, now)
+
+    async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
+        rows = await self._read(
+            lambda c: c.execute(Q["expired_leases"], {"now": now, "limit": limit}).fetchall()
+        )
+        return [
+            LostLease(
+                delivery_id=r[1], destination_id=r[2], lane_key=r[3], attempts=r[4], owner=r[5]
+            )
+            for r in rows
+        ]
+
+    async def set_destination_state(
+        self, destination_id: str, state: DestinationState, reason: str | None
+    ) -> Destination:
+        def job(conn: sqlite3.Connection) -> Destination:
+            current = self._destination_in(conn, destination_id)
+            if current.state != state or current.paused_reason != reason:
+                conn.execute(
+                    Q["set_destination_state"],
+                    {
+                        "id": destination_id,
+                        "state": state,
+                        "reason": reason if state == "paused" else None,
+                        "streak": 0,
+                        "now": now_us(),
+                    },
+                )
+                self._destinations_changed(conn)
+            return self._destination_in(conn, destination_id)
+
+        return await self._write(job)
+
+    def _requeue(self, conn: sqlite3.Connection, delivery_id: str, now: int) -> bool:
+        """Put a finished or scheduled delivery back in its lane; False if it may not."""
+        row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
+        if row is None:
+            raise NotFound(delivery_id)
+        seq, destination_id, lane_key, state, holds_lane = row
+        if state in ("pending", "in_flight"):
+            return False
+        if holds_lane or not self._fifo.get(destination_id, True):
+            holds = 1
+        else:
+            holds = self._takes_head(conn, destination_id, lane_key, set())
+        conn.execute(Q["requeue"], {"seq": seq, "holds_lane": holds, "now": now})
+        return True
+
+    async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
+        def job(conn: sqlite3.Connection) -> Delivery:
+            if not self._requeue(conn, delivery_id, now):
+                raise Conflict("state", "the delivery is already pending or in flight")
+            return _delivery(conn.execute(Q["get_delivery"], {"id": delivery_id}).fetchone())
+
+        return await self._write(job)
+
+    async def replay(
+        self,
+        destination_id: str,
+        state: str,
+        since: int | None,
+        until: int | None,
+        now: int,
+        limit: int,
+    ) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                Q["replay_candidates"],
+                {
+                    "destination_id": destination_id,
+                    "state": state,
+                    "since": since,
+                    "until": until,
+                    "limit": limit,
+                },
+            ).fetchall()
+            return sum(self._requeue(conn, r[0], now) for r in rows)
+
+        return await self._write(job)
+
+    async def purge_delivery(self, delivery_id: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
+            if row is None:
+                return False
+            seq, destination_id, lane_key, state, holds_lane = row
+            if state != "dead":
+                raise Conflict("state", "only a dead delivery can be purged")
+            conn.execute(Q["delete_delivery"], {"seq": seq})
+            if holds_lane:
+                self._promote(conn, destination_id, lane_key, now_us())
+            return True
+
+        return await self._write(job)
+
+    async def sweep(self, cutoff: int, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            # received_at never decreases along seq: binary-search the last seq before the
+            # cutoff instead of scanning the table (there is no index on received_at).
+            low, high = conn.execute(Q["event_seq_bounds"]).fetchone()
+            if low is None:
+                return 0
+            last = None
+            while low <= high:
+                mid = (low + high) // 2
+                row = conn.execute(Q["event_received_at_from"], {"seq": mid}).fetchone()
+                if row is not None and row[1] < cutoff:
+                    last = row[0]
+                    low = row[0] + 1
+                else:
+                    high = mid - 1
+            if last is None:
+                return 0
+            return int(
+                conn.execute(Q["sweep_events_upto"], {"max_seq": last, "limit": limit}).rowcount
+            )
+
+        return await self._write(job)
+
+    async def backlog(self) -> list[Backlog]:
+        rows = await self._read(lambda c: c.execute(Q["backlog"]).fetchall())
+        by_destination: dict[str, dict[str, Any]] = {}
+        for destination_id, state, count, oldest in rows:
+            entry = by_destination.setdefault(
+                destination_id, {"pending": 0, "scheduled": 0, "in_flight": 0, "oldest": None}
+            )
+            entry[state] = count
+            if entry["oldest"] is None or oldest < entry["oldest"]:
+                entry["oldest"] = oldest
+        return [
+            Backlog(
+                destination_id=d,
+                pending=e["pending"],
+                scheduled=e["scheduled"],
+                in_flight=e["in_flight"],
+                oldest_created_at=e["oldest"],
+            )
+            for d, e in by_destination.items()
+        ]
 
 
 __all__ = ["SQLiteStore", "StoreError"]

@@ -18,27 +18,27 @@ VALUES (:id, :topic, :key, :payload, :recipients, :idempotency_key,
 
 -- name: insert_delivery
 INSERT INTO deliveries (id, event_seq, destination_id, lane_key, state, next_attempt_at,
-                        created_at, updated_at)
-VALUES (:id, :event_seq, :destination_id, :lane_key, 'pending', :now, :now, :now);
+                        holds_lane, created_at, updated_at)
+VALUES (:id, :event_seq, :destination_id, :lane_key, 'pending', :now, :holds_lane, :now, :now);
 
 -- name: max_received_at
 SELECT received_at FROM events ORDER BY seq DESC LIMIT 1;
 
 -- name: all_destinations
-SELECT id, spec, secrets, state, created_at, updated_at FROM destinations ORDER BY seq;
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations ORDER BY seq;
 
 -- name: insert_destination
 INSERT INTO destinations (id, name, spec, secrets, state, created_at, updated_at)
 VALUES (:id, :name, :spec, :secrets, :state, :now, :now);
 
 -- name: destination_by_id
-SELECT id, spec, secrets, state, created_at, updated_at FROM destinations WHERE id = :ref;
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations WHERE id = :ref;
 
 -- name: destination_by_name
-SELECT id, spec, secrets, state, created_at, updated_at FROM destinations WHERE name = :ref;
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations WHERE name = :ref;
 
 -- name: list_destinations
-SELECT seq, id, spec, secrets, state, created_at, updated_at FROM destinations
+SELECT seq, id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations
 WHERE (:cursor IS NULL OR seq < :cursor)
 ORDER BY seq DESC LIMIT :limit;
 
@@ -80,3 +80,139 @@ WHERE (:destination_id IS NULL OR d.destination_id = :destination_id)
   AND (:event_id IS NULL OR e.id = :event_id)
   AND (:cursor IS NULL OR d.seq < :cursor)
 ORDER BY d.seq DESC LIMIT :limit;
+
+-- ---------------------------------------------------------------- lanes and leases
+
+-- name: lane_has_head
+SELECT 1 FROM deliveries
+WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1 LIMIT 1;
+
+-- name: promote_next
+-- The lane's earliest waiting delivery becomes its head, unless the lane has one.
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq = (SELECT seq FROM deliveries
+             WHERE destination_id = :destination_id AND lane_key = :lane_key
+               AND holds_lane = 0 AND state = 'pending'
+             ORDER BY event_seq LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM deliveries
+                  WHERE destination_id = :destination_id AND lane_key = :lane_key
+                    AND holds_lane = 1);
+
+-- name: due_heads
+SELECT d.seq, d.id, d.attempts, d.lane_key, e.id, e.topic, e.payload, e.received_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.destination_id = :destination_id AND d.holds_lane = 1
+  AND d.state IN ('pending', 'scheduled') AND d.next_attempt_at <= :now
+ORDER BY d.next_attempt_at LIMIT :limit;
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM deliveries
+WHERE destination_id = :destination_id AND holds_lane = 1 AND state IN ('pending', 'scheduled');
+
+-- name: lease
+UPDATE deliveries
+SET state = 'in_flight', attempts = attempts + 1, lease_owner = :owner,
+    lease_expires_at = :expires, updated_at = :now
+WHERE seq = :seq;
+
+-- name: expired_leases
+SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner
+FROM deliveries d
+WHERE d.state = 'in_flight' AND d.lease_expires_at <= :now
+ORDER BY d.lease_expires_at LIMIT :limit;
+
+-- name: next_lease_expiry
+SELECT min(lease_expires_at) FROM deliveries WHERE state = 'in_flight';
+
+-- name: delivery_for_completion
+SELECT seq, destination_id, lane_key FROM deliveries
+WHERE id = :id AND state = 'in_flight' AND lease_owner = :owner;
+
+-- name: complete_delivery
+UPDATE deliveries
+SET state = :state, next_attempt_at = :next_attempt_at, holds_lane = :holds_lane,
+    lease_owner = NULL, lease_expires_at = NULL, last_error = :last_error, updated_at = :now
+WHERE seq = :seq;
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error, response_body)
+VALUES (:delivery_seq, :at, :outcome, :status_code, :latency_ms, :error, :response_body);
+
+-- name: attempts_of
+SELECT a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body
+FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+WHERE d.id = :id ORDER BY a.seq;
+
+-- name: failure_streak
+SELECT failure_streak, state FROM destinations WHERE id = :id;
+
+-- name: set_failure_streak
+UPDATE destinations SET failure_streak = :streak WHERE id = :id;
+
+-- name: set_destination_state
+UPDATE destinations
+SET state = :state, paused_reason = :reason, failure_streak = :streak, updated_at = :now
+WHERE id = :id;
+
+-- ---------------------------------------------------------------- requeue, replay, purge
+
+-- name: delivery_for_requeue
+SELECT d.seq, d.destination_id, d.lane_key, d.state, d.holds_lane
+FROM deliveries d WHERE d.id = :id;
+
+-- name: requeue
+UPDATE deliveries
+SET state = 'pending', attempts = 0, next_attempt_at = :now, holds_lane = :holds_lane,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE seq = :seq;
+
+-- name: replay_candidates
+SELECT d.id FROM deliveries d
+WHERE d.destination_id = :destination_id AND d.state = :state
+  AND (:since IS NULL OR d.created_at >= :since)
+  AND (:until IS NULL OR d.created_at < :until)
+ORDER BY d.event_seq LIMIT :limit;
+
+-- name: delete_delivery
+DELETE FROM deliveries WHERE seq = :seq;
+
+-- name: unblock_dead_heads
+SELECT DISTINCT lane_key FROM deliveries
+WHERE destination_id = :destination_id AND holds_lane = 1 AND state = 'dead';
+
+-- name: release_dead_heads
+UPDATE deliveries SET holds_lane = 0 WHERE destination_id = :destination_id
+  AND holds_lane = 1 AND state = 'dead';
+
+-- name: unqueue_all
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now
+WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
+
+-- ---------------------------------------------------------------- retention and stats
+
+-- name: backlog
+SELECT destination_id, state, count(*), min(created_at) FROM deliveries
+WHERE state IN ('pending', 'scheduled', 'in_flight')
+GROUP BY destination_id, state;
+
+-- name: bump_destinations_rev
+-- Every change to destinations bumps this, so writers in other processes reload routes.
+INSERT INTO meta (key, value) VALUES ('destinations_rev', '1')
+ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT);
+
+-- name: destinations_rev
+SELECT value FROM meta WHERE key = 'destinations_rev';
+
+-- name: event_received_at_from
+SELECT seq, received_at FROM events WHERE seq >= :seq ORDER BY seq LIMIT 1;
+
+-- name: event_seq_bounds
+SELECT min(seq), max(seq) FROM events;
+
+-- name: sweep_events_upto
+DELETE FROM events WHERE seq IN (
+  SELECT e.seq FROM events e
+  WHERE e.seq <= :max_seq
+    AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
+  ORDER BY e.seq LIMIT :limit);

@@ -1,0 +1,1 @@
+"""The delivery engine: dispatcher (claims, sends, records), alerts and retention."""

@@ -1,0 +1,398 @@
+"""The delivery engine of one process: claim due lane heads, send them, record outcomes.
+
+Three loops share one event loop:
+- the claim loop asks the store for due lane heads, per destination, as many as that
+  destination has free capacity (`max_in_flight`) and rate-limit tokens for, and starts
+  one task per claimed delivery. Each destination has its own budget, so a slow or failing
+  one never holds up another; within a fifo destination only lane heads are claimable
+  (the store's lane rule), so a lane never has two deliveries in flight.
+- the flush loop writes finished attempts in batches (one commit for all that finished
+  while the previous write ran), then wakes the claim loop: a write may have promoted the
+  next delivery of a lane.
+- the maintenance loop refreshes destinations (other processes may change them) and
+  takes back deliveries whose lease expired (their worker died) through the same retry
+  policy as any failed attempt.
+
+The loop sleeps until the earliest due time, a wake-up (new events, finished writes) or
+the poll interval, never spinning. It owns no SQL and no HTTP: the store and the
+transport do that. Policy decisions are `policy.outcome.decide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from tidings.engine.alerts import Alerter
+from tidings.metrics import ATTEMPT_LATENCY, ATTEMPTS, DELIVERIES, DESTINATION_PAUSED
+from tidings.model import (
+    AttemptResult,
+    Claim,
+    ClaimAsk,
+    Completion,
+    Destination,
+    LostLease,
+)
+from tidings.policy.outcome import Transition, decide
+from tidings.policy.ratelimit import TokenBucket, default_burst
+from tidings.store.base import Store, StoreError
+from tidings.timeutil import now_us
+from tidings.transports.webhook import WebhookRequest, WebhookTransport
+
+log = logging.getLogger(__name__)
+CLAIM_BATCH = 100  # most deliveries one destination claims per round
+LOST_BATCH = 500
+STORE_RETRY_S = 0.5  # pause after the store failed, before trying again
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    owner: str  # this worker's lease owner id
+    pause_after_failures: int = 100  # 0: never pause
+    lease_margin_ms: int = 5_000  # lease = destination timeout + margin
+    poll_interval_s: float = 1.0
+    refresh_interval_s: float = 1.0
+    drain_timeout_s: float = 10.0  # on stop, how long in-flight deliveries may finish
+
+
+@dataclass
+class _Destination:
+    """A destination as the engine sees it, with its live budget."""
+
+    current: Destination
+    in_flight: int = 0
+    bucket: TokenBucket | None = None
+
+    def update(self, d: Destination) -> None:
+        rate = d.spec.rate_limit_per_s
+        if rate is None:
+            self.bucket = None
+        elif self.bucket is None or self.bucket.rate != rate:
+            self.bucket = TokenBucket(rate=rate, burst=default_burst(rate))
+            self.bucket.tokens = min(self.bucket.tokens, 1.0)  # no burst on (re)configure
+            self.bucket.updated = time.monotonic()
+        self.current = d
+
+
+@dataclass
+class Dispatcher:
+    store: Store
+    transport: WebhookTransport
+    options: EngineOptions
+    alerter: Alerter | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    on_flush: Callable[[], None] | None = None  # tests: observe writes
+
+    def __post_init__(self) -> None:
+        self._dests: dict[str, _Destination] = {}
+        self._wake = asyncio.Event()
+        self._flush_wake = asyncio.Event()
+        self._completions: list[Completion] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._in_flight_ids: set[str] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._refreshed_at = 0.0
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        await self._refresh()
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="tidings-claim"),
+            asyncio.create_task(self._flush_loop(), name="tidings-flush"),
+            asyncio.create_task(self._maintenance_loop(), name="tidings-maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight deliveries finish (bounded), write their outcomes."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self.options.drain_timeout_s)
+        for task in self._running:
+            task.cancel()  # their leases expire and another worker retries them
+        self._flush_wake.set()
+        flush = self._loops[1] if len(self._loops) > 1 else None
+        for task in self._loops:
+            if task is not flush:
+                task.cancel()
+        if flush is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flush), timeout=5)
+            flush.cancel()
+        await asyncio.gather(*self._loops, *self._running, return_exceptions=True)
+        if self.alerter is not None:
+            await self.alerter.close()
+
+    def wake(self) -> None:
+        """New deliveries may be due (called by ingest in the same process)."""
+        self._wake.set()
+
+    def destinations_changed(self) -> None:
+        self._refreshed_at = 0.0
+        self._wake.set()
+
+    # ------------------------------------------------------------------ destinations
+    async def _refresh(self) -> None:
+        found = await self.store.all_destinations()
+        seen = set()
+        for d in found:
+            seen.add(d.id)
+            entry = self._dests.get(d.id)
+            if entry is None:
+                entry = self._dests[d.id] = _Destination(current=d)
+            entry.update(d)
+        for gone in set(self._dests) - seen:
+            if self._dests[gone].in_flight == 0:
+                del self._dests[gone]
+        self._refreshed_at = time.monotonic()
+
+    def _lease_us(self, d: Destination) -> int:
+        return (d.spec.timeout_ms + self.options.lease_margin_ms) * 1000
+
+    # ------------------------------------------------------------------ claiming
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            wait = self.options.poll_interval_s
+            try:
+                if time.monotonic() - self._refreshed_at >= self.options.refresh_interval_s:
+                    await self._refresh()
+                due_in = await self._claim_round()
+            except StoreError as exc:
+                log.warning("claiming failed, retrying: %s", exc)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            except Exception:
+                log.exception("claim loop error")
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            if due_in is not None:
+                wait = min(wait, max(due_in, 0.0005))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _claim_round(self) -> float | None:
+        """Claim what is due and start it; answer seconds until something may be due."""
+        mono = time.monotonic()
+        asks: list[ClaimAsk] = []
+        tokens_taken: dict[str, int] = {}
+        soonest: float | None = None
+        for dest_id, entry in self._dests.items():
+            d = entry.current
+            if not d.deliverable or d.spec.kind != "webhook":
+                continue
+            limit = min(d.spec.max_in_flight - entry.in_flight, CLAIM_BATCH)
+            if limit <= 0:
+                continue
+            if entry.bucket is not None:
+                tokens = entry.bucket.available(mono)
+                if tokens <= 0:
+                    wait = entry.bucket.wait_s(mono)
+                    soonest = wait if soonest is None else min(soonest, wait)
+                    continue
+                limit = min(limit, tokens)
+                entry.bucket.take(limit, mono)
+                tokens_taken[dest_id] = limit
+            asks.append(ClaimAsk(destination_id=dest_id, limit=limit, lease_us=self._lease_us(d)))
+        if not asks:
+            return soonest
+        now = now_us()
+        try:
+            batch = await self.store.claim(self.options.owner, asks, now)
+        except BaseException:
+            for dest_id, n in tokens_taken.items():
+                entry = self._dests[dest_id]
+                if entry.bucket is not None:
+                    entry.bucket.give_back(n)
+            raise
+        got: dict[str, int] = {}
+        for claim in batch.claims:
+            got[claim.destination_id] = got.get(claim.destination_id, 0) + 1
+            self._start(claim)
+        for dest_id, n in tokens_taken.items():
+            bucket = self._dests[dest_id].bucket
+            if bucket is not None and n > got.get(dest_id, 0):
+                bucket.give_back(n - got.get(dest_id, 0))
+        if batch.next_due is not None:
+            due = (batch.next_due - now_us()) / 1e6
+            soonest = due if soonest is None else min(soonest, due)
+        return soonest
+
+    def _start(self, claim: Claim) -> None:
+        entry = self._dests[claim.destination_id]
+        entry.in_flight += 1
+        self._in_flight_ids.add(claim.delivery_id)
+        task = asyncio.create_task(self._deliver(entry, claim))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    # ------------------------------------------------------------------ delivering
+    async def _deliver(self, entry: _Destination, claim: Claim) -> None:
+        d = entry.current
+        spec = d.spec
+        try:
+            request = WebhookRequest(
+                url=spec.url or "",
+                event_id=claim.event_id,
+                topic=claim.topic,
+                received_at=claim.received_at,
+                payload=claim.payload,
+                secrets=d.live_secrets(now_us()),
+                attempt=claim.attempt,
+                timeout_s=spec.timeout_ms / 1000,
+            )
+            result = await self.transport.deliver(request)
+        except Exception as exc:  # a bug, not a receiver's failure: record it and retry
+            log.exception("delivery %s failed inside Tidings", claim.delivery_id)
+            result = AttemptResult(
+                at=now_us(), outcome="connection_error", error=f"internal: {exc}"
+            )
+        finally:
+            entry.in_flight -= 1
+            self._in_flight_ids.discard(claim.delivery_id)
+        ATTEMPTS.labels(d.id, result.outcome).inc()
+        ATTEMPT_LATENCY.labels(d.id).observe(result.latency_ms / 1000)
+        transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
+        self._finish(claim.delivery_id, d, result, transition, self.options.owner)
+        if transition.disable_destination:
+            self._pause_soon(entry, "the receiver answered 410 Gone")
+        if entry.in_flight * 2 <= spec.max_in_flight:
+            self._wake.set()
+
+    def _finish(
+        self,
+        delivery_id: str,
+        d: Destination,
+        result: AttemptResult,
+        transition: Transition,
+        owner: str,
+    ) -> None:
+        self._completions.append(
+            Completion(
+                delivery_id=delivery_id,
+                destination_id=d.id,
+                owner=owner,
+                attempt=result,
+                state=transition.state,
+                next_attempt_at=transition.next_attempt_at,
+                release_lane=transition.release_lane,
+                failed=transition.failed,
+            )
+        )
+        self._flush_wake.set()
+
+    @staticmethod
+    def _mark_paused(entry: _Destination, reason: str) -> None:
+        """Stop claiming for it at once; the store learns of it separately."""
+        entry.current = msgspec.structs.replace(entry.current, state="paused", paused_reason=reason)
+
+    def _pause_soon(self, entry: _Destination, reason: str) -> None:
+        d = entry.current
+        if d.state == "paused":
+            return
+        self._mark_paused(entry, reason)
+
+        async def pause() -> None:
+            try:
+                paused = await self.store.set_destination_state(d.id, "paused", reason)
+            except StoreError as exc:
+                log.warning("could not pause destination %s: %s", d.id, exc)
+                return
+            DESTINATION_PAUSED.inc()
+            log.warning("destination %s paused: %s", d.id, reason)
+            if self.alerter is not None:
+                self.alerter.destination_paused(paused)
+
+        task = asyncio.create_task(pause())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    # ------------------------------------------------------------------ writing outcomes
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            batch, self._completions = self._completions, []
+            if not batch:
+                if self._stopping and not self._running:
+                    return
+                continue
+            try:
+                written = await self.store.complete(batch, self.options.pause_after_failures)
+            except StoreError as exc:
+                log.warning("writing %d outcomes failed, retrying: %s", len(batch), exc)
+                self._completions[:0] = batch
+                await asyncio.sleep(STORE_RETRY_S)
+                self._flush_wake.set()
+                continue
+            self._after_flush(batch, written.paused)
+            if self.on_flush is not None:
+                self.on_flush()
+            self._wake.set()
+            if self._stopping and not self._running and not self._completions:
+                return
+
+    def _after_flush(self, batch: list[Completion], paused: list[str]) -> None:
+        dead: dict[str, list[Completion]] = {}
+        for c in batch:
+            if c.state != "scheduled":
+                DELIVERIES.labels(c.destination_id, c.state).inc()
+            if c.state == "dead":
+                dead.setdefault(c.destination_id, []).append(c)
+        for dest_id in paused:
+            DESTINATION_PAUSED.inc()
+            entry = self._dests.get(dest_id)
+            if entry is not None:
+                log.warning("destination %s paused after a run of failed attempts", dest_id)
+                self._mark_paused(entry, "a run of failed attempts")
+        if self.alerter is None:
+            return
+        for dest_id, completions in dead.items():
+            entry = self._dests.get(dest_id)
+            if entry is not None:
+                self.alerter.deliveries_dead(entry.current, completions)
+        for dest_id in paused:
+            entry = self._dests.get(dest_id)
+            if entry is not None:
+                self.alerter.destination_paused(entry.current)
+
+    # ------------------------------------------------------------------ maintenance
+    async def _maintenance_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._recover_lost()
+            except StoreError as exc:
+                log.warning("lease recovery failed: %s", exc)
+            except Exception:
+                log.exception("maintenance loop error")
+            await asyncio.sleep(self.options.refresh_interval_s)
+
+    async def _recover_lost(self) -> None:
+        """Deliveries whose lease expired failed their attempt: retry them by policy."""
+        lost = await self.store.expired_leases(now_us(), LOST_BATCH)
+        for lease in lost:
+            if lease.owner == self.options.owner and lease.delivery_id in self._in_flight_ids:
+                continue  # ours and still running (a stalled loop); let it finish
+            entry = self._dests.get(lease.destination_id)
+            if entry is None:
+                continue
+            self._recover(entry.current, lease)
+
+    def _recover(self, d: Destination, lease: LostLease) -> None:
+        now = now_us()
+        result = AttemptResult(
+            at=now,
+            outcome="lost",
+            error=f"the lease of worker {lease.owner} expired before it reported an outcome",
+        )
+        ATTEMPTS.labels(d.id, "lost").inc()
+        transition = decide(result, lease.attempts, d.spec.retry, d.spec.on_dead, now, self.rng)
+        self._finish(lease.delivery_id, d, result, transition, lease.owner)

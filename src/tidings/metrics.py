@@ -1,0 +1,57 @@
+"""Prometheus metrics of one Tidings process, in a registry of its own.
+
+Counters and histograms are updated where the work happens (ingest routes, the engine);
+backlog gauges are filled from the store when `/metrics` is scraped. Each process serves
+its own numbers (no multiprocess mode: it is slow, see research/python-ecosystem.md).
+Must never do I/O itself.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `*_created` series: they double the scrape for no use here
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_INGESTED = Counter(
+    "tidings_events_ingested",
+    "Events accepted and stored (duplicates by idempotency key not counted).",
+    registry=REGISTRY,
+)
+ATTEMPTS = Counter(
+    "tidings_delivery_attempts",
+    "Delivery attempts by destination and outcome "
+    "(delivered, http_error, timeout, connection_error, refused, lost).",
+    ["destination", "outcome"],
+    registry=REGISTRY,
+)
+DELIVERIES = Counter(
+    "tidings_deliveries",
+    "Deliveries that reached a final state (delivered, dead) by destination.",
+    ["destination", "state"],
+    registry=REGISTRY,
+)
+ATTEMPT_LATENCY = Histogram(
+    "tidings_attempt_latency_seconds",
+    "Time from sending a webhook request to its answer (or failure).",
+    ["destination"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BACKLOG = Gauge(
+    "tidings_backlog",
+    "Undelivered deliveries by destination and state (pending, scheduled, in_flight).",
+    ["destination", "state"],
+    registry=REGISTRY,
+)
+OLDEST_PENDING_AGE = Gauge(
+    "tidings_oldest_pending_age_seconds",
+    "Age of the oldest undelivered delivery of each destination.",
+    ["destination"],
+    registry=REGISTRY,
+)
+DESTINATION_PAUSED = Counter(
+    "tidings_destinations_paused",
+    "Destinations paused by the engine (a run of failures, or 410 Gone).",
+    registry=REGISTRY,
+)

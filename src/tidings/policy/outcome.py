@@ -1,0 +1,56 @@
+"""What an attempt's result does to its delivery: the retry state machine.
+
+`decide` maps (result, attempt number, the destination's policy) to the delivery's next
+state: delivered, scheduled for a retry at a computed time, or dead; whether its lane may
+move on; whether it counts as a failure; and whether the destination must be disabled
+(410 Gone). Must never do I/O; the clock and randomness are passed in.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tidings.model import AttemptResult, CompletionState, OnDead, RetryPolicy
+from tidings.policy.backoff import is_exhausted, next_delay_ms
+
+GONE = 410
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: CompletionState
+    next_attempt_at: int | None
+    release_lane: bool
+    failed: bool
+    disable_destination: bool = False
+
+
+def decide(
+    result: AttemptResult,
+    attempt: int,
+    retry: RetryPolicy,
+    on_dead: OnDead,
+    now: int,
+    rng: random.Random | None = None,
+) -> Transition:
+    """The transition after attempt number `attempt` (1 for the first) came to `result`."""
+    if result.outcome == "delivered":
+        return Transition("delivered", None, release_lane=True, failed=False)
+    gone = result.status_code == GONE
+    if is_exhausted(retry, attempt):
+        return Transition(
+            "dead",
+            None,
+            release_lane=on_dead == "skip",
+            failed=True,
+            disable_destination=gone,
+        )
+    delay_ms = next_delay_ms(retry, attempt, rng, result.retry_after_ms)
+    return Transition(
+        "scheduled",
+        now + delay_ms * 1000,
+        release_lane=False,
+        failed=True,
+        disable_destination=gone,
+    )

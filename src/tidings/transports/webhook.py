@@ -1,0 +1,251 @@
+"""The webhook transport: one signed HTTP POST per attempt, over a shared connection pool.
+
+Owns the wire form of a webhook (the `{"type", "timestamp", "data"}` envelope with the
+event's payload bytes spliced in verbatim, the Standard Webhooks headers and signature)
+and turning what happened into an `AttemptResult`. Must never re-encode the payload,
+follow redirects, read more than `MAX_RESPONSE_BODY` bytes of a response, apply retry
+policy, or raise for a delivery failure (only programming errors escape). Must never
+connect to a forbidden address unless built with `allow_private=True` (see `ssrf`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import aiohttp
+import msgspec
+
+from tidings import __version__
+from tidings.model import MAX_RESPONSE_BODY, AttemptResult
+from tidings.policy.backoff import parse_retry_after
+from tidings.signing import signature_header
+from tidings.timeutil import now_us, to_iso
+from tidings.transports.ssrf import GuardedResolver, TargetRefused, check_url_now
+
+__all__ = ["WebhookRequest", "WebhookTransport", "webhook_body"]
+
+_MAX_ERROR = 300  # characters of an exception's text kept in AttemptResult.error
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_encode = msgspec.json.encode
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    url: str
+    event_id: str  # becomes webhook-id (the same on every attempt)
+    topic: str
+    received_at: int  # µs since epoch; rendered as ISO-8601
+    payload: bytes  # the event's JSON bytes exactly as received; never re-encoded
+    secrets: tuple[str, ...]  # live whsec_ secrets, current first (>1 during rotation)
+    attempt: int  # tidings-attempt header, 1 for the first try
+    timeout_s: float
+
+
+def webhook_body(topic: str, received_at: int, payload: bytes) -> bytes:
+    """`{"type":topic,"timestamp":iso,"data":payload}` with `payload` spliced verbatim."""
+    return b"".join(
+        (
+            b'{"type":',
+            _encode(topic),
+            b',"timestamp":"',
+            to_iso(received_at).encode("ascii"),
+            b'","data":',
+            payload,
+            b"}",
+        )
+    )
+
+
+@lru_cache(maxsize=256)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
+
+
+def _refusal(exc: BaseException) -> TargetRefused | None:
+    """The TargetRefused behind an aiohttp connector error, if the guard refused."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TargetRefused):
+            return current
+        seen.add(id(current))
+        if isinstance(current, aiohttp.ClientConnectorError) and isinstance(
+            current.os_error, TargetRefused
+        ):
+            return current.os_error
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _connection_error_text(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return _short(f"dns lookup failed for {exc.host}: {exc.os_error}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, ConnectionRefusedError):
+            return _short(f"connection refused: {exc.host}:{exc.port}")
+        return _short(f"cannot connect to {exc.host}:{exc.port}: {cause or exc}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected before responding"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return _short(f"invalid url: {exc}")
+    text = str(exc)
+    return _short(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class WebhookTransport:
+    """Delivers webhooks over one pooled aiohttp session for the whole process."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        max_connections: int = 1024,
+        user_agent: str = f"Tidings/{__version__}",
+    ) -> None:
+        self.allow_private = allow_private
+        self.max_connections = max_connections
+        self.user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
+        self._static_headers = {"content-type": "application/json", "user-agent": user_agent}
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        self._resolver = None if self.allow_private else GuardedResolver()
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            resolver=self._resolver,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            trust_env=False,  # an env proxy would bypass the guarded resolver
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        resolver, self._resolver = self._resolver, None
+        if session is not None:
+            await session.close()
+        if resolver is not None:  # the connector only closes resolvers it created
+            await resolver.close()
+
+    async def __aenter__(self) -> WebhookTransport:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def deliver(self, req: WebhookRequest) -> AttemptResult:
+        """POST one attempt and report what happened; never raises for a failure."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("WebhookTransport.deliver called before start()")
+        at = now_us()
+        started = time.perf_counter()
+        if not self.allow_private:
+            refusal = check_url_now(req.url)
+            if refusal is not None:
+                return AttemptResult(
+                    at=at, outcome="refused", latency_ms=_ms_since(started), error=refusal
+                )
+        body = webhook_body(req.topic, req.received_at, req.payload)
+        timestamp = int(time.time())
+        headers = {
+            **self._static_headers,
+            "webhook-id": req.event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(list(req.secrets), req.event_id, timestamp, body),
+            "tidings-attempt": str(req.attempt),
+        }
+        try:
+            async with session.post(
+                req.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=_timeout(req.timeout_s),
+            ) as resp:
+                status = resp.status
+                retry_after = (
+                    resp.headers.get("Retry-After") if status in _RETRY_AFTER_STATUSES else None
+                )
+                text = await _read_prefix(resp)
+        except TimeoutError:  # includes aiohttp.ServerTimeoutError
+            return AttemptResult(
+                at=at,
+                outcome="timeout",
+                latency_ms=_ms_since(started),
+                error=f"timed out after {req.timeout_s:g} s",
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            refused = _refusal(exc)
+            if refused is not None:
+                return AttemptResult(
+                    at=at, outcome="refused", latency_ms=_ms_since(started), error=str(refused)
+                )
+            return AttemptResult(
+                at=at,
+                outcome="connection_error",
+                latency_ms=_ms_since(started),
+                error=_connection_error_text(exc),
+            )
+        latency_ms = _ms_since(started)
+        if 200 <= status < 300:
+            return AttemptResult(
+                at=at,
+                outcome="delivered",
+                status_code=status,
+                latency_ms=latency_ms,
+                response_body=text,
+            )
+        return AttemptResult(
+            at=at,
+            outcome="http_error",
+            status_code=status,
+            latency_ms=latency_ms,
+            error=f"HTTP {status}",
+            response_body=text,
+            retry_after_ms=(
+                parse_retry_after(retry_after, time.time()) if retry_after is not None else None
+            ),
+        )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+async def _read_prefix(resp: aiohttp.ClientResponse) -> str | None:
+    """At most MAX_RESPONSE_BODY bytes of the body, decoded leniently; never the rest.
+
+    The status already decides the outcome, so a body that breaks off or stalls keeps
+    whatever arrived instead of turning a delivered attempt into a failure.
+    """
+    chunks: list[bytes] = []
+    remaining = MAX_RESPONSE_BODY
+    try:
+        while remaining > 0:
+            chunk = await resp.content.read(remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except (aiohttp.ClientError, OSError):  # TimeoutError is an OSError
+        pass
+    if not chunks:
+        return None
+    return b"".join(chunks).decode("utf-8", errors="replace")
