@@ -1,0 +1,356 @@
+"""Contract tests of the delivery engine's store methods: lanes, claims, leases, outcomes.
+
+Like test_contract.py, these use only the `store` fixture and the `Store` interface, so
+every backend must pass them unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from tests.store.test_contract import ev, spec
+from tidings.model import (
+    AttemptResult,
+    Claim,
+    ClaimAsk,
+    Completion,
+    CompletionState,
+)
+from tidings.store.base import Conflict, NotFound, Store
+from tidings.timeutil import US, now_us
+
+LEASE = 30 * US
+
+
+async def dest(store: Store, **fields: object) -> str:
+    base = spec(("order.*",))
+    d = await store.create_destination(msgspec.structs.replace(base, **fields), "whsec_AAAA")
+    return d.id
+
+
+async def publish(store: Store, *keys: str, topic: str = "order.created") -> list[str]:
+    appended = await store.append_events([ev(topic, key=k) for k in keys])
+    return [a.id for a in appended]
+
+
+async def claim(
+    store: Store, destination_id: str, limit: int = 100, owner: str = "w1", lease: int = LEASE
+) -> list[Claim]:
+    batch = await store.claim(
+        owner, [ClaimAsk(destination_id=destination_id, limit=limit, lease_us=lease)], now_us()
+    )
+    return batch.claims
+
+
+def completion(
+    c: Claim,
+    state: CompletionState = "delivered",
+    *,
+    owner: str = "w1",
+    release: bool | None = None,
+    next_at: int | None = None,
+    status: int = 200,
+) -> Completion:
+    ok = state == "delivered"
+    return Completion(
+        delivery_id=c.delivery_id,
+        destination_id=c.destination_id,
+        owner=owner,
+        attempt=AttemptResult(
+            at=now_us(),
+            outcome="delivered" if ok else "http_error",
+            status_code=status if ok else 500,
+            latency_ms=1.5,
+            error=None if ok else "HTTP 500",
+            response_body="body",
+        ),
+        state=state,
+        next_attempt_at=next_at,
+        release_lane=ok if release is None else release,
+        failed=not ok,
+    )
+
+
+async def state_of(store: Store, delivery_id: str) -> str:
+    d = await store.get_delivery(delivery_id)
+    assert d is not None
+    return d.state
+
+
+# --------------------------------------------------------------------------- lanes
+
+
+async def test_fifo_lane_hands_out_only_its_head_in_order(store: Store) -> None:
+    d = await dest(store)
+    ids = await publish(store, "a", "a", "b", "a", "b")
+    first = await claim(store, d)
+    assert sorted(c.lane_key for c in first) == ["a", "b"]
+    assert {c.event_id for c in first} == {ids[0], ids[2]}
+    assert all(c.attempt == 1 for c in first)
+    assert await claim(store, d) == []  # both lanes are busy
+    order: dict[str, list[str]] = {"a": [], "b": []}
+    pending = first
+    for _ in range(10):
+        if not pending:
+            break
+        for c in pending:
+            order[c.lane_key].append(c.event_id)
+        done = await store.complete([completion(c) for c in pending], pause_after=0)
+        assert done.applied == len(pending)
+        pending = await claim(store, d)
+    assert order == {"a": [ids[0], ids[1], ids[3]], "b": [ids[2], ids[4]]}
+
+
+async def test_unordered_destination_hands_out_everything(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, *(["same"] * 7))
+    assert len(await claim(store, d, limit=5)) == 5
+    assert len(await claim(store, d, limit=5)) == 2
+
+
+async def test_claim_fills_the_claim_with_the_event(store: Store) -> None:
+    d = await dest(store)
+    (event_id,) = await publish(store, "k")
+    (c,) = await claim(store, d)
+    event = await store.get_event(event_id)
+    assert event is not None
+    assert (c.event_id, c.topic, c.payload, c.received_at) == (
+        event.id,
+        event.topic,
+        bytes(event.payload),
+        event.received_at,
+    )
+    delivery = await store.get_delivery(c.delivery_id)
+    assert delivery is not None and (delivery.state, delivery.attempts) == ("in_flight", 1)
+
+
+async def test_concurrent_claimers_never_share_a_delivery(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, *[f"k{i}" for i in range(200)])
+    results = await asyncio.gather(*(claim(store, d, limit=30, owner=f"w{i}") for i in range(8)))
+    claimed = [c.delivery_id for r in results for c in r]
+    assert len(claimed) == len(set(claimed)) == 200
+
+
+async def test_scheduled_retries_wait_and_next_due_says_when(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k")
+    (c,) = await claim(store, d)
+    later = now_us() + 60 * US
+    await store.complete([completion(c, "scheduled", next_at=later)], pause_after=0)
+    batch = await store.claim(
+        "w1", [ClaimAsk(destination_id=d, limit=10, lease_us=LEASE)], now_us()
+    )
+    assert batch.claims == [] and batch.next_due == later
+    batch = await store.claim("w1", [ClaimAsk(destination_id=d, limit=10, lease_us=LEASE)], later)
+    assert [x.delivery_id for x in batch.claims] == [c.delivery_id]
+    assert batch.claims[0].attempt == 2
+
+
+async def test_a_retrying_head_holds_its_lane(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k", "k")
+    (head,) = await claim(store, d)
+    await store.complete([completion(head, "scheduled", next_at=now_us())], pause_after=0)
+    (again,) = await claim(store, d)
+    assert again.delivery_id == head.delivery_id and again.attempt == 2
+
+
+async def test_completion_is_fenced_by_the_lease_owner(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k", "k")
+    (c,) = await claim(store, d, owner="w1")
+    done = await store.complete([completion(c, owner="intruder")], pause_after=0)
+    assert done.applied == 0
+    assert await state_of(store, c.delivery_id) == "in_flight"
+    assert len(await store.list_attempts(c.delivery_id)) == 1  # the attempt is kept
+    assert await claim(store, d) == []  # the lane did not move
+    await store.complete([completion(c, owner="w1")], pause_after=0)
+    assert await state_of(store, c.delivery_id) == "delivered"
+    assert len(await claim(store, d)) == 1
+
+
+async def test_attempts_are_recorded_in_order(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k")
+    (c,) = await claim(store, d)
+    await store.complete([completion(c, "scheduled", next_at=now_us())], pause_after=0)
+    (c,) = await claim(store, d)
+    await store.complete([completion(c)], pause_after=0)
+    attempts = await store.list_attempts(c.delivery_id)
+    assert [(a.outcome, a.status_code) for a in attempts] == [
+        ("http_error", 500),
+        ("delivered", 200),
+    ]
+    assert attempts[0].at <= attempts[1].at
+    assert attempts[0].error == "HTTP 500" and attempts[0].response_body == "body"
+    delivery = await store.get_delivery(c.delivery_id)
+    assert delivery is not None
+    assert (delivery.state, delivery.attempts, delivery.last_error) == ("delivered", 2, None)
+
+
+# --------------------------------------------------------------------------- dead heads
+
+
+async def test_dead_head_skipped_lets_the_lane_go_on(store: Store) -> None:
+    d = await dest(store, on_dead="skip")
+    await publish(store, "k", "k")
+    (head,) = await claim(store, d)
+    await store.complete([completion(head, "dead", release=True)], pause_after=0)
+    (nxt,) = await claim(store, d)
+    assert nxt.delivery_id != head.delivery_id
+
+
+async def test_dead_head_blocks_until_retried(store: Store) -> None:
+    d = await dest(store, on_dead="block")
+    ids = await publish(store, "k", "k")
+    (head,) = await claim(store, d)
+    await store.complete([completion(head, "dead", release=False)], pause_after=0)
+    assert await claim(store, d) == []
+    with pytest.raises(Conflict):
+        await store.purge_delivery((await store.list_deliveries(state="pending")).items[0].id)
+    retried = await store.retry_delivery(head.delivery_id, now_us())
+    assert (retried.state, retried.attempts) == ("pending", 0)
+    (again,) = await claim(store, d)
+    assert (again.event_id, again.attempt) == (ids[0], 1)
+
+
+async def test_purging_a_blocking_head_frees_the_lane(store: Store) -> None:
+    d = await dest(store, on_dead="block")
+    ids = await publish(store, "k", "k")
+    (head,) = await claim(store, d)
+    await store.complete([completion(head, "dead", release=False)], pause_after=0)
+    assert await store.purge_delivery(head.delivery_id) is True
+    assert await store.get_delivery(head.delivery_id) is None
+    (nxt,) = await claim(store, d)
+    assert nxt.event_id == ids[1]
+    assert await store.purge_delivery("dlv_nope") is False
+
+
+async def test_switching_block_to_skip_releases_blocked_lanes(store: Store) -> None:
+    d = await dest(store, on_dead="block")
+    await publish(store, "k", "k")
+    (head,) = await claim(store, d)
+    await store.complete([completion(head, "dead", release=False)], pause_after=0)
+    current = await store.get_destination(d)
+    assert current is not None
+    await store.update_destination(d, msgspec.structs.replace(current.spec, on_dead="skip"))
+    assert len(await claim(store, d)) == 1
+
+
+async def test_switching_fifo_to_none_releases_waiting_deliveries(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k", "k", "k")
+    assert len(await claim(store, d)) == 1
+    current = await store.get_destination(d)
+    assert current is not None
+    await store.update_destination(d, msgspec.structs.replace(current.spec, ordering="none"))
+    assert len(await claim(store, d)) == 2
+
+
+# --------------------------------------------------------------------------- retry, replay
+
+
+async def test_retry_rules(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k")
+    pending = (await store.list_deliveries(destination_id=d)).items[0]
+    with pytest.raises(Conflict):
+        await store.retry_delivery(pending.id, now_us())
+    (c,) = await claim(store, d)
+    with pytest.raises(Conflict):  # in flight
+        await store.retry_delivery(c.delivery_id, now_us())
+    await store.complete([completion(c)], pause_after=0)
+    again = await store.retry_delivery(c.delivery_id, now_us())  # delivered: send again
+    assert again.state == "pending"
+    with pytest.raises(NotFound):
+        await store.retry_delivery("dlv_nope", now_us())
+
+
+async def test_a_replayed_skipped_delivery_waits_for_the_current_head(store: Store) -> None:
+    d = await dest(store, on_dead="skip")
+    ids = await publish(store, "k", "k", "k")
+    (first,) = await claim(store, d)
+    await store.complete([completion(first, "dead", release=True)], pause_after=0)
+    (second,) = await claim(store, d)
+    assert second.event_id == ids[1]
+    await store.retry_delivery(first.delivery_id, now_us())
+    assert await claim(store, d) == []  # the lane's head is still in flight
+    await store.complete([completion(second)], pause_after=0)
+    (nxt,) = await claim(store, d)
+    assert nxt.event_id == ids[0]  # the replayed one goes first, then the third
+
+
+async def test_replay_by_state_and_time(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, "a", "b", "c")
+    claims = await claim(store, d)
+    await store.complete([completion(c, "dead", release=True) for c in claims], pause_after=0)
+    assert await store.replay(d, "dead", now_us() + US, None, now_us(), 100) == 0
+    assert await store.replay(d, "dead", None, now_us() - 3600 * US, now_us(), 100) == 0
+    assert await store.replay(d, "dead", None, None, now_us(), 2) == 2
+    assert await store.replay(d, "dead", None, None, now_us(), 100) == 1
+    assert len((await store.list_deliveries(destination_id=d, state="pending")).items) == 3
+    assert len(await claim(store, d)) == 3
+
+
+# --------------------------------------------------------------------------- leases, health
+
+
+async def test_expired_leases_are_reported(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k")
+    (c,) = await claim(store, d, owner="dead-worker", lease=0)
+    lost = await store.expired_leases(now_us() + 1, 10)
+    assert [(x.delivery_id, x.owner, x.attempts) for x in lost] == [
+        (c.delivery_id, "dead-worker", 1)
+    ]
+    assert await store.expired_leases(now_us() - 60 * US, 10) == []
+    await store.complete(
+        [completion(c, "scheduled", owner="dead-worker", next_at=now_us())], pause_after=0
+    )
+    assert await store.expired_leases(now_us() + 1, 10) == []
+
+
+async def test_a_run_of_failures_pauses_and_success_resets(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, *"abcdef")
+    claims = await claim(store, d)
+    fail = [completion(c, "scheduled", next_at=now_us() + 60 * US) for c in claims]
+    done = await store.complete(fail[:2], pause_after=3)
+    assert done.paused == []
+    done = await store.complete([completion(claims[2]), *fail[3:5]], pause_after=3)
+    assert done.paused == []  # the success reset the run: 2 failures since
+    done = await store.complete(fail[5:], pause_after=3)
+    assert done.paused == [d]
+    paused = await store.get_destination(d)
+    assert paused is not None and paused.state == "paused" and paused.paused_reason
+    resumed = await store.set_destination_state(d, "active", None)
+    assert (resumed.state, resumed.paused_reason) == ("active", None)
+
+
+async def test_backlog_and_sweep(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    other = await dest(store, ordering="none", topics=["nothing.here"])
+    ids = await publish(store, "a", "b", "c")
+    (quiet,) = await publish(store, "x", topic="user.created")  # no deliveries at all
+    backlog = {b.destination_id: b for b in await store.backlog()}
+    assert backlog[d].pending == 3 and other not in backlog
+    assert backlog[d].oldest_created_at is not None
+    claims = sorted(await claim(store, d), key=lambda c: c.event_id)
+    await store.complete([completion(claims[0]), completion(claims[1])], pause_after=0)
+    await store.complete([completion(claims[2], "dead", release=True)], pause_after=0)
+    assert await store.backlog() == []
+    assert await store.sweep(now_us() - 3600 * US, 100) == 0  # too young
+    assert await store.sweep(now_us() + 1, 100) == 3  # two delivered + the quiet one
+    assert await store.get_event(ids[0]) is None and await store.get_event(quiet) is None
+    assert await store.get_event(ids[2]) is not None  # its delivery is dead: kept
+    assert await store.sweep(now_us() + 1, 100) == 0
+
+
+async def test_set_destination_state_unknown(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.set_destination_state("dst_nope", "paused", "x")
