@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from tidings import __version__
 from tidings.config import ConfigError, Settings, load_settings, settings_help
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+RETRY_BATCH = 500  # ids per POST /v1/deliveries/retry
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -244,6 +246,106 @@ def destinations_create(
         if value is not None:
             body[field] = value
     _print(_Client(url, api_key).call("POST", "/v1/destinations", body))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list dead deliveries and send them again."""
+
+
+def _dead_pages(
+    client: _Client, destination_id: str | None, page_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    cursor: str | None = None
+    while True:
+        query = {"state": "dead", "limit": str(page_size)}
+        if destination_id:
+            query["destination_id"] = destination_id
+        if cursor:
+            query["cursor"] = cursor
+        page = client.call("GET", "/v1/deliveries?" + urllib.parse.urlencode(query))
+        yield page["items"]
+        cursor = page["next"]
+        if not cursor:
+            return
+
+
+def _destination_id(client: _Client, ref: str | None) -> str | None:
+    if ref is None:
+        return None
+    found = client.call("GET", f"/v1/destinations/{urllib.parse.quote(ref, safe='')}")
+    return str(found["id"])
+
+
+@dlq.command("list")
+@click.option("--destination", "destination", help="Only this destination (id or name).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@_url_option
+@_key_option
+def dlq_list(destination: str | None, limit: int, url: str, api_key: str | None) -> None:
+    """List dead deliveries, newest first: id, destination, key, attempts, last error."""
+    client = _Client(url, api_key)
+    destination_id = _destination_id(client, destination)
+    shown = 0
+    for items in _dead_pages(client, destination_id, min(limit, 1000)):
+        for d in items:
+            if shown >= limit:
+                click.echo(f"(more: raise --limit above {limit})", err=True)
+                return
+            click.echo(
+                f"{d['id']}  {d['destination_id']}  {d['key'] or '-':16} "
+                f"{d['attempt_count']:>3}  {d['updated_at']}  {d['last_error'] or ''}"
+            )
+            shown += 1
+    if shown == 0:
+        click.echo("no dead deliveries", err=True)
+
+
+@dlq.command("retry")
+@click.argument("ids", nargs=-1)
+@click.option("--destination", help="Retry every dead delivery of this destination.")
+@click.option("--all", "everything", is_flag=True, help="Retry every dead delivery.")
+@_url_option
+@_key_option
+def dlq_retry(
+    ids: tuple[str, ...],
+    destination: str | None,
+    everything: bool,
+    url: str,
+    api_key: str | None,
+) -> None:
+    """Send dead deliveries again: the IDS given, or all of a --destination, or --all.
+
+    Each gets a fresh run of attempts; in a fifo destination it goes back into its lane.
+    A progress bar shows long runs (on a terminal).
+    """
+    if bool(ids) + bool(destination) + everything != 1:
+        raise click.UsageError("give delivery ids, or --destination, or --all (one of them)")
+    client = _Client(url, api_key)
+    if ids:
+        batches: Iterator[list[str]] = iter([list(ids)])
+        total = len(ids)
+    else:
+        destination_id = _destination_id(client, destination)
+        # Collect ids first: retrying while paging would move the cursor under our feet.
+        found = [d["id"] for items in _dead_pages(client, destination_id, 1000) for d in items]
+        batches = (found[i : i + RETRY_BATCH] for i in range(0, len(found), RETRY_BATCH))
+        total = len(found)
+    retried, missing, conflicts = 0, 0, 0
+    with click.progressbar(length=total, label="retrying", file=sys.stderr) as bar:
+        for batch in batches:
+            answer = client.call("POST", "/v1/deliveries/retry", {"ids": batch})
+            retried += answer["retried"]
+            missing += len(answer["not_found"])
+            conflicts += len(answer["conflicts"])
+            bar.update(len(batch))
+    click.echo(
+        f"retried {retried}"
+        + (f", {missing} not found" if missing else "")
+        + (f", {conflicts} already pending" if conflicts else "")
+    )
+    if ids and retried < len(ids):
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-disable_created_metrics()  # no `*_created` series: they double the scrape for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call] # no `*_created` series: they double the scrape for no use here
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_INGESTED = Counter(

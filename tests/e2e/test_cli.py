@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,5 +89,60 @@ def test_serve_creates_an_api_key_once_and_prints_it_once(tmp_path: Path) -> Non
     try:
         assert "tdk_" not in proc.log_path.read_text()  # never printed again
         assert tidings("destinations", "list", url=proc.url, key=keys[0]).returncode == 0
+    finally:
+        proc.stop()
+
+
+def _wait_dead(url: str, n: int, timeout: float = 20.0) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    items: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            url + "/v1/deliveries?state=dead&limit=1000",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            items = json.loads(r.read())["items"]
+        if len(items) >= n:
+            return items
+        time.sleep(0.1)
+    raise AssertionError(f"only {len(items)} of {n} deliveries went dead in {timeout} s")
+
+
+def test_dlq_list_and_retry(tmp_path: Path) -> None:
+    proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'dlq.db'}")
+    proc.extra_env.update({"TIDINGS_ALLOW_PRIVATE_TARGETS": "1", "TIDINGS_POLL_INTERVAL_MS": "100"})
+    proc.start()
+    try:
+        # Port 9 (discard) is closed here: every attempt is a connection error.
+        body = '{"retry": {"max_attempts": 1}, "ordering": "none"}'
+        created = tidings(
+            "destinations", "create", "--name", "down", "--url", "http://127.0.0.1:9/h",
+            "--topic", "dlq.*", "--json", body, url=proc.url,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        for i in range(5):
+            assert tidings("publish", "dlq.test", "--key", f"k{i}", url=proc.url).returncode == 0
+        dead = _wait_dead(proc.url, 5)
+
+        listed = tidings("dlq", "list", "--destination", "down", url=proc.url)
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == sorted(
+            str(d["id"]) for d in dead
+        )
+        assert "connection refused" in listed.stdout
+
+        one = tidings("dlq", "retry", str(dead[0]["id"]), url=proc.url)
+        assert one.returncode == 0, one.stderr
+        assert one.stdout.strip() == "retried 1"
+
+        everything = tidings("dlq", "retry", "--destination", "down", url=proc.url)
+        assert everything.returncode == 0, everything.stderr
+        # The one retried above may be dead again already, or still pending.
+        assert everything.stdout.strip() in ("retried 4", "retried 5")
+        _wait_dead(proc.url, 5)
+        assert tidings("dlq", "retry", url=proc.url).returncode == 2  # says what to give
+        missing = tidings("dlq", "retry", "dlv_nope", url=proc.url)
+        assert missing.returncode == 1 and "1 not found" in missing.stdout
     finally:
         proc.stop()
