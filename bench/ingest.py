@@ -7,8 +7,8 @@ What one run does
 - starts a real `tidings serve` subprocess on a fresh SQLite file in a temporary
   directory (TIDINGS_DATABASE_URL, TIDINGS_API_KEY, TIDINGS_PORT, TIDINGS_LOG_LEVEL=warning),
   waits for /healthz and creates two webhook destinations subscribed to `bench.*`, so
-  every event also writes two delivery rows (nothing is delivered yet: the URL is
-  http://127.0.0.1:9/hook);
+  every event also writes two delivery rows (the destinations are paused, so nothing is
+  sent: this measures ingest alone);
 - starts the load generator as separate processes (aiohttp client on uvloop), so that it
   does not share a GIL with the server; each process runs a number of client tasks, each
   with its own keep-alive connection, and each task sends one request at a time;
@@ -516,6 +516,7 @@ class Runner:
                 TIDINGS_PORT=str(port),
                 TIDINGS_HOST="127.0.0.1",
                 TIDINGS_LOG_LEVEL="warning",
+                TIDINGS_ALLOW_PRIVATE_TARGETS="1",
             )
             argv = [sys.executable, "-m", "tidings.cli", "serve"]
         else:
@@ -553,6 +554,16 @@ class Runner:
                     )
                     if status != 201:
                         raise BenchError(f"creating a destination answered {status}: {body!r}")
+                    # Paused: deliveries are written at ingest but not sent, so this measures
+                    # ingest alone (bench/deliver.py measures delivery).
+                    status, body = http_json(
+                        "PATCH",
+                        f"{url}/v1/destinations/{body['id']}",
+                        {"state": "paused"},
+                        api_key,
+                    )
+                    if status != 200:
+                        raise BenchError(f"pausing a destination answered {status}: {body!r}")
             processes, tasks = opts.clients[scenario]
             configs = []
             for p in range(processes):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_SHIFTS = range(120, -1, -10)
 _RANDOM_BITS = 80
 _RANDOM_MAX = (1 << _RANDOM_BITS) - 1
 _TIME_MAX = (1 << 48) - 1
@@ -29,12 +31,10 @@ def encode_ulid(ms: int, rand: int) -> str:
         raise ValueError("timestamp out of range")
     if not 0 <= rand <= _RANDOM_MAX:
         raise ValueError("random part out of range")
+    # Two digits (10 bits) per lookup: 13 lookups for the 130 bits, where a loop over 26
+    # digits was the largest cost of ingest.
     value = (ms << _RANDOM_BITS) | rand
-    out = []
-    for _ in range(26):
-        out.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def decode_ulid(text: str) -> tuple[int, int]:

@@ -192,6 +192,7 @@ class SQLiteStore(Store):
         self._destinations_dirty = True
         self._destinations_rev: str | None = None
         self._last_received_at = 0
+        self._last_seq = 0
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -386,11 +387,15 @@ class SQLiteStore(Store):
     def _append(self, conn: sqlite3.Connection, events: Sequence[EventIn]) -> list[Appended]:
         now = max(now_us(), self._last_received_at)
         out: list[Appended] = []
-        deliveries: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        deliveries: list[list[Any]] = []  # [id, event_seq, destination_id, lane_key, holds]
         new_id = self._ids.new
         route = self._router.route
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
-        busy_lanes: set[tuple[str, str]] = set()  # lanes given a head by this call
+        # Sequence numbers are assigned here (we hold the write lock) so that the events go
+        # in with one executemany; never below a number handed out before, even if the
+        # newest events were deleted since.
+        seq = max(conn.execute(Q["max_event_seq"]).fetchone()[0] or 0, self._last_seq)
         for event in events:
             if event.idempotency_key is not None:
                 earlier = first_of_key.get(event.idempotency_key)
@@ -407,41 +412,61 @@ class SQLiteStore(Store):
                     continue
             payload = bytes(event.payload)
             event_id = new_id(EVENT_PREFIX)
-            seq = conn.execute(
-                Q["insert_event"],
-                {
-                    "id": event_id,
-                    "topic": event.topic,
-                    "key": event.key,
-                    "payload": payload,
+            seq += 1
+            rows.append(
+                (
+                    seq,
+                    event_id,
+                    event.topic,
+                    event.key,
+                    payload,
                     # TEXT column of a STRICT table: bind str, not bytes.
-                    "recipients": _encode(event.recipients).decode() if event.recipients else None,
-                    "idempotency_key": event.idempotency_key,
-                    "causation_id": event.causation_id,
-                    "correlation_id": event.correlation_id,
-                    "received_at": now,
-                },
-            ).lastrowid
+                    _encode(event.recipients).decode() if event.recipients else None,
+                    event.idempotency_key,
+                    event.causation_id,
+                    event.correlation_id,
+                    now,
+                )
+            )
             targets = route(event.topic, partial(msgspec.json.decode, payload))
             for destination_id in targets:
-                deliveries.append(
-                    {
-                        "id": new_id(DELIVERY_PREFIX),
-                        "event_seq": seq,
-                        "destination_id": destination_id,
-                        "lane_key": event.key,
-                        "holds_lane": self._takes_head(conn, destination_id, event.key, busy_lanes),
-                        "now": now,
-                    }
-                )
+                deliveries.append([new_id(DELIVERY_PREFIX), seq, destination_id, event.key, 1])
             appended = Appended(id=event_id, received_at=now, deliveries=len(targets))
             if event.idempotency_key is not None:
                 first_of_key[event.idempotency_key] = appended
             out.append(appended)
+        if rows:
+            conn.executemany(Q["insert_event"], rows)
+            self._last_seq = seq
         if deliveries:
-            conn.executemany(Q["insert_delivery"], deliveries)
+            self._queue_behind_heads(conn, deliveries)
+            conn.executemany(Q["insert_delivery"], [(*d, now, now, now) for d in deliveries])
         self._last_received_at = now
         return out
+
+    def _queue_behind_heads(self, conn: sqlite3.Connection, deliveries: list[list[Any]]) -> None:
+        """Clear the `holds` flag (index 4) of new fifo deliveries whose lane has a head
+        already, in the store or earlier in this list. One query for the whole list."""
+        fifo = self._fifo
+        lanes = {(d[2], d[3]) for d in deliveries if fifo.get(d[2], True)}
+        if not lanes:
+            return
+        busy = set(
+            map(
+                tuple,
+                conn.execute(
+                    Q["lanes_with_head"], {"lanes": _encode([list(lane) for lane in lanes])}
+                ).fetchall(),
+            )
+        )
+        for d in deliveries:
+            lane = (d[2], d[3])
+            if lane not in lanes:
+                continue  # unordered destination: every delivery goes at once
+            if lane in busy:
+                d[4] = 0
+            else:
+                busy.add(lane)
 
     def _takes_head(
         self, conn: sqlite3.Connection, destination_id: str, lane_key: str, busy: set[Any]

@@ -10,16 +10,22 @@ INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING
 SELECT e.id, e.received_at, (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
 FROM events e WHERE e.idempotency_key = :idempotency_key;
 
+-- name: max_event_seq
+SELECT max(seq) FROM events;
+
 -- name: insert_event
-INSERT INTO events (id, topic, key, payload, recipients, idempotency_key,
+-- Positional: (seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+-- correlation_id, received_at); executemany'd by the ingest writer.
+INSERT INTO events (seq, id, topic, key, payload, recipients, idempotency_key,
                     causation_id, correlation_id, received_at)
-VALUES (:id, :topic, :key, :payload, :recipients, :idempotency_key,
-        :causation_id, :correlation_id, :received_at);
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_delivery
-INSERT INTO deliveries (id, event_seq, destination_id, lane_key, state, next_attempt_at,
-                        holds_lane, created_at, updated_at)
-VALUES (:id, :event_seq, :destination_id, :lane_key, 'pending', :now, :holds_lane, :now, :now);
+-- Positional: (id, event_seq, destination_id, lane_key, holds_lane, next_attempt_at,
+-- created_at, updated_at).
+INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
+                        next_attempt_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?);
 
 -- name: max_received_at
 SELECT received_at FROM events ORDER BY seq DESC LIMIT 1;
@@ -86,6 +92,14 @@ ORDER BY d.seq DESC LIMIT :limit;
 -- name: lane_has_head
 SELECT 1 FROM deliveries
 WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1 LIMIT 1;
+
+-- name: lanes_with_head
+-- Of the (destination_id, lane_key) pairs in the JSON array :lanes, those with a head.
+SELECT destination_id, lane_key FROM deliveries
+WHERE holds_lane = 1
+  AND (destination_id, lane_key) IN (SELECT json_extract(value, '$[0]'),
+                                            json_extract(value, '$[1]')
+                                     FROM json_each(:lanes));
 
 -- name: promote_next
 -- The lane's earliest waiting delivery becomes its head, unless the lane has one.
