@@ -27,6 +27,12 @@ async def _create_destinations(session: aiohttp.ClientSession, url: str) -> None
         body = {"kind": "webhook", "name": name, "url": "http://127.0.0.1:9/h", "topics": topics}
         async with session.post(f"{url}/v1/destinations", json=body) as r:
             assert r.status == 201, await r.text()
+            created = await r.json()
+        # Paused: deliveries are written at ingest but never sent, so they stay `pending`
+        # and this test is about ingest durability alone.
+        patch = {"state": "paused"}
+        async with session.patch(f"{url}/v1/destinations/{created['id']}", json=patch) as r:
+            assert r.status == 200, await r.text()
     # A third destination whose topic never matches: it must get no deliveries.
     body = {"kind": "webhook", "url": "http://127.0.0.1:9/h", "topics": ["other.topic"]}
     async with session.post(f"{url}/v1/destinations", json=body) as r:
@@ -112,6 +118,7 @@ def _check_store(db: Path, acked: dict[str, str]) -> None:
 async def test_sigkill_during_ingest_loses_no_acknowledged_event(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     proc = TidingsProcess(tmp_path, f"sqlite:///{db}")
+    proc.extra_env["TIDINGS_ALLOW_PRIVATE_TARGETS"] = "1"  # the targets are 127.0.0.1:9
     all_acked: dict[str, str] = {}
     try:
         proc.start()

@@ -354,3 +354,25 @@ async def test_backlog_and_sweep(store: Store) -> None:
 async def test_set_destination_state_unknown(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.set_destination_state("dst_nope", "paused", "x")
+
+
+async def test_switching_none_to_fifo_queues_the_backlog_into_lanes(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    ids = await publish(store, "k", "k", "k", "j", "j")
+    (moving,) = [c for c in await claim(store, d, limit=1)]  # k's first is in flight
+    current = await store.get_destination(d)
+    assert current is not None
+    await store.update_destination(d, msgspec.structs.replace(current.spec, ordering="fifo"))
+    (j_head,) = await claim(store, d)  # k is busy with `moving`; j's earliest goes
+    assert (moving.event_id, j_head.event_id) == (ids[0], ids[3])
+    order = []
+    pending = [moving, j_head]
+    for _ in range(10):
+        if not pending:
+            break
+        order += [c.event_id for c in pending]
+        await store.complete([completion(c) for c in pending], pause_after=0)
+        pending = await claim(store, d)
+    assert [i for i in order if i in ids[:3]] == ids[:3]
+    assert [i for i in order if i in ids[3:]] == ids[3:]
+    assert len(order) == 5

@@ -25,8 +25,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -230,9 +231,7 @@ class Dispatcher:
         entry = self._dests[claim.destination_id]
         entry.in_flight += 1
         self._in_flight_ids.add(claim.delivery_id)
-        task = asyncio.create_task(self._deliver(entry, claim))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._spawn(self._deliver(entry, claim))
 
     # ------------------------------------------------------------------ delivering
     async def _deliver(self, entry: _Destination, claim: Claim) -> None:
@@ -311,9 +310,7 @@ class Dispatcher:
             if self.alerter is not None:
                 self.alerter.destination_paused(paused)
 
-        task = asyncio.create_task(pause())
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._spawn(pause())
 
     # ------------------------------------------------------------------ writing outcomes
     async def _flush_loop(self) -> None:
@@ -353,16 +350,30 @@ class Dispatcher:
             if entry is not None:
                 log.warning("destination %s paused after a run of failed attempts", dest_id)
                 self._mark_paused(entry, "a run of failed attempts")
+                self._spawn(self._announce_pause(entry))
         if self.alerter is None:
             return
         for dest_id, completions in dead.items():
             entry = self._dests.get(dest_id)
             if entry is not None:
                 self.alerter.deliveries_dead(entry.current, completions)
-        for dest_id in paused:
-            entry = self._dests.get(dest_id)
-            if entry is not None:
-                self.alerter.destination_paused(entry.current)
+
+    async def _announce_pause(self, entry: _Destination) -> None:
+        """Alert with the destination as stored (its reason names the run's length)."""
+        try:
+            stored = await self.store.get_destination(entry.current.id)
+        except StoreError as exc:
+            log.warning("could not read paused destination %s: %s", entry.current.id, exc)
+            stored = None
+        if stored is not None:
+            entry.update(stored)
+        if self.alerter is not None:
+            self.alerter.destination_paused(entry.current)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     # ------------------------------------------------------------------ maintenance
     async def _maintenance_loop(self) -> None:

@@ -802,11 +802,27 @@ class SQLiteStore(Store):
         now = now_us()
         if old.ordering == "fifo" and new.ordering == "none":
             conn.execute(Q["unqueue_all"], {"destination_id": dest_id, "now": now})
+        if old.ordering == "none" and new.ordering == "fifo":
+            self._queue_into_lanes(conn, dest_id)
         if old.on_dead == "block" and new.on_dead == "skip":
             lanes = conn.execute(Q["unblock_dead_heads"], {"destination_id": dest_id}).fetchall()
             conn.execute(Q["release_dead_heads"], {"destination_id": dest_id})
             for (lane_key,) in lanes:
                 self._promote(conn, dest_id, lane_key, now)
+
+    @staticmethod
+    def _queue_into_lanes(conn: sqlite3.Connection, dest_id: str) -> None:
+        """An unordered backlog becomes fifo: per lane, only the delivery already moving
+        (in flight or scheduled), else the earliest pending one, stays head."""
+        heads: dict[str, int] = {}  # lane -> seq of the head kept
+        queued: list[dict[str, int]] = []
+        rows = conn.execute(Q["lane_holders"], {"destination_id": dest_id}).fetchall()
+        for seq, lane_key, state in rows:  # moving ones first, then by event order
+            if lane_key not in heads:
+                heads[lane_key] = seq
+            elif state == "pending":
+                queued.append({"seq": seq})
+        conn.executemany(Q["queue_behind"], queued)
 
     async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
         rows = await self._read(

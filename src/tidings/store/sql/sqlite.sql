@@ -198,6 +198,16 @@ WHERE destination_id = :destination_id AND holds_lane = 1 AND state = 'dead';
 UPDATE deliveries SET holds_lane = 0 WHERE destination_id = :destination_id
   AND holds_lane = 1 AND state = 'dead';
 
+-- name: lane_holders
+-- Every head of a destination's lanes: moving or blocking ones (in flight, scheduled,
+-- dead) first, then pending ones in event order.
+SELECT seq, lane_key, state FROM deliveries
+WHERE destination_id = :destination_id AND holds_lane = 1
+ORDER BY lane_key, state = 'pending', event_seq;
+
+-- name: queue_behind
+UPDATE deliveries SET holds_lane = 0 WHERE seq = :seq;
+
 -- name: unqueue_all
 UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now
 WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
