@@ -1,7 +1,7 @@
 """Shared fixtures.
 
-- `store`: an open store, once per backend (SQLite now; PostgreSQL joins with the
-  scale-out issue). Every test using it is a contract test both backends must pass.
+- `store`: an open store, once per backend (SQLite, and PostgreSQL in a schema of its
+  own on the local server). Every test using it is a contract test both backends pass.
 - `api`: the real aiohttp application served on 127.0.0.1 (random port) over a fresh
   SQLite store, with an aiohttp client session that carries the API key.
 - `require_service(name, port)`: skip with a clear reason when a local server is down,
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tidings.api.app import create_app, start_site
 from tidings.api.auth import digest
 from tidings.config import Settings
 from tidings.store.base import Store
+from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SQLiteStore
 
 API_KEY = "tdk_test_key"
@@ -49,20 +52,52 @@ def require_service() -> Callable[[str, int], None]:
     return check
 
 
+POSTGRES_URL = os.environ.get(
+    "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def postgres_schema(tmp_path: Path) -> str:
+    """A schema of its own for each test (the same one for the same tmp_path)."""
+    return "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+
+
+def postgres_url(schema: str) -> str:
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
+async def drop_schema(schema: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def make_store(backend: str, tmp_path: Path) -> Store:
     if backend == "sqlite":
         return SQLiteStore(str(tmp_path / "tidings.db"))
+    if backend == "postgresql":
+        return PostgresStore(postgres_url(postgres_schema(tmp_path)))
     raise AssertionError(f"unknown backend {backend}")
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    require_service: Callable[[str, int], None],
+) -> AsyncIterator[Store]:
+    if request.param == "postgresql":
+        require_service("PostgreSQL", 5432)
     s = make_store(request.param, tmp_path)
     await s.open()
     try:
         yield s
     finally:
         await s.close()
+        if request.param == "postgresql":
+            await drop_schema(postgres_schema(tmp_path))
 
 
 @dataclass

@@ -211,6 +211,7 @@ class Completion(Struct, frozen=True, kw_only=True):
 
     delivery_id: str
     destination_id: str
+    lane_key: str
     owner: str
     attempt: AttemptResult
     state: CompletionState

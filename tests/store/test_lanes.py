@@ -58,6 +58,7 @@ def completion(
     return Completion(
         delivery_id=c.delivery_id,
         destination_id=c.destination_id,
+        lane_key=c.lane_key,
         owner=owner,
         attempt=AttemptResult(
             at=now_us(),

@@ -260,7 +260,7 @@ class Dispatcher:
         ATTEMPTS.labels(d.id, result.outcome).inc()
         ATTEMPT_LATENCY.labels(d.id).observe(result.latency_ms / 1000)
         transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
-        self._finish(claim.delivery_id, d, result, transition, self.options.owner)
+        self._finish(claim.delivery_id, claim.lane_key, d, result, transition, self.options.owner)
         if transition.disable_destination:
             self._pause_soon(entry, "the receiver answered 410 Gone")
         if entry.in_flight * 2 <= spec.max_in_flight:
@@ -269,6 +269,7 @@ class Dispatcher:
     def _finish(
         self,
         delivery_id: str,
+        lane_key: str,
         d: Destination,
         result: AttemptResult,
         transition: Transition,
@@ -278,6 +279,7 @@ class Dispatcher:
             Completion(
                 delivery_id=delivery_id,
                 destination_id=d.id,
+                lane_key=lane_key,
                 owner=owner,
                 attempt=result,
                 state=transition.state,
@@ -406,4 +408,4 @@ class Dispatcher:
         )
         ATTEMPTS.labels(d.id, "lost").inc()
         transition = decide(result, lease.attempts, d.spec.retry, d.spec.on_dead, now, self.rng)
-        self._finish(lease.delivery_id, d, result, transition, lease.owner)
+        self._finish(lease.delivery_id, lease.lane_key, d, result, transition, lease.owner)

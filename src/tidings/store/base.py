@@ -3,8 +3,9 @@
 The domain speaks only to `Store`. An implementation must:
 - make `append_events` atomic and durable before it returns: the events, their
   idempotency keys and every delivery fan-out creates commit together or not at all;
-- hand out a strictly increasing per-store sequence (`Event.seq`) and `received_at`
-  values that never decrease along it, so (received_at, seq) is the FIFO order;
+- hand out a strictly increasing sequence (`Event.seq`), with `received_at` values and
+  event ids that never decrease along it within one store instance (one process); and,
+  across processes sharing a database, along each lane: `seq` is the FIFO order of a lane;
 - answer lists newest first with opaque cursors (`encode_cursor`/`decode_cursor`).
 The shared contract tests in tests/store run against every implementation.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tidings.model import (
     Appended,
@@ -87,6 +88,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a query."""
+
+    async def listen(
+        self, on_work: Callable[[], None], on_destinations: Callable[[], None]
+    ) -> None:
+        """Call `on_work` when another process may have made deliveries due, and
+        `on_destinations` when one changed destinations, until `close`. A store without
+        such notifications does nothing: workers then find work by polling."""
+        return None
 
     # -- small key/value facts (the API key hash, ...)
     @abc.abstractmethod
@@ -232,7 +241,9 @@ def open_store(database_url: str) -> Store:
 
         return SQLiteStore(database_url.removeprefix("sqlite:///"))
     if database_url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL store is not available yet in this version")
+        from tidings.store.postgres import PostgresStore
+
+        return PostgresStore(database_url)
     raise StoreError(
         f"unsupported database URL {database_url!r}: use sqlite:///PATH or postgresql://..."
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import queue
 import sqlite3
@@ -60,8 +59,15 @@ from tidings.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    decode_cursor,
-    encode_cursor,
+)
+from tidings.store.rows import (
+    attempt_row,
+    backlog_of,
+    cursor_seq,
+    delivery_row,
+    destination_row,
+    event_row,
+    page_of,
 )
 from tidings.store.sql import load_queries, migrations
 from tidings.timeutil import now_us
@@ -121,59 +127,6 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
-
-
-def _destination(row: Sequence[Any]) -> Destination:
-    return Destination(
-        id=row[0],
-        spec=_spec_decoder.decode(row[1]),
-        secrets=_secrets_decoder.decode(row[2]),
-        state=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        paused_reason=row[6],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        seq=row[0],
-        id=row[1],
-        topic=row[2],
-        key=row[3],
-        payload=msgspec.Raw(row[4]),
-        recipients=json.loads(row[5]) if row[5] else [],
-        idempotency_key=row[6],
-        causation_id=row[7],
-        correlation_id=row[8],
-        received_at=row[9],
-    )
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        seq=row[0],
-        id=row[1],
-        event_id=row[2],
-        destination_id=row[3],
-        key=row[4],
-        state=row[5],
-        attempts=row[6],
-        next_attempt_at=row[7],
-        last_error=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-    )
-
-
-def _page(items: list[T], seqs: list[int], limit: int) -> Page[T]:
-    if len(items) > limit:
-        return Page(items=items[:limit], next=encode_cursor(seqs[limit - 1]))
-    return Page(items=items, next=None)
-
-
-def _cursor(cursor: str | None) -> int | None:
-    return None if cursor is None else decode_cursor(cursor)
 
 
 class SQLiteStore(Store):
@@ -325,7 +278,7 @@ class SQLiteStore(Store):
 
     def _reload_destinations(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(Q["all_destinations"]).fetchall()
-        destinations = [_destination(r) for r in rows]
+        destinations = [destination_row(r) for r in rows]
         self._router = Router.build(
             Route(d.id, tuple(d.spec.topics), d.spec.filter, d.spec.enabled) for d in destinations
         )
@@ -512,25 +465,25 @@ class SQLiteStore(Store):
         row = conn.execute(Q["destination_by_id"], {"ref": destination_id}).fetchone()
         if row is None:
             raise NotFound(destination_id)
-        return _destination(row)
+        return destination_row(row)
 
     async def get_destination(self, ref: str) -> Destination | None:
         def read(conn: sqlite3.Connection) -> Destination | None:
             row = conn.execute(Q["destination_by_id"], {"ref": ref}).fetchone()
             if row is None:
                 row = conn.execute(Q["destination_by_name"], {"ref": ref}).fetchone()
-            return None if row is None else _destination(row)
+            return None if row is None else destination_row(row)
 
         return await self._read(read)
 
     async def list_destinations(self, limit: int, cursor: str | None) -> Page[Destination]:
-        after = _cursor(cursor)
+        after = cursor_seq(cursor)
 
         def read(conn: sqlite3.Connection) -> Page[Destination]:
             rows = conn.execute(
                 Q["list_destinations"], {"cursor": after, "limit": limit + 1}
             ).fetchall()
-            return _page([_destination(r[1:]) for r in rows], [r[0] for r in rows], limit)
+            return page_of([destination_row(r[1:]) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)
 
@@ -591,14 +544,14 @@ class SQLiteStore(Store):
     # ---------------------------------------------------------------- reads
     async def get_event(self, event_id: str) -> Event | None:
         row = await self._read(lambda c: c.execute(Q["get_event"], {"id": event_id}).fetchone())
-        return None if row is None else _event(row)
+        return None if row is None else event_row(row)
 
     async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
         params: dict[str, Any] = {
             "topic": None,
             "prefix": None,
             "prefix_end": None,
-            "cursor": _cursor(cursor),
+            "cursor": cursor_seq(cursor),
             "limit": limit + 1,
         }
         prefix = pattern_prefix(topic) if topic else None
@@ -610,7 +563,7 @@ class SQLiteStore(Store):
 
         def read(conn: sqlite3.Connection) -> Page[Event]:
             rows = conn.execute(Q["list_events"], params).fetchall()
-            return _page([_event(r) for r in rows], [r[0] for r in rows], limit)
+            return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)
 
@@ -618,7 +571,7 @@ class SQLiteStore(Store):
         row = await self._read(
             lambda c: c.execute(Q["get_delivery"], {"id": delivery_id}).fetchone()
         )
-        return None if row is None else _delivery(row)
+        return None if row is None else delivery_row(row)
 
     async def list_deliveries(
         self,
@@ -633,13 +586,13 @@ class SQLiteStore(Store):
             "destination_id": destination_id,
             "state": state,
             "event_id": event_id,
-            "cursor": _cursor(cursor),
+            "cursor": cursor_seq(cursor),
             "limit": limit + 1,
         }
 
         def read(conn: sqlite3.Connection) -> Page[Delivery]:
             rows = conn.execute(Q["list_deliveries"], params).fetchall()
-            return _page([_delivery(r) for r in rows], [r[0] for r in rows], limit)
+            return page_of([delivery_row(r) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)
 
@@ -647,22 +600,12 @@ class SQLiteStore(Store):
         rows = await self._read(
             lambda c: c.execute(Q["attempts_of"], {"id": delivery_id}).fetchall()
         )
-        return [
-            Attempt(
-                at=r[0],
-                outcome=r[1],
-                status_code=r[2],
-                latency_ms=r[3],
-                error=r[4],
-                response_body=r[5],
-            )
-            for r in rows
-        ]
+        return [attempt_row(r) for r in rows]
 
     # ---------------------------------------------------------------- the delivery engine
     async def all_destinations(self) -> list[Destination]:
         rows = await self._read(lambda c: c.execute(Q["all_destinations"]).fetchall())
-        return [_destination(r) for r in rows]
+        return [destination_row(r) for r in rows]
 
     async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
         def job(conn: sqlite3.Connection) -> ClaimBatch:
@@ -875,7 +818,7 @@ class SQLiteStore(Store):
         def job(conn: sqlite3.Connection) -> Delivery:
             if not self._requeue(conn, delivery_id, now):
                 raise Conflict("state", "the delivery is already pending or in flight")
-            return _delivery(conn.execute(Q["get_delivery"], {"id": delivery_id}).fetchone())
+            return delivery_row(conn.execute(Q["get_delivery"], {"id": delivery_id}).fetchone())
 
         return await self._write(job)
 
@@ -943,25 +886,7 @@ class SQLiteStore(Store):
         return await self._write(job)
 
     async def backlog(self) -> list[Backlog]:
-        rows = await self._read(lambda c: c.execute(Q["backlog"]).fetchall())
-        by_destination: dict[str, dict[str, Any]] = {}
-        for destination_id, state, count, oldest in rows:
-            entry = by_destination.setdefault(
-                destination_id, {"pending": 0, "scheduled": 0, "in_flight": 0, "oldest": None}
-            )
-            entry[state] = count
-            if entry["oldest"] is None or oldest < entry["oldest"]:
-                entry["oldest"] = oldest
-        return [
-            Backlog(
-                destination_id=d,
-                pending=e["pending"],
-                scheduled=e["scheduled"],
-                in_flight=e["in_flight"],
-                oldest_created_at=e["oldest"],
-            )
-            for d, e in by_destination.items()
-        ]
+        return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
 
 
 __all__ = ["SQLiteStore", "StoreError"]

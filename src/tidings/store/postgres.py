@@ -1,0 +1,836 @@
+"""The PostgreSQL store: asyncpg with a pool, for many API and worker processes at once.
+
+Every method runs in its own transaction on a pooled connection; PostgreSQL's own group
+commit shares fsyncs between concurrent commits. What SQLite gets from its single
+writer, this store gets from locks:
+- a *lane lock* (a transaction-scoped advisory lock on a hash of destination and key)
+  serializes everything that decides a lane's head: ingest of a fifo delivery (is the lane
+  busy?), an outcome that frees the lane (who is next?), retry, replay and purge. Locks
+  are taken in sorted order, so transactions never deadlock on them; ingest takes them
+  before drawing event sequence numbers, so along a lane `seq` follows commit order;
+- a *destination lock* (shared at ingest, exclusive when a destination's ordering or
+  dead-letter policy changes) keeps those changes from racing with ingest;
+- claims use `FOR UPDATE SKIP LOCKED`, so concurrent workers never lease one delivery.
+New deliveries are announced with `NOTIFY` on commit; `listen` delivers those wake-ups
+to the engine over a dedicated connection that reconnects by itself. Migrations run
+under a session advisory lock, so processes starting together apply each one once.
+
+Any connection-level failure surfaces as `StoreUnavailable` (the API answers 503 with
+Retry-After; the engine backs off), and the pool reconnects when the server returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.model import (
+    Appended,
+    Attempt,
+    Backlog,
+    Claim,
+    ClaimAsk,
+    ClaimBatch,
+    Completed,
+    Completion,
+    Delivery,
+    Destination,
+    DestinationSpec,
+    DestinationState,
+    Event,
+    EventIn,
+    LostLease,
+    Page,
+    Secret,
+)
+from tidings.policy.routing import Route, Router
+from tidings.policy.topics import pattern_prefix
+from tidings.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
+from tidings.store.rows import (
+    attempt_row,
+    backlog_of,
+    cursor_seq,
+    delivery_row,
+    destination_row,
+    event_row,
+    page_of,
+)
+from tidings.store.sql import load_queries, migrations
+from tidings.timeutil import now_us
+
+log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+Q = load_queries("postgres")
+MIGRATION_LOCK = 0x7469_6469_6E67_7301  # "tidings" + 1: one migrator at a time
+POOL_MAX = 10
+ACQUIRE_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
+OPEN_TIMEOUT_S = 60.0
+APPEND_TRIES = 5
+_encode = msgspec.json.encode
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory lock key for a destination or a lane."""
+    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _set_on_close(event: asyncio.Event, _conn: object) -> None:
+    event.set()
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(connection URL, schema): a `schema=` query parameter names the schema to use."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "public")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url, self.schema = split_url(url)
+        if not self.schema.replace("_", "").isalnum():
+            raise StoreError(f"schema {self.schema!r}: letters, digits and _ only")
+        self.work_channel = f"tidings_{self.schema}_work"
+        self.destinations_channel = f"tidings_{self.schema}_destinations"
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._ids = IdFactory()
+        self._router = Router()
+        self._fifo: dict[str, bool] = {}
+        self._router_rev: str | None = "unloaded"
+        self._router_lock = asyncio.Lock()
+        self._seq_lock = asyncio.Lock()
+        self._last_received_at = 0
+        self._listeners: list[asyncio.Task[None]] = []
+
+    # ---------------------------------------------------------------- life cycle
+    async def open(self) -> None:
+        deadline = asyncio.get_running_loop().time() + OPEN_TIMEOUT_S
+        delay = 0.2
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.url,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    command_timeout=COMMAND_TIMEOUT_S,
+                    server_settings={"search_path": self.schema},
+                )
+                break
+            except _UNAVAILABLE as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+                log.warning("PostgreSQL not reachable yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self._migrate()
+
+    async def close(self) -> None:
+        for task in self._listeners:
+            task.cancel()
+        await asyncio.gather(*self._listeners, return_exceptions=True)
+        self._listeners.clear()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def _migrate(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                current = 0
+                if await conn.fetchval(Q["meta_exists"]):
+                    current = int(await conn.fetchval(Q["schema_version"]) or 0)
+                for version, name, script in migrations("postgres"):
+                    if version <= current:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(script)
+                        await conn.execute(Q["set_schema_version"], str(version))
+                    log.info("applied migration %s", name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    # ---------------------------------------------------------------- wake-ups
+    async def listen(
+        self, on_work: Callable[[], None], on_destinations: Callable[[], None]
+    ) -> None:
+        task = asyncio.create_task(self._listen_forever(on_work, on_destinations))
+        self._listeners.append(task)
+
+    async def _listen_forever(
+        self, on_work: Callable[[], None], on_destinations: Callable[[], None]
+    ) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection[asyncpg.Record] | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.url, server_settings={"search_path": self.schema}, timeout=5
+                )
+                lost = asyncio.Event()
+                conn.add_termination_listener(partial(_set_on_close, lost))
+                await conn.add_listener(self.work_channel, lambda *_: on_work())
+                await conn.add_listener(self.destinations_channel, lambda *_: on_destinations())
+                delay = 0.2
+                # Work may have arrived while we were not listening.
+                on_work()
+                on_destinations()
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=10)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5)  # notice a dead link
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # ---------------------------------------------------------------- meta
+    async def get_meta(self, key: str) -> str | None:
+        async with self._conn() as conn:
+            value = await conn.fetchval(Q["get_meta"], key)
+        return None if value is None else str(value)
+
+    async def set_meta_if_absent(self, key: str, value: str) -> str:
+        async with self._tx() as conn:
+            await conn.execute(Q["insert_meta_if_absent"], key, value)
+            return str(await conn.fetchval(Q["get_meta"], key))
+
+    # ---------------------------------------------------------------- routing
+    async def _current_router(self, conn: Conn) -> Router:
+        rev = await conn.fetchval(Q["destinations_rev"])
+        if rev != self._router_rev:
+            async with self._router_lock:
+                if rev != self._router_rev:
+                    rows = await conn.fetch(Q["all_destinations"])
+                    destinations = [destination_row(r) for r in rows]
+                    self._router = Router.build(
+                        Route(d.id, tuple(d.spec.topics), d.spec.filter, d.spec.enabled)
+                        for d in destinations
+                    )
+                    self._fifo = {d.id: d.spec.ordering == "fifo" for d in destinations}
+                    self._router_rev = rev
+        return self._router
+
+    async def _destinations_changed(self, conn: Conn) -> None:
+        await conn.execute(Q["bump_destinations_rev"])
+        await conn.execute(Q["notify"], self.destinations_channel, "")
+
+    # ---------------------------------------------------------------- ingest
+    async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
+        for attempt in range(APPEND_TRIES):
+            try:
+                async with self._tx() as conn:
+                    return await self._append(conn, events)
+            except asyncpg.UniqueViolationError:
+                # Another request stored one of these idempotency keys meanwhile: the
+                # next try finds it and answers it as a duplicate.
+                if attempt == APPEND_TRIES - 1:
+                    raise
+            except asyncpg.ForeignKeyViolationError:
+                # A destination we routed to was deleted while we wrote: route again.
+                self._router_rev = "stale"
+                if attempt == APPEND_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _append(self, conn: Conn, events: Sequence[EventIn]) -> list[Appended]:
+        route = (await self._current_router(conn)).route
+        fifo = self._fifo
+        keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
+        known: dict[str, Appended] = {}
+        if keys:
+            for key, event_id, received_at, n in await conn.fetch(
+                Q["events_by_idempotency_keys"], keys
+            ):
+                known[key] = Appended(
+                    id=event_id, received_at=received_at, deliveries=n, duplicate=True
+                )
+        plan: list[tuple[EventIn, list[str]] | Appended | str] = []
+        seen: set[str] = set()
+        dest_locks: set[int] = set()
+        lane_locks: set[int] = set()
+        new = 0
+        for event in events:
+            key = event.idempotency_key
+            if key is not None and key in known:
+                plan.append(known[key])
+                continue
+            if key is not None and key in seen:
+                plan.append(key)  # the first event of this call with that key
+                continue
+            if key is not None:
+                seen.add(key)
+            payload = bytes(event.payload)
+            targets = route(event.topic, partial(msgspec.json.decode, payload))
+            for destination_id in targets:
+                if fifo.get(destination_id, True):
+                    dest_locks.add(lock_key(destination_id))
+                    lane_locks.add(lock_key(destination_id, event.key))
+            plan.append((event, targets))
+            new += 1
+        if dest_locks:
+            await conn.fetchval(Q["lock_destinations_shared"], sorted(dest_locks))
+        if lane_locks:
+            await conn.fetchval(Q["lock_lanes"], sorted(lane_locks))
+        async with self._seq_lock:
+            # Sequence numbers, ids and times are drawn together, so that in this process
+            # they sort alike; across processes the lane locks above order each lane.
+            seqs = [r[0] for r in await conn.fetch(Q["next_event_seqs"], new)] if new else []
+            now = self._last_received_at = max(now_us(), self._last_received_at)
+            ids = [self._ids.new(EVENT_PREFIX) for _ in seqs]
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        deliveries: list[list[Any]] = []
+        out: list[Appended] = []
+        by_key: dict[str, Appended] = {}
+        it = iter(zip(seqs, ids, strict=True))
+        for item in plan:
+            if isinstance(item, Appended):
+                out.append(item)
+                continue
+            if isinstance(item, str):
+                out.append(msgspec.structs.replace(by_key[item], duplicate=True))
+                continue
+            event, targets = item
+            seq, event_id = next(it)
+            row = (
+                seq,
+                event_id,
+                event.topic,
+                event.key,
+                bytes(event.payload),
+                _encode(event.recipients).decode() if event.recipients else None,
+                event.idempotency_key,
+                event.causation_id,
+                event.correlation_id,
+                now,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+            for destination_id in targets:
+                deliveries.append(
+                    [self._ids.new(DELIVERY_PREFIX), seq, destination_id, event.key, 1]
+                )
+            appended = Appended(id=event_id, received_at=now, deliveries=len(targets))
+            if event.idempotency_key is not None:
+                by_key[event.idempotency_key] = appended
+            out.append(appended)
+        if new:
+            await conn.execute(Q["insert_events"], *columns)
+        if deliveries:
+            await self._queue_behind_heads(conn, deliveries)
+            await conn.execute(
+                Q["insert_deliveries"],
+                [d[0] for d in deliveries],
+                [d[1] for d in deliveries],
+                [d[2] for d in deliveries],
+                [d[3] for d in deliveries],
+                [d[4] for d in deliveries],
+                now,
+            )
+            await conn.execute(Q["notify"], self.work_channel, "")
+        return out
+
+    async def _queue_behind_heads(self, conn: Conn, deliveries: list[list[Any]]) -> None:
+        """Clear the holds flag (index 4) of new fifo deliveries whose lane is busy."""
+        lanes = {(d[2], d[3]) for d in deliveries if self._fifo.get(d[2], True)}
+        if not lanes:
+            return
+        pairs = sorted(lanes)
+        busy = {
+            (r[0], r[1])
+            for r in await conn.fetch(
+                Q["lanes_with_head"], [p[0] for p in pairs], [p[1] for p in pairs]
+            )
+        }
+        for d in deliveries:
+            lane = (d[2], d[3])
+            if lane not in lanes:
+                continue
+            if lane in busy:
+                d[4] = 0
+            else:
+                busy.add(lane)
+
+    # ---------------------------------------------------------------- destinations
+    async def create_destination(self, spec: DestinationSpec, secret: str) -> Destination:
+        destination_id = self._ids.new(DESTINATION_PREFIX)
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    Q["insert_destination"],
+                    destination_id,
+                    spec.name,
+                    _encode(spec),
+                    _encode([Secret(value=secret)]),
+                    "active",
+                    now_us(),
+                )
+                await self._destinations_changed(conn)
+                return await self._destination_in(conn, destination_id)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
+
+    @staticmethod
+    async def _destination_in(conn: Conn, destination_id: str) -> Destination:
+        row = await conn.fetchrow(Q["destination_by_id"], destination_id)
+        if row is None:
+            raise NotFound(destination_id)
+        return destination_row(row)
+
+    async def get_destination(self, ref: str) -> Destination | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(Q["destination_by_id"], ref)
+            if row is None:
+                row = await conn.fetchrow(Q["destination_by_name"], ref)
+        return None if row is None else destination_row(row)
+
+    async def list_destinations(self, limit: int, cursor: str | None) -> Page[Destination]:
+        after = cursor_seq(cursor)
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["list_destinations"], after, limit + 1)
+        return page_of([destination_row(r[1:]) for r in rows], [r[0] for r in rows], limit)
+
+    async def update_destination(self, destination_id: str, spec: DestinationSpec) -> Destination:
+        try:
+            async with self._tx() as conn:
+                await conn.execute(Q["lock_destination_exclusive"], lock_key(destination_id))
+                before = await self._destination_in(conn, destination_id)
+                await conn.execute(
+                    Q["update_destination_spec"], destination_id, spec.name, _encode(spec), now_us()
+                )
+                await self._respec_lanes(conn, before.spec, spec, destination_id)
+                await self._destinations_changed(conn)
+                return await self._destination_in(conn, destination_id)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict("name", f"a destination named {spec.name!r} exists") from exc
+
+    async def _respec_lanes(
+        self,
+        conn: Conn,
+        old: DestinationSpec,
+        new: DestinationSpec,
+        dest_id: str,
+    ) -> None:
+        now = now_us()
+        if old.ordering == "fifo" and new.ordering == "none":
+            await conn.execute(Q["unqueue_all"], dest_id, now)
+        if old.ordering == "none" and new.ordering == "fifo":
+            heads: set[str] = set()
+            queued: list[int] = []
+            for seq, lane_key, state in await conn.fetch(Q["lane_holders"], dest_id):
+                if lane_key not in heads:
+                    heads.add(lane_key)
+                elif state == "pending":
+                    queued.append(seq)
+            if queued:
+                await conn.execute(Q["queue_behind"], queued)
+        if old.on_dead == "block" and new.on_dead == "skip":
+            lanes = sorted({r[0] for r in await conn.fetch(Q["release_dead_heads"], dest_id)})
+            if lanes:
+                await conn.fetchval(
+                    Q["lock_lanes"], sorted(lock_key(dest_id, lane) for lane in lanes)
+                )
+                await conn.execute(Q["promote_lanes"], [dest_id] * len(lanes), lanes, now)
+
+    async def delete_destination(self, destination_id: str) -> bool:
+        async with self._tx() as conn:
+            deleted = await conn.execute(Q["delete_destination"], destination_id)
+            if deleted.endswith(" 0"):
+                return False
+            await self._destinations_changed(conn)
+            return True
+
+    async def rotate_secret(
+        self, destination_id: str, new_secret: str, grace_until: int
+    ) -> Destination:
+        async with self._tx() as conn:
+            current = await self._destination_in(conn, destination_id)
+            now = now_us()
+            kept = [
+                Secret(value=s.value, expires_at=s.expires_at or grace_until)
+                for s in current.secrets
+                if s.expires_at is None or s.expires_at > now
+            ]
+            await conn.execute(
+                Q["update_destination_secrets"],
+                destination_id,
+                _encode([Secret(value=new_secret), *kept]),
+                now,
+            )
+            await self._destinations_changed(conn)
+            return await self._destination_in(conn, destination_id)
+
+    # ---------------------------------------------------------------- reads
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(Q["get_event"], event_id)
+        return None if row is None else event_row(row)
+
+    async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
+        exact = prefix = prefix_end = None
+        pattern = pattern_prefix(topic) if topic else None
+        if topic and pattern is None:
+            exact = topic
+        elif pattern:
+            prefix, prefix_end = pattern, pattern[:-1] + chr(ord(pattern[-1]) + 1)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                Q["list_events"], exact, prefix, prefix_end, cursor_seq(cursor), limit + 1
+            )
+        return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(Q["get_delivery"], delivery_id)
+        return None if row is None else delivery_row(row)
+
+    async def list_deliveries(
+        self,
+        *,
+        destination_id: str | None = None,
+        state: str | None = None,
+        event_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Delivery]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                Q["list_deliveries"],
+                destination_id,
+                state,
+                event_id,
+                cursor_seq(cursor),
+                limit + 1,
+            )
+        return page_of([delivery_row(r) for r in rows], [r[0] for r in rows], limit)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["attempts_of"], delivery_id)
+        return [attempt_row(r) for r in rows]
+
+    # ---------------------------------------------------------------- the delivery engine
+    async def all_destinations(self) -> list[Destination]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["all_destinations"])
+        return [destination_row(r) for r in rows]
+
+    async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
+        claims: list[Claim] = []
+        next_due: int | None = None
+        async with self._tx() as conn:
+            for ask in asks:
+                rows = await conn.fetch(
+                    Q["claim_heads"],
+                    ask.destination_id,
+                    now,
+                    ask.limit,
+                    owner,
+                    now + ask.lease_us,
+                )
+                for delivery_id, attempts, lane_key, event_id, topic, body, received in rows:
+                    claims.append(
+                        Claim(
+                            delivery_id=delivery_id,
+                            destination_id=ask.destination_id,
+                            lane_key=lane_key,
+                            attempt=attempts,
+                            event_id=event_id,
+                            topic=topic,
+                            payload=body,
+                            received_at=received,
+                        )
+                    )
+                due = await conn.fetchval(Q["next_due"], ask.destination_id)
+                if due is not None and (next_due is None or due < next_due):
+                    next_due = due
+        return ClaimBatch(claims=claims, next_due=next_due)
+
+    async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
+        if not completions:
+            return Completed(applied=0, paused=[])
+        async with self._tx() as conn:
+            releasing = sorted(
+                {lock_key(c.destination_id, c.lane_key) for c in completions if c.release_lane}
+            )
+            if releasing:
+                await conn.fetchval(Q["lock_lanes"], releasing)
+            found = {
+                r[1]: r
+                for r in await conn.fetch(
+                    Q["deliveries_for_completion"], [c.delivery_id for c in completions]
+                )
+            }
+            now = now_us()
+            attempt_cols: list[list[Any]] = [[] for _ in range(7)]
+            update_cols: list[list[Any]] = [[] for _ in range(5)]
+            released: set[tuple[str, str]] = set()
+            runs: dict[str, tuple[bool, int]] = {}
+            applied = 0
+            for c in completions:
+                row = found.get(c.delivery_id)
+                if row is None:
+                    continue  # deleted meanwhile
+                a = c.attempt
+                for column, value in zip(
+                    attempt_cols,
+                    (
+                        row[0],
+                        a.at,
+                        a.outcome,
+                        a.status_code,
+                        a.latency_ms,
+                        a.error,
+                        a.response_body,
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+                if row[2] != "in_flight" or row[3] != c.owner:
+                    continue  # the lease was lost: keep the attempt, change nothing else
+                for column, value in zip(
+                    update_cols,
+                    (
+                        row[0],
+                        c.state,
+                        c.next_attempt_at,
+                        0 if c.release_lane else 1,
+                        None if c.state == "delivered" else a.error,
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+                if c.release_lane:
+                    released.add((c.destination_id, c.lane_key))
+                applied += 1
+                saw_success, failures = runs.get(c.destination_id, (False, 0))
+                runs[c.destination_id] = (True, 0) if not c.failed else (saw_success, failures + 1)
+            if attempt_cols[0]:
+                await conn.execute(Q["insert_attempts"], *attempt_cols)
+            if update_cols[0]:
+                await conn.execute(Q["complete_deliveries"], *update_cols, now)
+            if released:
+                lanes = sorted(released)
+                await conn.execute(
+                    Q["promote_lanes"],
+                    [lane[0] for lane in lanes],
+                    [lane[1] for lane in lanes],
+                    now,
+                )
+                await conn.execute(Q["notify"], self.work_channel, "")
+            paused = await self._update_streaks(conn, runs, pause_after, now)
+        return Completed(applied=applied, paused=paused)
+
+    async def _update_streaks(
+        self,
+        conn: Conn,
+        runs: dict[str, tuple[bool, int]],
+        pause_after: int,
+        now: int,
+    ) -> list[str]:
+        paused: list[str] = []
+        if not runs:
+            return paused
+        for destination_id, streak_now, state in await conn.fetch(
+            Q["streaks_for_update"], sorted(runs)
+        ):
+            saw_success, failures = runs[destination_id]
+            streak = failures if saw_success else streak_now + failures
+            if pause_after > 0 and streak >= pause_after and state == "active":
+                await conn.execute(
+                    Q["set_destination_state"],
+                    destination_id,
+                    "paused",
+                    f"{streak} consecutive failed attempts",
+                    streak,
+                    now,
+                )
+                paused.append(destination_id)
+            elif streak != streak_now:
+                await conn.execute(Q["set_failure_streak"], destination_id, streak)
+        if paused:
+            await self._destinations_changed(conn)
+        return paused
+
+    async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["expired_leases"], now, limit)
+        return [
+            LostLease(
+                delivery_id=r[1], destination_id=r[2], lane_key=r[3], attempts=r[4], owner=r[5]
+            )
+            for r in rows
+        ]
+
+    async def set_destination_state(
+        self, destination_id: str, state: DestinationState, reason: str | None
+    ) -> Destination:
+        async with self._tx() as conn:
+            current = await self._destination_in(conn, destination_id)
+            if current.state != state or current.paused_reason != reason:
+                await conn.execute(
+                    Q["set_destination_state"],
+                    destination_id,
+                    state,
+                    reason if state == "paused" else None,
+                    0,
+                    now_us(),
+                )
+                await self._destinations_changed(conn)
+            return await self._destination_in(conn, destination_id)
+
+    async def _requeue(self, conn: Conn, delivery_id: str, now: int) -> bool:
+        """Put a finished or scheduled delivery back in its lane; the caller holds its
+        lane lock. False when it is pending or in flight already."""
+        row = await conn.fetchrow(Q["delivery_for_requeue"], delivery_id)
+        if row is None:
+            raise NotFound(delivery_id)
+        seq, destination_id, lane_key, state, holds_lane = row
+        if state in ("pending", "in_flight"):
+            return False
+        await self._current_router(conn)  # fresh ordering of every destination
+        if holds_lane or not self._fifo.get(destination_id, True):
+            holds = 1
+        else:
+            busy = await conn.fetchval(Q["lane_has_head"], destination_id, lane_key)
+            holds = 0 if busy else 1
+        await conn.execute(Q["requeue"], seq, holds, now)
+        await conn.execute(Q["notify"], self.work_channel, "")
+        return True
+
+    async def _lock_lane_of(self, conn: Conn, delivery_id: str) -> None:
+        row = await conn.fetchrow(Q["delivery_lane"], delivery_id)
+        if row is None:
+            raise NotFound(delivery_id)
+        await conn.fetchval(Q["lock_lanes"], [lock_key(row[0], row[1])])
+
+    async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
+        async with self._tx() as conn:
+            await self._lock_lane_of(conn, delivery_id)
+            if not await self._requeue(conn, delivery_id, now):
+                raise Conflict("state", "the delivery is already pending or in flight")
+            row = await conn.fetchrow(Q["get_delivery"], delivery_id)
+            assert row is not None  # we hold its lane lock and just updated it
+            return delivery_row(row)
+
+    async def replay(
+        self,
+        destination_id: str,
+        state: str,
+        since: int | None,
+        until: int | None,
+        now: int,
+        limit: int,
+    ) -> int:
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                Q["replay_candidates"], destination_id, state, since, until, limit
+            )
+            if not rows:
+                return 0
+            locks = sorted({lock_key(destination_id, r[1]) for r in rows})
+            await conn.fetchval(Q["lock_lanes"], locks)
+            done = 0
+            for r in rows:
+                done += await self._requeue(conn, r[0], now)
+            return done
+
+    async def purge_delivery(self, delivery_id: str) -> bool:
+        async with self._tx() as conn:
+            try:
+                await self._lock_lane_of(conn, delivery_id)
+            except NotFound:
+                return False
+            row = await conn.fetchrow(Q["delivery_for_requeue"], delivery_id)
+            if row is None:
+                return False
+            seq, destination_id, lane_key, state, holds_lane = row
+            if state != "dead":
+                raise Conflict("state", "only a dead delivery can be purged")
+            await conn.execute(Q["delete_delivery"], seq)
+            if holds_lane:
+                await conn.execute(Q["promote_lanes"], [destination_id], [lane_key], now_us())
+                await conn.execute(Q["notify"], self.work_channel, "")
+            return True
+
+    async def sweep(self, cutoff: int, limit: int) -> int:
+        async with self._tx() as conn:
+            bounds = await conn.fetchrow(Q["event_seq_bounds"])
+            low, high = (None, None) if bounds is None else (bounds[0], bounds[1])
+            if low is None or high is None:
+                return 0
+            # received_at grows with seq (nearly: concurrent commits may interleave by a
+            # few ms), so a binary search finds the last event older than the cutoff.
+            last = None
+            while low <= high:
+                mid = (low + high) // 2
+                row = await conn.fetchrow(Q["event_received_at_from"], mid)
+                if row is not None and row[1] < cutoff:
+                    last = row[0]
+                    low = row[0] + 1
+                else:
+                    high = mid - 1
+            if last is None:
+                return 0
+            status = await conn.execute(Q["sweep_events_upto"], last, limit)
+            return int(status.split()[-1])
+
+    async def backlog(self) -> list[Backlog]:
+        async with self._conn() as conn:
+            return backlog_of(await conn.fetch(Q["backlog"]))
+
+
+__all__ = ["PostgresStore"]

@@ -1,0 +1,123 @@
+"""Rows to domain structs, shared by every SQL store: each backend selects the same
+columns in the same order (see its `sql/<dialect>.sql`). Must never do I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from tidings.model import (
+    Attempt,
+    Backlog,
+    Delivery,
+    Destination,
+    DestinationSpec,
+    Event,
+    Page,
+    Secret,
+)
+from tidings.store.base import decode_cursor, encode_cursor
+
+T = TypeVar("T")
+
+
+class Row(Protocol):
+    """A result row: a tuple (sqlite3) or an asyncpg Record, read by position."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+_spec_decoder = msgspec.json.Decoder(DestinationSpec)
+_secrets_decoder = msgspec.json.Decoder(list[Secret])
+
+
+def destination_row(row: Row) -> Destination:
+    return Destination(
+        id=row[0],
+        spec=_spec_decoder.decode(row[1]),
+        secrets=_secrets_decoder.decode(row[2]),
+        state=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        paused_reason=row[6],
+    )
+
+
+def event_row(row: Row) -> Event:
+    return Event(
+        seq=row[0],
+        id=row[1],
+        topic=row[2],
+        key=row[3],
+        payload=msgspec.Raw(row[4]),
+        recipients=json.loads(row[5]) if row[5] else [],
+        idempotency_key=row[6],
+        causation_id=row[7],
+        correlation_id=row[8],
+        received_at=row[9],
+    )
+
+
+def delivery_row(row: Row) -> Delivery:
+    return Delivery(
+        seq=row[0],
+        id=row[1],
+        event_id=row[2],
+        destination_id=row[3],
+        key=row[4],
+        state=row[5],
+        attempts=row[6],
+        next_attempt_at=row[7],
+        last_error=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+    )
+
+
+def page_of(items: list[T], seqs: list[int], limit: int) -> Page[T]:
+    if len(items) > limit:
+        return Page(items=items[:limit], next=encode_cursor(seqs[limit - 1]))
+    return Page(items=items, next=None)
+
+
+def cursor_seq(text: str | None) -> int | None:
+    return None if text is None else decode_cursor(text)
+
+
+def attempt_row(row: Row) -> Attempt:
+    return Attempt(
+        at=row[0],
+        outcome=row[1],
+        status_code=row[2],
+        latency_ms=row[3],
+        error=row[4],
+        response_body=row[5],
+    )
+
+
+def backlog_of(rows: Sequence[Row]) -> list[Backlog]:
+    """Rows of (destination_id, state, count, oldest created_at) to one Backlog each."""
+    by_destination: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        destination_id, state, count, oldest = row[0], row[1], row[2], row[3]
+        entry = by_destination.setdefault(
+            destination_id, {"pending": 0, "scheduled": 0, "in_flight": 0, "oldest": None}
+        )
+        entry[state] = count
+        if entry["oldest"] is None or oldest < entry["oldest"]:
+            entry["oldest"] = oldest
+    return [
+        Backlog(
+            destination_id=d,
+            pending=e["pending"],
+            scheduled=e["scheduled"],
+            in_flight=e["in_flight"],
+            oldest_created_at=e["oldest"],
+        )
+        for d, e in by_destination.items()
+    ]

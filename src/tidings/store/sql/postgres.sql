@@ -1,0 +1,277 @@
+-- Every SQL statement of the PostgreSQL store. Parameters are positional ($1, $2, ...);
+-- arrays bound with unnest() carry many rows in one round trip.
+
+-- name: get_meta
+SELECT value FROM meta WHERE key = $1;
+
+-- name: insert_meta_if_absent
+INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
+
+-- name: bump_destinations_rev
+INSERT INTO meta (key, value) VALUES ('destinations_rev', '1')
+ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text;
+
+-- name: destinations_rev
+SELECT value FROM meta WHERE key = 'destinations_rev';
+
+-- name: schema_version
+SELECT value FROM meta WHERE key = 'schema_version';
+
+-- name: set_schema_version
+INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+ON CONFLICT (key) DO UPDATE SET value = $1;
+
+-- name: meta_exists
+SELECT to_regclass('meta') IS NOT NULL;
+
+-- name: notify
+SELECT pg_notify($1, $2);
+
+-- ---------------------------------------------------------------- ingest
+
+-- name: events_by_idempotency_keys
+SELECT e.idempotency_key, e.id, e.received_at,
+       (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
+FROM events e WHERE e.idempotency_key = ANY($1::text[]);
+
+-- name: lock_lanes
+-- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
+SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k;
+
+-- name: next_event_seqs
+SELECT nextval(pg_get_serial_sequence('events', 'seq')) FROM generate_series(1, $1);
+
+-- name: insert_events
+INSERT INTO events (seq, id, topic, key, payload, recipients, idempotency_key,
+                    causation_id, correlation_id, received_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]);
+
+-- name: lanes_with_head
+SELECT destination_id, lane_key FROM deliveries
+WHERE holds_lane = 1
+  AND (destination_id, lane_key) IN (SELECT * FROM unnest($1::text[], $2::text[]));
+
+-- name: insert_deliveries
+INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
+                        next_attempt_at, created_at, updated_at)
+SELECT id, event_seq, destination_id, lane_key, holds_lane, 'pending', $6, $6, $6
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::smallint[])
+     AS d (id, event_seq, destination_id, lane_key, holds_lane);
+
+-- ---------------------------------------------------------------- destinations
+
+-- name: all_destinations
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations
+ORDER BY seq;
+
+-- name: insert_destination
+INSERT INTO destinations (id, name, spec, secrets, state, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $6);
+
+-- name: destination_by_id
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations
+WHERE id = $1;
+
+-- name: destination_by_name
+SELECT id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations
+WHERE name = $1;
+
+-- name: list_destinations
+SELECT seq, id, spec, secrets, state, created_at, updated_at, paused_reason FROM destinations
+WHERE ($1::bigint IS NULL OR seq < $1)
+ORDER BY seq DESC LIMIT $2;
+
+-- name: update_destination_spec
+UPDATE destinations SET name = $2, spec = $3, updated_at = $4 WHERE id = $1;
+
+-- name: update_destination_secrets
+UPDATE destinations SET secrets = $2, updated_at = $3 WHERE id = $1;
+
+-- name: delete_destination
+DELETE FROM destinations WHERE id = $1;
+
+-- ---------------------------------------------------------------- reads
+
+-- name: get_event
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events WHERE id = $1;
+
+-- name: list_events
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE ($1::text IS NULL OR topic = $1)
+  AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
+  AND ($4::bigint IS NULL OR seq < $4)
+ORDER BY seq DESC LIMIT $5;
+
+-- name: get_delivery
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.id = $1;
+
+-- name: list_deliveries
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE ($1::text IS NULL OR d.destination_id = $1)
+  AND ($2::text IS NULL OR d.state = $2)
+  AND ($3::text IS NULL OR e.id = $3)
+  AND ($4::bigint IS NULL OR d.seq < $4)
+ORDER BY d.seq DESC LIMIT $5;
+
+-- name: attempts_of
+SELECT a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body
+FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+WHERE d.id = $1 ORDER BY a.seq;
+
+-- ---------------------------------------------------------------- claims and outcomes
+
+-- name: claim_heads
+-- Due lane heads of one destination, leased to $4 until $5. SKIP LOCKED: a head another
+-- worker is claiming right now is left to it.
+WITH due AS (
+    SELECT seq FROM deliveries
+    WHERE destination_id = $1 AND holds_lane = 1
+      AND state IN ('pending', 'scheduled') AND next_attempt_at <= $2
+    ORDER BY next_attempt_at LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE deliveries d
+    SET state = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
+        lease_expires_at = $5, updated_at = $2
+    FROM due WHERE d.seq = due.seq
+    RETURNING d.id, d.attempts, d.lane_key, d.event_seq, d.next_attempt_at
+)
+SELECT l.id, l.attempts, l.lane_key, e.id, e.topic, e.payload, e.received_at
+FROM leased l JOIN events e ON e.seq = l.event_seq
+ORDER BY l.next_attempt_at;
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM deliveries
+WHERE destination_id = $1 AND holds_lane = 1 AND state IN ('pending', 'scheduled');
+
+-- name: expired_leases
+SELECT seq, id, destination_id, lane_key, attempts, lease_owner FROM deliveries
+WHERE state = 'in_flight' AND lease_expires_at <= $1
+ORDER BY lease_expires_at LIMIT $2;
+
+-- name: deliveries_for_completion
+SELECT seq, id, state, lease_owner FROM deliveries WHERE id = ANY($1::text[])
+ORDER BY seq FOR UPDATE;
+
+-- name: insert_attempts
+INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error, response_body)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::float8[],
+                     $6::text[], $7::text[]);
+
+-- name: complete_deliveries
+UPDATE deliveries d
+SET state = u.state, next_attempt_at = u.next_attempt_at, holds_lane = u.holds_lane,
+    lease_owner = NULL, lease_expires_at = NULL, last_error = u.last_error, updated_at = $6
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::smallint[], $5::text[])
+     AS u (seq, state, next_attempt_at, holds_lane, last_error)
+WHERE d.seq = u.seq;
+
+-- name: promote_lanes
+-- Each listed lane's earliest waiting delivery becomes its head, unless it has one.
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = $3, updated_at = $3
+WHERE seq IN (
+    SELECT (SELECT w.seq FROM deliveries w
+            WHERE w.destination_id = l.destination_id AND w.lane_key = l.lane_key
+              AND w.holds_lane = 0 AND w.state = 'pending'
+            ORDER BY w.event_seq LIMIT 1)
+    FROM unnest($1::text[], $2::text[]) AS l (destination_id, lane_key)
+    WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                      WHERE h.destination_id = l.destination_id
+                        AND h.lane_key = l.lane_key AND h.holds_lane = 1));
+
+-- name: streaks_for_update
+SELECT id, failure_streak, state FROM destinations WHERE id = ANY($1::text[])
+ORDER BY id FOR UPDATE;
+
+-- name: set_failure_streak
+UPDATE destinations SET failure_streak = $2 WHERE id = $1;
+
+-- name: set_destination_state
+UPDATE destinations SET state = $2, paused_reason = $3, failure_streak = $4, updated_at = $5
+WHERE id = $1;
+
+-- ---------------------------------------------------------------- requeue, replay, purge
+
+-- name: delivery_lane
+SELECT destination_id, lane_key FROM deliveries WHERE id = $1;
+
+-- name: delivery_for_requeue
+SELECT seq, destination_id, lane_key, state, holds_lane FROM deliveries
+WHERE id = $1 FOR UPDATE;
+
+-- name: lane_has_head
+SELECT 1 FROM deliveries
+WHERE destination_id = $1 AND lane_key = $2 AND holds_lane = 1 LIMIT 1;
+
+-- name: requeue
+UPDATE deliveries
+SET state = 'pending', attempts = 0, next_attempt_at = $3, holds_lane = $2,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = $3
+WHERE seq = $1;
+
+-- name: replay_candidates
+SELECT id, lane_key FROM deliveries
+WHERE destination_id = $1 AND state = $2
+  AND ($3::bigint IS NULL OR created_at >= $3)
+  AND ($4::bigint IS NULL OR created_at < $4)
+ORDER BY event_seq LIMIT $5;
+
+-- name: delete_delivery
+DELETE FROM deliveries WHERE seq = $1;
+
+-- name: lanes_of_destination_heads
+SELECT DISTINCT lane_key FROM deliveries WHERE destination_id = $1 AND holds_lane = 1;
+
+-- name: release_dead_heads
+UPDATE deliveries SET holds_lane = 0
+WHERE destination_id = $1 AND holds_lane = 1 AND state = 'dead'
+RETURNING lane_key;
+
+-- name: unqueue_all
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = $2
+WHERE destination_id = $1 AND holds_lane = 0 AND state = 'pending';
+
+-- name: lane_holders
+SELECT seq, lane_key, state FROM deliveries
+WHERE destination_id = $1 AND holds_lane = 1
+ORDER BY lane_key, state = 'pending', event_seq;
+
+-- name: queue_behind
+UPDATE deliveries SET holds_lane = 0 WHERE seq = ANY($1::bigint[]);
+
+-- name: lock_destination_exclusive
+SELECT pg_advisory_xact_lock($1);
+
+-- ---------------------------------------------------------------- retention and stats
+
+-- name: event_seq_bounds
+SELECT min(seq), max(seq) FROM events;
+
+-- name: event_received_at_from
+SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
+
+-- name: sweep_events_upto
+DELETE FROM events WHERE seq IN (
+  SELECT e.seq FROM events e
+  WHERE e.seq <= $1
+    AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
+  ORDER BY e.seq LIMIT $2);
+
+-- name: backlog
+SELECT destination_id, state, count(*), min(created_at) FROM deliveries
+WHERE state IN ('pending', 'scheduled', 'in_flight')
+GROUP BY destination_id, state;
+
+-- name: lock_destinations_shared
+SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;
