@@ -105,6 +105,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         await self._refresh()
+        await self.store.listen(self.wake, self.destinations_changed)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="tidings-claim"),
             asyncio.create_task(self._flush_loop(), name="tidings-flush"),
@@ -112,23 +113,25 @@ class Dispatcher:
         ]
 
     async def stop(self) -> None:
-        """Stop claiming, let in-flight deliveries finish (bounded), write their outcomes."""
+        """Stop claiming; let in-flight deliveries finish for up to `drain_timeout_s`, then
+        give back the rest (scheduled again at once); write every outcome; return."""
         self._stopping = True
         self._wake.set()
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=self.options.drain_timeout_s)
-        for task in self._running:
-            task.cancel()  # their leases expire and another worker retries them
-        self._flush_wake.set()
         flush = self._loops[1] if len(self._loops) > 1 else None
         for task in self._loops:
             if task is not flush:
                 task.cancel()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self.options.drain_timeout_s)
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._flush_wake.set()
         if flush is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(flush), timeout=5)
             flush.cancel()
-        await asyncio.gather(*self._loops, *self._running, return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self.alerter is not None:
             await self.alerter.close()
 
@@ -249,6 +252,25 @@ class Dispatcher:
                 timeout_s=spec.timeout_ms / 1000,
             )
             result = await self.transport.deliver(request)
+        except asyncio.CancelledError:
+            # Shutting down mid-request: give the delivery back now rather than leave it
+            # to its lease. The receiver may have it already: at least once.
+            self._completions.append(
+                Completion(
+                    delivery_id=claim.delivery_id,
+                    destination_id=d.id,
+                    lane_key=claim.lane_key,
+                    owner=self.options.owner,
+                    attempt=AttemptResult(
+                        at=now_us(), outcome="lost", error="the worker stopped mid-request"
+                    ),
+                    state="scheduled",
+                    next_attempt_at=now_us(),
+                    release_lane=False,
+                    failed=False,
+                )
+            )
+            raise
         except Exception as exc:  # a bug, not a receiver's failure: record it and retry
             log.exception("delivery %s failed inside Tidings", claim.delivery_id)
             result = AttemptResult(
