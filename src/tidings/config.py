@@ -54,7 +54,9 @@ class SettingDoc:
 SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc("database_url", "sqlite:///PATH (default ./tidings.db) or postgresql://..."),
     SettingDoc(
-        "redis_url", "redis://...; for multi-node realtime and cluster-wide limits (not used yet)"
+        "redis_url",
+        "redis://...; makes rate_limit_per_s cluster-wide across worker processes "
+        "(without it, each worker enforces the limit on its own)",
     ),
     SettingDoc("host", "address the API listens on (default 127.0.0.1)"),
     SettingDoc("port", "port the API listens on (default 8080; 0 picks a free port)"),

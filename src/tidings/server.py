@@ -19,6 +19,7 @@ from tidings.api.auth import META_KEY, digest, new_api_key
 from tidings.config import Settings
 from tidings.engine.alerts import Alerter
 from tidings.engine.dispatcher import Dispatcher, EngineOptions
+from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.store.base import Store, open_store
 from tidings.transports.webhook import WebhookTransport
@@ -68,7 +69,13 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 lease_margin_ms=settings.lease_margin_ms,
                 poll_interval_s=settings.poll_interval_ms / 1000,
             )
-            dispatcher = Dispatcher(store, transport, options, Alerter(transport))
+            dispatcher = Dispatcher(
+                store,
+                transport,
+                options,
+                Alerter(transport),
+                limiter=make_limiter(settings.redis_url),
+            )
             await dispatcher.start()
             sweeper = Sweeper(store, settings.retention_ttl_s)
             sweeper.start()

@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from tidings.engine.alerts import Alerter
+from tidings.engine.limits import LocalLimiter, RateLimiter
 from tidings.metrics import ATTEMPT_LATENCY, ATTEMPTS, DELIVERIES, DESTINATION_PAUSED
 from tidings.model import (
     AttemptResult,
@@ -42,7 +43,6 @@ from tidings.model import (
     LostLease,
 )
 from tidings.policy.outcome import Transition, decide
-from tidings.policy.ratelimit import TokenBucket, default_burst
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import now_us
 from tidings.transports.webhook import WebhookRequest, WebhookTransport
@@ -69,16 +69,8 @@ class _Destination:
 
     current: Destination
     in_flight: int = 0
-    bucket: TokenBucket | None = None
 
     def update(self, d: Destination) -> None:
-        rate = d.spec.rate_limit_per_s
-        if rate is None:
-            self.bucket = None
-        elif self.bucket is None or self.bucket.rate != rate:
-            self.bucket = TokenBucket(rate=rate, burst=default_burst(rate))
-            self.bucket.tokens = min(self.bucket.tokens, 1.0)  # no burst on (re)configure
-            self.bucket.updated = time.monotonic()
         self.current = d
 
 
@@ -88,6 +80,7 @@ class Dispatcher:
     transport: WebhookTransport
     options: EngineOptions
     alerter: Alerter | None = None
+    limiter: RateLimiter = field(default_factory=LocalLimiter)
     rng: random.Random = field(default_factory=random.Random)
     on_flush: Callable[[], None] | None = None  # tests: observe writes
 
@@ -134,6 +127,7 @@ class Dispatcher:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self.alerter is not None:
             await self.alerter.close()
+        await self.limiter.close()
 
     def wake(self) -> None:
         """New deliveries may be due (called by ingest in the same process)."""
@@ -185,50 +179,68 @@ class Dispatcher:
 
     async def _claim_round(self) -> float | None:
         """Claim what is due and start it; answer seconds until something may be due."""
-        mono = time.monotonic()
-        asks: list[ClaimAsk] = []
-        tokens_taken: dict[str, int] = {}
-        soonest: float | None = None
+        wanted: dict[str, int] = {}
         for dest_id, entry in self._dests.items():
             d = entry.current
             if not d.deliverable or d.spec.kind != "webhook":
                 continue
             limit = min(d.spec.max_in_flight - entry.in_flight, CLAIM_BATCH)
-            if limit <= 0:
-                continue
-            if entry.bucket is not None:
-                tokens = entry.bucket.available(mono)
-                if tokens <= 0:
-                    wait = entry.bucket.wait_s(mono)
-                    soonest = wait if soonest is None else min(soonest, wait)
-                    continue
-                limit = min(limit, tokens)
-                entry.bucket.take(limit, mono)
-                tokens_taken[dest_id] = limit
-            asks.append(ClaimAsk(destination_id=dest_id, limit=limit, lease_us=self._lease_us(d)))
+            if limit > 0:
+                wanted[dest_id] = limit
+        soonest, tokens = await self._take_tokens(wanted)
+        asks = [
+            ClaimAsk(
+                destination_id=dest_id,
+                limit=tokens.get(dest_id, limit),
+                lease_us=self._lease_us(self._dests[dest_id].current),
+            )
+            for dest_id, limit in wanted.items()
+            if tokens.get(dest_id, limit) > 0
+        ]
         if not asks:
             return soonest
         now = now_us()
+        got: dict[str, int] = {}
         try:
             batch = await self.store.claim(self.options.owner, asks, now)
-        except BaseException:
-            for dest_id, n in tokens_taken.items():
-                entry = self._dests[dest_id]
-                if entry.bucket is not None:
-                    entry.bucket.give_back(n)
-            raise
-        got: dict[str, int] = {}
-        for claim in batch.claims:
-            got[claim.destination_id] = got.get(claim.destination_id, 0) + 1
-            self._start(claim)
-        for dest_id, n in tokens_taken.items():
-            bucket = self._dests[dest_id].bucket
-            if bucket is not None and n > got.get(dest_id, 0):
-                bucket.give_back(n - got.get(dest_id, 0))
+            for claim in batch.claims:
+                got[claim.destination_id] = got.get(claim.destination_id, 0) + 1
+                self._start(claim)
+        finally:
+            await self._return_tokens(tokens, got)
         if batch.next_due is not None:
             due = (batch.next_due - now_us()) / 1e6
             soonest = due if soonest is None else min(soonest, due)
         return soonest
+
+    async def _take_tokens(self, wanted: dict[str, int]) -> tuple[float | None, dict[str, int]]:
+        """Rate-limit tokens for the rate-limited destinations among `wanted` (at most what
+        each wants), and the soonest time one that got none may have one."""
+        limited = [
+            (dest_id, rate, n)
+            for dest_id, n in wanted.items()
+            if (rate := self._dests[dest_id].current.spec.rate_limit_per_s) is not None
+        ]
+        if not limited:
+            return None, {}
+        grants = await asyncio.gather(
+            *(self.limiter.acquire(dest_id, rate, n) for dest_id, rate, n in limited)
+        )
+        soonest: float | None = None
+        tokens: dict[str, int] = {}
+        for (dest_id, _, _), grant in zip(limited, grants, strict=True):
+            tokens[dest_id] = grant.granted
+            if grant.granted == 0:
+                soonest = grant.retry_in_s if soonest is None else min(soonest, grant.retry_in_s)
+        return soonest, tokens
+
+    async def _return_tokens(self, tokens: dict[str, int], used: dict[str, int]) -> None:
+        """Tokens taken for deliveries that were not there go back to their bucket."""
+        for dest_id, n in tokens.items():
+            unused = n - used.get(dest_id, 0)
+            rate = self._dests[dest_id].current.spec.rate_limit_per_s
+            if unused > 0 and rate is not None:
+                await self.limiter.give_back(dest_id, rate, unused)
 
     def _start(self, claim: Claim) -> None:
         entry = self._dests[claim.destination_id]
