@@ -1,0 +1,27 @@
+# Tidings: one image for every role (`serve`, `api`, `worker`).
+#   docker build -t tidings .
+#   docker run -p 8080:8080 -v tidings-data:/data tidings            # all-in-one, SQLite
+#   docker compose up                                                 # PostgreSQL + Redis
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TIDINGS_HOST=0.0.0.0 \
+    TIDINGS_PORT=8080 \
+    TIDINGS_DATABASE_URL=sqlite:////data/tidings.db
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install . && rm -rf /src \
+    && useradd --system --uid 10001 --home-dir /data --create-home tidings
+
+USER tidings
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
+    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["tidings"]
+CMD ["serve"]
