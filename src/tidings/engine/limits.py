@@ -130,6 +130,7 @@ local idle = tonumber(ARGV[4])
 if rate == nil or rate <= 0 or n == nil or n < 0 or idle == nil or idle < 0 then
   return redis.error_reply('ERR tidings rate limit: bad rate or count')
 end
+if redis.replicate_commands then redis.replicate_commands() end -- TIME before writes (< 5.0)
 local burst = math.max(1, rate / 10)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -165,7 +166,22 @@ return {granted, wait_us}
 
 
 class RedisLimiter:
-    """One bucket per destination shared by every process using the same Redis keys."""
+    """One bucket per destination shared by every process using the same Redis keys.
+
+    - A bucket Redis does not hold (new, or expired after `burst/rate + 60` s idle, by
+      which time it would be full anyway) starts full: one burst for the whole cluster.
+    - A change of rate keeps the tokens, capped at the new burst; while workers disagree
+      on a destination's rate (until each has refreshed it) each call refills at its own.
+    - Workers take tokens first come, first served: no per-worker share. Every worker
+      told "retry in t" wakes at the same time and one of them gets the token.
+    - On a Redis error the call is answered by `fallback` (a per-process bucket), so for
+      `retry_redis_after_s` after a failure the cluster as a whole may run up to N times
+      the rate with N workers. Tokens given back go to whichever side answers.
+    - A call waits at most `timeout_s` per Redis round trip (connect, command) and never
+      more than `4 * timeout_s` once it has one of the `max_connections` connections
+      (more concurrent calls queue for one); while Redis is down only one call at a time
+      probes it, the others are answered by the fallback at once.
+    """
 
     def __init__(
         self,
@@ -195,6 +211,7 @@ class RedisLimiter:
             health_check_interval=health_check_interval_s,
             max_connections=max_connections,
         )
+        self._slots = asyncio.Semaphore(max_connections)
         self._client: Redis = Redis(connection_pool=self._pool)
         self._script = self._client.register_script(_SCRIPT)  # no I/O: computes the SHA
         self._down_until: float | None = None  # on self._clock; None while Redis is healthy
@@ -235,29 +252,38 @@ class RedisLimiter:
         self, destination_id: str, mode: str, rate: float, n: int
     ) -> tuple[int, int] | None:
         """Run the script; None when Redis is (or just turned out to be) unavailable."""
-        probe = False
-        if self._down_until is not None:
-            if self._probing or self._clock() < self._down_until:
-                return None
-            probe = self._probing = True  # one call probes; the others use the fallback
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                reply: Any = await self._script(
-                    keys=[self._prefix + destination_id],
-                    args=[mode, repr(float(rate)), n, repr(IDLE_TTL_S)],
-                )
-            result = (int(reply[0]), int(reply[1]))
-        except Exception as e:  # any failure: answer locally; CancelledError passes
-            self._failed(e)
+        if self._use_fallback():
             return None
-        finally:
-            if probe:
-                self._probing = False
+        # Callers beyond the pool's size queue here instead of failing with "Too many
+        # connections"; they look again once in, since Redis may have failed meanwhile.
+        async with self._slots:
+            if self._use_fallback():
+                return None
+            probe = self._down_until is not None
+            self._probing = probe  # one call probes; the others use the fallback
+            try:
+                async with asyncio.timeout(self._deadline_s):
+                    reply: Any = await self._script(
+                        keys=[self._prefix + destination_id],
+                        args=[mode, repr(float(rate)), n, repr(IDLE_TTL_S)],
+                    )
+                result = (int(reply[0]), int(reply[1]))
+            except Exception as e:  # any failure: answer locally; CancelledError passes
+                self._failed(e)
+                return None
+            finally:
+                if probe:
+                    self._probing = False
         if self._down_until is not None or self._warned:
             log.info("Redis rate limiter is back; limits are cluster-wide again")
             self._down_until = None
             self._warned = False
         return result
+
+    def _use_fallback(self) -> bool:
+        if self._down_until is None:
+            return False
+        return self._probing or self._clock() < self._down_until
 
     def _failed(self, error: Exception) -> None:
         self._down_until = self._clock() + self._retry_after_s
