@@ -1,10 +1,14 @@
 """Real `tidings` processes for end-to-end tests: start, wait until healthy, kill.
 
-Every wait is bounded; a process that does not come up fails the test with its log.
+`TidingsProcess` runs `tidings serve` or `tidings api` (ready when `/readyz` answers 200);
+`WorkerProcess` runs `tidings worker` (no HTTP port: ready when its JSON log says
+"delivery worker started"). Every wait is bounded; a process that does not come up fails
+the test with its log.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -92,3 +96,44 @@ class TidingsProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return int(self.proc.returncode)
+
+
+@dataclass
+class WorkerProcess(TidingsProcess):
+    """`tidings worker`: no HTTP port, so it is ready when its log says so."""
+
+    role: str = "worker"
+    worker_id: str | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {
+            **os.environ,
+            "TIDINGS_DATABASE_URL": self.database_url,
+            "TIDINGS_API_KEY": API_KEY,
+            "TIDINGS_LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+        self.starts += 1
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tidings.cli", "worker"],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tidings worker exited early:\n{self.log_path.read_text()}")
+            for line in self.log_path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("msg") == "delivery worker started":
+                    self.worker_id = entry.get("worker")
+                    return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"tidings worker did not start:\n{self.log_path.read_text()}")

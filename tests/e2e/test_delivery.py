@@ -12,8 +12,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.procs import API_KEY, TidingsProcess
+from tests.e2e.procs import TidingsProcess, WorkerProcess
 from tests.e2e.receiver import (
     Receiver,
     TidingsApi,
@@ -50,47 +48,6 @@ FAST_ENV = {
 
 
 # ---------------------------------------------------------------------------- processes
-@dataclass
-class WorkerProcess(TidingsProcess):
-    """`tidings worker`: no HTTP port, so it is ready when its log says so."""
-
-    role: str = "worker"
-    worker_id: str | None = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        env = {
-            **os.environ,
-            "TIDINGS_DATABASE_URL": self.database_url,
-            "TIDINGS_API_KEY": API_KEY,
-            "TIDINGS_LOG_FORMAT": "json",
-            **self.extra_env,
-        }
-        self.starts += 1
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidings.cli", "worker"],
-            cwd=self.workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tidings worker exited early:\n{self.log_path.read_text()}")
-            for line in self.log_path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if entry.get("msg") == "delivery worker started":
-                    self.worker_id = entry.get("worker")
-                    return
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"tidings worker did not start:\n{self.log_path.read_text()}")
-
-
 @dataclass
 class Cluster:
     """The processes and API clients of one test; all killed at the end."""

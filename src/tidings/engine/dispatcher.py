@@ -231,7 +231,9 @@ class Dispatcher:
         for (dest_id, _, _), grant in zip(limited, grants, strict=True):
             tokens[dest_id] = grant.granted
             if grant.granted == 0:
-                soonest = grant.retry_in_s if soonest is None else min(soonest, grant.retry_in_s)
+                # Jitter, so workers sharing one cluster-wide bucket do not all wake at once.
+                wait = grant.retry_in_s * (1 + 0.2 * self.rng.random())
+                soonest = wait if soonest is None else min(soonest, wait)
         return soonest, tokens
 
     async def _return_tokens(self, tokens: dict[str, int], used: dict[str, int]) -> None:
