@@ -54,6 +54,7 @@ from tidings.model import (
     Secret,
 )
 from tidings.policy.routing import Route, Router
+from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
 from tidings.policy.topics import pattern_prefix
 from tidings.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
 from tidings.store.rows import (
@@ -618,8 +619,7 @@ class PostgresStore(Store):
             attempt_cols: list[list[Any]] = [[] for _ in range(7)]
             update_cols: list[list[Any]] = [[] for _ in range(5)]
             released: set[tuple[str, str]] = set()
-            runs: dict[str, tuple[bool, int]] = {}
-            applied = 0
+            applied: list[Completion] = []
             for c in completions:
                 row = found.get(c.delivery_id)
                 if row is None:
@@ -655,9 +655,7 @@ class PostgresStore(Store):
                     column.append(value)
                 if c.release_lane:
                     released.add((c.destination_id, c.lane_key))
-                applied += 1
-                saw_success, failures = runs.get(c.destination_id, (False, 0))
-                runs[c.destination_id] = (True, 0) if not c.failed else (saw_success, failures + 1)
+                applied.append(c)
             if attempt_cols[0]:
                 await conn.execute(Q["insert_attempts"], *attempt_cols)
             if update_cols[0]:
@@ -671,35 +669,31 @@ class PostgresStore(Store):
                     now,
                 )
                 await conn.execute(Q["notify"], self.work_channel, "")
-            paused = await self._update_streaks(conn, runs, pause_after, now)
-        return Completed(applied=applied, paused=paused)
+            runs = fold_runs((c.destination_id, c.failed) for c in applied)
+            paused = await self._apply_runs(conn, runs, pause_after, now)
+        return Completed(applied=len(applied), paused=paused)
 
-    async def _update_streaks(
-        self,
-        conn: Conn,
-        runs: dict[str, tuple[bool, int]],
-        pause_after: int,
-        now: int,
+    async def _apply_runs(
+        self, conn: Conn, runs: dict[str, Run], pause_after: int, now: int
     ) -> list[str]:
         paused: list[str] = []
         if not runs:
             return paused
-        for destination_id, streak_now, state in await conn.fetch(
+        for destination_id, stored, state in await conn.fetch(
             Q["streaks_for_update"], sorted(runs)
         ):
-            saw_success, failures = runs[destination_id]
-            streak = failures if saw_success else streak_now + failures
-            if pause_after > 0 and streak >= pause_after and state == "active":
+            streak = next_streak(stored, runs[destination_id])
+            if pauses(streak, pause_after, state):
                 await conn.execute(
                     Q["set_destination_state"],
                     destination_id,
                     "paused",
-                    f"{streak} consecutive failed attempts",
+                    pause_reason(streak),
                     streak,
                     now,
                 )
                 paused.append(destination_id)
-            elif streak != streak_now:
+            elif streak != stored:
                 await conn.execute(Q["set_failure_streak"], destination_id, streak)
         if paused:
             await self._destinations_changed(conn)

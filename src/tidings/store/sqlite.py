@@ -52,6 +52,7 @@ from tidings.model import (
     Secret,
 )
 from tidings.policy.routing import Route, Router
+from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
 from tidings.policy.topics import pattern_prefix
 from tidings.store.base import (
     Conflict,
@@ -88,6 +89,7 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool = True
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -146,6 +148,7 @@ class SQLiteStore(Store):
         self._destinations_rev: str | None = None
         self._last_received_at = 0
         self._last_seq = 0
+        self._synced = True  # the writer connection's synchronous mode is FULL
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -212,7 +215,11 @@ class SQLiteStore(Store):
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        durable = any(job.durable for job in group)
         try:
+            if durable != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for job in group:
@@ -291,12 +298,18 @@ class SQLiteStore(Store):
         conn.execute(Q["bump_destinations_rev"])
         self._destinations_dirty = True
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `fn` in the writer. `durable=False` (engine bookkeeping: claims, outcomes)
+        lets a group of only such jobs commit without an fsync (synchronous=NORMAL): a
+        crash of the process loses nothing (the WAL is in the OS's cache), and a power
+        loss can only undo the newest such commits as a whole, which at-least-once
+        delivery repairs by sending again. A group with any durable job fsyncs, and that
+        fsync covers every earlier commit too."""
         if self._writer is None:
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
+        self._jobs.put(_Job(fn, loop, future, durable))
         return await future
 
     # ---------------------------------------------------------------- readers
@@ -652,84 +665,71 @@ class SQLiteStore(Store):
                     next_due = due
             return ClaimBatch(claims=claims, next_due=next_due)
 
-        return await self._write(job)
+        return await self._write(job, durable=False)
 
     async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
         def job(conn: sqlite3.Connection) -> Completed:
             now = now_us()
-            applied = 0
-            runs: dict[str, tuple[bool, int]] = {}  # destination -> (saw success, failures since)
-            for c in completions:
-                row = conn.execute(
-                    Q["delivery_for_completion"], {"id": c.delivery_id, "owner": c.owner}
-                ).fetchone()
-                if row is None:
-                    # The lease was lost (expired and taken over, or the delivery was
-                    # retried, purged or deleted meanwhile): keep the attempt if we can.
-                    found = conn.execute(
-                        Q["delivery_for_requeue"], {"id": c.delivery_id}
-                    ).fetchone()
-                    if found is not None:
-                        self._insert_attempt(conn, found[0], c)
-                    continue
-                seq, destination_id, lane_key = row
-                self._insert_attempt(conn, seq, c)
+            # The attempt of every completion is kept, even one whose lease was lost.
+            conn.executemany(
+                Q["insert_attempt_by_id"],
+                [
+                    (c.delivery_id, a.at, a.outcome, a.status_code, a.latency_ms, a.error,
+                     a.response_body)
+                    for c in completions
+                    for a in (c.attempt,)
+                ],
+            )  # fmt: skip
+            leased = {
+                row[0]
+                for row in conn.execute(
+                    Q["still_leased"],
+                    {"pairs": _encode([[c.delivery_id, c.owner] for c in completions])},
+                )
+            }
+            done = [c for c in completions if c.delivery_id in leased]
+            conn.executemany(
+                Q["complete_delivery_by_id"],
+                [
+                    (c.state, c.next_attempt_at, 0 if c.release_lane else 1,
+                     None if c.state == "delivered" else c.attempt.error, now, c.delivery_id)
+                    for c in done
+                ],
+            )  # fmt: skip
+            lanes = {(c.destination_id, c.lane_key) for c in done if c.release_lane}
+            conn.executemany(Q["promote_next_positional"], [(now, *lane) for lane in lanes])
+            runs = fold_runs((c.destination_id, c.failed) for c in done)
+            return Completed(
+                applied=len(done), paused=self._apply_runs(conn, runs, pause_after, now)
+            )
+
+        return await self._write(job, durable=False)
+
+    def _apply_runs(
+        self, conn: sqlite3.Connection, runs: dict[str, Run], pause_after: int, now: int
+    ) -> list[str]:
+        paused: list[str] = []
+        for destination_id, run in runs.items():
+            current = conn.execute(Q["failure_streak"], {"id": destination_id}).fetchone()
+            if current is None:
+                continue
+            streak = next_streak(current[0], run)
+            if pauses(streak, pause_after, current[1]):
                 conn.execute(
-                    Q["complete_delivery"],
+                    Q["set_destination_state"],
                     {
-                        "seq": seq,
-                        "state": c.state,
-                        "next_attempt_at": c.next_attempt_at,
-                        "holds_lane": 0 if c.release_lane else 1,
-                        "last_error": None if c.state == "delivered" else c.attempt.error,
+                        "id": destination_id,
+                        "state": "paused",
+                        "reason": pause_reason(streak),
+                        "streak": streak,
                         "now": now,
                     },
                 )
-                if c.release_lane:
-                    self._promote(conn, destination_id, lane_key, now)
-                applied += 1
-                saw_success, failures = runs.get(destination_id, (False, 0))
-                runs[destination_id] = (True, 0) if not c.failed else (saw_success, failures + 1)
-            paused: list[str] = []
-            for destination_id, (saw_success, failures) in runs.items():
-                current = conn.execute(Q["failure_streak"], {"id": destination_id}).fetchone()
-                if current is None:
-                    continue
-                streak = failures if saw_success else current[0] + failures
-                if pause_after > 0 and streak >= pause_after and current[1] == "active":
-                    conn.execute(
-                        Q["set_destination_state"],
-                        {
-                            "id": destination_id,
-                            "state": "paused",
-                            "reason": f"{streak} consecutive failed attempts",
-                            "streak": streak,
-                            "now": now,
-                        },
-                    )
-                    self._destinations_changed(conn)
-                    paused.append(destination_id)
-                elif streak != current[0]:
-                    conn.execute(Q["set_failure_streak"], {"id": destination_id, "streak": streak})
-            return Completed(applied=applied, paused=paused)
-
-        return await self._write(job)
-
-    @staticmethod
-    def _insert_attempt(conn: sqlite3.Connection, delivery_seq: int, c: Completion) -> None:
-        a = c.attempt
-        conn.execute(
-            Q["insert_attempt"],
-            {
-                "delivery_seq": delivery_seq,
-                "at": a.at,
-                "outcome": a.outcome,
-                "status_code": a.status_code,
-                "latency_ms": a.latency_ms,
-                "error": a.error,
-                "response_body": a.response_body,
-            },
-        )
+                self._destinations_changed(conn)
+                paused.append(destination_id)
+            elif streak != current[0]:
+                conn.execute(Q["set_failure_streak"], {"id": destination_id, "streak": streak})
+        return paused
 
     @staticmethod
     def _promote(conn: sqlite3.Connection, destination_id: str, lane_key: str, now: int) -> None:

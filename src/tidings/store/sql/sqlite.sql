@@ -135,22 +135,34 @@ FROM deliveries d
 WHERE d.state = 'in_flight' AND d.lease_expires_at <= :now
 ORDER BY d.lease_expires_at LIMIT :limit;
 
--- name: next_lease_expiry
-SELECT min(lease_expires_at) FROM deliveries WHERE state = 'in_flight';
-
--- name: delivery_for_completion
-SELECT seq, destination_id, lane_key FROM deliveries
-WHERE id = :id AND state = 'in_flight' AND lease_owner = :owner;
-
--- name: complete_delivery
-UPDATE deliveries
-SET state = :state, next_attempt_at = :next_attempt_at, holds_lane = :holds_lane,
-    lease_owner = NULL, lease_expires_at = NULL, last_error = :last_error, updated_at = :now
-WHERE seq = :seq;
-
--- name: insert_attempt
+-- name: insert_attempt_by_id
+-- Positional: (delivery id, at, outcome, status_code, latency_ms, error, response_body).
 INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error, response_body)
-VALUES (:delivery_seq, :at, :outcome, :status_code, :latency_ms, :error, :response_body);
+SELECT seq, ?2, ?3, ?4, ?5, ?6, ?7 FROM deliveries WHERE id = ?1;
+
+-- name: still_leased
+-- Of the [delivery id, owner] pairs in the JSON array :pairs, the ids still in flight
+-- under that owner's lease.
+SELECT d.id FROM json_each(:pairs) AS j
+JOIN deliveries d ON d.id = json_extract(j.value, '$[0]')
+WHERE d.state = 'in_flight' AND d.lease_owner = json_extract(j.value, '$[1]');
+
+-- name: complete_delivery_by_id
+-- Positional: (state, next_attempt_at, holds_lane, last_error, now, id).
+UPDATE deliveries
+SET state = ?1, next_attempt_at = ?2, holds_lane = ?3, lease_owner = NULL,
+    lease_expires_at = NULL, last_error = ?4, updated_at = ?5
+WHERE id = ?6;
+
+-- name: promote_next_positional
+-- Positional: (now, destination_id, lane_key); see promote_next.
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = ?1, updated_at = ?1
+WHERE seq = (SELECT seq FROM deliveries
+             WHERE destination_id = ?2 AND lane_key = ?3
+               AND holds_lane = 0 AND state = 'pending'
+             ORDER BY event_seq LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM deliveries
+                  WHERE destination_id = ?2 AND lane_key = ?3 AND holds_lane = 1);
 
 -- name: attempts_of
 SELECT a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body
