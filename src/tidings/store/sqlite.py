@@ -680,14 +680,12 @@ class SQLiteStore(Store):
                     for a in (c.attempt,)
                 ],
             )  # fmt: skip
-            leased = {
-                row[0]
-                for row in conn.execute(
-                    Q["still_leased"],
-                    {"pairs": _encode([[c.delivery_id, c.owner] for c in completions])},
-                )
-            }
-            done = [c for c in completions if c.delivery_id in leased]
+            owners = dict(
+                conn.execute(
+                    Q["still_leased"], {"ids": _encode([c.delivery_id for c in completions])}
+                ).fetchall()
+            )
+            done = [c for c in completions if owners.get(c.delivery_id) == c.owner]
             conn.executemany(
                 Q["complete_delivery_by_id"],
                 [
