@@ -90,7 +90,10 @@ class Dispatcher:
         self._flush_wake = asyncio.Event()
         self._completions: list[Completion] = []
         self._running: set[asyncio.Task[None]] = set()
-        self._in_flight_ids: set[str] = set()
+        # Claimed by this worker and not yet written back: in flight, or finished with its
+        # outcome still waiting for the flush (e.g. while the database is away). Lease
+        # recovery must never take these for lost.
+        self._unwritten: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._refreshed_at = 0.0
@@ -247,7 +250,7 @@ class Dispatcher:
     def _start(self, claim: Claim) -> None:
         entry = self._dests[claim.destination_id]
         entry.in_flight += 1
-        self._in_flight_ids.add(claim.delivery_id)
+        self._unwritten.add(claim.delivery_id)
         self._spawn(self._deliver(entry, claim))
 
     # ------------------------------------------------------------------ delivering
@@ -292,7 +295,6 @@ class Dispatcher:
             )
         finally:
             entry.in_flight -= 1
-            self._in_flight_ids.discard(claim.delivery_id)
         ATTEMPTS.labels(d.id, result.outcome).inc()
         ATTEMPT_LATENCY.labels(d.id).observe(result.latency_ms / 1000)
         transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
@@ -368,6 +370,7 @@ class Dispatcher:
                 await asyncio.sleep(STORE_RETRY_S)
                 self._flush_wake.set()
                 continue
+            self._unwritten.difference_update(c.delivery_id for c in batch)
             self._after_flush(batch, written.paused)
             if self.on_flush is not None:
                 self.on_flush()
@@ -428,8 +431,8 @@ class Dispatcher:
         """Deliveries whose lease expired failed their attempt: retry them by policy."""
         lost = await self.store.expired_leases(now_us(), LOST_BATCH)
         for lease in lost:
-            if lease.owner == self.options.owner and lease.delivery_id in self._in_flight_ids:
-                continue  # ours and still running (a stalled loop); let it finish
+            if lease.owner == self.options.owner and lease.delivery_id in self._unwritten:
+                continue  # ours, running or with its outcome about to be written
             entry = self._dests.get(lease.destination_id)
             if entry is None:
                 continue

@@ -234,6 +234,18 @@ class Store(abc.ABC):
         """Undelivered work per destination (pending, scheduled, in flight; oldest)."""
 
 
+def first_per_delivery(completions: Sequence[Completion]) -> list[Completion]:
+    """One completion per delivery, the first: a later one for the same delivery in one
+    batch (a lease taken for lost while its outcome waited) must not overwrite it."""
+    seen: set[str] = set()
+    out = []
+    for c in completions:
+        if c.delivery_id not in seen:
+            seen.add(c.delivery_id)
+            out.append(c)
+    return out
+
+
 def open_store(database_url: str) -> Store:
     """Build (not yet open) the store a database URL names."""
     if database_url.startswith("sqlite:///"):

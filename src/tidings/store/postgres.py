@@ -56,7 +56,14 @@ from tidings.model import (
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
 from tidings.policy.topics import pattern_prefix
-from tidings.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
+from tidings.store.base import (
+    Conflict,
+    NotFound,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    first_per_delivery,
+)
 from tidings.store.rows import (
     attempt_row,
     backlog_of,
@@ -620,7 +627,7 @@ class PostgresStore(Store):
             update_cols: list[list[Any]] = [[] for _ in range(5)]
             released: set[tuple[str, str]] = set()
             applied: list[Completion] = []
-            for c in completions:
+            for c in first_per_delivery(completions):
                 row = found.get(c.delivery_id)
                 if row is None:
                     continue  # deleted meanwhile

@@ -60,6 +60,7 @@ from tidings.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    first_per_delivery,
 )
 from tidings.store.rows import (
     attempt_row,
@@ -82,6 +83,7 @@ READERS = 2
 _spec_decoder = msgspec.json.Decoder(DestinationSpec)
 _secrets_decoder = msgspec.json.Decoder(list[Secret])
 _encode = msgspec.json.encode
+_rows_decoder = msgspec.json.Decoder(list[list[Any]])
 
 
 @dataclass
@@ -227,11 +229,30 @@ class SQLiteStore(Store):
                     _resolve, job.future, None, StoreUnavailable(str(exc))
                 )
             return
-        rev = conn.execute(Q["destinations_rev"]).fetchone()
-        if (rev[0] if rev else None) != self._destinations_rev:
-            self._destinations_dirty = True  # another process changed destinations
-            self._reload_destinations(conn)
-        for job in group:
+        if durable:
+            # Engine bookkeeping (the only non-durable jobs) never routes; everything else
+            # must see destinations another process may have changed.
+            rev = conn.execute(Q["destinations_rev"]).fetchone()
+            if (rev[0] if rev else None) != self._destinations_rev:
+                self._destinations_dirty = True
+                self._reload_destinations(conn)
+        if len(group) == 1:
+            # A lone job needs no savepoint: if it fails, the whole transaction goes.
+            # (Each statement costs a GIL hand-over; under load that is the writer's cost.)
+            job = group[0]
+            try:
+                result = job.fn(conn)
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StoreUnavailable(str(exc))
+                self._destinations_dirty = True  # the router may hold rolled-back changes
+                self._reload_destinations(conn)
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+                return
+            results.append((job, result, None))
+        for job in group if len(group) > 1 else ():
             conn.execute("SAVEPOINT job")
             try:
                 result = job.fn(conn)
@@ -623,13 +644,12 @@ class SQLiteStore(Store):
     async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
         def job(conn: sqlite3.Connection) -> ClaimBatch:
             claims: list[Claim] = []
-            leases: list[dict[str, Any]] = []
-            next_due: int | None = None
+            leases: dict[int, list[int]] = {}  # lease length -> seqs
             for ask in asks:
-                rows = conn.execute(
-                    Q["due_heads"],
+                (found,) = conn.execute(
+                    Q["due_heads_json"],
                     {"destination_id": ask.destination_id, "now": now, "limit": ask.limit},
-                ).fetchall()
+                ).fetchone()
                 for (
                     seq,
                     delivery_id,
@@ -639,7 +659,8 @@ class SQLiteStore(Store):
                     topic,
                     body,
                     received,
-                ) in rows:
+                ) in _rows_decoder.decode(found):
+                    leases.setdefault(ask.lease_us, []).append(seq)
                     claims.append(
                         Claim(
                             delivery_id=delivery_id,
@@ -648,21 +669,18 @@ class SQLiteStore(Store):
                             attempt=attempts + 1,
                             event_id=event_id,
                             topic=topic,
-                            payload=body,
+                            payload=bytes.fromhex(body),
                             received_at=received,
                         )
                     )
-                    leases.append(
-                        {"seq": seq, "owner": owner, "expires": now + ask.lease_us, "now": now}
-                    )
-                if leases:
-                    conn.executemany(Q["lease"], leases)
-                    leases.clear()
-                due = conn.execute(
-                    Q["next_due"], {"destination_id": ask.destination_id}
-                ).fetchone()[0]
-                if due is not None and (next_due is None or due < next_due):
-                    next_due = due
+            for lease_us, seqs in leases.items():
+                conn.execute(
+                    Q["lease_many"],
+                    {"seqs": _encode(seqs), "owner": owner, "expires": now + lease_us, "now": now},
+                )
+            (next_due,) = conn.execute(
+                Q["next_due_of_many"], {"ids": _encode([a.destination_id for a in asks])}
+            ).fetchone()
             return ClaimBatch(claims=claims, next_due=next_due)
 
         return await self._write(job, durable=False)
@@ -671,35 +689,44 @@ class SQLiteStore(Store):
         def job(conn: sqlite3.Connection) -> Completed:
             now = now_us()
             # The attempt of every completion is kept, even one whose lease was lost.
-            conn.executemany(
-                Q["insert_attempt_by_id"],
-                [
-                    (c.delivery_id, a.at, a.outcome, a.status_code, a.latency_ms, a.error,
-                     a.response_body)
-                    for c in completions
-                    for a in (c.attempt,)
-                ],
-            )  # fmt: skip
-            owners = dict(
+            attempts = [
+                [c.delivery_id, a.at, a.outcome, a.status_code, a.latency_ms, a.error,
+                 a.response_body]
+                for c in completions
+                for a in (c.attempt,)
+            ]  # fmt: skip
+            conn.execute(Q["insert_attempts_json"], {"rows": _encode(attempts)})
+            (found,) = conn.execute(
+                Q["lease_owners_json"], {"ids": _encode([c.delivery_id for c in completions])}
+            ).fetchone()
+            owners = dict(_rows_decoder.decode(found))
+            done = [
+                c for c in first_per_delivery(completions) if owners.get(c.delivery_id) == c.owner
+            ]
+            # Most outcomes share their new state (delivered, no error): one UPDATE each.
+            alike: dict[tuple[Any, ...], list[str]] = {}
+            for c in done:
+                error = None if c.state == "delivered" else c.attempt.error
+                key = (c.state, c.next_attempt_at, 0 if c.release_lane else 1, error)
+                alike.setdefault(key, []).append(c.delivery_id)
+            for (state, next_at, holds, error), ids in alike.items():
                 conn.execute(
-                    Q["still_leased"], {"ids": _encode([c.delivery_id for c in completions])}
-                ).fetchall()
-            )
-            done = [c for c in completions if owners.get(c.delivery_id) == c.owner]
-            conn.executemany(
-                Q["complete_delivery_by_id"],
-                [
-                    (c.state, c.next_attempt_at, 0 if c.release_lane else 1,
-                     None if c.state == "delivered" else c.attempt.error, now, c.delivery_id)
-                    for c in done
-                ],
-            )  # fmt: skip
-            lanes = {(c.destination_id, c.lane_key) for c in done if c.release_lane}
-            conn.executemany(Q["promote_next_positional"], [(now, *lane) for lane in lanes])
+                    Q["complete_many"],
+                    {
+                        "state": state,
+                        "next_attempt_at": next_at,
+                        "holds_lane": holds,
+                        "last_error": error,
+                        "now": now,
+                        "ids": _encode(ids),
+                    },
+                )
+            lanes = sorted({(c.destination_id, c.lane_key) for c in done if c.release_lane})
+            if lanes:
+                conn.execute(Q["promote_many"], {"lanes": _encode(lanes), "now": now})
             runs = fold_runs((c.destination_id, c.failed) for c in done)
-            return Completed(
-                applied=len(done), paused=self._apply_runs(conn, runs, pause_after, now)
-            )
+            paused = self._apply_runs(conn, runs, pause_after, now)
+            return Completed(applied=len(done), paused=paused)
 
         return await self._write(job, durable=False)
 
@@ -707,7 +734,12 @@ class SQLiteStore(Store):
         self, conn: sqlite3.Connection, runs: dict[str, Run], pause_after: int, now: int
     ) -> list[str]:
         paused: list[str] = []
+        clean = [d for d, run in runs.items() if run.saw_success and run.failures == 0]
+        if clean:  # the common case, in one statement
+            conn.execute(Q["reset_failure_streaks"], {"ids": _encode(clean)})
         for destination_id, run in runs.items():
+            if run.saw_success and run.failures == 0:
+                continue
             current = conn.execute(Q["failure_streak"], {"id": destination_id}).fetchone()
             if current is None:
                 continue

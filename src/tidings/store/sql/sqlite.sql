@@ -112,56 +112,11 @@ WHERE seq = (SELECT seq FROM deliveries
                   WHERE destination_id = :destination_id AND lane_key = :lane_key
                     AND holds_lane = 1);
 
--- name: due_heads
-SELECT d.seq, d.id, d.attempts, d.lane_key, e.id, e.topic, e.payload, e.received_at
-FROM deliveries d JOIN events e ON e.seq = d.event_seq
-WHERE d.destination_id = :destination_id AND d.holds_lane = 1
-  AND d.state IN ('pending', 'scheduled') AND d.next_attempt_at <= :now
-ORDER BY d.next_attempt_at LIMIT :limit;
-
--- name: next_due
-SELECT min(next_attempt_at) FROM deliveries
-WHERE destination_id = :destination_id AND holds_lane = 1 AND state IN ('pending', 'scheduled');
-
--- name: lease
-UPDATE deliveries
-SET state = 'in_flight', attempts = attempts + 1, lease_owner = :owner,
-    lease_expires_at = :expires, updated_at = :now
-WHERE seq = :seq;
-
 -- name: expired_leases
 SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner
 FROM deliveries d
 WHERE d.state = 'in_flight' AND d.lease_expires_at <= :now
 ORDER BY d.lease_expires_at LIMIT :limit;
-
--- name: insert_attempt_by_id
--- Positional: (delivery id, at, outcome, status_code, latency_ms, error, response_body).
-INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error, response_body)
-SELECT seq, ?2, ?3, ?4, ?5, ?6, ?7 FROM deliveries WHERE id = ?1;
-
--- name: still_leased
--- The lease owners of those deliveries (ids in the JSON array :ids) still in flight.
--- `+state` keeps the planner on the id index (by state it would scan every lease).
-SELECT id, lease_owner FROM deliveries
-WHERE id IN (SELECT value FROM json_each(:ids)) AND +state = 'in_flight';
-
--- name: complete_delivery_by_id
--- Positional: (state, next_attempt_at, holds_lane, last_error, now, id).
-UPDATE deliveries
-SET state = ?1, next_attempt_at = ?2, holds_lane = ?3, lease_owner = NULL,
-    lease_expires_at = NULL, last_error = ?4, updated_at = ?5
-WHERE id = ?6;
-
--- name: promote_next_positional
--- Positional: (now, destination_id, lane_key); see promote_next.
-UPDATE deliveries SET holds_lane = 1, next_attempt_at = ?1, updated_at = ?1
-WHERE seq = (SELECT seq FROM deliveries
-             WHERE destination_id = ?2 AND lane_key = ?3
-               AND holds_lane = 0 AND state = 'pending'
-             ORDER BY event_seq LIMIT 1)
-  AND NOT EXISTS (SELECT 1 FROM deliveries
-                  WHERE destination_id = ?2 AND lane_key = ?3 AND holds_lane = 1);
 
 -- name: attempts_of
 SELECT a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body
@@ -170,6 +125,10 @@ WHERE d.id = :id ORDER BY a.seq;
 
 -- name: failure_streak
 SELECT failure_streak, state FROM destinations WHERE id = :id;
+
+-- name: reset_failure_streaks
+UPDATE destinations SET failure_streak = 0
+WHERE id IN (SELECT value FROM json_each(:ids)) AND failure_streak != 0;
 
 -- name: set_failure_streak
 UPDATE destinations SET failure_streak = :streak WHERE id = :id;
@@ -251,3 +210,68 @@ DELETE FROM events WHERE seq IN (
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
   ORDER BY e.seq LIMIT :limit);
+
+-- ---------------------------------------------------------------- set-based engine writes
+-- The writer thread hands the GIL over at every SQLite step, and under load each handover
+-- waits for the event loop's thread. So the engine's hot statements touch many rows in
+-- one step: rows travel in and out as one JSON array instead of one row per step.
+
+-- name: due_heads_json
+SELECT json_group_array(json_array(seq, id, attempts, lane_key, event_id, topic,
+                                   hex(payload), received_at))
+FROM (SELECT d.seq, d.id, d.attempts, d.lane_key, e.id AS event_id, e.topic, e.payload,
+             e.received_at
+      FROM deliveries d JOIN events e ON e.seq = d.event_seq
+      WHERE d.destination_id = :destination_id AND d.holds_lane = 1
+        AND d.state IN ('pending', 'scheduled') AND d.next_attempt_at <= :now
+      ORDER BY d.next_attempt_at LIMIT :limit);
+
+-- name: lease_many
+UPDATE deliveries
+SET state = 'in_flight', attempts = attempts + 1, lease_owner = :owner,
+    lease_expires_at = :expires, updated_at = :now
+WHERE seq IN (SELECT value FROM json_each(:seqs));
+
+-- name: next_due_of_many
+-- The earliest due time among the heads of the destinations in the JSON array :ids (one
+-- index probe each).
+SELECT min(due) FROM (
+  SELECT (SELECT min(next_attempt_at) FROM deliveries
+          WHERE destination_id = j.value AND holds_lane = 1
+            AND state IN ('pending', 'scheduled')) AS due
+  FROM json_each(:ids) AS j);
+
+-- name: insert_attempts_json
+-- :rows is a JSON array of [delivery id, at, outcome, status_code, latency_ms, error,
+-- response_body].
+INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error, response_body)
+SELECT d.seq, json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'),
+       json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'),
+       json_extract(j.value, '$[5]'), json_extract(j.value, '$[6]')
+FROM json_each(:rows) AS j
+JOIN deliveries d ON d.id = json_extract(j.value, '$[0]');
+
+-- name: lease_owners_json
+-- [[id, lease owner], ...] of those deliveries (ids in :ids) still in flight.
+SELECT json_group_array(json_array(id, lease_owner)) FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +state = 'in_flight';
+
+-- name: complete_many
+UPDATE deliveries
+SET state = :state, next_attempt_at = :next_attempt_at, holds_lane = :holds_lane,
+    lease_owner = NULL, lease_expires_at = NULL, last_error = :last_error, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: promote_many
+-- For each [destination_id, lane_key] in :lanes, see promote_next.
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq IN (
+  SELECT (SELECT w.seq FROM deliveries w
+          WHERE w.destination_id = json_extract(j.value, '$[0]')
+            AND w.lane_key = json_extract(j.value, '$[1]')
+            AND w.holds_lane = 0 AND w.state = 'pending'
+          ORDER BY w.event_seq LIMIT 1)
+  FROM json_each(:lanes) AS j
+  WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                    WHERE h.destination_id = json_extract(j.value, '$[0]')
+                      AND h.lane_key = json_extract(j.value, '$[1]') AND h.holds_lane = 1));
