@@ -39,6 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retention_ttl_s: Annotated[int, Meta(ge=0)] = 7 * 24 * 3600
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
+    drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "poll_interval_ms",
         "longest a worker sleeps between looks for due deliveries when nothing wakes it "
         "(default 1000)",
+    ),
+    SettingDoc(
+        "drain_timeout_ms",
+        "on SIGTERM, how long in-flight deliveries may finish before they are given back "
+        "(default 10000)",
     ),
 )
 

@@ -68,6 +68,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 pause_after_failures=settings.pause_after_failures,
                 lease_margin_ms=settings.lease_margin_ms,
                 poll_interval_s=settings.poll_interval_ms / 1000,
+                drain_timeout_s=settings.drain_timeout_ms / 1000,
             )
             dispatcher = Dispatcher(
                 store,

@@ -205,6 +205,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_RETENTION_TTL_S": "0",
         "TIDINGS_LEASE_MARGIN_MS": "250",
         "TIDINGS_POLL_INTERVAL_MS": "50",
+        "TIDINGS_DRAIN_TIMEOUT_MS": "1500",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -222,6 +223,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         retention_ttl_s=0,
         lease_margin_ms=250,
         poll_interval_ms=50,
+        drain_timeout_ms=1500,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 

@@ -200,8 +200,14 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Conn]:
+    async def _tx(self, *, durable: bool = True) -> AsyncIterator[Conn]:
+        """A transaction. `durable=False` (engine bookkeeping: claims, outcomes) commits
+        without waiting for the WAL flush: a server crash can only undo the newest such
+        commits, as a whole (WAL order), which at-least-once delivery repairs by sending
+        again; every ingest commit still waits, and its flush covers all before it."""
         async with self._conn() as conn, conn.transaction():
+            if not durable:
+                await conn.execute("SET LOCAL synchronous_commit = off")
             yield conn
 
     # ---------------------------------------------------------------- wake-ups
@@ -579,7 +585,7 @@ class PostgresStore(Store):
     async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
         claims: list[Claim] = []
         next_due: int | None = None
-        async with self._tx() as conn:
+        async with self._tx(durable=False) as conn:
             for ask in asks:
                 rows = await conn.fetch(
                     Q["claim_heads"],
@@ -610,7 +616,7 @@ class PostgresStore(Store):
     async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
         if not completions:
             return Completed(applied=0, paused=[])
-        async with self._tx() as conn:
+        async with self._tx(durable=False) as conn:
             releasing = sorted(
                 {lock_key(c.destination_id, c.lane_key) for c in completions if c.release_lane}
             )
