@@ -7,6 +7,8 @@ same HTTP client, Celery + Redis doing the same job, and the latency from 202 to
     .venv/bin/python bench/deliver.py --scenario throughput --only raw,celery --events 2000 \\
         --repeats 1                                        # no Tidings involved
     .venv/bin/python bench/deliver.py --scenario latency --rate 500 --latency-seconds 10
+    .venv/bin/python bench/deliver.py --scenario throughput --only raw,tidings \\
+        --database postgres --workers 2                    # tidings api + 2 tidings worker
 
 Everything runs on 127.0.0.1; Redis must listen on 127.0.0.1:6379 for the celery runs (db 15
 is flushed before and after each of them: `--celery-broker` picks another).
@@ -28,14 +30,23 @@ Targets, interleaved in each repeat (raw, tidings, celery-<pool>...):
   (`webhook-id`, `webhook-timestamp`, `webhook-signature` = HMAC-SHA256 computed per
   request, `tidings-attempt`), `--max-in-flight` requests in flight per destination;
   bodies are built before the clock starts. Start: the `go` signal.
-- `tidings`: a real `tidings serve` on a fresh SQLite file (TIDINGS_DATABASE_URL,
-  TIDINGS_API_KEY, TIDINGS_PORT, TIDINGS_ALLOW_PRIVATE_TARGETS=1, TIDINGS_LOG_LEVEL=warning)
-  with 4 destinations (`ordering: fifo`, `max_in_flight: --max-in-flight`, topics
-  `bench.*`); the driver ingests the N events with POST /v1/events/batch (`--batch-size`
-  per request, one request at a time) while the engine already delivers. Start: the first
-  batch POST; the ingest time is reported too. With `--preload` the destinations are
-  paused (PATCH `{"state": "paused"}`) during ingest and the clock starts at the first
-  PATCH `{"state": "active"}`: the drain alone.
+- `tidings`: a real `tidings serve` (TIDINGS_DATABASE_URL, TIDINGS_API_KEY, TIDINGS_PORT,
+  TIDINGS_ALLOW_PRIVATE_TARGETS=1, TIDINGS_LOG_LEVEL=warning) on a fresh database: with
+  `--database sqlite` (the default) a new SQLite file; with `--database postgres` a new
+  schema `bench_<random>` of `--postgres-url` (default $TIDINGS_BENCH_POSTGRES_URL, else
+  postgresql://postgres@127.0.0.1:5432/postgres), dropped after the run (kept when the run
+  fails its checks, or with --keep-tmp; a fresh schema has no planner statistics and
+  autovacuum may be off or too slow to gather any during a run: `--analyze-every S` has
+  the driver ANALYZE the run's tables every S s, as autovacuum would on a production
+  server). With `--workers N` (N >= 1) it is one `tidings api` and N `tidings worker`
+  processes on that database instead (the API first; each worker is ready when its log
+  says "delivery worker started"). Either way, with 4 destinations (`ordering: fifo`,
+  `max_in_flight: --max-in-flight`, topics `bench.*`); the driver ingests the N events
+  with POST /v1/events/batch (`--batch-size` per request, one request at a time) while
+  the engine already delivers. Start: the first batch POST; the ingest time is reported
+  too. With `--preload` the destinations are paused (PATCH `{"state": "paused"}`) during
+  ingest and the clock starts at the first PATCH `{"state": "active"}`: the drain alone.
+  Each run's line and the results say which of these ran (database, processes, mode).
 - `celery-threads` / `celery-prefork` (`--celery-pools`): bench/deliver_celery.py, one task
   per delivery (`autoretry_for=(Exception,)`, `retry_backoff=True`, `max_retries=8`, late
   acks, no result backend, Redis broker), a `celery worker` subprocess with
@@ -61,10 +72,13 @@ reported) and `send->delivery` (arrival - request sent), p50 / p99 / max.
 
 CPU columns (percent of one core over the timed part; for latency, the publishing window):
 `sender` is the delivering side (raw client; tidings serve; the celery worker and its
-children), `receiver`, `publisher` (latency), `driver` (this process: ingest or enqueue),
-`broker` (redis-server, celery runs), `kernel` (kernel threads), `others` (whatever else
-the machine did: another test suite, short-lived processes, interrupts) and `machine`
-(200% = both cores of a 2-core machine). A run with `others` >= 20% is marked NOISE: on a
+children); with `--workers N`, `api` (tidings api) and `workers` (all tidings worker
+processes together; each one is listed too); `db` (PostgreSQL: every process named
+`postgres`, i.e. the run's backends, WAL writer, checkpointer), `receiver`, `publisher`
+(latency), `driver` (this process: ingest or enqueue), `broker` (redis-server, celery
+runs), `kernel` (kernel threads), `others` (whatever else the machine did: another test
+suite, short-lived processes, interrupts) and `machine` (200% = both cores of a 2-core
+machine). A run with `others` >= 20% is marked NOISE: on a
 2-core machine its figures are not worth much; run again on a quiet machine.
 
 The last line of standard output is a JSON object with the medians; `--save` also writes
@@ -99,19 +113,27 @@ from typing import Any
 
 from ingest import (
     CLK_TCK,
+    DATABASES,
+    DB_PROCESS,
+    DEFAULT_POSTGRES_URL,
     TOPIC,
+    Analyzer,
     BenchError,
     VerificationError,
+    drop_schema,
     event_body,
     free_port,
     http_json,
     machine_cpu,
+    new_schema,
     payload_tail,
     percentile,
+    postgres_version,
     read_line,
     stop_process,
     tail_of,
     wait_idle,
+    with_schema,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -125,6 +147,7 @@ AIM_P99_MS = 50.0
 SAMPLES_PER_PATH = 4
 TIMESTAMP_TOLERANCE_S = 300
 NOISE_PCT = 20  # CPU % of one core used by other work than the run's: a noisy figure
+WORKER_READY = "delivery worker started"  # what `tidings worker` logs (info) when ready
 
 
 # =============================================================== bodies (all processes)
@@ -405,15 +428,26 @@ class CpuMeter:
     def __init__(self) -> None:
         self.roles: dict[int, str] = {}  # session id -> role
         self.broker = False
+        self.db = False
+        self.session_pct: dict[int, float] = {}  # session id -> its own CPU
         self.began = 0.0
         self.before: dict[int, tuple[str, int, bool, float]] = {}
         self.machine: tuple[int, int] = (0, 0)
         self.pct: dict[str, float] = {}
         self.foreign_top = ""
 
-    def start(self, sessions: dict[str, int], *, broker: bool = False) -> None:
-        self.roles = {sid: role for role, sid in sessions.items()}
+    def start(
+        self, sessions: dict[str, int | list[int]], *, broker: bool = False, db: bool = False
+    ) -> None:
+        """`sessions`: role -> the session(s) it sums (e.g. every `tidings worker`); `db`:
+        count PostgreSQL's processes as the role `db` (the run's backends, WAL writer,
+        checkpointer) rather than as `others`."""
+        self.roles = {}
+        for role, sids in sessions.items():
+            for sid in [sids] if isinstance(sids, int) else sids:
+                self.roles[sid] = role
         self.broker = broker
+        self.db = db
         self.began = time.monotonic()
         self.machine = machine_cpu()
         self.before = proc_stats()
@@ -427,16 +461,22 @@ class CpuMeter:
         used = dict.fromkeys([*self.roles.values(), "driver"], 0.0)
         if self.broker:
             used["broker"] = 0.0
+        if self.db:
+            used["db"] = 0.0
         used["kernel"] = 0.0
         foreign: dict[str, float] = {}
+        per_session = dict.fromkeys(self.roles, 0.0)
         for pid, (name, sid, kernel, cpu_s) in after.items():
             delta = cpu_s - (self.before[pid][3] if pid in self.before else 0.0)
             if pid == os.getpid():
                 used["driver"] += delta
             elif sid in self.roles:
                 used[self.roles[sid]] += delta
+                per_session[sid] += delta
             elif self.broker and name == "redis-server":
                 used["broker"] += delta
+            elif self.db and name == DB_PROCESS:
+                used["db"] += delta
             elif kernel:
                 used["kernel"] += delta
             else:
@@ -444,6 +484,7 @@ class CpuMeter:
         ncpu = os.cpu_count() or 1
         machine = round(100 * ncpu * (busy - self.machine[0]) / max(1, total - self.machine[1]))
         self.pct = {k: round(100 * v / seconds) for k, v in used.items()}
+        self.session_pct = {sid: round(100 * v / seconds) for sid, v in per_session.items()}
         self.pct["others"] = max(0, machine - sum(self.pct.values()))
         self.pct["machine"] = machine
         top = max(foreign.items(), key=lambda kv: kv[1], default=("", 0.0))
@@ -524,6 +565,13 @@ class Run:
     idle_wait_s: float = 0.0
     server_stop: str = ""
     problems: list[str] = field(default_factory=list)
+    # tidings: where and how it ran
+    database: str = ""  # "sqlite" | "postgres"
+    schema: str = ""  # postgres: the run's schema (dropped after the run unless kept)
+    workers: int = 0  # 0: `tidings serve`; N: `tidings api` + N `tidings worker`
+    mode: str = ""  # "ingest+deliver" (clock from the first POST) | "preload" (drain alone)
+    cpu_workers_pct: list[float] = field(default_factory=list)  # each `tidings worker`
+    analyze_runs: int = 0  # postgres, --analyze-every: ANALYZEs done during the run
     # latency
     rate: float = 0.0
     sent: int = 0
@@ -538,6 +586,47 @@ class Run:
     ack_to_delivery_max_ms: float = 0.0
     send_to_delivery_p50_ms: float = 0.0
     send_to_delivery_p99_ms: float = 0.0
+
+
+@dataclass
+class Tidings:
+    """A running Tidings: `tidings serve` (workers == []), or `tidings api` and N
+    `tidings worker` processes on one database."""
+
+    work: Path
+    schema: str = ""
+    url: str = ""
+    api_key: str = ""
+    api: subprocess.Popen[bytes] | None = None  # `serve` or `api`
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    watch: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    analyzer: Analyzer | None = None
+
+    def sessions(self) -> dict[str, int | list[int]]:
+        """CpuMeter roles: `sender` for `tidings serve`, else `api` and `workers`."""
+        assert self.api is not None
+        if not self.workers:
+            return {"sender": self.api.pid}
+        return {"api": self.api.pid, "workers": [w.pid for w in self.workers]}
+
+
+def setup_label(args: argparse.Namespace, throughput: bool = True) -> str:
+    """Which Tidings ran, on what, (throughput) timed how: stated in the output and the
+    results."""
+    if args.workers:
+        processes = "processes" if args.workers > 1 else "process"
+        how = f"`tidings api` + {args.workers} `tidings worker` {processes}"
+    else:
+        how = "`tidings serve` (API and worker in one process)"
+    when = (
+        "preload: destinations paused during ingest, the drain alone is timed"
+        if args.preload
+        else "ingest while delivering: the clock starts at the first batch POST"
+    )
+    where = args.database
+    if args.database == "postgres" and args.analyze_every > 0:
+        where += f" (ANALYZEd every {args.analyze_every:g} s)"
+    return f"{how} on {where}" + (f"; throughput: {when}" if throughput else "")
 
 
 class Runner:
@@ -607,31 +696,111 @@ class Runner:
             raise BenchError(f"receiver said {line!r}:\n{tail_of(work / 'receiver.log')}")
         return proc, f"http://127.0.0.1:{port}"
 
-    def start_tidings(self, work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    def new_tidings(self, work: Path) -> Tidings:
+        """A Tidings not started yet: on PostgreSQL, its schema is chosen here, so that
+        `stop_tidings` can drop it even when `start_tidings` fails half-way."""
+        return Tidings(work, schema=new_schema() if self.args.database == "postgres" else "")
+
+    def start_tidings(self, t: Tidings) -> None:
+        """`tidings serve` (--workers 0), or `tidings api` then --workers `tidings worker`
+        processes on the same database (the API first: it creates the schema)."""
+        args, work = self.args, t.work
         port = free_port()
-        api_key = "tdk_bench_" + secrets.token_urlsafe(16)
+        t.api_key = "tdk_bench_" + secrets.token_urlsafe(16)
+        t.url = f"http://127.0.0.1:{port}"
+        if args.database == "postgres":
+            database_url = with_schema(args.postgres_url, t.schema)
+        else:
+            database_url = f"sqlite:///{work / 'bench.db'}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         env.update(
-            TIDINGS_DATABASE_URL=f"sqlite:///{work / 'bench.db'}",
-            TIDINGS_API_KEY=api_key,
+            TIDINGS_DATABASE_URL=database_url,
+            TIDINGS_API_KEY=t.api_key,
             TIDINGS_HOST="127.0.0.1",
             TIDINGS_PORT=str(port),
             TIDINGS_ALLOW_PRIVATE_TARGETS="1",
             TIDINGS_LOG_LEVEL="warning",
         )
+        role = "api" if args.workers else "serve"
+        name = f"tidings {role}"
         log = work / "server.log"
-        proc = self.spawn([sys.executable, "-m", "tidings.cli", "serve"], log, work, env=env)
-        url = f"http://127.0.0.1:{port}"
+        proc = t.api = self.spawn([sys.executable, "-m", "tidings.cli", role], log, work, env=env)
+        t.watch.append((name, proc, log))
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise BenchError(f"tidings serve exited with {proc.returncode}:\n{tail_of(log)}")
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{tail_of(log)}")
             with contextlib.suppress(OSError):
-                if http_json("GET", url + "/healthz", timeout=2)[0] == 200:
-                    return proc, url, api_key
+                if http_json("GET", t.url + "/healthz", timeout=2)[0] == 200:
+                    break
             if time.monotonic() > deadline:
-                raise BenchError(f"tidings serve not healthy after 30 s:\n{tail_of(log)}")
+                raise BenchError(f"{name} not healthy after 30 s:\n{tail_of(log)}")
             time.sleep(0.05)
+        t.analyzer = Analyzer(args.postgres_url, t.schema, args.analyze_every).start()
+        if not args.workers:
+            return
+        # `info`: the worker says when it is ready (it has no HTTP port to poll)
+        worker_env = {**env, "TIDINGS_LOG_LEVEL": "info", "TIDINGS_LOG_FORMAT": "json"}
+        del worker_env["TIDINGS_PORT"], worker_env["TIDINGS_HOST"]
+        for i in range(args.workers):
+            log = work / f"worker-{i + 1}.log"
+            proc = self.spawn(
+                [sys.executable, "-m", "tidings.cli", "worker"], log, work, env=worker_env
+            )
+            t.workers.append(proc)
+            t.watch.append((f"tidings worker {i + 1}", proc, log))
+        deadline = time.monotonic() + 30
+        for name, proc, log in t.watch[1:]:
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError(f"{name} exited with {proc.returncode}:\n{tail_of(log)}")
+                with contextlib.suppress(OSError):
+                    if WORKER_READY in log.read_text(errors="replace"):
+                        break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{name} not ready after 30 s:\n{tail_of(log)}")
+                time.sleep(0.05)
+
+    def stop_tidings(self, t: Tidings, keep: bool) -> str:
+        """SIGTERM every process of `t` at once (SIGKILL after --stop-timeout); then drop
+        its PostgreSQL schema unless `keep`. Answers how the processes ended."""
+        if t.analyzer is not None:
+            t.analyzer.stop()
+        procs = [p for p in (t.api, *t.workers) if p is not None]
+        ends = []
+        for proc in procs:
+            if proc.poll() is not None:
+                ends.append(f"already exited ({proc.returncode})")
+                continue
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGTERM)
+            ends.append("sigterm")
+        deadline = time.monotonic() + self.args.stop_timeout
+        for i, proc in enumerate(procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                ends[i] = "sigkill"
+            if proc in self.procs:
+                self.procs.remove(proc)
+        if t.schema:
+            if keep:
+                print(f"# kept PostgreSQL schema {t.schema}", file=sys.stderr, flush=True)
+            else:
+                try:
+                    drop_schema(self.args.postgres_url, t.schema)
+                except Exception as exc:  # a leftover schema is not worth a failed run
+                    print(f"# could not drop schema {t.schema}: {exc}", file=sys.stderr)
+        return ",".join(dict.fromkeys(ends))
+
+    def describe_tidings(self, run: Run, t: Tidings) -> None:
+        args = self.args
+        run.database, run.schema, run.workers = args.database, t.schema, args.workers
+        run.mode = "preload" if args.preload else "ingest+deliver"
 
     def create_destinations(
         self, url: str, api_key: str, receiver_url: str
@@ -787,23 +956,29 @@ class Runner:
         receiver, receiver_url = self.start_receiver(work)
         watch = [("receiver", receiver, work / "receiver.log")]
         sender: subprocess.Popen[bytes] | None = None
+        tidings: Tidings | None = None
         meter = CpuMeter()
         redis_client = None
+        finished = False
         try:
             if target == "raw":
                 sender, t0, seq_of, secret_of = self._start_raw(work, receiver_url, repeat)
                 watch.append(("raw client", sender, work / "raw-client.log"))
                 meter.start({"sender": sender.pid, "receiver": receiver.pid})
             elif target == "tidings":
-                sender, url, api_key = self.start_tidings(work)
-                watch.append(("tidings serve", sender, work / "server.log"))
-                server_pid = sender.pid
+                tidings = t = self.new_tidings(work)
+                self.describe_tidings(run, t)
+                self.start_tidings(t)
+                watch.extend(t.watch)
                 t0, seq_of, secret_of = self._tidings_ingest(
                     run,
-                    url,
-                    api_key,
+                    t.url,
+                    t.api_key,
                     receiver_url,
-                    lambda: meter.start({"sender": server_pid, "receiver": receiver.pid}),
+                    lambda: meter.start(
+                        {**t.sessions(), "receiver": receiver.pid},
+                        db=self.args.database == "postgres",
+                    ),
                 )
             else:
                 pool = target.split("-", 1)[1]
@@ -826,6 +1001,8 @@ class Runner:
             run.deliveries_per_s = round(run.deliveries / max(1e-9, run.elapsed_s), 1)
             run.cpu_pct = meter.pct
             run.foreign_top = meter.foreign_top
+            if tidings is not None:
+                run.cpu_workers_pct = [meter.session_pct[w.pid] for w in tidings.workers]
             self.collect(run, receiver_url, seq_of, secret_of, n)
             if target == "raw" and sender is not None:
                 try:
@@ -834,9 +1011,14 @@ class Runner:
                     run.sender_errors = result["errors"]
                 except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
                     run.problems.append(f"raw client did not finish cleanly: {exc!r}")
+            finished = True
         finally:
             if target.startswith("celery"):
                 run.server_stop = self.stop(sender, 30)
+            elif tidings is not None:
+                keep = args.keep_tmp or not finished or bool(run.problems)
+                run.server_stop = self.stop_tidings(tidings, keep)
+                run.analyze_runs = tidings.analyzer.runs if tidings.analyzer else 0
             elif sender is not None:
                 run.server_stop = self.stop(sender, args.stop_timeout)
             self.stop(receiver, 5)
@@ -1019,10 +1201,15 @@ class Runner:
         run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
         receiver, receiver_url = self.start_receiver(work)
         watch = [("receiver", receiver, work / "receiver.log")]
-        server = publisher = None
+        publisher = None
+        tidings = t = self.new_tidings(work)
+        self.describe_tidings(run, t)
+        run.mode = "steady rate"
+        finished = False
         try:
-            server, url, api_key = self.start_tidings(work)
-            watch.append(("tidings serve", server, work / "server.log"))
+            self.start_tidings(t)
+            url, api_key = t.url, t.api_key
+            watch.extend(t.watch)
             dests = self.create_destinations(url, api_key, receiver_url)
             secret_of = {f"/d{i}": secret for i, (_, secret) in enumerate(dests)}
             cfg = {
@@ -1048,7 +1235,8 @@ class Runner:
                 raise BenchError(f"publisher said {line!r}")
             meter = CpuMeter()
             meter.start(
-                {"sender": server.pid, "receiver": receiver.pid, "publisher": publisher.pid}
+                {**t.sessions(), "receiver": receiver.pid, "publisher": publisher.pid},
+                db=args.database == "postgres",
             )
             t0 = time.monotonic() + 0.1
             assert publisher.stdin is not None
@@ -1058,6 +1246,7 @@ class Runner:
             time.sleep(max(0.0, t0 + args.latency_seconds - 0.05 - time.monotonic()))
             run.cpu_pct = meter.stop()
             run.foreign_top = meter.foreign_top
+            run.cpu_workers_pct = [meter.session_pct[w.pid] for w in tidings.workers]
             try:
                 rc = publisher.wait(60)
             except subprocess.TimeoutExpired:
@@ -1109,9 +1298,12 @@ class Runner:
             run.ack_to_delivery_max_ms = round(from_ack[-1], 2) if from_ack else 0.0
             run.send_to_delivery_p50_ms = round(percentile(from_send, 0.50), 2)
             run.send_to_delivery_p99_ms = round(percentile(from_send, 0.99), 2)
+            finished = True
         finally:
             self.stop(publisher, 5)
-            run.server_stop = self.stop(server, args.stop_timeout)
+            keep = args.keep_tmp or not finished or bool(run.problems)
+            run.server_stop = self.stop_tidings(tidings, keep)
+            run.analyze_runs = tidings.analyzer.runs if tidings.analyzer else 0
             self.stop(receiver, 5)
         return run
 
@@ -1136,8 +1328,15 @@ def describe(run: Run, repeats: int) -> str:
             f"send->delivery p50 {run.send_to_delivery_p50_ms:.1f} p99 "
             f"{run.send_to_delivery_p99_ms:.1f} ms"
         )
+    if run.database:
+        where = f"api + {run.workers} worker(s)" if run.workers else "serve"
+        line += f" | {where} on {run.database}, {run.mode}"
     if run.cpu_pct:
         line += " | cpu " + " ".join(f"{k} {v:.0f}%" for k, v in run.cpu_pct.items())
+    if len(run.cpu_workers_pct) > 1:
+        line += " (each worker: " + " ".join(f"{v:.0f}%" for v in run.cpu_workers_pct) + ")"
+    if run.analyze_runs:
+        line += f" | {run.analyze_runs} x ANALYZE"
     if run.cpu_pct.get("others", 0) >= NOISE_PCT:
         line += f" | NOISE: the machine was busy with other work ({run.foreign_top or '?'})"
     line += (
@@ -1163,6 +1362,9 @@ def medians(runs: list[Run]) -> dict[str, Any]:
         out[f"{name}_deliveries_per_s"] = round(statistics.median(r.deliveries_per_s for r in mine))
         if target == "tidings":
             out["tidings_ingest_s"] = round(statistics.median(r.ingest_s or 0 for r in mine), 3)
+            out["tidings_database"] = mine[0].database
+            out["tidings_workers"] = mine[0].workers
+            out["tidings_mode"] = mine[0].mode
     pools = {k: v for k, v in out.items() if k.startswith("celery_")}
     if pools:
         best = max(pools, key=lambda k: pools[k])
@@ -1179,6 +1381,8 @@ def medians(runs: list[Run]) -> dict[str, Any]:
         )
     lat = [r for r in runs if r.scenario == "latency"]
     if lat:
+        out["latency_database"] = lat[0].database
+        out["latency_workers"] = lat[0].workers
         out["latency_rate_per_s"] = round(statistics.median(r.rate for r in lat), 1)
         for name in (
             "ack_p50_ms",
@@ -1198,6 +1402,12 @@ def verdict(ok: bool) -> str:
 
 def print_summary(summary: dict[str, Any]) -> None:
     print("\n# medians")
+    if "tidings_database" in summary:
+        workers = summary["tidings_workers"]
+        how = f"api + {workers} worker(s)" if workers else "serve"
+        print(
+            f"tidings throughput: {how} on {summary['tidings_database']}, {summary['tidings_mode']}"
+        )
     for key, value in summary.items():
         if key.endswith("_deliveries_per_s") and key != "celery_deliveries_per_s":
             print(f"throughput {key.removesuffix('_deliveries_per_s'):15} {value:>9,} deliveries/s")
@@ -1228,13 +1438,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
 
 
-def versions() -> dict[str, str]:
+def versions(postgres_url: str | None = None) -> dict[str, str]:
     from importlib.metadata import version
 
     found = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
-    for name in ("aiohttp", "uvloop", "msgspec", "tidings", "celery", "kombu", "redis"):
+    for name in ("aiohttp", "uvloop", "msgspec", "tidings", "asyncpg", "celery", "kombu", "redis"):
         with contextlib.suppress(Exception):
             found[name] = version(name)
+    if postgres_url:
+        with contextlib.suppress(Exception):
+            found["postgres"] = postgres_version(postgres_url)
     with contextlib.suppress(Exception):
         found["git"] = subprocess.run(
             ["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"],
@@ -1272,6 +1485,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="tidings: pause the destinations during ingest and time the drain alone",
     )
+    p.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="sqlite",
+        help="tidings: sqlite (a new file per run) or postgres (a new schema per run, dropped "
+        "after it)",
+    )
+    p.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
+    )
+    p.add_argument(
+        "--analyze-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="postgres: ANALYZE the run's tables every S seconds during the run, as "
+        "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="tidings: 0 = `tidings serve` (all in one process); N = `tidings api` + N "
+        "`tidings worker` processes on the same database",
+    )
     p.add_argument("--celery-pools", default="threads,prefork", help="threads and/or prefork")
     p.add_argument("--celery-threads", type=int, default=32, help="threads pool concurrency")
     p.add_argument("--celery-procs", type=int, default=2, help="prefork pool processes")
@@ -1295,7 +1535,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--save", action="store_true", help="write bench/results/deliver-<ts>.json")
     p.add_argument("--output", type=Path, help="write the results JSON to this path")
-    p.add_argument("--keep-tmp", action="store_true", help="keep databases and logs")
+    p.add_argument(
+        "--keep-tmp", action="store_true", help="keep databases (files, schemas) and logs"
+    )
     args = p.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     args.celery_pools = [t.strip() for t in args.celery_pools.split(",") if t.strip()]
@@ -1313,6 +1555,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--max-in-flight must be 1..1000 (the API's limit)")
     if args.rate <= 0 or args.latency_seconds <= args.latency_warmup:
         p.error("--rate > 0 and --latency-seconds > --latency-warmup")
+    if not 0 <= args.workers <= 16:
+        p.error("--workers must be 0..16")
     return args
 
 
@@ -1344,6 +1588,12 @@ def main(argv: list[str]) -> int:
         except ImportError:
             print(f"{sys.executable} cannot import tidings: use .venv/bin/python", file=sys.stderr)
             return 1
+        if args.database == "postgres":
+            try:
+                postgres_version(args.postgres_url)
+            except BenchError as exc:
+                print(exc, file=sys.stderr)
+                return 1
     if any(t.startswith("celery") for _, t in steps):
         try:
             importlib.import_module("celery")
@@ -1356,6 +1606,8 @@ def main(argv: list[str]) -> int:
         except Exception as exc:
             print(f"celery runs need Redis at {args.celery_broker}: {exc}", file=sys.stderr)
             return 1
+    through = any(s == "throughput" for s, _ in steps)
+    setup = setup_label(args, through)
     print(
         f"# tidings delivery bench: {os.cpu_count()} CPUs, {args.repeats} repeats; throughput: "
         f"{args.events:,} events x {args.destinations} destinations = "
@@ -1363,7 +1615,8 @@ def main(argv: list[str]) -> int:
         f"{args.payload_bytes} B, max_in_flight {args.max_in_flight}/destination, celery "
         f"threads={args.celery_threads} prefork={args.celery_procs}; latency: {args.rate:g} "
         f"events/s for {args.latency_seconds:g} s; runs per repeat: "
-        + ", ".join(f"{s}/{t}" for s, t in steps),
+        + ", ".join(f"{s}/{t}" for s, t in steps)
+        + (f"\n# tidings: {setup}" if any(t == "tidings" for _, t in steps) else ""),
         flush=True,
     )
     runs: list[Run] = []
@@ -1401,11 +1654,14 @@ def main(argv: list[str]) -> int:
     if not runs or status not in (0, 2):
         return status
     summary = medians(runs)
+    if args.database == "postgres" and any(r.database for r in runs):
+        summary["analyze_every_s"] = args.analyze_every
     print_summary(summary)
     document = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
+        "versions": versions(args.postgres_url if args.database == "postgres" else None),
+        "tidings_setup": setup,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "aims": {
             "tidings_vs_raw": AIM_RAW_RATIO,

@@ -2,13 +2,20 @@
 
     .venv/bin/python bench/ingest.py                      # 3 x (raw, tidings) x (single, batch)
     .venv/bin/python bench/ingest.py --duration 8 --repeats 3 --save
+    .venv/bin/python bench/ingest.py --database postgres --save   # PostgreSQL on 127.0.0.1
 
 What one run does
-- starts a real `tidings serve` subprocess on a fresh SQLite file in a temporary
-  directory (TIDINGS_DATABASE_URL, TIDINGS_API_KEY, TIDINGS_PORT, TIDINGS_LOG_LEVEL=warning),
-  waits for /healthz and creates two webhook destinations subscribed to `bench.*`, so
-  every event also writes two delivery rows (the destinations are paused, so nothing is
-  sent: this measures ingest alone);
+- starts a real `tidings serve` subprocess on a fresh database (TIDINGS_DATABASE_URL,
+  TIDINGS_API_KEY, TIDINGS_PORT, TIDINGS_LOG_LEVEL=warning): with `--database sqlite` (the
+  default) a new SQLite file in a temporary directory; with `--database postgres` a new
+  schema `bench_<random>` of `--postgres-url` (default $TIDINGS_BENCH_POSTGRES_URL, else
+  postgresql://postgres@127.0.0.1:5432/postgres), created by Tidings on start and dropped
+  after the run (kept, and named, when the check below fails or with --keep-tmp; a fresh
+  schema has no planner statistics, and autovacuum may be off or too slow to gather any
+  during a run: `--analyze-every S` has the driver ANALYZE the run's tables every S s,
+  as autovacuum would on a production server); waits for /healthz and creates two
+  webhook destinations subscribed to `bench.*`, so every event also writes two delivery
+  rows (the destinations are paused, so nothing is sent: this measures ingest alone);
 - starts the load generator as separate processes (aiohttp client on uvloop), so that it
   does not share a GIL with the server; each process runs a number of client tasks, each
   with its own keep-alive connection, and each task sends one request at a time;
@@ -17,10 +24,11 @@ What one run does
 - after `--warmup` seconds, counts for `--duration` seconds the events of the 202
   responses that complete inside the window: events/s. Latency percentiles are of the
   requests completed inside the window;
-- stops the server (SIGTERM; SIGKILL after a timeout), opens the database read-only and
-  checks that it holds exactly the events acknowledged with 202 (by count and by id:
-  every acknowledged id is stored) and two deliveries per event; any difference fails the
-  benchmark loudly (exit status 2).
+- stops the server (SIGTERM; SIGKILL after a timeout), reads the database (SQLite: the file,
+  opened read-only; PostgreSQL: the run's schema, with asyncpg) and checks that it holds
+  exactly the events acknowledged with 202 (by count and by id: every acknowledged id is
+  stored) and two deliveries per event; any difference fails the benchmark loudly (exit
+  status 2).
 
 The raw ceiling
 The same client, same process and task counts, against a trivial aiohttp + uvloop server
@@ -31,8 +39,10 @@ same invocation and interleaved with the Tidings runs (raw, tidings, raw, tiding
 
 CPU columns (percent of one core, over the measurement window): `loop` is the server's
 main thread (event loop: HTTP parsing, msgspec, middlewares, routing), `other` its other
-threads (for Tidings: the SQLite writer), `clients` all load-generator processes together
-and `machine` the whole machine (200% = both cores of a 2-core machine busy).
+threads (for Tidings on SQLite: the SQLite writer), `db` the PostgreSQL server (every
+process named `postgres`: the run's backends, WAL writer, checkpointer; 0 on SQLite),
+`clients` all load-generator processes together and `machine` the whole machine (200% =
+both cores of a 2-core machine busy).
 
 The last line of standard output is a JSON object with the medians; `--save` also writes
 every figure to bench/results/ingest-<timestamp>.json (git-ignored).
@@ -61,6 +71,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -69,6 +80,11 @@ TOPIC = "bench.order-created"
 DESTINATIONS = 2
 TARGETS = {"single": 3_000.0, "batch": 30_000.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DATABASES = ("sqlite", "postgres")
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "TIDINGS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+DB_PROCESS = "postgres"  # the name (comm) of every PostgreSQL server process
 
 
 class BenchError(Exception):
@@ -308,6 +324,92 @@ def http_json(
         return exc.code, exc.read()[:500]
 
 
+# =============================================================== PostgreSQL (driver side)
+def new_schema() -> str:
+    """A fresh schema name for one run (Tidings creates it on first start)."""
+    return f"bench_{secrets.token_hex(6)}"
+
+
+def with_schema(url: str, schema: str) -> str:
+    """`url` with `schema=` set: the TIDINGS_DATABASE_URL of a run."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"] + [("schema", schema)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def pg_call(url: str, schema: str | None, fn: Any) -> Any:
+    """`await fn(conn)` on a new asyncpg connection (search_path = `schema`), from sync code."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> Any:
+        settings = {"search_path": schema} if schema else {}
+        try:
+            conn = await asyncpg.connect(url, timeout=10, server_settings=settings)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise BenchError(f"cannot connect to PostgreSQL at {url}: {exc}") from exc
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def drop_schema(url: str, schema: str) -> None:
+    async def drop(conn: Any) -> None:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    pg_call(url, None, drop)
+
+
+class Analyzer:
+    """`--analyze-every S`: ANALYZE the run's tables every S seconds from a thread of the
+    driver, as autovacuum would on a server where it is on (it is off on some CI
+    servers, and a fresh schema has no statistics at all: the planner then guesses, and
+    may pick plans that scan every row). Its cost counts as the database's CPU."""
+
+    TABLES = "events, deliveries, attempts"
+
+    def __init__(self, url: str, schema: str, every: float) -> None:
+        import threading
+
+        self.url, self.schema, self.every = url, schema, every
+        self.runs = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="analyze", daemon=True)
+
+    def start(self) -> Analyzer:
+        if self.every > 0 and self.schema:
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        async def analyze(conn: Any) -> None:
+            await conn.execute(f"ANALYZE {self.TABLES}")
+
+        while not self._stop.wait(self.every):
+            try:
+                pg_call(self.url, self.schema, analyze)
+                self.runs += 1
+            except Exception as exc:  # the schema may be going away at the end
+                self.errors.append(repr(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+
+def postgres_version(url: str) -> str:
+    async def ask(conn: Any) -> str:
+        return str(await conn.fetchval("SHOW server_version"))
+
+    return str(pg_call(url, None, ask))
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> str:
     """SIGTERM, then SIGKILL after `timeout`; answers how it ended."""
     if proc.poll() is not None:
@@ -365,21 +467,27 @@ def processes_cpu(exclude: set[int]) -> dict[int, tuple[str, bool, float]]:
 
 
 def foreign_cpu(
-    before: dict[int, tuple[str, bool, float]], after: dict[int, tuple[str, bool, float]]
-) -> tuple[float, float, str]:
-    """(user processes, kernel threads, the busiest user process) CPU seconds in between;
-    a process born in between counts from zero, one that died in between is missed."""
-    user = kernel = 0.0
+    before: dict[int, tuple[str, bool, float]],
+    after: dict[int, tuple[str, bool, float]],
+    db: bool = False,
+) -> tuple[float, float, str, float]:
+    """(user processes, kernel threads, the busiest user process, the database server)
+    CPU seconds in between; a process born in between counts from zero, one that died in
+    between is missed. With `db`, PostgreSQL's processes count as the database, not as
+    user processes."""
+    user = kernel = database = 0.0
     by_name: dict[str, float] = {}
     for pid, (name, is_kernel, seconds) in after.items():
         delta = seconds - (before[pid][2] if pid in before else 0.0)
         if is_kernel:
             kernel += delta
+        elif db and name == DB_PROCESS:
+            database += delta
         else:
             user += delta
             by_name[name] = by_name.get(name, 0.0) + delta
     top = max(by_name.items(), key=lambda kv: kv[1], default=("", 0.0))
-    return user, kernel, top[0] if top[1] > 0 else ""
+    return user, kernel, top[0] if top[1] > 0 else "", database
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -451,8 +559,12 @@ class Run:
     cpu_machine_pct: float = 0.0
     cpu_foreign_pct: float = 0.0
     cpu_kernel_pct: float = 0.0
+    cpu_db_pct: float = 0.0
     foreign_top: str = ""
     idle_wait_s: float = 0.0
+    database: str = "sqlite"
+    schema: str = ""  # postgres: the run's schema (dropped after the run unless kept)
+    analyze_runs: int = 0  # postgres, --analyze-every: ANALYZEs done during the run
     stored_events: int | None = None
     stored_deliveries: int | None = None
     server_stop: str = ""
@@ -469,6 +581,10 @@ class Options:
     stop_timeout: float
     wait_idle: float
     clients: dict[str, tuple[int, int]]  # scenario -> (processes, tasks in all)
+    database: str = "sqlite"  # "sqlite" | "postgres"
+    postgres_url: str = DEFAULT_POSTGRES_URL
+    keep: bool = False  # keep every postgres schema (--keep-tmp)
+    analyze_every: float = 0.0  # postgres: ANALYZE the run's tables this often (0: never)
 
 
 class Runner:
@@ -504,14 +620,19 @@ class Runner:
             time.sleep(0.05)
         raise BenchError(f"server not healthy after 30 s:\n{tail_of(log)}")
 
+    def database_url(self, work: Path, schema: str) -> str:
+        if self.opts.database == "postgres":
+            return with_schema(self.opts.postgres_url, schema)
+        return f"sqlite:///{work / 'bench.db'}"
+
     def _start_server(
-        self, target: str, work: Path, port: int, api_key: str
+        self, target: str, work: Path, port: int, api_key: str, schema: str
     ) -> tuple[subprocess.Popen[bytes], Path]:
         log = work / "server.log"
         if target == "tidings":
             env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
             env.update(
-                TIDINGS_DATABASE_URL=f"sqlite:///{work / 'bench.db'}",
+                TIDINGS_DATABASE_URL=self.database_url(work, schema),
                 TIDINGS_API_KEY=api_key,
                 TIDINGS_PORT=str(port),
                 TIDINGS_HOST="127.0.0.1",
@@ -526,17 +647,45 @@ class Runner:
         return proc, log
 
     def run(self, scenario: str, target: str, repeat: int) -> Run:
+        """One run; on PostgreSQL, in a schema of its own, dropped afterwards (kept when
+        the durability check fails, or with --keep-tmp)."""
         opts = self.opts
+        result = Run(scenario, target, repeat, database=opts.database)
+        if target != "tidings" or opts.database != "postgres":
+            return self._run(result)
+        result.schema = new_schema()
+        keep = opts.keep
+        try:
+            return self._run(result)
+        except VerificationError:
+            keep = True
+            raise
+        finally:
+            if keep:
+                print(f"# kept PostgreSQL schema {result.schema}", file=sys.stderr, flush=True)
+            else:
+                try:
+                    drop_schema(opts.postgres_url, result.schema)
+                except Exception as exc:  # a leftover schema is not worth a failed run
+                    print(
+                        f"# could not drop schema {result.schema}: {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    def _run(self, result: Run) -> Run:
+        opts = self.opts
+        scenario, target, repeat = result.scenario, result.target, result.repeat
         work = self.root / f"{scenario}-{target}-{repeat}"
         work.mkdir()
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         api_key = "tdk_bench_" + secrets.token_urlsafe(16)
-        result = Run(scenario, target, repeat)
         result.idle_wait_s = round(wait_idle(opts.wait_idle), 1)
-        server, log = self._start_server(target, work, port, api_key)
+        server, log = self._start_server(target, work, port, api_key, result.schema)
         clients: list[subprocess.Popen[bytes]] = []
         configs: list[dict[str, Any]] = []
+        analyzer = Analyzer(opts.postgres_url, result.schema, opts.analyze_every)
         try:
             self._wait_healthy(server, url, log)
             if target == "tidings":
@@ -564,6 +713,7 @@ class Runner:
                     )
                     if status != 200:
                         raise BenchError(f"pausing a destination answered {status}: {body!r}")
+                analyzer.start()
             processes, tasks = opts.clients[scenario]
             configs = []
             for p in range(processes):
@@ -622,9 +772,12 @@ class Runner:
             result.cpu_loop_pct = 100 * (loop1 - loop0) / opts.duration
             result.cpu_other_pct = 100 * (other1 - other0) / opts.duration
             result.cpu_machine_pct = 100 * ncpu * (busy1 - busy0) / max(1, total1 - total0)
-            user, kernel, top = foreign_cpu(procs0, procs1)
+            user, kernel, top, database = foreign_cpu(
+                procs0, procs1, db=opts.database == "postgres"
+            )
             result.cpu_foreign_pct = 100 * user / opts.duration
             result.cpu_kernel_pct = 100 * kernel / opts.duration
+            result.cpu_db_pct = 100 * database / opts.duration
             result.foreign_top = top
             end_by = time.monotonic() + opts.request_timeout + 30
             for p, proc in enumerate(clients):
@@ -659,6 +812,8 @@ class Runner:
             result.cpu_clients_pct = 100 * client_cpu / opts.duration
             result.events_per_s = result.window_events / opts.duration
         finally:
+            analyzer.stop()
+            result.analyze_runs = analyzer.runs
             result.server_stop = stop_process(server, opts.stop_timeout)
             for proc in clients:
                 stop_process(proc, 5)
@@ -666,14 +821,9 @@ class Runner:
             self._verify(result, work, [Path(c["ids_file"]) for c in configs])
         return result
 
-    def _verify(self, result: Run, work: Path, id_files: list[Path]) -> None:
-        """Every 202 durable: the store holds exactly the acknowledged events, each with
-        its two deliveries. Read with the stdlib, read-only, after the server stopped."""
-        acked: list[str] = []
-        for path in id_files:
-            text = path.read_text()
-            if text:
-                acked.extend(text.split("\n"))
+    def _stored_sqlite(self, work: Path) -> tuple[int, int, set[str], int]:
+        """(events, deliveries, event ids, events without exactly DESTINATIONS deliveries)
+        of the SQLite file, read with the stdlib, read-only."""
         conn = sqlite3.connect(f"file:{work / 'bench.db'}?mode=ro", uri=True, timeout=10)
         try:
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -686,6 +836,41 @@ class Runner:
             ).fetchone()[0]
         finally:
             conn.close()
+        return events, deliveries, stored_ids, lopsided
+
+    def _stored_postgres(self, schema: str) -> tuple[int, int, set[str], int]:
+        """The same figures from the run's PostgreSQL schema, with asyncpg."""
+
+        async def read(conn: Any) -> tuple[int, int, set[str], int]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                events = await conn.fetchval("SELECT count(*) FROM events")
+                deliveries = await conn.fetchval("SELECT count(*) FROM deliveries")
+                stored_ids = {row[0] for row in await conn.fetch("SELECT id FROM events")}
+                lopsided = await conn.fetchval(
+                    "SELECT count(*) FROM events e LEFT JOIN (SELECT event_seq, count(*) AS n "
+                    "FROM deliveries GROUP BY event_seq) d ON d.event_seq = e.seq "
+                    "WHERE coalesce(d.n, 0) != $1",
+                    DESTINATIONS,
+                )
+            return int(events), int(deliveries), stored_ids, int(lopsided)
+
+        found: tuple[int, int, set[str], int] = pg_call(self.opts.postgres_url, schema, read)
+        return found
+
+    def _verify(self, result: Run, work: Path, id_files: list[Path]) -> None:
+        """Every 202 durable: the store holds exactly the acknowledged events, each with
+        its two deliveries. Read after the server stopped."""
+        acked: list[str] = []
+        for path in id_files:
+            text = path.read_text()
+            if text:
+                acked.extend(text.split("\n"))
+        if result.database == "postgres":
+            events, deliveries, stored_ids, lopsided = self._stored_postgres(result.schema)
+            where = f"PostgreSQL schema {result.schema} kept"
+        else:
+            events, deliveries, stored_ids, lopsided = self._stored_sqlite(work)
+            where = f"database kept at {work / 'bench.db'}"
         result.stored_events, result.stored_deliveries = events, deliveries
         problems = []
         if len(acked) != result.acked_events:
@@ -716,7 +901,7 @@ class Runner:
             raise VerificationError(
                 f"{result.scenario}/{result.target} run {result.repeat + 1}: "
                 + "; ".join(problems)
-                + f" (database kept at {work / 'bench.db'})"
+                + f" ({where})"
             )
 
 
@@ -726,11 +911,15 @@ def describe(run: Run, repeats: int) -> str:
         f"{run.scenario:6} {run.target:7} run {run.repeat + 1}/{repeats}: "
         f"{run.events_per_s:>9,.0f} events/s ({run.requests_per_s:,.0f} req/s) "
         f"p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.1f} ms | cpu loop {run.cpu_loop_pct:.0f}% "
-        f"other {run.cpu_other_pct:.0f}% clients {run.cpu_clients_pct:.0f}% "
+        f"other {run.cpu_other_pct:.0f}% "
+        + (f"db {run.cpu_db_pct:.0f}% " if run.database == "postgres" else "")
+        + f"clients {run.cpu_clients_pct:.0f}% "
         f"kthreads {run.cpu_kernel_pct:.0f}% machine {run.cpu_machine_pct:.0f}%"
     )
     if run.cpu_foreign_pct >= 5:
         line += f" | NOISE: other processes {run.cpu_foreign_pct:.0f}% ({run.foreign_top})"
+    if run.analyze_runs:
+        line += f" | {run.analyze_runs} x ANALYZE"
     if run.verified:
         line += (
             f" | verified: {run.acked_events:,} x 202 = {run.stored_events:,} events, "
@@ -753,6 +942,7 @@ def medians(runs: list[Run], scenarios: list[str], with_raw: bool) -> dict[str, 
                 continue
             name = scenario if target == "tidings" else f"{scenario}_raw"
             out[f"{name}_events_per_s"] = round(statistics.median(r.events_per_s for r in mine))
+            out[f"{name}_p50_ms"] = round(statistics.median(r.p50_ms for r in mine), 2)
             out[f"{name}_p99_ms"] = round(statistics.median(r.p99_ms for r in mine), 2)
         if with_raw and out.get(f"{scenario}_raw_events_per_s"):
             out[f"{scenario}_ratio"] = round(
@@ -761,14 +951,17 @@ def medians(runs: list[Run], scenarios: list[str], with_raw: bool) -> dict[str, 
     return out
 
 
-def versions() -> dict[str, str]:
+def versions(postgres_url: str | None = None) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in ("aiohttp", "uvloop", "msgspec", "tidings"):
+    for name in ("aiohttp", "uvloop", "msgspec", "tidings", "asyncpg"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 
             found[name] = version(name)
     found["sqlite"] = sqlite3.sqlite_version
+    if postgres_url:
+        with contextlib.suppress(Exception):
+            found["postgres"] = postgres_version(postgres_url)
     with contextlib.suppress(Exception):
         found["git"] = subprocess.run(
             ["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"],
@@ -783,12 +976,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/ingest.py",
         description=(
-            "Ingest benchmark for `tidings serve` (SQLite, WAL, synchronous=FULL): events/s "
-            "acknowledged with 202 for single-event and batch POSTs, against the raw "
-            "ceiling of the same client on a trivial aiohttp+uvloop server. Every run "
-            "checks that the store holds exactly the acknowledged events."
+            "Ingest benchmark for `tidings serve` (SQLite: WAL, synchronous=FULL; or "
+            "PostgreSQL): events/s acknowledged with 202 for single-event and batch POSTs, "
+            "against the raw ceiling of the same client on a trivial aiohttp+uvloop server. "
+            "Every run checks that the store holds exactly the acknowledged events."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="sqlite",
+        help="sqlite: a new file per run; postgres: a new schema per run, dropped after it",
+    )
+    p.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
+    )
+    p.add_argument(
+        "--analyze-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="postgres: ANALYZE the run's tables every S seconds during the run, as "
+        "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
@@ -813,7 +1025,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--save", action="store_true", help="write bench/results/ingest-<timestamp>.json"
     )
     p.add_argument("--output", type=Path, help="write the results JSON to this path")
-    p.add_argument("--keep-tmp", action="store_true", help="keep databases and logs")
+    p.add_argument(
+        "--keep-tmp", action="store_true", help="keep databases (files, schemas) and logs"
+    )
     args = p.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in args.scenarios:
@@ -837,7 +1051,22 @@ def main(argv: list[str]) -> int:
     except ImportError:
         print(f"{sys.executable} cannot import tidings: run .venv/bin/python", file=sys.stderr)
         return 1
+    if args.database == "postgres":
+        try:
+            version = postgres_version(args.postgres_url)
+        except BenchError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        where = f"PostgreSQL {version} at {args.postgres_url}, a new schema per run"
+        if args.analyze_every > 0:
+            where += f", ANALYZEd every {args.analyze_every:g} s"
+    else:
+        where = "SQLite, a new file per run"
     opts = Options(
+        database=args.database,
+        postgres_url=args.postgres_url,
+        keep=args.keep_tmp,
+        analyze_every=args.analyze_every,
         duration=args.duration,
         warmup=args.warmup,
         batch_size=args.batch_size,
@@ -856,7 +1085,7 @@ def main(argv: list[str]) -> int:
         f"{args.warmup:g} s warm-up, {args.repeats} repeats; single: {args.single_clients} "
         f"clients in {args.single_procs} procs; batch: {args.batch_clients} clients x "
         f"{args.batch_size} events in {args.batch_procs} procs; payload {args.payload_bytes} B; "
-        f"{DESTINATIONS} destinations",
+        f"{DESTINATIONS} destinations; tidings serve on {where}",
         flush=True,
     )
     runs: list[Run] = []
@@ -888,7 +1117,10 @@ def main(argv: list[str]) -> int:
     if status:
         return status
     summary = medians(runs, args.scenarios, not args.no_raw)
-    print("\n# medians")
+    summary["database"] = args.database
+    if args.database == "postgres":
+        summary["analyze_every_s"] = args.analyze_every
+    print(f"\n# medians (tidings serve on {args.database})")
     for scenario in args.scenarios:
         figure = summary[f"{scenario}_events_per_s"]
         line = f"{scenario:6} tidings {figure:>9,} events/s"
@@ -901,7 +1133,7 @@ def main(argv: list[str]) -> int:
     document = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
+        "versions": versions(args.postgres_url if args.database == "postgres" else None),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "medians": summary,
         "runs": [asdict(r) for r in runs],
