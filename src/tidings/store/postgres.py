@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 Q = load_queries("postgres")
 MIGRATION_LOCK = 0x7469_6469_6E67_7301  # "tidings" + 1: one migrator at a time
-POOL_MAX = 10
+POOL_MAX = 20
 ACQUIRE_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 OPEN_TIMEOUT_S = 60.0

@@ -48,9 +48,14 @@ SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]);
 
 -- name: lanes_with_head
-SELECT destination_id, lane_key FROM deliveries
-WHERE holds_lane = 1
-  AND (destination_id, lane_key) IN (SELECT * FROM unnest($1::text[], $2::text[]));
+-- One index probe per lane (LATERAL ... LIMIT 1), whatever the planner's statistics say:
+-- a row-value IN let it scan every lane head of a young table.
+SELECT l.destination_id, l.lane_key
+FROM unnest($1::text[], $2::text[]) AS l (destination_id, lane_key)
+CROSS JOIN LATERAL (SELECT 1 FROM deliveries h
+                    WHERE h.destination_id = l.destination_id AND h.lane_key = l.lane_key
+                      AND h.holds_lane = 1
+                    LIMIT 1) AS head;
 
 -- name: insert_deliveries
 INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
