@@ -100,7 +100,6 @@ import platform
 import secrets
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -116,6 +115,7 @@ from ingest import (
     DATABASES,
     DB_PROCESS,
     DEFAULT_POSTGRES_URL,
+    PACKAGES,
     TOPIC,
     Analyzer,
     BenchError,
@@ -135,6 +135,7 @@ from ingest import (
     wait_idle,
     with_schema,
 )
+from ingest import versions as ingest_versions
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -1439,23 +1440,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def versions(postgres_url: str | None = None) -> dict[str, str]:
-    from importlib.metadata import version
-
-    found = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
-    for name in ("aiohttp", "uvloop", "msgspec", "tidings", "asyncpg", "celery", "kombu", "redis"):
-        with contextlib.suppress(Exception):
-            found[name] = version(name)
-    if postgres_url:
-        with contextlib.suppress(Exception):
-            found["postgres"] = postgres_version(postgres_url)
-    with contextlib.suppress(Exception):
-        found["git"] = subprocess.run(
-            ["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    return found
+    return ingest_versions(postgres_url, (*PACKAGES, "celery", "kombu", "redis"))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -951,9 +951,14 @@ def medians(runs: list[Run], scenarios: list[str], with_raw: bool) -> dict[str, 
     return out
 
 
-def versions(postgres_url: str | None = None) -> dict[str, str]:
+PACKAGES = ("aiohttp", "uvloop", "msgspec", "tidings", "asyncpg")
+
+
+def versions(
+    postgres_url: str | None = None, packages: tuple[str, ...] = PACKAGES
+) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in ("aiohttp", "uvloop", "msgspec", "tidings", "asyncpg"):
+    for name in packages:
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 

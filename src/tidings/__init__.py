@@ -4,6 +4,6 @@ This package's public surface is the SDK (added with the client issue); everythi
 is internal and may change between releases.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]
