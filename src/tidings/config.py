@@ -57,7 +57,8 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "redis_url",
         "redis://...; makes rate_limit_per_s cluster-wide across worker processes "
-        "(without it, each worker enforces the limit on its own)",
+        "(without it, each worker enforces the limit on its own) and lets API processes "
+        "wake workers in other processes at once",
     ),
     SettingDoc("host", "address the API listens on (default 127.0.0.1)"),
     SettingDoc("port", "port the API listens on (default 8080; 0 picks a free port)"),

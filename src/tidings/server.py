@@ -21,6 +21,7 @@ from tidings.engine.alerts import Alerter
 from tidings.engine.dispatcher import Dispatcher, EngineOptions
 from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
+from tidings.engine.signals import RedisSignals
 from tidings.store.base import Store, open_store
 from tidings.transports.webhook import WebhookTransport
 
@@ -44,6 +45,27 @@ async def settle_api_key(settings: Settings, store: Store) -> list[str]:
     return [stored]
 
 
+class _EngineLinks:
+    """What the API tells the engine: the worker in this process, if any, and every worker
+    elsewhere through Redis, if configured."""
+
+    def __init__(self, dispatcher: Dispatcher | None, signals: RedisSignals | None) -> None:
+        self._dispatcher = dispatcher
+        self._signals = signals
+
+    def wake(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
+        if self._signals is not None:
+            self._signals.work()
+
+    def destinations_changed(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.destinations_changed()
+        if self._signals is not None:
+            self._signals.destinations()
+
+
 def _worker_id() -> str:
     return f"wkr_{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(4)}"
 
@@ -59,6 +81,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     transport: WebhookTransport | None = None
     dispatcher: Dispatcher | None = None
     sweeper: Sweeper | None = None
+    signals = RedisSignals(settings.redis_url) if settings.redis_url else None
     try:
         if "worker" in roles:
             transport = WebhookTransport(allow_private=settings.allow_private_targets)
@@ -78,12 +101,14 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 limiter=make_limiter(settings.redis_url),
             )
             await dispatcher.start()
+            if signals is not None:
+                signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
             sweeper = Sweeper(store, settings.retention_ttl_s)
             sweeper.start()
             log.info("delivery worker started", extra={"worker": options.owner})
         if "api" in roles:
             digests = await settle_api_key(settings, store)
-            app = create_app(settings, store, digests, dispatcher)
+            app = create_app(settings, store, digests, _EngineLinks(dispatcher, signals))
             runner, port = await start_site(app, settings.host, settings.port)
             log.info(
                 "listening on http://%s:%d",
@@ -102,6 +127,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await dispatcher.stop()
         if transport is not None:
             await transport.close()
+        if signals is not None:
+            await signals.close()
         await store.close()
 
 

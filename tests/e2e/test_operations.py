@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.procs import API_KEY, TidingsProcess
+from tests.e2e.procs import API_KEY, TidingsProcess, WorkerProcess
 
 pytestmark = pytest.mark.e2e
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -154,3 +154,46 @@ async def test_metrics_count_ingest_outcomes_latency_and_backlog(
         assert len(seen) == 12  # nothing was sent to the paused destination
     finally:
         proc.stop()
+
+
+async def test_redis_signals_wake_a_separate_worker_at_once(
+    tmp_path: Path,
+    hook: tuple[str, list[str]],
+    require_service: Callable[[str, int], None],
+) -> None:
+    """`tidings api` and `tidings worker` on one SQLite file (no LISTEN/NOTIFY there): with
+    TIDINGS_REDIS_URL the worker is woken by the API at once, not at its next poll."""
+    require_service("Redis", 6379)
+    base, seen = hook
+    env = {
+        "TIDINGS_ALLOW_PRIVATE_TARGETS": "1",
+        "TIDINGS_POLL_INTERVAL_MS": "10000",  # polling alone would take up to 10 s
+        "TIDINGS_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    db = f"sqlite:///{tmp_path / 'split.db'}"
+    api = TidingsProcess(tmp_path, db, role="api", extra_env=env)
+    worker = WorkerProcess(tmp_path, db, extra_env=env)
+    api.start()
+    worker.start()
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as s:
+            body = {"kind": "webhook", "url": base + "/ok", "topics": ["s.*"]}
+            async with s.post(api.url + "/v1/destinations", json=body) as r:
+                assert r.status == 201
+            await asyncio.sleep(0.5)  # the worker learns of the destination (signal)
+            latencies = []
+            for i in range(5):
+                before = len(seen)
+                started = time.monotonic()
+                async with s.post(api.url + "/v1/events", json={"topic": "s.x", "key": str(i)}):
+                    pass
+
+                async def arrived(before: int = before) -> bool:
+                    return len(seen) > before
+
+                await _until(arrived, 5, f"delivery {i} through the separate worker")
+                latencies.append(time.monotonic() - started)
+        assert max(latencies) < 2.0, latencies
+    finally:
+        worker.stop()
+        api.stop()
