@@ -721,9 +721,9 @@ class SQLiteStore(Store):
                         "ids": _encode(ids),
                     },
                 )
-            lanes = sorted({(c.destination_id, c.lane_key) for c in done if c.release_lane})
-            if lanes:
-                conn.execute(Q["promote_many"], {"lanes": _encode(lanes), "now": now})
+            self._promote(
+                conn, list({(c.destination_id, c.lane_key) for c in done if c.release_lane}), now
+            )
             runs = fold_runs((c.destination_id, c.failed) for c in done)
             paused = self._apply_runs(conn, runs, pause_after, now)
             return Completed(applied=len(done), paused=paused)
@@ -762,11 +762,10 @@ class SQLiteStore(Store):
         return paused
 
     @staticmethod
-    def _promote(conn: sqlite3.Connection, destination_id: str, lane_key: str, now: int) -> None:
-        conn.execute(
-            Q["promote_next"],
-            {"destination_id": destination_id, "lane_key": lane_key, "now": now},
-        )
+    def _promote(conn: sqlite3.Connection, lanes: Sequence[tuple[str, str]], now: int) -> None:
+        """Each lane's earliest waiting delivery becomes its head, unless it has one."""
+        if lanes:
+            conn.execute(Q["promote_many"], {"lanes": _encode(sorted(lanes)), "now": now})
 
     def _respec_lanes(
         self, conn: sqlite3.Connection, old: DestinationSpec, new: DestinationSpec, dest_id: str
@@ -780,8 +779,7 @@ class SQLiteStore(Store):
         if old.on_dead == "block" and new.on_dead == "skip":
             lanes = conn.execute(Q["unblock_dead_heads"], {"destination_id": dest_id}).fetchall()
             conn.execute(Q["release_dead_heads"], {"destination_id": dest_id})
-            for (lane_key,) in lanes:
-                self._promote(conn, dest_id, lane_key, now)
+            self._promote(conn, [(dest_id, lane_key) for (lane_key,) in lanes], now)
 
     @staticmethod
     def _queue_into_lanes(conn: sqlite3.Connection, dest_id: str) -> None:
@@ -886,7 +884,7 @@ class SQLiteStore(Store):
                 raise Conflict("state", "only a dead delivery can be purged")
             conn.execute(Q["delete_delivery"], {"seq": seq})
             if holds_lane:
-                self._promote(conn, destination_id, lane_key, now_us())
+                self._promote(conn, [(destination_id, lane_key)], now_us())
             return True
 
         return await self._write(job)

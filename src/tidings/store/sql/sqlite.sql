@@ -101,17 +101,6 @@ WHERE holds_lane = 1
                                             json_extract(value, '$[1]')
                                      FROM json_each(:lanes));
 
--- name: promote_next
--- The lane's earliest waiting delivery becomes its head, unless the lane has one.
-UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
-WHERE seq = (SELECT seq FROM deliveries
-             WHERE destination_id = :destination_id AND lane_key = :lane_key
-               AND holds_lane = 0 AND state = 'pending'
-             ORDER BY event_seq LIMIT 1)
-  AND NOT EXISTS (SELECT 1 FROM deliveries
-                  WHERE destination_id = :destination_id AND lane_key = :lane_key
-                    AND holds_lane = 1);
-
 -- name: expired_leases
 SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner
 FROM deliveries d
@@ -263,7 +252,8 @@ SET state = :state, next_attempt_at = :next_attempt_at, holds_lane = :holds_lane
 WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: promote_many
--- For each [destination_id, lane_key] in :lanes, see promote_next.
+-- For each [destination_id, lane_key] in :lanes, the earliest waiting delivery becomes the
+-- lane's head, unless the lane has one.
 UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
 WHERE seq IN (
   SELECT (SELECT w.seq FROM deliveries w
