@@ -134,12 +134,12 @@ from ingest import (
     tail_of,
     wait_idle,
     with_schema,
+    write_results,
 )
 from ingest import versions as ingest_versions
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-RESULTS = HERE / "results"
 TARGETS = ("raw", "tidings", "celery")
 POOLS = ("threads", "prefork")
 AIM_RAW_RATIO = 0.6
@@ -1656,16 +1656,7 @@ def main(argv: list[str]) -> int:
         "medians": summary,
         "runs": [asdict(r) for r in runs],
     }
-    outputs = []
-    if args.save:
-        RESULTS.mkdir(exist_ok=True)
-        outputs.append(RESULTS / f"deliver-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    if args.output:
-        outputs.append(args.output)
-    for path in outputs:
-        path.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"# wrote {path}")
-    print(json.dumps(summary), flush=True)
+    write_results("deliver", document, summary, args)
     return status
 
 

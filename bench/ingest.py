@@ -977,6 +977,23 @@ def versions(
     return found
 
 
+def write_results(
+    name: str, document: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace
+) -> None:
+    """Every figure to bench/results/<name>-<time>.json (--save) and/or --output; the
+    medians as the last line of standard output."""
+    outputs = []
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        outputs.append(RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if args.output:
+        outputs.append(args.output)
+    for path in outputs:
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"# wrote {path}")
+    print(json.dumps(summary), flush=True)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/ingest.py",
@@ -1143,16 +1160,7 @@ def main(argv: list[str]) -> int:
         "medians": summary,
         "runs": [asdict(r) for r in runs],
     }
-    outputs = []
-    if args.save:
-        RESULTS.mkdir(exist_ok=True)
-        outputs.append(RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    if args.output:
-        outputs.append(args.output)
-    for path in outputs:
-        path.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"# wrote {path}")
-    print(json.dumps(summary), flush=True)
+    write_results("ingest", document, summary, args)
     return 0
 
 
