@@ -72,6 +72,7 @@ from tidings.store.rows import (
     destination_row,
     event_row,
     page_of,
+    queued_behind_heads,
 )
 from tidings.store.sql import load_queries, migrations
 from tidings.timeutil import now_us
@@ -482,13 +483,7 @@ class PostgresStore(Store):
         if old.ordering == "fifo" and new.ordering == "none":
             await conn.execute(Q["unqueue_all"], dest_id, now)
         if old.ordering == "none" and new.ordering == "fifo":
-            heads: set[str] = set()
-            queued: list[int] = []
-            for seq, lane_key, state in await conn.fetch(Q["lane_holders"], dest_id):
-                if lane_key not in heads:
-                    heads.add(lane_key)
-                elif state == "pending":
-                    queued.append(seq)
+            queued = queued_behind_heads(await conn.fetch(Q["lane_holders"], dest_id))
             if queued:
                 await conn.execute(Q["queue_behind"], queued)
         if old.on_dead == "block" and new.on_dead == "skip":

@@ -4,7 +4,7 @@ columns in the same order (see its `sql/<dialect>.sql`). Must never do I/O."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -121,3 +121,18 @@ def backlog_of(rows: Sequence[Row]) -> list[Backlog]:
         )
         for d, e in by_destination.items()
     ]
+
+
+def queued_behind_heads(holders: Iterable[Row]) -> list[int]:
+    """An unordered destination turns fifo: of its lane holders, rows of (seq, lane_key,
+    state) ordered by lane, moving or blocking ones (in flight, scheduled, dead) first, then
+    pending ones by event order, the seqs that must queue behind their lane's first."""
+    heads: set[str] = set()
+    queued: list[int] = []
+    for row in holders:
+        seq, lane_key, state = row[0], row[1], row[2]
+        if lane_key not in heads:
+            heads.add(lane_key)
+        elif state == "pending":
+            queued.append(seq)
+    return queued

@@ -70,6 +70,7 @@ from tidings.store.rows import (
     destination_row,
     event_row,
     page_of,
+    queued_behind_heads,
 )
 from tidings.store.sql import load_queries, migrations
 from tidings.timeutil import now_us
@@ -784,16 +785,9 @@ class SQLiteStore(Store):
     @staticmethod
     def _queue_into_lanes(conn: sqlite3.Connection, dest_id: str) -> None:
         """An unordered backlog becomes fifo: per lane, only the delivery already moving
-        (in flight or scheduled), else the earliest pending one, stays head."""
-        heads: dict[str, int] = {}  # lane -> seq of the head kept
-        queued: list[dict[str, int]] = []
-        rows = conn.execute(Q["lane_holders"], {"destination_id": dest_id}).fetchall()
-        for seq, lane_key, state in rows:  # moving ones first, then by event order
-            if lane_key not in heads:
-                heads[lane_key] = seq
-            elif state == "pending":
-                queued.append({"seq": seq})
-        conn.executemany(Q["queue_behind"], queued)
+        (in flight, scheduled, blocking), else the earliest pending one, stays head."""
+        holders = conn.execute(Q["lane_holders"], {"destination_id": dest_id}).fetchall()
+        conn.executemany(Q["queue_behind"], [{"seq": seq} for seq in queued_behind_heads(holders)])
 
     async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
         rows = await self._read(
