@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 
 US = 1_000_000
 
@@ -20,8 +21,13 @@ def to_iso(us: int) -> str:
     """`1700000000123456` -> `2023-11-14T22:13:20.123456Z`."""
     # Built from integer parts: float division alone can round the last microsecond.
     seconds, micros = divmod(us, US)
-    dt = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
-    return dt.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+    return f"{_iso_second(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=4096)  # events arrive in bursts: many share their second
+def _iso_second(seconds: int) -> str:
+    dt = datetime.fromtimestamp(seconds, tz=UTC).replace(tzinfo=None)
+    return dt.isoformat(timespec="seconds")
 
 
 def parse_iso(text: str) -> int:
