@@ -9,9 +9,12 @@ grows by itself; idle, a lone job commits at once. A failing job rolls back to i
 savepoint without disturbing the others in its group.
 
 Reads run on a small pool of reader threads with their own connections (WAL lets them
-read the last commit while the writer works). The event loop never blocks on SQLite.
-Fan-out routing is decided inside the writer, from a destination cache that only the
-writer changes, so an event and its deliveries always commit together.
+read the last commit while the writer works). Checkpoints (copying the WAL back into the
+database file, with its fsync) run on a thread of their own every `CHECKPOINT_EVERY_S`,
+not inside the writer's commits, where SQLite would run them by default; the writer only
+checkpoints itself as a backstop, if the WAL outgrows `BACKSTOP_PAGES`. The event loop
+never blocks on SQLite. Fan-out routing is decided inside the writer, from a destination
+cache that only the writer changes, so an event and its deliveries always commit together.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ T = TypeVar("T")
 Q = load_queries("sqlite")
 MAX_GROUP = 512  # jobs per transaction; bounds the latency one commit can add
 READERS = 2
+CHECKPOINT_EVERY_S = 0.2
+BACKSTOP_PAGES = 16_384  # 64 MiB of WAL at 4 KiB pages
 
 _spec_decoder = msgspec.json.Decoder(DestinationSpec)
 _secrets_decoder = msgspec.json.Decoder(list[Secret])
@@ -152,6 +157,8 @@ class SQLiteStore(Store):
         self._last_received_at = 0
         self._last_seq = 0
         self._synced = True  # the writer connection's synchronous mode is FULL
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -163,8 +170,17 @@ class SQLiteStore(Store):
         )
         self._writer.start()
         await ready
+        self._stop_checkpoints.clear()
+        self._checkpointer = threading.Thread(
+            target=self._run_checkpoints, name="tidings-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._writer is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join)
@@ -185,6 +201,7 @@ class SQLiteStore(Store):
         try:
             Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             self._migrate(conn)
             self._reload_destinations(conn)
             row = conn.execute(Q["max_received_at"]).fetchone()
@@ -195,6 +212,23 @@ class SQLiteStore(Store):
         loop.call_soon_threadsafe(_resolve, ready, None, None)
         try:
             self._serve_jobs(conn)
+        finally:
+            conn.close()
+
+    def _run_checkpoints(self) -> None:
+        """PASSIVE checkpoints: never block the writer or a reader; SQLite restarts the
+        WAL from its beginning once a checkpoint has copied all of it."""
+        try:
+            conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            log.error("sqlite checkpoints disabled, cannot connect: %s", exc)
+            return
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # e.g. busy: the next round tries again
+                    log.debug("sqlite checkpoint failed: %s", exc)
         finally:
             conn.close()
 
