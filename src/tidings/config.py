@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
+    sender_processes: Annotated[int, Meta(ge=0, le=64)] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "drain_timeout_ms",
         "on SIGTERM, how long in-flight deliveries may finish before they are given back "
         "(default 10000)",
+    ),
+    SettingDoc(
+        "sender_processes",
+        "child processes a worker sends its webhooks through, so that HTTP runs on "
+        "another core than the store and the engine (default: 1 on a machine with 2 or "
+        "more CPUs, else 0 = send from the worker process itself)",
     ),
 )
 

@@ -23,7 +23,7 @@ from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
 from tidings.store.base import Store, open_store
-from tidings.transports.webhook import WebhookTransport
+from tidings.transports.senders import SenderPool, auto_sender_processes
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,18 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = None
-    transport: WebhookTransport | None = None
+    transport: SenderPool | None = None
     dispatcher: Dispatcher | None = None
     sweeper: Sweeper | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
     try:
         if "worker" in roles:
-            transport = WebhookTransport(allow_private=settings.allow_private_targets)
+            processes = settings.sender_processes
+            if processes is None:
+                processes = auto_sender_processes(os.cpu_count())
+            transport = SenderPool(
+                processes=processes, allow_private=settings.allow_private_targets
+            )
             await transport.start()
             options = EngineOptions(
                 owner=_worker_id(),
@@ -105,7 +110,10 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
             sweeper = Sweeper(store, settings.retention_ttl_s)
             sweeper.start()
-            log.info("delivery worker started", extra={"worker": options.owner})
+            log.info(
+                "delivery worker started",
+                extra={"worker": options.owner, "sender_pids": transport.pids()},
+            )
         if "api" in roles:
             digests = await settle_api_key(settings, store)
             app = create_app(settings, store, digests, _EngineLinks(dispatcher, signals))

@@ -128,6 +128,8 @@ class Receiver:
         self.hits: list[Hit] = []
         self.in_flight: dict[tuple[str, str], int] = {}
         self.max_in_flight: dict[tuple[str, str], int] = {}
+        self.path_in_flight: dict[str, int] = {}
+        self.max_path_in_flight: dict[str, int] = {}
         self._seen: dict[tuple[str, str], int] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -201,6 +203,10 @@ class Receiver:
         lane = (path, hit.lane)
         self.in_flight[lane] = self.in_flight.get(lane, 0) + 1
         self.max_in_flight[lane] = max(self.max_in_flight.get(lane, 0), self.in_flight[lane])
+        self.path_in_flight[path] = self.path_in_flight.get(path, 0) + 1
+        self.max_path_in_flight[path] = max(
+            self.max_path_in_flight.get(path, 0), self.path_in_flight[path]
+        )
         try:
             if behaviour.delay_s:
                 await asyncio.sleep(behaviour.delay_s)
@@ -213,6 +219,7 @@ class Receiver:
             return web.Response(status=status, text=behaviour.body, headers=extra)
         finally:
             self.in_flight[lane] -= 1
+            self.path_in_flight[path] -= 1
 
     def _verify(self, hit: Hit) -> None:
         secrets = self.secrets.get(hit.path)
@@ -250,6 +257,10 @@ class Receiver:
             for h in self.hits
             if h.verified is False
         ]
+
+    def max_path_concurrency(self, path: str) -> int:
+        """The most requests to `path` this receiver ever had under way at once."""
+        return self.max_path_in_flight.get(path, 0)
 
     def max_lane_concurrency(self, path: str) -> dict[str, int]:
         return {lane: n for (p, lane), n in self.max_in_flight.items() if p == path}

@@ -9,6 +9,7 @@ request's signature is checked against the destination's secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -599,6 +600,15 @@ async def test_run_of_failures_pauses_and_alerts(cluster: Cluster, receiver: Rec
 
 
 # ---------------------------------------------------------------------------- 8. two workers
+def _with_children(pid: int) -> list[int]:
+    """`pid` and its child processes (its sender processes), from /proc."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
 def _socket_ports(pid: int) -> set[int]:
     """Local TCP ports of the sockets process `pid` holds open (Linux /proc)."""
     inodes = set()
@@ -665,16 +675,40 @@ async def test_two_workers_share_one_store_without_overlap(
     await eventually(all_delivered, 10, "not every delivery ended delivered", interval=0.2)
     _no_bad_signatures(receiver)
 
-    # Who sent what: match the receiver's client ports to each worker's open sockets
-    # (the pooled connections are still open). Skipped where /proc cannot tell.
+    # Who sent what: match the receiver's client ports to the open sockets of each worker
+    # and its sender processes (the pooled connections are still open). Skipped where
+    # /proc cannot tell.
     try:
-        ports = {w.proc.pid: _socket_ports(w.proc.pid) for w in workers if w.proc}
+        ports = {
+            w.proc.pid: set().union(*(_socket_ports(p) for p in _with_children(w.proc.pid)))
+            for w in workers
+            if w.proc
+        }
     except OSError:
         ports = {}
     by_worker = {pid: sum(1 for h in hits if h.peer_port in p) for pid, p in ports.items()}
     if sum(by_worker.values()) >= len(hits) // 2:
         assert all(n > 0 for n in by_worker.values()), f"one worker sent everything: {by_worker}"
     print(f"two workers: requests by worker pid {by_worker}")
+
+
+async def test_max_in_flight_caps_concurrent_requests(cluster: Cluster, receiver: Receiver) -> None:
+    """Deliveries claimed ahead wait for a free slot: the receiver never sees more than
+    max_in_flight requests of one destination at once, and it does see that many."""
+    _, api = await cluster.start("serve")
+    dest = await api.create_destination(
+        url=receiver.url("/capped"), topics=["capped.*"], max_in_flight=3
+    )
+    receiver.set("/capped", ok(delay_s=0.05), secret=dest["secret"])
+    batch = [{"topic": "capped.e", "key": f"k{i}", "payload": {"n": i}} for i in range(40)]
+    published = await api.publish_batch(batch)
+    await eventually(
+        lambda: receiver.delivered_ids("/capped") >= set(published),
+        30,
+        lambda: f"{len(receiver.delivered_ids('/capped'))}/40 delivered",
+    )
+    assert receiver.max_path_concurrency("/capped") == 3
+    assert len(receiver.on("/capped")) == 40, "duplicate sends without any failure"
 
 
 # ---------------------------------------------------------------------------- 10. the webhook

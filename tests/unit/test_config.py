@@ -206,6 +206,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_LEASE_MARGIN_MS": "250",
         "TIDINGS_POLL_INTERVAL_MS": "50",
         "TIDINGS_DRAIN_TIMEOUT_MS": "1500",
+        "TIDINGS_SENDER_PROCESSES": "3",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -224,6 +225,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         lease_margin_ms=250,
         poll_interval_ms=50,
         drain_timeout_ms=1500,
+        sender_processes=3,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -253,6 +255,9 @@ def test_bool_parsing(empty_dir: Path, raw: str, expected: bool) -> None:
         ("TIDINGS_MAX_PAYLOAD_BYTES", "0"),
         ("TIDINGS_MAX_PAYLOAD_BYTES", str(64 * 1024 * 1024 + 1)),
         ("TIDINGS_MAX_REQUEST_BYTES", "1023"),
+        ("TIDINGS_SENDER_PROCESSES", "-1"),
+        ("TIDINGS_SENDER_PROCESSES", "65"),
+        ("TIDINGS_SENDER_PROCESSES", "two"),
     ],
 )
 def test_invalid_values_raise_config_error(empty_dir: Path, name: str, raw: str) -> None:

@@ -20,7 +20,7 @@ import msgspec
 from tidings.ids import IdFactory
 from tidings.model import Completion, Destination
 from tidings.timeutil import now_us, to_iso
-from tidings.transports.webhook import WebhookRequest, WebhookTransport
+from tidings.transports.webhook import Sender, WebhookRequest
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100
@@ -31,7 +31,7 @@ ALERT_PREFIX = "alr_"
 
 
 class Alerter:
-    def __init__(self, transport: WebhookTransport) -> None:
+    def __init__(self, transport: Sender) -> None:
         self._transport = transport
         self._ids = IdFactory()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -2,10 +2,13 @@
 
 Three loops share one event loop:
 - the claim loop asks the store for due lane heads, per destination, as many as that
-  destination has free capacity (`max_in_flight`) and rate-limit tokens for, and starts
-  one task per claimed delivery. Each destination has its own budget, so a slow or failing
-  one never holds up another; within a fifo destination only lane heads are claimable
-  (the store's lane rule), so a lane never has two deliveries in flight.
+  destination has room for: `max_in_flight` requests at once, plus as many again claimed
+  ahead (a destination without a rate limit), so that a request that ends is followed at
+  once by the next instead of waiting for a claim to commit. Each destination has its own
+  budget, so a slow or failing one never holds up another; within a fifo destination only
+  lane heads are claimable (the store's lane rule), so a lane never has two deliveries in
+  flight. A delivery claimed ahead waits at most one timeout for a free slot, so its lease
+  is twice the timeout plus the margin.
 - the flush loop writes finished attempts in batches (one commit for all that finished
   while the previous write ran), then wakes the claim loop: a write may have promoted the
   next delivery of a lane.
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +49,7 @@ from tidings.model import (
 from tidings.policy.outcome import Transition, decide
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import now_us
-from tidings.transports.webhook import WebhookRequest, WebhookTransport
+from tidings.transports.webhook import Sender, WebhookRequest
 
 log = logging.getLogger(__name__)
 CLAIM_BATCH = 100  # most deliveries one destination claims per round
@@ -68,16 +72,35 @@ class _Destination:
     """A destination as the engine sees it, with its live budget."""
 
     current: Destination
-    in_flight: int = 0
+    in_flight: int = 0  # requests under way
+    ready: deque[Claim] = field(default_factory=deque)  # claimed ahead, waiting for a slot
 
     def update(self, d: Destination) -> None:
         self.current = d
+
+    @property
+    def ahead(self) -> int:
+        """How many deliveries may wait claimed for a free slot. None for a rate-limited
+        destination: tokens are taken at claim time, and sends held back would bunch."""
+        spec = self.current.spec
+        return 0 if spec.rate_limit_per_s is not None else spec.max_in_flight
+
+    @property
+    def room(self) -> int:
+        """How many more deliveries this worker may claim for it now."""
+        return self.current.spec.max_in_flight + self.ahead - self.in_flight - len(self.ready)
+
+    @property
+    def low(self) -> bool:
+        """A claim round is worth it: a quarter of what it may hold is free."""
+        cap = self.current.spec.max_in_flight + self.ahead
+        return (self.in_flight + len(self.ready)) * 4 <= cap * 3
 
 
 @dataclass
 class Dispatcher:
     store: Store
-    transport: WebhookTransport
+    transport: Sender
     options: EngineOptions
     alerter: Alerter | None = None
     limiter: RateLimiter = field(default_factory=LocalLimiter)
@@ -113,6 +136,7 @@ class Dispatcher:
         give back the rest (scheduled again at once); write every outcome; return."""
         self._stopping = True
         self._wake.set()
+        self._give_back_ready()
         flush = self._loops[1] if len(self._loops) > 1 else None
         for task in self._loops:
             if task is not flush:
@@ -151,12 +175,13 @@ class Dispatcher:
                 entry = self._dests[d.id] = _Destination(current=d)
             entry.update(d)
         for gone in set(self._dests) - seen:
-            if self._dests[gone].in_flight == 0:
+            if self._dests[gone].in_flight == 0 and not self._dests[gone].ready:
                 del self._dests[gone]
         self._refreshed_at = time.monotonic()
 
-    def _lease_us(self, d: Destination) -> int:
-        return (d.spec.timeout_ms + self.options.lease_margin_ms) * 1000
+    def _lease_us(self, d: Destination, queued: bool) -> int:
+        waits = d.spec.timeout_ms if queued else 0  # for a slot: one request's timeout
+        return (d.spec.timeout_ms + waits + self.options.lease_margin_ms) * 1000
 
     # ------------------------------------------------------------------ claiming
     async def _claim_loop(self) -> None:
@@ -187,19 +212,19 @@ class Dispatcher:
             d = entry.current
             if not d.deliverable or d.spec.kind != "webhook":
                 continue
-            limit = min(d.spec.max_in_flight - entry.in_flight, CLAIM_BATCH)
+            limit = min(entry.room, CLAIM_BATCH)
             if limit > 0:
                 wanted[dest_id] = limit
         soonest, tokens = await self._take_tokens(wanted)
-        asks = [
-            ClaimAsk(
-                destination_id=dest_id,
-                limit=tokens.get(dest_id, limit),
-                lease_us=self._lease_us(self._dests[dest_id].current),
-            )
-            for dest_id, limit in wanted.items()
-            if tokens.get(dest_id, limit) > 0
-        ]
+        asks = []
+        for dest_id, limit in wanted.items():
+            n = tokens.get(dest_id, limit)
+            if n > 0:
+                entry = self._dests[dest_id]
+                free = entry.current.spec.max_in_flight - entry.in_flight
+                queued = n > free
+                lease = self._lease_us(entry.current, queued)
+                asks.append(ClaimAsk(destination_id=dest_id, limit=n, lease_us=lease))
         if not asks:
             return soonest
         now = now_us()
@@ -208,7 +233,10 @@ class Dispatcher:
             batch = await self.store.claim(self.options.owner, asks, now)
             for claim in batch.claims:
                 got[claim.destination_id] = got.get(claim.destination_id, 0) + 1
-                self._start(claim)
+                self._unwritten.add(claim.delivery_id)
+                self._dests[claim.destination_id].ready.append(claim)
+            for dest_id in got:
+                self._pump(self._dests[dest_id])
         finally:
             await self._return_tokens(tokens, got)
         if batch.next_due is not None:
@@ -247,11 +275,38 @@ class Dispatcher:
             if unused > 0 and rate is not None:
                 await self.limiter.give_back(dest_id, rate, unused)
 
-    def _start(self, claim: Claim) -> None:
-        entry = self._dests[claim.destination_id]
-        entry.in_flight += 1
-        self._unwritten.add(claim.delivery_id)
-        self._spawn(self._deliver(entry, claim))
+    def _pump(self, entry: _Destination) -> None:
+        """Start claimed deliveries while the destination has free slots."""
+        if self._stopping:
+            return
+        ready, cap = entry.ready, entry.current.spec.max_in_flight
+        while ready and entry.in_flight < cap:
+            entry.in_flight += 1
+            self._spawn(self._deliver(entry, ready.popleft()))
+
+    def _give_back_ready(self) -> None:
+        """Stopping: deliveries claimed ahead and never sent are due again at once."""
+        for entry in self._dests.values():
+            while entry.ready:
+                claim = entry.ready.popleft()
+                self._completions.append(
+                    self._given_back(entry.current, claim, "the worker stopped before sending")
+                )
+        self._flush_wake.set()
+
+    def _given_back(self, d: Destination, claim: Claim, why: str) -> Completion:
+        now = now_us()
+        return Completion(
+            delivery_id=claim.delivery_id,
+            destination_id=d.id,
+            lane_key=claim.lane_key,
+            owner=self.options.owner,
+            attempt=AttemptResult(at=now, outcome="lost", error=why),
+            state="scheduled",
+            next_attempt_at=now,
+            release_lane=False,
+            failed=False,
+        )
 
     # ------------------------------------------------------------------ delivering
     async def _deliver(self, entry: _Destination, claim: Claim) -> None:
@@ -272,21 +327,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             # Shutting down mid-request: give the delivery back now rather than leave it
             # to its lease. The receiver may have it already: at least once.
-            self._completions.append(
-                Completion(
-                    delivery_id=claim.delivery_id,
-                    destination_id=d.id,
-                    lane_key=claim.lane_key,
-                    owner=self.options.owner,
-                    attempt=AttemptResult(
-                        at=now_us(), outcome="lost", error="the worker stopped mid-request"
-                    ),
-                    state="scheduled",
-                    next_attempt_at=now_us(),
-                    release_lane=False,
-                    failed=False,
-                )
-            )
+            self._completions.append(self._given_back(d, claim, "the worker stopped mid-request"))
             raise
         except Exception as exc:  # a bug, not a receiver's failure: record it and retry
             log.exception("delivery %s failed inside Tidings", claim.delivery_id)
@@ -301,7 +342,8 @@ class Dispatcher:
         self._finish(claim.delivery_id, claim.lane_key, d, result, transition, self.options.owner)
         if transition.disable_destination:
             self._pause_soon(entry, "the receiver answered 410 Gone")
-        if entry.in_flight * 2 <= spec.max_in_flight:
+        self._pump(entry)
+        if entry.low:
             self._wake.set()
 
     def _finish(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -24,7 +25,7 @@ from tidings.signing import signature_header
 from tidings.timeutil import now_us, to_iso
 from tidings.transports.ssrf import GuardedResolver, TargetRefused, check_url_now
 
-__all__ = ["WebhookRequest", "WebhookTransport", "webhook_body"]
+__all__ = ["Sender", "WebhookRequest", "WebhookTransport", "webhook_body"]
 
 _MAX_ERROR = 300  # characters of an exception's text kept in AttemptResult.error
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -41,6 +42,13 @@ class WebhookRequest:
     secrets: tuple[str, ...]  # live whsec_ secrets, current first (>1 during rotation)
     attempt: int  # tidings-attempt header, 1 for the first try
     timeout_s: float
+
+
+class Sender(Protocol):
+    """Anything that sends one attempt and reports it: a `WebhookTransport`, or a
+    `senders.SenderPool` that hands attempts to sender processes."""
+
+    async def deliver(self, req: WebhookRequest) -> AttemptResult: ...
 
 
 def webhook_body(topic: str, received_at: int, payload: bytes) -> bytes:

@@ -1,0 +1,91 @@
+"""A sender process: `python -m tidings.transports.sender_process FD ALLOW_PRIVATE`.
+
+Started by a worker's `SenderPool` with one end of a socket pair as FD. Reads `Ask`
+frames, sends each as a webhook through its own `WebhookTransport` (pool, signatures,
+SSRF guard), writes a `Reply` frame per attempt. Holds nothing durable: when the worker's
+end closes (the worker stopped, or was killed) it exits at once, abandoning any request
+still in flight; the worker's leases make sure those are sent again.
+
+Ignores SIGINT and SIGTERM: a Ctrl-C or a service manager signals the whole process
+group, and the worker, which drains its deliveries on those signals, still needs this
+process until it closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from tidings.model import AttemptResult
+from tidings.observability import configure_logging
+from tidings.timeutil import now_us
+from tidings.transports.frames import FramedProtocol
+from tidings.transports.senders import Ask, Reply, ask_decoder, encode
+from tidings.transports.webhook import WebhookTransport
+
+log = logging.getLogger("tidings.sender")
+
+
+async def serve(fd: int, allow_private: bool) -> None:
+    transport = WebhookTransport(allow_private=allow_private)
+    await transport.start()
+    gone = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+    proto: FramedProtocol | None = None
+
+    async def send(ask: Ask) -> None:
+        try:
+            result = await transport.deliver(ask.request())
+        except Exception as exc:  # a bug, not the receiver's failure: report, do not die
+            log.exception("delivery of %s failed inside Tidings", ask.event_id)
+            result = AttemptResult(
+                at=now_us(), outcome="connection_error", error=f"internal: {exc}"
+            )
+        if proto is not None:
+            proto.send(encode(Reply(ask.rid, result)))
+
+    def on_frame(body: bytes) -> None:
+        task = asyncio.create_task(send(ask_decoder.decode(body)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_lost(exc: BaseException | None) -> None:
+        if exc is not None:
+            log.error("sender process: connection to the worker failed: %s", exc)
+        gone.set()
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=fd)
+    _, proto = await loop.create_unix_connection(
+        lambda: FramedProtocol(on_frame, on_lost), sock=sock
+    )
+    await gone.wait()
+    # Whatever is still in flight is abandoned on purpose (see the module docstring):
+    # skip the teardown of sessions and tasks, nobody is left to hear how they end.
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit("usage: python -m tidings.transports.sender_process FD 0|1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(
+        os.environ.get("TIDINGS_LOG_LEVEL", "info"), os.environ.get("TIDINGS_LOG_FORMAT", "auto")
+    )
+    fd, allow_private = int(argv[1]), argv[2] == "1"
+    try:
+        import uvloop
+
+        uvloop.run(serve(fd, allow_private))
+    except ImportError:
+        asyncio.run(serve(fd, allow_private))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

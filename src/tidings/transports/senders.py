@@ -1,0 +1,243 @@
+"""Sending webhooks from child processes, so that HTTP runs on another core than the store
+and the engine.
+
+A worker's own process keeps everything that decides: claims, leases, retry policy,
+outcomes, metrics. A `SenderPool` hands each attempt (a `WebhookRequest`) to one of its
+sender processes (`python -m tidings.transports.sender_process`) over a socket pair and
+awaits the `AttemptResult` it sends back; a sender process is a `WebhookTransport` and
+nothing more, so it holds no state that a crash could lose. If one exits, the attempts it
+held come back as `lost` (the retry policy sends them again: at least once), it is started
+again, and until then the pool sends from its own process. A sender process exits as soon
+as its worker's end of the socket closes (the worker stopped or was killed).
+
+Must never apply policy or touch the store; must never raise for a delivery failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import sys
+
+import msgspec
+
+from tidings.model import AttemptResult
+from tidings.timeutil import now_us
+from tidings.transports.frames import FramedProtocol
+from tidings.transports.webhook import WebhookRequest, WebhookTransport
+
+__all__ = ["SenderPool", "auto_sender_processes"]
+
+log = logging.getLogger(__name__)
+RESPAWN_DELAY_S = 1.0  # after a sender process exits, before starting another
+STOP_TIMEOUT_S = 5.0  # on close, how long a sender process may take to exit
+
+
+class Ask(msgspec.Struct, array_like=True, frozen=True):
+    """One attempt, worker -> sender process."""
+
+    rid: int
+    url: str
+    event_id: str
+    topic: str
+    received_at: int
+    payload: bytes
+    secrets: tuple[str, ...]
+    attempt: int
+    timeout_s: float
+
+    def request(self) -> WebhookRequest:
+        return WebhookRequest(
+            url=self.url,
+            event_id=self.event_id,
+            topic=self.topic,
+            received_at=self.received_at,
+            payload=self.payload,
+            secrets=self.secrets,
+            attempt=self.attempt,
+            timeout_s=self.timeout_s,
+        )
+
+
+class Reply(msgspec.Struct, array_like=True, frozen=True):
+    """What came of one attempt, sender process -> worker."""
+
+    rid: int
+    result: AttemptResult
+
+
+ask_decoder = msgspec.msgpack.Decoder(Ask)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+encode = msgspec.msgpack.encode
+
+
+def auto_sender_processes(cpus: int | None) -> int:
+    """The default: one sender process when there is a second core for it, else none."""
+    return 1 if (cpus or 1) >= 2 else 0
+
+
+def _lost(error: str) -> AttemptResult:
+    return AttemptResult(at=now_us(), outcome="lost", error=error)
+
+
+class _Child:
+    """One sender process and the attempts it holds."""
+
+    def __init__(self, number: int, allow_private: bool) -> None:
+        self.number = number
+        self.allow_private = allow_private
+        self.proc: asyncio.subprocess.Process | None = None
+        self.proto: FramedProtocol | None = None
+        self.pending: dict[int, asyncio.Future[AttemptResult]] = {}
+        self._rids = itertools.count(1)
+        self._closing = False
+        self._respawn: asyncio.TimerHandle | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.proto is not None and self.proto.connected
+
+    async def spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tidings.transports.sender_process",
+                str(theirs.fileno()),
+                "1" if self.allow_private else "0",
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        _, self.proto = await loop.create_unix_connection(
+            lambda: FramedProtocol(self._on_frame, self._on_lost), sock=ours
+        )
+        log.debug("sender process %d started (pid %d)", self.number, self.proc.pid)
+
+    async def deliver(self, req: WebhookRequest) -> AttemptResult:
+        proto = self.proto
+        assert proto is not None
+        rid = next(self._rids)
+        future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = future
+        proto.send(
+            encode(
+                Ask(
+                    rid,
+                    req.url,
+                    req.event_id,
+                    req.topic,
+                    req.received_at,
+                    req.payload,
+                    req.secrets,
+                    req.attempt,
+                    req.timeout_s,
+                )
+            )
+        )
+        try:
+            return await future
+        finally:
+            self.pending.pop(rid, None)
+
+    def _on_frame(self, body: bytes) -> None:
+        reply = reply_decoder.decode(body)
+        future = self.pending.pop(reply.rid, None)
+        if future is not None and not future.done():
+            future.set_result(reply.result)
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self.proto = None
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result(_lost("the sender process exited mid-request"))
+        if self._closing:
+            return
+        log.warning(
+            "sender process %d exited%s; starting another in %.0f s",
+            self.number,
+            f" ({exc})" if exc else "",
+            RESPAWN_DELAY_S,
+        )
+        self._respawn = asyncio.get_running_loop().call_later(
+            RESPAWN_DELAY_S, lambda: asyncio.ensure_future(self._spawn_again())
+        )
+
+    async def _spawn_again(self) -> None:
+        self._respawn = None
+        if self._closing:
+            return
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        try:
+            await self.spawn()
+        except (OSError, RuntimeError) as exc:
+            log.error("could not start sender process %d: %s", self.number, exc)
+            self._respawn = asyncio.get_running_loop().call_later(
+                RESPAWN_DELAY_S, lambda: asyncio.ensure_future(self._spawn_again())
+            )
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._respawn is not None:
+            self._respawn.cancel()
+        if self.proto is not None:
+            self.proto.close()  # the sender process exits when it sees the end
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+class SenderPool:
+    """Delivers webhooks through `processes` sender processes (0: in this process).
+
+    The least busy sender process that is up takes each attempt; with none up (none
+    configured, or all restarting) this process sends it itself.
+    """
+
+    def __init__(self, *, processes: int, allow_private: bool) -> None:
+        self.local = WebhookTransport(allow_private=allow_private)
+        self._children = [_Child(i + 1, allow_private) for i in range(processes)]
+
+    @property
+    def processes(self) -> int:
+        return len(self._children)
+
+    def pids(self) -> list[int]:
+        return [c.proc.pid for c in self._children if c.proc is not None and c.up]
+
+    async def start(self) -> None:
+        await self.local.start()
+        for child in self._children:
+            await child.spawn()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(child.close() for child in self._children))
+        await self.local.close()
+
+    async def deliver(self, req: WebhookRequest) -> AttemptResult:
+        best: _Child | None = None
+        for child in self._children:
+            if child.up and (best is None or len(child.pending) < len(best.pending)):
+                best = child
+        if best is None:
+            return await self.local.deliver(req)
+        return await best.deliver(req)
