@@ -722,6 +722,8 @@ class Runner:
             TIDINGS_ALLOW_PRIVATE_TARGETS="1",
             TIDINGS_LOG_LEVEL="warning",
         )
+        if args.sender_processes is not None:
+            env["TIDINGS_SENDER_PROCESSES"] = str(args.sender_processes)
         role = "api" if args.workers else "serve"
         name = f"tidings {role}"
         log = work / "server.log"
@@ -1496,6 +1498,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0,
         help="tidings: 0 = `tidings serve` (all in one process); N = `tidings api` + N "
         "`tidings worker` processes on the same database",
+    )
+    p.add_argument(
+        "--sender-processes",
+        type=int,
+        default=None,
+        help="tidings: TIDINGS_SENDER_PROCESSES of each worker (default: Tidings' own "
+        "default, one per CPU up to 4); their CPU counts in the worker's column",
     )
     p.add_argument("--celery-pools", default="threads,prefork", help="threads and/or prefork")
     p.add_argument("--celery-threads", type=int, default=32, help="threads pool concurrency")

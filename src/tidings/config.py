@@ -105,8 +105,8 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "sender_processes",
         "child processes a worker sends its webhooks through, so that HTTP runs on "
-        "another core than the store and the engine (default: 1 on a machine with 2 or "
-        "more CPUs, else 0 = send from the worker process itself)",
+        "another core than the store and the engine (default: one per CPU, at most 4; "
+        "0 on a single CPU; 0 = send from the worker process itself)",
     ),
 )
 

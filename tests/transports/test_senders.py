@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tidings.model import AttemptResult
 from tidings.signing import new_secret
+from tidings.transports import senders
 from tidings.transports.frames import MAX_FRAME, FrameBuffer, FrameError, encode_frame
 from tidings.transports.senders import RESPAWN_DELAY_S, SenderPool, auto_sender_processes
 from tidings.transports.webhook import WebhookRequest
@@ -99,10 +100,8 @@ def test_oversized_frames_are_refused() -> None:
         FrameBuffer().feed((MAX_FRAME + 1).to_bytes(4, "big") + b"x")
 
 
-@pytest.mark.parametrize(("cpus", "expected"), [(None, 0), (1, 0), (2, 1), (64, 1)])
-def test_one_sender_process_by_default_when_there_is_a_second_core(
-    cpus: int | None, expected: int
-) -> None:
+@pytest.mark.parametrize(("cpus", "expected"), [(None, 0), (1, 0), (2, 2), (3, 3), (64, 4)])
+def test_a_sender_process_per_core_by_default_up_to_four(cpus: int | None, expected: int) -> None:
     assert auto_sender_processes(cpus) == expected
 
 
@@ -189,6 +188,27 @@ async def test_a_killed_sender_process_loses_its_attempts_and_comes_back(
     assert result.outcome == "delivered"
     assert receiver.seen[-1].peer[1] in _local_ports(again)
     receiver.release.set()
+
+
+async def test_a_stuck_sender_process_does_not_hold_an_attempt_forever(
+    pool: SenderPool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(senders, "ANSWER_SLACK_S", 0.3)
+    (pid,) = pool.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = await within(pool.deliver(request(receiver.url("/ok"), timeout_s=0.2)), 10)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert result.outcome == "lost"
+    assert "did not answer" in (result.error or "")
+    assert 0.4 <= waited < 5
+    # Woken up, it answers the late attempt (ignored) and takes new ones as before.
+    again = await within(pool.deliver(request(receiver.url("/ok"))))
+    assert again.outcome == "delivered"
+    assert pool.pids() == [pid]
 
 
 async def test_closing_the_pool_ends_its_processes(receiver: Receiver) -> None:

@@ -63,6 +63,7 @@ async def serve(fd: int, allow_private: bool) -> None:
     _, proto = await loop.create_unix_connection(
         lambda: FramedProtocol(on_frame, on_lost), sock=sock
     )
+    proto.send(b"")  # hello: ready to send
     await gone.wait()
     # Whatever is still in flight is abandoned on purpose (see the module docstring):
     # skip the teardown of sessions and tasks, nobody is left to hear how they end.

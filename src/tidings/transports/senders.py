@@ -34,6 +34,9 @@ __all__ = ["SenderPool", "auto_sender_processes"]
 log = logging.getLogger(__name__)
 RESPAWN_DELAY_S = 1.0  # after a sender process exits, before starting another
 STOP_TIMEOUT_S = 5.0  # on close, how long a sender process may take to exit
+START_TIMEOUT_S = 30.0  # how long start() waits for a sender process to say hello
+ANSWER_SLACK_S = 30.0  # beyond a request's timeout: a sender process that is this late
+# with an answer is stuck; the attempt counts as lost rather than hold its slot forever
 
 
 class Ask(msgspec.Struct, array_like=True, frozen=True):
@@ -74,13 +77,25 @@ reply_decoder = msgspec.msgpack.Decoder(Reply)
 encode = msgspec.msgpack.encode
 
 
+MAX_AUTO_SENDERS = 4
+
+
 def auto_sender_processes(cpus: int | None) -> int:
-    """The default: one sender process when there is a second core for it, else none."""
-    return 1 if (cpus or 1) >= 2 else 0
+    """The default: one sender process per core, at most `MAX_AUTO_SENDERS`; none on a
+    single core. Even on two cores two beat one (`bench/deliver.py --sender-processes`):
+    a sender process is mostly waiting on the network, and two keep a core busy where
+    one leaves gaps."""
+    cpus = cpus or 1
+    return 0 if cpus < 2 else min(cpus, MAX_AUTO_SENDERS)
 
 
 def _lost(error: str) -> AttemptResult:
     return AttemptResult(at=now_us(), outcome="lost", error=error)
+
+
+def _give_up(future: asyncio.Future[AttemptResult]) -> None:
+    if not future.done():
+        future.set_result(_lost("the sender process did not answer in time"))
 
 
 class _Child:
@@ -95,13 +110,17 @@ class _Child:
         self._rids = itertools.count(1)
         self._closing = False
         self._respawn: asyncio.TimerHandle | None = None
+        self._respawning: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
 
     @property
     def up(self) -> bool:
-        return self.proto is not None and self.proto.connected
+        """Connected and ready: it has said hello (an empty frame) after starting up."""
+        return self.ready.is_set() and self.proto is not None and self.proto.connected
 
     async def spawn(self) -> None:
         loop = asyncio.get_running_loop()
+        self.ready.clear()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -121,14 +140,23 @@ class _Child:
         _, self.proto = await loop.create_unix_connection(
             lambda: FramedProtocol(self._on_frame, self._on_lost), sock=ours
         )
-        log.debug("sender process %d started (pid %d)", self.number, self.proc.pid)
+        try:
+            await asyncio.wait_for(self.ready.wait(), START_TIMEOUT_S)
+        except TimeoutError:
+            # Keep it: it may be slow to import on a loaded machine; until it says hello,
+            # the pool sends from its own process.
+            log.warning("sender process %d not ready after %.0f s", self.number, START_TIMEOUT_S)
+        else:
+            log.debug("sender process %d started (pid %d)", self.number, self.proc.pid)
 
     async def deliver(self, req: WebhookRequest) -> AttemptResult:
         proto = self.proto
         assert proto is not None
         rid = next(self._rids)
-        future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AttemptResult] = loop.create_future()
         self.pending[rid] = future
+        stuck = loop.call_later(req.timeout_s + ANSWER_SLACK_S, _give_up, future)
         proto.send(
             encode(
                 Ask(
@@ -147,9 +175,13 @@ class _Child:
         try:
             return await future
         finally:
+            stuck.cancel()
             self.pending.pop(rid, None)
 
     def _on_frame(self, body: bytes) -> None:
+        if not body:  # hello
+            self.ready.set()
+            return
         reply = reply_decoder.decode(body)
         future = self.pending.pop(reply.rid, None)
         if future is not None and not future.done():
@@ -157,6 +189,7 @@ class _Child:
 
     def _on_lost(self, exc: BaseException | None) -> None:
         self.proto = None
+        self.ready.set()  # nobody waits for a hello that cannot come
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
@@ -169,9 +202,10 @@ class _Child:
             f" ({exc})" if exc else "",
             RESPAWN_DELAY_S,
         )
-        self._respawn = asyncio.get_running_loop().call_later(
-            RESPAWN_DELAY_S, lambda: asyncio.ensure_future(self._spawn_again())
-        )
+        self._respawn = asyncio.get_running_loop().call_later(RESPAWN_DELAY_S, self._later)
+
+    def _later(self) -> None:
+        self._respawning = asyncio.ensure_future(self._spawn_again())
 
     async def _spawn_again(self) -> None:
         self._respawn = None
@@ -185,14 +219,14 @@ class _Child:
             await self.spawn()
         except (OSError, RuntimeError) as exc:
             log.error("could not start sender process %d: %s", self.number, exc)
-            self._respawn = asyncio.get_running_loop().call_later(
-                RESPAWN_DELAY_S, lambda: asyncio.ensure_future(self._spawn_again())
-            )
+            self._respawn = asyncio.get_running_loop().call_later(RESPAWN_DELAY_S, self._later)
 
     async def close(self) -> None:
         self._closing = True
         if self._respawn is not None:
             self._respawn.cancel()
+        if self._respawning is not None:
+            await asyncio.gather(self._respawning, return_exceptions=True)
         if self.proto is not None:
             self.proto.close()  # the sender process exits when it sees the end
         proc = self.proc
