@@ -80,8 +80,10 @@ class _Destination:
 
     @property
     def ahead(self) -> int:
-        """How many deliveries may wait claimed for a free slot. None for a rate-limited
-        destination: tokens are taken at claim time, and sends held back would bunch."""
+        """How many deliveries may wait claimed for a free slot: none for a rate-limited
+        destination (tokens are taken at claim time, and sends held back would bunch).
+        Those claimed when the destination is paused are still sent, like those already
+        in flight: a pause stops claims, not sends already decided."""
         spec = self.current.spec
         return 0 if spec.rate_limit_per_s is not None else spec.max_in_flight
 
