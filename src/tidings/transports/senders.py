@@ -7,8 +7,10 @@ sender processes (`python -m tidings.transports.sender_process`) over a socket p
 awaits the `AttemptResult` it sends back; a sender process is a `WebhookTransport` and
 nothing more, so it holds no state that a crash could lose. If one exits, the attempts it
 held come back as `lost` (the retry policy sends them again: at least once), it is started
-again, and until then the pool sends from its own process. A sender process exits as soon
-as its worker's end of the socket closes (the worker stopped or was killed).
+again, and until then the pool sends from its own process. One that stops answering
+(`ANSWER_SLACK_S` beyond a request's timeout) is killed and replaced the same way. A
+sender process exits as soon as its worker's end of the socket closes (the worker stopped
+or was killed).
 
 Must never apply policy or touch the store; must never raise for a delivery failure.
 """
@@ -93,11 +95,6 @@ def _lost(error: str) -> AttemptResult:
     return AttemptResult(at=now_us(), outcome="lost", error=error)
 
 
-def _give_up(future: asyncio.Future[AttemptResult]) -> None:
-    if not future.done():
-        future.set_result(_lost("the sender process did not answer in time"))
-
-
 class _Child:
     """One sender process and the attempts it holds."""
 
@@ -156,7 +153,7 @@ class _Child:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AttemptResult] = loop.create_future()
         self.pending[rid] = future
-        stuck = loop.call_later(req.timeout_s + ANSWER_SLACK_S, _give_up, future)
+        stuck = loop.call_later(req.timeout_s + ANSWER_SLACK_S, self._give_up, future)
         proto.send(
             encode(
                 Ask(
@@ -177,6 +174,17 @@ class _Child:
         finally:
             stuck.cancel()
             self.pending.pop(rid, None)
+
+    def _give_up(self, future: asyncio.Future[AttemptResult]) -> None:
+        """It is stuck (a bug, or stopped): the attempt is lost, and the process is
+        killed so that a new one takes over (its other attempts come back lost too)."""
+        if future.done():
+            return
+        future.set_result(_lost("the sender process did not answer in time"))
+        log.error("sender process %d stopped answering; killing it", self.number)
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     def _on_frame(self, body: bytes) -> None:
         if not body:  # hello
@@ -260,8 +268,7 @@ class SenderPool:
 
     async def start(self) -> None:
         await self.local.start()
-        for child in self._children:
-            await child.spawn()
+        await asyncio.gather(*(child.spawn() for child in self._children))
 
     async def close(self) -> None:
         await asyncio.gather(*(child.close() for child in self._children))
