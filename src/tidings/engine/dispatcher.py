@@ -88,15 +88,19 @@ class _Destination:
         return 0 if spec.rate_limit_per_s is not None else spec.max_in_flight
 
     @property
+    def capacity(self) -> int:
+        """The most deliveries this worker may hold for it: in flight plus claimed ahead."""
+        return self.current.spec.max_in_flight + self.ahead
+
+    @property
     def room(self) -> int:
         """How many more deliveries this worker may claim for it now."""
-        return self.current.spec.max_in_flight + self.ahead - self.in_flight - len(self.ready)
+        return self.capacity - self.in_flight - len(self.ready)
 
     @property
     def low(self) -> bool:
         """A claim round is worth it: a quarter of what it may hold is free."""
-        cap = self.current.spec.max_in_flight + self.ahead
-        return (self.in_flight + len(self.ready)) * 4 <= cap * 3
+        return self.room * 4 >= self.capacity
 
 
 @dataclass

@@ -39,9 +39,9 @@ async def serve(fd: int, allow_private: bool) -> None:
 
     async def send(ask: Ask) -> None:
         try:
-            result = await transport.deliver(ask.request())
+            result = await transport.deliver(ask.request)
         except Exception as exc:  # a bug, not the receiver's failure: report, do not die
-            log.exception("delivery of %s failed inside Tidings", ask.event_id)
+            log.exception("delivery of %s failed inside Tidings", ask.request.event_id)
             result = AttemptResult(
                 at=now_us(), outcome="connection_error", error=f"internal: {exc}"
             )

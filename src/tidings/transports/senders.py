@@ -45,26 +45,7 @@ class Ask(msgspec.Struct, array_like=True, frozen=True):
     """One attempt, worker -> sender process."""
 
     rid: int
-    url: str
-    event_id: str
-    topic: str
-    received_at: int
-    payload: bytes
-    secrets: tuple[str, ...]
-    attempt: int
-    timeout_s: float
-
-    def request(self) -> WebhookRequest:
-        return WebhookRequest(
-            url=self.url,
-            event_id=self.event_id,
-            topic=self.topic,
-            received_at=self.received_at,
-            payload=self.payload,
-            secrets=self.secrets,
-            attempt=self.attempt,
-            timeout_s=self.timeout_s,
-        )
+    request: WebhookRequest
 
 
 class Reply(msgspec.Struct, array_like=True, frozen=True):
@@ -154,21 +135,7 @@ class _Child:
         future: asyncio.Future[AttemptResult] = loop.create_future()
         self.pending[rid] = future
         stuck = loop.call_later(req.timeout_s + ANSWER_SLACK_S, self._give_up, future)
-        proto.send(
-            encode(
-                Ask(
-                    rid,
-                    req.url,
-                    req.event_id,
-                    req.topic,
-                    req.received_at,
-                    req.payload,
-                    req.secrets,
-                    req.attempt,
-                    req.timeout_s,
-                )
-            )
-        )
+        proto.send(encode(Ask(rid, req)))
         try:
             return await future
         finally:
@@ -258,10 +225,6 @@ class SenderPool:
     def __init__(self, *, processes: int, allow_private: bool) -> None:
         self.local = WebhookTransport(allow_private=allow_private)
         self._children = [_Child(i + 1, allow_private) for i in range(processes)]
-
-    @property
-    def processes(self) -> int:
-        return len(self._children)
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children if c.proc is not None and c.up]
