@@ -295,6 +295,18 @@ async def test_payload_size_limit(api: Api) -> None:
     assert await event_count(api) == 1
 
 
+async def test_payload_must_be_utf8(api: Api) -> None:
+    body = b'{"topic": "a", "payload": {"name": "caf\xe9"}}'  # Latin-1, not UTF-8
+    headers = {"Content-Type": "application/json"}
+    reply = await send(api, "POST", "/v1/events", data=body, headers=headers)
+    error = expect_error(reply, 400, code="invalid_field", field="payload")
+    assert "UTF-8" in error["message"]
+    batch = b'{"events": [{"topic": "a"}, {"topic": "a", "payload": "\xff"}]}'
+    reply = await send(api, "POST", "/v1/events/batch", data=batch, headers=headers)
+    expect_error(reply, 400, code="invalid_field", field="events[1].payload")
+    assert await event_count(api) == 0
+
+
 async def test_request_size_limit(api: Api) -> None:
     assert api.settings.max_request_bytes == 1024 * 1024
     big = {"topic": "a", "payload": "x" * (1024 * 1024 + 10)}

@@ -143,6 +143,27 @@ async def test_append_stores_every_field(store: Store) -> None:
     assert bare.correlation_id is None
 
 
+EXACT_PAYLOADS = [
+    b'{ "a" :\t[1 , 2.50, -0.0e+0 ],\r\n"b": null }\n',
+    b'"caf\xc3\xa9 \xf0\x9f\x98\x80 \\u00e9 \\ud83d\\ude00 \\u0000 \\" \\\\ \\/"',
+    b"[]",
+    b"  42  ",
+    b'{"deep": [[[[{"x": "' + "\u4e2d\u6587".encode() + b'"}]]]]}',
+]
+
+
+async def test_payload_kept_byte_for_byte(store: Store) -> None:
+    """The payload is stored (and later forwarded) as the bytes received: whitespace,
+    escapes and number spellings included, whether events come alone or together."""
+    singles = await asyncio.gather(*(store.append_events([ev(payload=p)]) for p in EXACT_PAYLOADS))
+    batch = await store.append_events([ev(payload=p) for p in EXACT_PAYLOADS])
+    for appended in ([a for (a,) in singles], batch):
+        for a, payload in zip(appended, EXACT_PAYLOADS, strict=True):
+            stored = await store.get_event(a.id)
+            assert stored is not None
+            assert bytes(stored.payload) == payload
+
+
 async def test_event_ids_sort_like_seq_across_many_calls(store: Store) -> None:
     appended = []
     for _ in range(30):

@@ -372,6 +372,21 @@ def test_payload_too_large_with_prefix() -> None:
     assert err.code == "payload_too_large"
 
 
+@pytest.mark.parametrize(
+    "payload", [b'"\xff"', b'{"a": "\xc3"}', b'["\xed\xa0\x80"]', b'"ok\xe2\x82"']
+)
+def test_payload_must_be_utf8(payload: bytes) -> None:
+    err = event_error(event(payload=payload), prefix="events[1].")
+    assert err.field == "events[1].payload"
+    assert err.code == "invalid_field"
+    assert "UTF-8" in err.message
+
+
+def test_utf8_payloads_pass() -> None:
+    for payload in ('"\u00e9\U0001f600"', '{"a": "\\ud83d\\ude00"}', "[1,\n\t2]"):
+        assert check_event(event(payload=payload.encode()), 1024) is None
+
+
 def test_topic_checked_before_payload_size() -> None:
     err = event_error(event(topic="", payload=b"[1,2,3]"), 1)
     assert err.field == "topic"

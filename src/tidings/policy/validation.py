@@ -104,3 +104,11 @@ def check_event(event: EventIn, max_payload_bytes: int, field_prefix: str = "") 
             f"payload is {len(event.payload)} bytes; the limit is {max_payload_bytes}",
             code="payload_too_large",
         )
+    try:
+        # msgspec passes a raw payload's strings through unchecked; JSON text is UTF-8
+        # (RFC 8259), and the store keeps and forwards it as such.
+        str(event.payload, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise FieldError(
+            f"{field_prefix}payload", f"payload is not valid UTF-8 (byte {exc.start})"
+        ) from None

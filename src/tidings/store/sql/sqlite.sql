@@ -13,19 +13,23 @@ FROM events e WHERE e.idempotency_key = :idempotency_key;
 -- name: max_event_seq
 SELECT max(seq) FROM events;
 
--- name: insert_event
--- Positional: (seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
--- correlation_id, received_at); executemany'd by the ingest writer.
+-- name: insert_events_json
+-- :rows is a JSON array of [seq, id, topic, key, payload as a JSON string, recipients
+-- (JSON text or null), idempotency_key, causation_id, correlation_id]: one statement, so
+-- one SQLite step (and one GIL hand-over) for the whole group, however many events.
 INSERT INTO events (seq, id, topic, key, payload, recipients, idempotency_key,
                     causation_id, correlation_id, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, CAST(value ->> 4 AS BLOB),
+       value ->> 5, value ->> 6, value ->> 7, value ->> 8, :now
+FROM json_each(:rows);
 
--- name: insert_delivery
--- Positional: (id, event_seq, destination_id, lane_key, holds_lane, next_attempt_at,
--- created_at, updated_at).
+-- name: insert_deliveries_json
+-- :rows is a JSON array of [id, event_seq, destination_id, lane_key, holds_lane].
 INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
                         next_attempt_at, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?);
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, 'pending',
+       :now, :now, :now
+FROM json_each(:rows);
 
 -- name: max_received_at
 SELECT received_at FROM events ORDER BY seq DESC LIMIT 1;
