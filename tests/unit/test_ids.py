@@ -17,10 +17,13 @@ from tidings.ids import (
     DELIVERY_PREFIX,
     DESTINATION_PREFIX,
     EVENT_PREFIX,
+    MAX_MEMBERS,
+    MEMBER_BITS,
     IdFactory,
     decode_ulid,
     encode_ulid,
     has_prefix_id,
+    member_id,
 )
 
 TIME_MAX = (1 << 48) - 1
@@ -327,3 +330,72 @@ def test_has_prefix_id_accepts_every_encoded_ulid(ms: int, rand: int, prefix: st
 def test_module_constants() -> None:
     assert ids._RANDOM_MAX == RANDOM_MAX
     assert ids._TIME_MAX == TIME_MAX
+
+
+# --- families: an event's id and its deliveries' ---------------------------------------
+
+
+def test_families_leave_the_member_bits_clear_and_count_up() -> None:
+    factory = IdFactory(clock_ms=lambda: 42, entropy=fixed_entropy((5 << 20 | 77) << 1))
+    heads = factory.families(4)
+    decoded = [decode_ulid(h) for h in heads]
+    assert decoded == [(42, (5 + k) << MEMBER_BITS) for k in range(4)]
+    assert all(h.endswith("0000") for h in heads)
+    assert factory.families(0) == []
+
+
+def test_member_ids_spell_their_number_in_the_last_four_characters() -> None:
+    (head,) = IdFactory(clock_ms=lambda: 7, entropy=fixed_entropy(0)).families(1)
+    ms, rand = decode_ulid(head)
+    for i in (1, 2, 31, 32, 1023, 1024, 54321, MAX_MEMBERS):
+        member = member_id(head, i)
+        assert decode_ulid(member) == (ms, rand + i)
+        assert member[:22] == head[:22]
+        assert ULID_RE.match(member)
+    assert MAX_MEMBERS == (1 << MEMBER_BITS) - 1
+
+
+def test_members_sort_between_their_head_and_the_next() -> None:
+    factory = IdFactory(clock_ms=lambda: 1_700_000_000_000)
+    heads = factory.families(3) + factory.families(2)
+    for head, following in itertools.pairwise(heads):
+        assert head < member_id(head, 1) < member_id(head, MAX_MEMBERS) < following
+
+
+def test_ulid_after_families_sorts_after_every_member() -> None:
+    factory = IdFactory(clock_ms=lambda: 9, entropy=fixed_entropy(0))
+    (head,) = factory.families(1)
+    after = factory.ulid()
+    assert member_id(head, MAX_MEMBERS) < after
+    assert factory.families(1)[0] > after
+
+
+def test_families_roll_into_the_next_millisecond_when_exhausted() -> None:
+    factory = IdFactory(clock_ms=lambda: 500, entropy=fixed_entropy(3 << 21))
+    factory.families(1)
+    factory._last_rand = RANDOM_MAX - (1 << MEMBER_BITS)  # almost at the end
+    first, second = factory.families(2)
+    assert decode_ulid(first) == (501, 3 << MEMBER_BITS)
+    assert decode_ulid(second) == (501, 4 << MEMBER_BITS)
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=1 << 44), st.integers(0, 5)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_families_and_ulids_never_collide_and_keep_order(calls: list[tuple[int, int]]) -> None:
+    """Any mix of `families(n)` (n > 0) and `ulid()` (n = 0) calls, under any clock: every
+    id handed out, members included, sorts after everything handed out before it."""
+    factory = IdFactory(clock_ms=SteppingClock([reading for reading, _ in calls]))
+    handed_out: list[str] = []
+    for _, n in calls:
+        if n == 0:
+            handed_out.append(factory.ulid())
+        else:
+            for head in factory.families(n):
+                handed_out += [head, member_id(head, 1), member_id(head, MAX_MEMBERS)]
+    assert all(a < b for a, b in itertools.pairwise(handed_out))

@@ -36,7 +36,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.ids import (
+    DELIVERY_PREFIX,
+    DESTINATION_PREFIX,
+    EVENT_PREFIX,
+    MAX_MEMBERS,
+    IdFactory,
+    member_id,
+)
 from tidings.model import (
     Appended,
     Attempt,
@@ -469,7 +476,7 @@ class SQLiteStore(Store):
         out: list[Appended] = []
         rows: list[tuple[Any, ...]] = []  # see insert_events_json
         deliveries: list[list[Any]] = []  # [id, event_seq, destination_id, lane_key, holds]
-        new_id = self._ids.new
+        families = iter(self._ids.families(len(events)))  # one per new event, some spare
         route = self._router.route
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
         # Sequence numbers are assigned here (we hold the write lock) so that the events go
@@ -491,7 +498,8 @@ class SQLiteStore(Store):
                     )
                     continue
             payload = bytes(event.payload)
-            event_id = new_id(EVENT_PREFIX)
+            family = next(families)
+            event_id = EVENT_PREFIX + family
             seq += 1
             rows.append(
                 (
@@ -500,7 +508,7 @@ class SQLiteStore(Store):
                     event.topic,
                     event.key,
                     # Travels as a JSON string and is stored as its UTF-8 bytes: exactly
-                    # the bytes received (msgspec has checked they are valid UTF-8 JSON).
+                    # the bytes received (the API refuses payloads that are not UTF-8).
                     payload.decode(),
                     _encode(event.recipients).decode() if event.recipients else None,
                     event.idempotency_key,
@@ -509,8 +517,12 @@ class SQLiteStore(Store):
                 )
             )
             targets = route(event.topic, partial(msgspec.json.decode, payload))
-            for destination_id in targets:
-                deliveries.append([new_id(DELIVERY_PREFIX), seq, destination_id, event.key, 1])
+            if len(targets) > MAX_MEMBERS:
+                raise StoreError(f"an event may go to at most {MAX_MEMBERS} destinations")
+            for i, destination_id in enumerate(targets, 1):
+                deliveries.append(
+                    [DELIVERY_PREFIX + member_id(family, i), seq, destination_id, event.key, 1]
+                )
             appended = Appended(id=event_id, received_at=now, deliveries=len(targets))
             if event.idempotency_key is not None:
                 first_of_key[event.idempotency_key] = appended
