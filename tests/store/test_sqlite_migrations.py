@@ -1,0 +1,68 @@
+"""SQLite schema migrations: a database written by an older schema opens, upgrades in
+place, and keeps its data."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+
+from tidings.model import DestinationSpec, EventIn
+from tidings.store.sql import migrations
+from tidings.store.sqlite import SQLiteStore
+
+
+def create_at_version(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for number, _name, script in migrations("sqlite"):
+            if number > version:
+                break
+            conn.executescript(script)
+            conn.execute(f"PRAGMA user_version = {number}")
+    finally:
+        conn.close()
+
+
+def indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        return {r[0] for r in rows}
+    finally:
+        conn.close()
+
+
+def test_migrations_are_numbered_one_after_another() -> None:
+    numbers = [number for number, _, _ in migrations("sqlite")]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_a_version_2_database_upgrades_and_keeps_its_deliveries(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    create_at_version(path, 2)
+    assert "deliveries_by_state" in indexes(path)
+
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        spec = DestinationSpec(kind="webhook", url="https://example.com/h", topics=["a.*"])
+        dest = await store.create_destination(spec, "whsec_" + "a" * 32)
+        appended = await store.append_events(
+            [EventIn(topic="a.b", key=f"k{i % 2}", payload=msgspec.Raw(b"{}")) for i in range(5)]
+        )
+        assert [a.deliveries for a in appended] == [1] * 5
+        (backlog,) = await store.backlog()
+        assert backlog.destination_id == dest.id
+        assert backlog.pending == 5
+    finally:
+        await store.close()
+
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations("sqlite"))
+    finally:
+        conn.close()
+    assert "deliveries_by_state" not in indexes(path)
+    assert "deliveries_by_destination" in indexes(path)
