@@ -15,7 +15,17 @@ import msgspec
 import pytest
 
 from tests.conftest import make_store
-from tidings.model import Delivery, Destination, DestinationSpec, Event, EventIn, RetryPolicy
+from tidings.model import (
+    AttemptResult,
+    ClaimAsk,
+    Completion,
+    Delivery,
+    Destination,
+    DestinationSpec,
+    Event,
+    EventIn,
+    RetryPolicy,
+)
 from tidings.store.base import Conflict, InvalidCursor, NotFound, Store, StoreError
 from tidings.timeutil import US, now_us
 
@@ -708,6 +718,70 @@ async def test_list_deliveries_filters_and_pages(store: Store) -> None:
 
     with pytest.raises(InvalidCursor):
         await store.list_deliveries(cursor="???")
+
+
+async def test_every_filter_combination_lists_what_a_scan_finds(store: Store) -> None:
+    """Each listing (whichever statement its filters pick) equals filtering every
+    delivery by hand, page by page, in every state a delivery can be in."""
+    a = await store.create_destination(spec(["order.*"], name="a"), "whsec_a")
+    b = await store.create_destination(spec(["order.*"], name="b"), "whsec_b")
+    appended = await store.append_events([ev(key=f"k{i}") for i in range(7)])
+    now = now_us()
+    batch = await store.claim("w", [ClaimAsk(destination_id=a.id, limit=5, lease_us=US)], now)
+    assert len(batch.claims) == 5
+    outcomes = {0: "delivered", 1: "delivered", 2: "dead", 3: "scheduled"}  # 4 stays in flight
+    await store.complete(
+        [
+            Completion(
+                delivery_id=claim.delivery_id,
+                destination_id=a.id,
+                lane_key=claim.lane_key,
+                owner="w",
+                attempt=AttemptResult(at=now, outcome="http_error", status_code=500),
+                state=state,
+                next_attempt_at=now + 60 * US if state == "scheduled" else None,
+                release_lane=state != "scheduled",
+                failed=state != "delivered",
+            )
+            for i, claim in enumerate(batch.claims)
+            if (state := outcomes.get(i)) is not None
+        ],
+        pause_after=0,
+    )
+    every = await all_deliveries(store)
+    assert len(every) == 14
+    assert {d.state for d in every} == {"pending", "in_flight", "scheduled", "delivered", "dead"}
+
+    for destination_id, state, event_id in itertools.product(
+        (None, a.id, b.id, "dst_nope"),
+        (None, "pending", "in_flight", "scheduled", "delivered", "dead"),
+        (None, appended[0].id, appended[3].id, "evt_nope"),
+    ):
+        expected = [
+            d.id
+            for d in every
+            if destination_id in (None, d.destination_id)
+            and state in (None, d.state)
+            and event_id in (None, d.event_id)
+        ]
+        filters = {
+            k: v
+            for k, v in (
+                ("destination_id", destination_id),
+                ("state", state),
+                ("event_id", event_id),
+            )
+            if v is not None
+        }
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(20):
+            page = await store.list_deliveries(limit=3, cursor=cursor, **filters)
+            seen.extend(d.id for d in page.items)
+            if page.next is None:
+                break
+            cursor = page.next
+        assert seen == expected, filters
 
 
 # --------------------------------------------------------------------------- meta

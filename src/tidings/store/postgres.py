@@ -68,6 +68,7 @@ from tidings.store.rows import (
     attempt_row,
     backlog_of,
     cursor_seq,
+    deliveries_query,
     delivery_row,
     destination_row,
     event_row,
@@ -537,7 +538,12 @@ class PostgresStore(Store):
             prefix, prefix_end = pattern, pattern[:-1] + chr(ord(pattern[-1]) + 1)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                Q["list_events"], exact, prefix, prefix_end, cursor_seq(cursor), limit + 1
+                Q["list_events" if exact is None else "list_events_of_topic"],
+                exact,
+                prefix,
+                prefix_end,
+                cursor_seq(cursor),
+                limit + 1,
             )
         return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 
@@ -557,7 +563,7 @@ class PostgresStore(Store):
     ) -> Page[Delivery]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                Q["list_deliveries"],
+                Q[deliveries_query(destination_id, state, event_id)],
                 destination_id,
                 state,
                 event_id,

@@ -123,6 +123,23 @@ def backlog_of(rows: Sequence[Row]) -> list[Backlog]:
     ]
 
 
+def deliveries_query(destination_id: str | None, state: str | None, event_id: str | None) -> str:
+    """Which `list_deliveries*` statement answers a listing with these filters, so that the
+    database reads an index range instead of every delivery newest first:
+    - `list_deliveries_of_event`: the event's own deliveries;
+    - `list_deliveries_by_destination_state`: one range of deliveries_by_destination;
+    - `list_deliveries_by_state`: such a range per destination (not for `delivered`, which
+      is most of the table: newest first finds them at once);
+    - `list_deliveries`: newest first, filtered."""
+    if event_id is not None:
+        return "list_deliveries_of_event"
+    if destination_id is not None and state is not None:
+        return "list_deliveries_by_destination_state"
+    if state is not None and state != "delivered":
+        return "list_deliveries_by_state"
+    return "list_deliveries"
+
+
 def queued_behind_heads(holders: Iterable[Row]) -> list[int]:
     """An unordered destination turns fifo: of its lane holders, rows of (seq, lane_key,
     state) ordered by lane, moving or blocking ones (in flight, scheduled, dead) first, then

@@ -78,6 +78,7 @@ from tidings.store.rows import (
     attempt_row,
     backlog_of,
     cursor_seq,
+    deliveries_query,
     delivery_row,
     destination_row,
     event_row,
@@ -703,7 +704,8 @@ class SQLiteStore(Store):
             params["prefix_end"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
         def read(conn: sqlite3.Connection) -> Page[Event]:
-            rows = conn.execute(Q["list_events"], params).fetchall()
+            query = Q["list_events" if params["topic"] is None else "list_events_of_topic"]
+            rows = conn.execute(query, params).fetchall()
             return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)
@@ -732,7 +734,8 @@ class SQLiteStore(Store):
         }
 
         def read(conn: sqlite3.Connection) -> Page[Delivery]:
-            rows = conn.execute(Q["list_deliveries"], params).fetchall()
+            query = Q[deliveries_query(destination_id, state, event_id)]
+            rows = conn.execute(query, params).fetchall()
             return page_of([delivery_row(r) for r in rows], [r[0] for r in rows], limit)
 
         return await self._read(read)

@@ -104,12 +104,22 @@ SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
 FROM events WHERE id = $1;
 
 -- name: list_events
+-- $1 exact topic, $2/$3 a topic prefix range, $4 cursor, $5 limit. An exact topic uses
+-- list_events_of_topic (events_topic); the cursor is a bound on seq, not a filter.
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
-WHERE ($1::text IS NULL OR topic = $1)
+WHERE seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR topic = $1)
   AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
-  AND ($4::bigint IS NULL OR seq < $4)
+ORDER BY seq DESC LIMIT $5;
+
+-- name: list_events_of_topic
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE topic = $1 AND seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
 ORDER BY seq DESC LIMIT $5;
 
 -- name: get_delivery
@@ -119,13 +129,46 @@ FROM deliveries d JOIN events e ON e.seq = d.event_seq
 WHERE d.id = $1;
 
 -- name: list_deliveries
+-- The listings choose among these four by their filters (rows.deliveries_query); each
+-- takes the same parameters ($1 destination_id, $2 state, $3 event_id, $4 cursor,
+-- $5 limit). Spelled out, so that a generic plan of a prepared statement can still use
+-- the index its filters name; the cursor is a bound (`seq < coalesce(...)`).
 SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
        d.next_attempt_at, d.last_error, d.created_at, d.updated_at
 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-WHERE ($1::text IS NULL OR d.destination_id = $1)
+WHERE d.seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR d.destination_id = $1)
   AND ($2::text IS NULL OR d.state = $2)
   AND ($3::text IS NULL OR e.id = $3)
-  AND ($4::bigint IS NULL OR d.seq < $4)
+ORDER BY d.seq DESC LIMIT $5;
+
+-- name: list_deliveries_of_event
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM events e JOIN deliveries d ON d.event_seq = e.seq
+WHERE e.id = $3
+  AND d.seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR d.destination_id = $1)
+  AND ($2::text IS NULL OR d.state = $2)
+ORDER BY d.seq DESC LIMIT $5;
+
+-- name: list_deliveries_by_destination_state
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.destination_id = $1 AND d.state = $2
+  AND d.seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($3::text IS NULL OR e.id = $3)
+ORDER BY d.seq DESC LIMIT $5;
+
+-- name: list_deliveries_by_state
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.state = $2
+  AND d.seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR d.destination_id = $1)
+  AND ($3::text IS NULL OR e.id = $3)
 ORDER BY d.seq DESC LIMIT $5;
 
 -- name: attempts_of

@@ -67,12 +67,22 @@ SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
 FROM events WHERE id = :id;
 
 -- name: list_events
+-- An exact topic uses list_events_of_topic (events_topic); the cursor is a bound on seq,
+-- not a filter, so a page starts where the last one ended.
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
-WHERE (:topic IS NULL OR topic = :topic)
+WHERE seq < coalesce(:cursor, 9223372036854775807)
+  AND (:topic IS NULL OR topic = :topic)
   AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
-  AND (:cursor IS NULL OR seq < :cursor)
+ORDER BY seq DESC LIMIT :limit;
+
+-- name: list_events_of_topic
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE topic = :topic AND seq < coalesce(:cursor, 9223372036854775807)
+  AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: get_delivery
@@ -82,13 +92,45 @@ FROM deliveries d JOIN events e ON e.seq = d.event_seq
 WHERE d.id = :id;
 
 -- name: list_deliveries
+-- The listings choose among these four by their filters (rows.deliveries_query); each
+-- takes the same parameters. The cursor is a bound, not a filter: `seq < coalesce(...)`
+-- lets a page start where the last one ended instead of reading past it again.
 SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
        d.next_attempt_at, d.last_error, d.created_at, d.updated_at
 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-WHERE (:destination_id IS NULL OR d.destination_id = :destination_id)
+WHERE d.seq < coalesce(:cursor, 9223372036854775807)
+  AND (:destination_id IS NULL OR d.destination_id = :destination_id)
   AND (:state IS NULL OR d.state = :state)
   AND (:event_id IS NULL OR e.id = :event_id)
-  AND (:cursor IS NULL OR d.seq < :cursor)
+ORDER BY d.seq DESC LIMIT :limit;
+
+-- name: list_deliveries_of_event
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM events e JOIN deliveries d ON d.event_seq = e.seq
+WHERE e.id = :event_id
+  AND d.seq < coalesce(:cursor, 9223372036854775807)
+  AND (:destination_id IS NULL OR d.destination_id = :destination_id)
+  AND (:state IS NULL OR d.state = :state)
+ORDER BY d.seq DESC LIMIT :limit;
+
+-- name: list_deliveries_by_destination_state
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.destination_id = :destination_id AND d.state = :state
+  AND d.seq < coalesce(:cursor, 9223372036854775807)
+  AND (:event_id IS NULL OR e.id = :event_id)
+ORDER BY d.seq DESC LIMIT :limit;
+
+-- name: list_deliveries_by_state
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.destination_id IN (SELECT id FROM destinations) AND d.state = :state
+  AND d.seq < coalesce(:cursor, 9223372036854775807)
+  AND (:destination_id IS NULL OR d.destination_id = :destination_id)
+  AND (:event_id IS NULL OR e.id = :event_id)
 ORDER BY d.seq DESC LIMIT :limit;
 
 -- ---------------------------------------------------------------- lanes and leases
