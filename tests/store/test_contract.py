@@ -834,3 +834,27 @@ async def test_data_survives_close_and_reopen(
         assert fresh.id > max(a.id for a in appended)
     finally:
         await reopened.close()
+
+
+async def test_routes_follow_destinations_changed_by_another_store(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two processes on one database (`tidings api` beside a worker): what one does to
+    destinations routes the other's next event."""
+    backend = request.node.callspec.params["store"]
+    other = make_store(backend, tmp_path)
+    await other.open()
+    try:
+        (before,) = await store.append_events([ev(key="a")])
+        assert before.deliveries == 0
+        created = await other.create_destination(spec(["order.*"], name="o"), "whsec_o")
+        (after,) = await store.append_events([ev(key="b")])
+        assert after.deliveries == 1
+        await other.update_destination(created.id, spec(["invoice.*"], name="o"))
+        assert [a.deliveries for a in await store.append_events([ev(key="c")])] == [0]
+        await other.update_destination(created.id, spec(["order.*"], name="o"))
+        assert [a.deliveries for a in await store.append_events([ev(key="d")])] == [1]
+        assert await other.delete_destination(created.id)
+        assert [a.deliveries for a in await store.append_events([ev(key="e")])] == [0]
+    finally:
+        await other.close()

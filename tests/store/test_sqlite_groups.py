@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from tidings.model import Appended, DestinationSpec, EventIn
+from tidings.model import DestinationSpec, EventIn
 from tidings.store.sqlite import SQLiteStore
 
 
@@ -40,13 +41,16 @@ def ev(key: str, payload: bytes = b"{}", idempotency_key: str | None = None) -> 
 
 
 async def in_one_group(
-    store: SQLiteStore, calls: list[list[EventIn]]
-) -> list[list[Appended] | BaseException]:
-    """Run the appends while the writer is held, so they queue up and form one group."""
+    store: SQLiteStore, calls: list[list[EventIn] | Callable[[], Awaitable[Any]]]
+) -> list[Any]:
+    """Run the appends (and other calls) while the writer is held, so they queue up in
+    this order and form one group."""
     release = threading.Event()
     held = asyncio.ensure_future(store._write(lambda conn: release.wait(5)))
     await asyncio.sleep(0.05)  # the writer is now inside the holding job
-    tasks = [asyncio.ensure_future(store.append_events(events)) for events in calls]
+    tasks = [
+        asyncio.ensure_future(store.append_events(c) if isinstance(c, list) else c()) for c in calls
+    ]
     await asyncio.sleep(0.05)  # every append is queued behind it
     release.set()
     await held
@@ -104,3 +108,24 @@ async def test_a_failing_job_fails_alone(store: SQLiteStore) -> None:
             assert await store.get_event(appended.id) is not None
     page = await store.list_events(None, 100, None)
     assert sorted(e.key for e in page.items) == ["ok1", "ok2", "ok3", "ok4"]
+
+
+async def test_a_failing_job_fails_alone_beside_other_jobs(store: SQLiteStore) -> None:
+    """Ingest jobs merged on either side of another job: the failing one fails alone, the
+    other job and the destination it creates count for the ingest jobs after it."""
+    spec = DestinationSpec(kind="webhook", url="https://example.com/h", topics=["order.*"])
+    calls: list[list[EventIn] | Callable[[], Awaitable[Any]]] = [
+        [ev("ok1")],
+        [ev("bad", b'"\xff"')],
+        lambda: store.create_destination(spec, "whsec_" + "a" * 32),
+        [ev("ok2")],
+        [ev("ok3")],
+    ]
+    ok1, bad, created, ok2, ok3 = await in_one_group(store, calls)
+    assert isinstance(bad, UnicodeDecodeError)
+    assert created.id.startswith("dst_")
+    assert ok1[0].deliveries == 0  # before the destination existed
+    assert ok2[0].deliveries == 1
+    assert ok3[0].deliveries == 1
+    page = await store.list_events(None, 100, None)
+    assert sorted(e.key for e in page.items) == ["ok1", "ok2", "ok3"]

@@ -122,6 +122,19 @@ def _units(group: list[_Job]) -> list[list[_Job]]:
     return units
 
 
+def _split(
+    unit: list[_Job], appended: list[Appended]
+) -> list[tuple[_Job, Any, BaseException | None]]:
+    """The answers of one append over merged ingest jobs, back to the jobs in order."""
+    out: list[tuple[_Job, Any, BaseException | None]] = []
+    start = 0
+    for job in unit:
+        end = start + len(job.events or ())
+        out.append((job, appended[start:end], None))
+        start = end
+    return out
+
+
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller went away; the write happened all the same
         return
@@ -179,6 +192,7 @@ class SQLiteStore(Store):
         self._last_received_at = 0
         self._last_seq = 0
         self._synced = True  # the writer connection's synchronous mode is FULL
+        self._routes_checked = False  # this transaction has seen destinations_rev
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
 
@@ -272,9 +286,9 @@ class SQLiteStore(Store):
                 group.append(job)
             self._run_group(conn, group)
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
-        durable = any(job.durable for job in group)
+    def _begin(self, conn: sqlite3.Connection, group: list[_Job], durable: bool) -> bool:
+        """Open the group's transaction; False (every job answered with the error) if the
+        database refuses."""
         try:
             if durable != self._synced:
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
@@ -285,31 +299,42 @@ class SQLiteStore(Store):
                 job.loop.call_soon_threadsafe(
                     _resolve, job.future, None, StoreUnavailable(str(exc))
                 )
+            return False
+        self._routes_checked = False
+        return True
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        # Every statement hands the GIL over twice, and under load each time back costs
+        # a wait for the event loop's thread: that wait, not SQLite, is most of a group's
+        # time. Hence no statement here that a group can do without.
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        durable = any(job.durable for job in group)
+        if not self._begin(conn, group, durable):
             return
-        if durable:
-            # Engine bookkeeping (the only non-durable jobs) never routes; everything else
-            # must see destinations another process may have changed.
-            rev = conn.execute(Q["destinations_rev"]).fetchone()
-            if (rev[0] if rev else None) != self._destinations_rev:
-                self._destinations_dirty = True
-                self._reload_destinations(conn)
         units = _units(group)
-        if len(units) == 1 and len(units[0]) == 1:
-            # A lone job needs no savepoint: if it fails, the whole transaction goes.
-            # (Each statement costs a GIL hand-over; under load that is the writer's cost.)
-            job = group[0]
+        if len(units) == 1:
+            # One job, or ingest jobs only: no savepoint. If it fails, the whole
+            # transaction goes; merged ingest jobs then run again one by one.
+            unit = units[0]
             try:
-                result = job.fn(conn)
+                results = self._run_bare(conn, unit)
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    exc = StoreUnavailable(str(exc))
                 self._destinations_dirty = True  # the router may hold rolled-back changes
                 self._reload_destinations(conn)
-                job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
-                return
-            results.append((job, result, None))
+                if len(unit) > 1 and isinstance(exc, Exception):
+                    if not self._begin(conn, group, durable):
+                        return
+                    results = []
+                    for job in unit:
+                        self._run_in_savepoint(conn, job, results)
+                else:
+                    if isinstance(exc, sqlite3.OperationalError):
+                        exc = StoreUnavailable(str(exc))
+                    for job in unit:
+                        job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+                    return
         else:
             for unit in units:
                 if len(unit) > 1 and self._run_merged(conn, unit, results):
@@ -357,6 +382,13 @@ class SQLiteStore(Store):
             # (a delivery to a destination deleted earlier in the group breaks its FK).
             self._reload_destinations(conn)
 
+    def _run_bare(
+        self, conn: sqlite3.Connection, unit: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        if len(unit) == 1:
+            return [(unit[0], unit[0].fn(conn), None)]
+        return _split(unit, self._append(conn, [e for job in unit for e in job.events or ()]))
+
     def _run_merged(
         self,
         conn: sqlite3.Connection,
@@ -375,11 +407,7 @@ class SQLiteStore(Store):
             conn.execute("RELEASE merged")
             return False
         conn.execute("RELEASE merged")
-        start = 0
-        for job in unit:
-            end = start + len(job.events or ())
-            results.append((job, appended[start:end], None))
-            start = end
+        results.extend(_split(unit, appended))
         return True
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -409,6 +437,20 @@ class SQLiteStore(Store):
         rev = conn.execute(Q["destinations_rev"]).fetchone()
         self._destinations_rev = rev[0] if rev else None
         self._destinations_dirty = False
+
+    def _check_routes(self, conn: sqlite3.Connection) -> None:
+        """Reload the destinations if another process changed them since we last looked.
+        Once per transaction: while it lasts, nobody else can write."""
+        if not self._routes_checked:
+            row = conn.execute(Q["destinations_rev"]).fetchone()
+            self._routes_at(conn, row[0] if row else None)
+
+    def _routes_at(self, conn: sqlite3.Connection, rev: str | None) -> None:
+        """`_check_routes` with destinations_rev read by the caller already."""
+        if not self._routes_checked and rev != self._destinations_rev:
+            self._destinations_dirty = True
+            self._reload_destinations(conn)
+        self._routes_checked = True
 
     def _destinations_changed(self, conn: sqlite3.Connection) -> None:
         conn.execute(Q["bump_destinations_rev"])
@@ -478,12 +520,14 @@ class SQLiteStore(Store):
         rows: list[tuple[Any, ...]] = []  # see insert_events_json
         deliveries: list[list[Any]] = []  # [id, event_seq, destination_id, lane_key, holds]
         families = iter(self._ids.families(len(events)))  # one per new event, some spare
-        route = self._router.route
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
         # Sequence numbers are assigned here (we hold the write lock) so that the events go
-        # in with one executemany; never below a number handed out before, even if the
+        # in with one statement; never below a number handed out before, even if the
         # newest events were deleted since.
-        seq = max(conn.execute(Q["max_event_seq"]).fetchone()[0] or 0, self._last_seq)
+        top, rev = conn.execute(Q["max_event_seq_and_rev"]).fetchone()
+        seq = max(top or 0, self._last_seq)
+        self._routes_at(conn, rev)
+        route = self._router.route
         for event in events:
             if event.idempotency_key is not None:
                 earlier = first_of_key.get(event.idempotency_key)
@@ -546,14 +590,10 @@ class SQLiteStore(Store):
         lanes = {(d[2], d[3]) for d in deliveries if fifo.get(d[2], True)}
         if not lanes:
             return
-        busy = set(
-            map(
-                tuple,
-                conn.execute(
-                    Q["lanes_with_head"], {"lanes": _encode([list(lane) for lane in lanes])}
-                ).fetchall(),
-            )
-        )
+        (found,) = conn.execute(
+            Q["lanes_with_head"], {"lanes": _encode([list(lane) for lane in lanes])}
+        ).fetchone()
+        busy = set(map(tuple, _rows_decoder.decode(found)))
         for d in deliveries:
             lane = (d[2], d[3])
             if lane not in lanes:
@@ -938,6 +978,7 @@ class SQLiteStore(Store):
         seq, destination_id, lane_key, state, holds_lane = row
         if state in ("pending", "in_flight"):
             return False
+        self._check_routes(conn)
         if holds_lane or not self._fifo.get(destination_id, True):
             holds = 1
         else:

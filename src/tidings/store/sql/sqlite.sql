@@ -10,8 +10,10 @@ INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING
 SELECT e.id, e.received_at, (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
 FROM events e WHERE e.idempotency_key = :idempotency_key;
 
--- name: max_event_seq
-SELECT max(seq) FROM events;
+-- name: max_event_seq_and_rev
+-- One statement (one GIL hand-over) for what every append needs first.
+SELECT (SELECT max(seq) FROM events),
+       (SELECT value FROM meta WHERE key = 'destinations_rev');
 
 -- name: insert_events_json
 -- :rows is a JSON array of [seq, id, topic, key, payload as a JSON string, recipients
@@ -140,8 +142,9 @@ SELECT 1 FROM deliveries
 WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1 LIMIT 1;
 
 -- name: lanes_with_head
--- Of the (destination_id, lane_key) pairs in the JSON array :lanes, those with a head.
-SELECT destination_id, lane_key FROM deliveries
+-- Of the (destination_id, lane_key) pairs in the JSON array :lanes, those with a head, as
+-- one JSON array (one step, however many).
+SELECT json_group_array(json_array(destination_id, lane_key)) FROM deliveries
 WHERE holds_lane = 1
   AND (destination_id, lane_key) IN (SELECT json_extract(value, '$[0]'),
                                             json_extract(value, '$[1]')
