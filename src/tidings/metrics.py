@@ -8,7 +8,10 @@ Must never do I/O itself.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 disable_created_metrics()  # type: ignore[no-untyped-call] # no `*_created` series: they double the scrape for no use here
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -55,3 +58,18 @@ DESTINATION_PAUSED = Counter(
     "Destinations paused by the engine (a run of failures, or 410 Gone).",
     registry=REGISTRY,
 )
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, kept: the engine updates a few labelled series once per
+    attempt, and `labels()` (a lock, a tuple, a dict lookup, checks) cost more than the
+    update itself."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]

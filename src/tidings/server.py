@@ -22,6 +22,7 @@ from tidings.engine.dispatcher import Dispatcher, EngineOptions
 from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
+from tidings.runtime import tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
 
@@ -124,6 +125,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 port,
                 extra={"port": port, "database_url": settings.database_url},
             )
+        tune_gc()
         await stop.wait()
         log.info("shutting down")
     finally:

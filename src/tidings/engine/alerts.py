@@ -10,7 +10,6 @@ types `tidings.deliveries.dead` and `tidings.destination.paused`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -86,7 +85,9 @@ class Alerter:
 
     async def _deliver(self, request: WebhookRequest) -> None:
         for attempt in range(1, TRIES + 1):
-            result = await self._transport.deliver(dataclasses.replace(request, attempt=attempt))
+            result = await self._transport.deliver(
+                msgspec.structs.replace(request, attempt=attempt)
+            )
             if result.outcome == "delivered":
                 return
             if attempt < TRIES:

@@ -37,7 +37,7 @@ import msgspec
 
 from tidings.engine.alerts import Alerter
 from tidings.engine.limits import LocalLimiter, RateLimiter
-from tidings.metrics import ATTEMPT_LATENCY, ATTEMPTS, DELIVERIES, DESTINATION_PAUSED
+from tidings.metrics import ATTEMPT_LATENCY, ATTEMPTS, DELIVERIES, DESTINATION_PAUSED, child
 from tidings.model import (
     AttemptResult,
     Claim,
@@ -126,9 +126,12 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._refreshed_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
+        # Kept: asyncio.create_task looks the loop up, a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         await self._refresh()
         await self.store.listen(self.wake, self.destinations_changed)
         self._loops = [
@@ -342,8 +345,8 @@ class Dispatcher:
             )
         finally:
             entry.in_flight -= 1
-        ATTEMPTS.labels(d.id, result.outcome).inc()
-        ATTEMPT_LATENCY.labels(d.id).observe(result.latency_ms / 1000)
+        child(ATTEMPTS, d.id, result.outcome).inc()
+        child(ATTEMPT_LATENCY, d.id).observe(result.latency_ms / 1000)
         transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
         self._finish(claim.delivery_id, claim.lane_key, d, result, transition, self.options.owner)
         if transition.disable_destination:
@@ -430,7 +433,7 @@ class Dispatcher:
         dead: dict[str, list[Completion]] = {}
         for c in batch:
             if c.state != "scheduled":
-                DELIVERIES.labels(c.destination_id, c.state).inc()
+                child(DELIVERIES, c.destination_id, c.state).inc()
             if c.state == "dead":
                 dead.setdefault(c.destination_id, []).append(c)
         for dest_id in paused:
@@ -460,7 +463,7 @@ class Dispatcher:
             self.alerter.destination_paused(entry.current)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 

@@ -26,6 +26,9 @@ class Transition:
     disable_destination: bool = False
 
 
+_DELIVERED = Transition("delivered", None, release_lane=True, failed=False)
+
+
 def decide(
     result: AttemptResult,
     attempt: int,
@@ -36,7 +39,7 @@ def decide(
 ) -> Transition:
     """The transition after attempt number `attempt` (1 for the first) came to `result`."""
     if result.outcome == "delivered":
-        return Transition("delivered", None, release_lane=True, failed=False)
+        return _DELIVERED  # the common case: frozen, so one will do
     gone = result.status_code == GONE
     if is_exhausted(retry, attempt):
         return Transition(

@@ -71,6 +71,8 @@ class FramedProtocol(asyncio.Protocol):
         self._on_lost = on_lost
         self._frames = FrameBuffer()
         self._transport: asyncio.Transport | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._error: BaseException | None = None
@@ -78,6 +80,7 @@ class FramedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -107,7 +110,7 @@ class FramedProtocol(asyncio.Protocol):
         self._out.append(encode_frame(body))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -22,6 +22,7 @@ import sys
 
 from tidings.model import AttemptResult
 from tidings.observability import configure_logging
+from tidings.runtime import tune_gc
 from tidings.timeutil import now_us
 from tidings.transports.frames import FramedProtocol
 from tidings.transports.senders import Ask, Reply, ask_decoder, encode
@@ -48,8 +49,10 @@ async def serve(fd: int, allow_private: bool) -> None:
         if proto is not None:
             proto.send(encode(Reply(ask.rid, result)))
 
+    loop = asyncio.get_running_loop()  # kept: each lookup costs a getpid() system call
+
     def on_frame(body: bytes) -> None:
-        task = asyncio.create_task(send(ask_decoder.decode(body)))
+        task = loop.create_task(send(ask_decoder.decode(body)))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -58,11 +61,11 @@ async def serve(fd: int, allow_private: bool) -> None:
             log.error("sender process: connection to the worker failed: %s", exc)
         gone.set()
 
-    loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=fd)
     _, proto = await loop.create_unix_connection(
         lambda: FramedProtocol(on_frame, on_lost), sock=sock
     )
+    tune_gc()
     proto.send(b"")  # hello: ready to send
     await gone.wait()
     # Whatever is still in flight is abandoned on purpose (see the module docstring):

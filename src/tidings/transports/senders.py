@@ -90,6 +90,8 @@ class _Child:
         self._respawn: asyncio.TimerHandle | None = None
         self._respawning: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def up(self) -> bool:
@@ -97,7 +99,7 @@ class _Child:
         return self.ready.is_set() and self.proto is not None and self.proto.connected
 
     async def spawn(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.ready.clear()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -128,10 +130,9 @@ class _Child:
             log.debug("sender process %d started (pid %d)", self.number, self.proc.pid)
 
     async def deliver(self, req: WebhookRequest) -> AttemptResult:
-        proto = self.proto
-        assert proto is not None
+        proto, loop = self.proto, self._loop
+        assert proto is not None and loop is not None  # spawn made both
         rid = next(self._rids)
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[AttemptResult] = loop.create_future()
         self.pending[rid] = future
         stuck = loop.call_later(req.timeout_s + ANSWER_SLACK_S, self._give_up, future)

@@ -11,7 +11,6 @@ connect to a forbidden address unless built with `allow_private=True` (see `ssrf
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
@@ -32,8 +31,10 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _encode = msgspec.json.encode
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookRequest:
+class WebhookRequest(msgspec.Struct, frozen=True, array_like=True):
+    """One attempt to send (a msgspec struct: one is built per attempt, and it travels to
+    a sender process inside an `Ask`)."""
+
     url: str
     event_id: str  # becomes webhook-id (the same on every attempt)
     topic: str
