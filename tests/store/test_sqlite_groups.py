@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from tidings.model import DestinationSpec, EventIn
+from tidings.store.base import Conflict
 from tidings.store.sqlite import SQLiteStore
 
 
@@ -129,3 +130,28 @@ async def test_a_failing_job_fails_alone_beside_other_jobs(store: SQLiteStore) -
     assert ok3[0].deliveries == 1
     page = await store.list_events(None, 100, None)
     assert sorted(e.key for e in page.items) == ["ok1", "ok2", "ok3"]
+
+
+async def test_a_conflict_fails_alone_and_the_rest_of_its_group_commits(
+    store: SQLiteStore,
+) -> None:
+    """A job that fails as designed (a name already taken) in a group of others: they
+    commit, each answered as if it had been alone, and the failed one wrote nothing."""
+    spec = DestinationSpec(
+        kind="webhook", url="https://example.com/h", topics=["order.*"], name="taken"
+    )
+    await store.create_destination(spec, "whsec_" + "a" * 32)
+    other = msgspec.structs.replace(spec, name="free")
+    calls: list[list[EventIn] | Callable[[], Awaitable[Any]]] = [
+        [ev("a")],
+        lambda: store.create_destination(spec, "whsec_" + "b" * 32),  # Conflict
+        lambda: store.create_destination(other, "whsec_" + "c" * 32),
+        [ev("b")],
+    ]
+    a, conflict, created, b = await in_one_group(store, calls)
+    assert isinstance(conflict, Conflict)
+    assert created.spec.name == "free"
+    assert a[0].deliveries == 1  # "taken" only
+    assert b[0].deliveries == 2  # "taken" and "free"
+    names = sorted(d.spec.name or "" for d in (await store.list_destinations(100, None)).items)
+    assert names == ["free", "taken"]

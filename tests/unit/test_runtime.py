@@ -10,7 +10,7 @@ from tidings.metrics import ATTEMPTS, REGISTRY, child
 from tidings.runtime import GEN0_THRESHOLD
 
 
-def test_tune_gc_freezes_start_up_and_collects_less_often() -> None:
+def test_tune_gc_collects_less_often() -> None:
     # In a child interpreter: the test process's own collector stays as it is.
     code = (
         "import gc, json; from tidings.runtime import tune_gc; before = gc.get_threshold(); "
@@ -21,7 +21,7 @@ def test_tune_gc_freezes_start_up_and_collects_less_often() -> None:
     )
     before, after, frozen = json.loads(out.stdout)
     assert after == [GEN0_THRESHOLD, before[1], before[2]]
-    assert frozen > 1000  # every object of start-up, imports included
+    assert frozen == 0  # nothing frozen: everything can still be finalized
 
 
 def test_child_is_the_labelled_series_and_is_kept() -> None:

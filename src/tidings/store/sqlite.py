@@ -1,14 +1,14 @@
 """The embedded SQLite store: WAL, `synchronous=FULL`, group commit on one writer thread.
 
 Every write is a job run by a single writer thread that owns the only writing
-connection. The thread takes every job waiting in its queue, runs each inside its own
-SAVEPOINT of one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole
-group) and only then resolves the callers' futures: a caller is answered only after the
-commit that holds its write. Under load, jobs pile up while a commit syncs, so the group
-grows by itself; idle, a lone job commits at once. A failing job rolls back to its
-savepoint without disturbing the others in its group. Consecutive ingest jobs of a group
-run as one append (one statement per table for all their events); if that fails, they
-run again one by one, so only the one at fault fails.
+connection. The thread takes every job waiting in its queue, runs them all in one
+`BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole group) and only then
+resolves the callers' futures: a caller is answered only after the commit that holds its
+write. Under load, jobs pile up while a commit syncs, so the group grows by itself; idle,
+a lone job commits at once. A failing job fails alone: the jobs first run with no
+savepoints (each statement costs a GIL hand-over), and only when one fails does the group
+run again, each job in a SAVEPOINT of its own. Consecutive ingest jobs of a group run as
+one append (one statement per table for all their events).
 
 Reads run on a small pool of reader threads with their own connections (WAL lets them
 read the last commit while the writer works). Checkpoints (copying the WAL back into the
@@ -306,41 +306,29 @@ class SQLiteStore(Store):
     def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
         # Every statement hands the GIL over twice, and under load each time back costs
         # a wait for the event loop's thread: that wait, not SQLite, is most of a group's
-        # time. Hence no statement here that a group can do without.
-        results: list[tuple[_Job, Any, BaseException | None]] = []
+        # time. Hence no statement a group can do without: the jobs run one after the
+        # other with no savepoint between them, and only if one fails does the group run
+        # again, each job in a savepoint of its own, so that only that one fails.
         durable = any(job.durable for job in group)
         if not self._begin(conn, group, durable):
             return
-        units = _units(group)
-        if len(units) == 1:
-            # One job, or ingest jobs only: no savepoint. If it fails, the whole
-            # transaction goes; merged ingest jobs then run again one by one.
-            unit = units[0]
-            try:
-                results = self._run_bare(conn, unit)
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                self._destinations_dirty = True  # the router may hold rolled-back changes
-                self._reload_destinations(conn)
-                if len(unit) > 1 and isinstance(exc, Exception):
-                    if not self._begin(conn, group, durable):
-                        return
-                    results = []
-                    for job in unit:
-                        self._run_in_savepoint(conn, job, results)
-                else:
-                    if isinstance(exc, sqlite3.OperationalError):
-                        exc = StoreUnavailable(str(exc))
-                    for job in unit:
-                        job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
-                    return
-        else:
-            for unit in units:
-                if len(unit) > 1 and self._run_merged(conn, unit, results):
-                    continue
-                for job in unit:
-                    self._run_in_savepoint(conn, job, results)
+        try:
+            results = self._run_bare(conn, group)
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._destinations_dirty = True  # the router may hold rolled-back changes
+            self._reload_destinations(conn)
+            if len(group) == 1:
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StoreUnavailable(str(exc))
+                group[0].loop.call_soon_threadsafe(_resolve, group[0].future, None, exc)
+                return
+            if not self._begin(conn, group, durable):
+                return
+            results = []
+            for job in group:
+                self._run_in_savepoint(conn, job, results)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -383,32 +371,22 @@ class SQLiteStore(Store):
             self._reload_destinations(conn)
 
     def _run_bare(
-        self, conn: sqlite3.Connection, unit: list[_Job]
+        self, conn: sqlite3.Connection, group: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        if len(unit) == 1:
-            return [(unit[0], unit[0].fn(conn), None)]
-        return _split(unit, self._append(conn, [e for job in unit for e in job.events or ()]))
-
-    def _run_merged(
-        self,
-        conn: sqlite3.Connection,
-        unit: list[_Job],
-        results: list[tuple[_Job, Any, BaseException | None]],
-    ) -> bool:
-        """Run consecutive ingest jobs as one append: one statement per table for all of
-        them instead of a savepoint and five statements each (single-event POSTs under
-        load). False, with nothing written, if it fails: then each job runs on its own
-        and only the one at fault fails."""
-        conn.execute("SAVEPOINT merged")
-        try:
-            appended = self._append(conn, [e for job in unit for e in job.events or ()])
-        except Exception:
-            conn.execute("ROLLBACK TO merged")
-            conn.execute("RELEASE merged")
-            return False
-        conn.execute("RELEASE merged")
-        results.extend(_split(unit, appended))
-        return True
+        """Every job of the group, consecutive ingest jobs as one append (one statement
+        per table for all their events). Raises what the first failing job raised."""
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        for unit in _units(group):
+            if len(unit) == 1:
+                results.append((unit[0], unit[0].fn(conn), None))
+            else:
+                events = [e for job in unit for e in job.events or ()]
+                results.extend(_split(unit, self._append(conn, events)))
+            if self._destinations_dirty:
+                # Later jobs must route by the destinations as they are now (a delivery
+                # to a destination deleted earlier in the group breaks its FK).
+                self._reload_destinations(conn)
+        return results
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         for version, name, script in migrations("sqlite"):
