@@ -76,7 +76,10 @@ class RedisSignals:
             try:
                 await pubsub.subscribe(*handlers)
                 delay = 0.2
-                on_work()  # anything announced while we were away
+                # Anything announced before we listened (at start, the worker's first
+                # moments; later, while Redis was away) was missed: act as if it came.
+                on_destinations()
+                on_work()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=10.0)
                     if message is not None and message["channel"] in handlers:
