@@ -22,7 +22,7 @@ from tidings.engine.dispatcher import Dispatcher, EngineOptions
 from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
-from tidings.runtime import tune_gc
+from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
 
@@ -143,9 +143,4 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
 
 
 def run_forever(settings: Settings, *, roles: frozenset[str]) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(run(settings, roles=roles))
-    except ImportError:
-        asyncio.run(run(settings, roles=roles))
+    run_loop(run(settings, roles=roles))

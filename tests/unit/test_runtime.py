@@ -1,4 +1,4 @@
-"""runtime.tune_gc and metrics.child: process-level tuning of the engine's hot path."""
+"""runtime (the loop a process runs on, GC tuning) and metrics.child."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tidings.metrics import ATTEMPTS, REGISTRY, child
-from tidings.runtime import GEN0_THRESHOLD
+from tidings.runtime import GEN0_THRESHOLD, run_loop
 
 
 def test_tune_gc_collects_less_often() -> None:
@@ -35,3 +37,24 @@ def test_child_is_the_labelled_series_and_is_kept() -> None:
         {"destination": "dst_runtime_test", "outcome": "delivered"},
     )
     assert value == 3
+
+
+def test_run_loop_runs_on_uvloop_and_returns_the_result() -> None:
+    async def main() -> str:
+        import asyncio
+
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_loop(main()).startswith("uvloop")
+
+
+def test_run_loop_runs_main_once_even_if_it_raises_import_error() -> None:
+    runs: list[int] = []
+
+    async def main() -> None:
+        runs.append(1)
+        raise ImportError("a lazy import inside the program failed")
+
+    with pytest.raises(ImportError, match="lazy import"):
+        run_loop(main())
+    assert runs == [1]

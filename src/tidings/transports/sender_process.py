@@ -22,7 +22,7 @@ import sys
 
 from tidings.model import AttemptResult
 from tidings.observability import configure_logging
-from tidings.runtime import tune_gc
+from tidings.runtime import run_loop, tune_gc
 from tidings.timeutil import now_us
 from tidings.transports.frames import FramedProtocol
 from tidings.transports.senders import Ask, Reply, ask_decoder, encode
@@ -83,12 +83,7 @@ def main(argv: list[str]) -> None:
         os.environ.get("TIDINGS_LOG_LEVEL", "info"), os.environ.get("TIDINGS_LOG_FORMAT", "auto")
     )
     fd, allow_private = int(argv[1]), argv[2] == "1"
-    try:
-        import uvloop
-
-        uvloop.run(serve(fd, allow_private))
-    except ImportError:
-        asyncio.run(serve(fd, allow_private))
+    run_loop(serve(fd, allow_private))
 
 
 if __name__ == "__main__":
