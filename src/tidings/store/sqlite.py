@@ -153,6 +153,9 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Statement journals (a multi-row INSERT keeps one, to undo just that statement) in
+    # memory, not in a file created and unlinked in the temp directory at every commit.
+    conn.execute("PRAGMA temp_store = MEMORY")
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     else:
@@ -496,6 +499,8 @@ class SQLiteStore(Store):
         now = max(now_us(), self._last_received_at)
         out: list[Appended] = []
         rows: list[tuple[Any, ...]] = []  # see insert_events_json
+        payloads: list[bytes] = []
+        offset = 1  # substr() counts from 1
         deliveries: list[list[Any]] = []  # [id, event_seq, destination_id, lane_key, holds]
         families = iter(self._ids.families(len(events)))  # one per new event, some spare
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
@@ -521,6 +526,7 @@ class SQLiteStore(Store):
                     )
                     continue
             payload = bytes(event.payload)
+            payloads.append(payload)
             family = next(families)
             event_id = EVENT_PREFIX + family
             seq += 1
@@ -530,15 +536,15 @@ class SQLiteStore(Store):
                     event_id,
                     event.topic,
                     event.key,
-                    # Travels as a JSON string and is stored as its UTF-8 bytes: exactly
-                    # the bytes received (the API refuses payloads that are not UTF-8).
-                    payload.decode(),
+                    offset,
+                    len(payload),
                     _encode(event.recipients).decode() if event.recipients else None,
                     event.idempotency_key,
                     event.causation_id,
                     event.correlation_id,
                 )
             )
+            offset += len(payload)
             targets = route(event.topic, partial(msgspec.json.decode, payload))
             if len(targets) > MAX_MEMBERS:
                 raise StoreError(f"an event may go to at most {MAX_MEMBERS} destinations")
@@ -551,7 +557,10 @@ class SQLiteStore(Store):
                 first_of_key[event.idempotency_key] = appended
             out.append(appended)
         if rows:
-            conn.execute(Q["insert_events_json"], {"rows": _encode(rows).decode(), "now": now})
+            conn.execute(
+                Q["insert_events_json"],
+                {"rows": _encode(rows).decode(), "payloads": b"".join(payloads), "now": now},
+            )
             self._last_seq = seq
         if deliveries:
             self._queue_behind_heads(conn, deliveries)

@@ -16,13 +16,16 @@ SELECT (SELECT max(seq) FROM events),
        (SELECT value FROM meta WHERE key = 'destinations_rev');
 
 -- name: insert_events_json
--- :rows is a JSON array of [seq, id, topic, key, payload as a JSON string, recipients
--- (JSON text or null), idempotency_key, causation_id, correlation_id]: one statement, so
--- one SQLite step (and one GIL hand-over) for the whole group, however many events.
+-- :rows is a JSON array of [seq, id, topic, key, payload offset (1-based) and length in
+-- :payloads, recipients (JSON text or null), idempotency_key, causation_id,
+-- correlation_id]: one statement, so one SQLite step (and one GIL hand-over) for the
+-- whole group, however many events. The payloads travel apart, as one BLOB of all of
+-- them end to end: inside the JSON they would be escaped, then parsed twice by SQLite.
 INSERT INTO events (seq, id, topic, key, payload, recipients, idempotency_key,
                     causation_id, correlation_id, received_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, CAST(value ->> 4 AS BLOB),
-       value ->> 5, value ->> 6, value ->> 7, value ->> 8, :now
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
+       substr(:payloads, value ->> 4, value ->> 5),
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, :now
 FROM json_each(:rows);
 
 -- name: insert_deliveries_json
