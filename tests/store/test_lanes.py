@@ -105,6 +105,28 @@ async def test_fifo_lane_hands_out_only_its_head_in_order(store: Store) -> None:
     assert order == {"a": [ids[0], ids[1], ids[3]], "b": [ids[2], ids[4]]}
 
 
+async def test_a_lane_whose_head_is_stored_queues_what_later_appends_bring(
+    store: Store,
+) -> None:
+    """The head check of an append asks the store for lanes of earlier appends (and this
+    append's own earlier events for lanes it brings twice)."""
+    d = await dest(store)
+    ids = await publish(store, "a")
+    ids += await publish(store, "a", "b", "b")
+    ids += await publish(store, "b", "a", "c")
+    order: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    pending = await claim(store, d)
+    assert sorted(c.event_id for c in pending) == sorted([ids[0], ids[2], ids[6]])
+    for _ in range(10):
+        if not pending:
+            break
+        for c in pending:
+            order[c.lane_key].append(c.event_id)
+        await store.complete([completion(c) for c in pending], pause_after=0)
+        pending = await claim(store, d)
+    assert order == {"a": [ids[0], ids[1], ids[5]], "b": [ids[2], ids[3], ids[4]], "c": [ids[6]]}
+
+
 async def test_unordered_destination_hands_out_everything(store: Store) -> None:
     d = await dest(store, ordering="none")
     await publish(store, *(["same"] * 7))

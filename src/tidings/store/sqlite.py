@@ -563,32 +563,28 @@ class SQLiteStore(Store):
             )
             self._last_seq = seq
         if deliveries:
-            self._queue_behind_heads(conn, deliveries)
+            self._queue_behind_heads(deliveries)
             conn.execute(
                 Q["insert_deliveries_json"], {"rows": _encode(deliveries).decode(), "now": now}
             )
         self._last_received_at = now
         return out
 
-    def _queue_behind_heads(self, conn: sqlite3.Connection, deliveries: list[list[Any]]) -> None:
-        """Clear the `holds` flag (index 4) of new fifo deliveries whose lane has a head
-        already, in the store or earlier in this list. One query for the whole list."""
+    def _queue_behind_heads(self, deliveries: list[list[Any]]) -> None:
+        """Mark (index 4) each new fifo delivery as queued behind an earlier one of its
+        lane in this list (0) or as its lane's head unless the store holds one (2: the
+        insert asks the store); unordered ones keep 1."""
         fifo = self._fifo
-        lanes = {(d[2], d[3]) for d in deliveries if fifo.get(d[2], True)}
-        if not lanes:
-            return
-        (found,) = conn.execute(
-            Q["lanes_with_head"], {"lanes": _encode([list(lane) for lane in lanes])}
-        ).fetchone()
-        busy = set(map(tuple, _rows_decoder.decode(found)))
+        seen: set[tuple[str, str]] = set()
         for d in deliveries:
-            lane = (d[2], d[3])
-            if lane not in lanes:
+            if not fifo.get(d[2], True):
                 continue  # unordered destination: every delivery goes at once
-            if lane in busy:
+            lane = (d[2], d[3])
+            if lane in seen:
                 d[4] = 0
             else:
-                busy.add(lane)
+                seen.add(lane)
+                d[4] = 2
 
     def _takes_head(
         self, conn: sqlite3.Connection, destination_id: str, lane_key: str, busy: set[Any]

@@ -29,11 +29,19 @@ SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
 FROM json_each(:rows);
 
 -- name: insert_deliveries_json
--- :rows is a JSON array of [id, event_seq, destination_id, lane_key, holds_lane].
+-- :rows is a JSON array of [id, event_seq, destination_id, lane_key, holds], where holds
+-- is 1 (an unordered destination: goes at once), 0 (queued behind an earlier delivery of
+-- its lane in the same rows) or 2 (the first of its fifo lane in the rows: the lane's head
+-- unless the store holds one already).
 INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
                         next_attempt_at, created_at, updated_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, 'pending',
-       :now, :now, :now
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
+       CASE value ->> 4
+         WHEN 2 THEN NOT EXISTS (SELECT 1 FROM deliveries h
+                                 WHERE h.destination_id = value ->> 2
+                                   AND h.lane_key = value ->> 3 AND h.holds_lane = 1)
+         ELSE value ->> 4 END,
+       'pending', :now, :now, :now
 FROM json_each(:rows);
 
 -- name: max_received_at
