@@ -9,6 +9,7 @@ that fails takes none of its neighbours with it.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import msgspec
 import pytest
 
 from tidings.model import DestinationSpec, EventIn
-from tidings.store.base import Conflict
+from tidings.store.base import Conflict, StoreUnavailable
 from tidings.store.sqlite import SQLiteStore
 
 
@@ -159,3 +160,54 @@ async def test_a_conflict_fails_alone_and_the_rest_of_its_group_commits(
     assert b[0].deliveries == 2  # "taken" and "free"
     names = sorted(d.spec.name or "" for d in (await store.list_destinations(100, None)).items)
     assert names == ["free", "taken"]
+
+
+# ------------------------------------------------------------------ syncing the WAL
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(500):  # 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def test_answers_wait_for_the_sync_of_the_wal_in_commit_order(store: SQLiteStore) -> None:
+    """A durable write is answered only once the WAL is synced after its commit; a write
+    that needs no sync, committed behind it, is not answered before it either; with
+    nothing waiting, such a write is answered with no sync at all."""
+    syncs: list[int] = []
+    release = threading.Event()
+
+    def held_sync(fd: int) -> None:
+        syncs.append(fd)
+        release.wait(5)
+
+    store._sync_wal = held_sync
+    append = asyncio.ensure_future(store.append_events([ev("a")]))
+    await wait_for(lambda: len(syncs) == 1)
+    bookkeeping = asyncio.ensure_future(store._write(lambda conn: "done", durable=False))
+    await asyncio.sleep(0.1)
+    assert not append.done()
+    assert not bookkeeping.done()  # committed, but behind a write that waits for the disk
+    release.set()
+    appended = await append
+    assert await bookkeeping == "done"
+    assert await store.get_event(appended[0].id) is not None
+    await wait_for(lambda: store._answers_waiting == 0)
+    assert await store._write(lambda conn: "alone", durable=False) == "alone"
+    assert len(syncs) == 1  # the second durable-free write needed no sync
+
+
+async def test_a_failed_sync_fails_the_durable_callers(store: SQLiteStore) -> None:
+    def broken_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    store._sync_wal = broken_sync
+    with pytest.raises(StoreUnavailable, match="could not sync"):
+        await store.append_events([ev("a")])
+    assert await store._write(lambda conn: "fine", durable=False) == "fine"
+    store._sync_wal = os.fdatasync
+    appended = await store.append_events([ev("b")])
+    assert appended[0].id.startswith("evt_")

@@ -1,11 +1,17 @@
-"""The embedded SQLite store: WAL, `synchronous=FULL`, group commit on one writer thread.
+"""The embedded SQLite store: WAL, group commit on one writer thread, fsync before answering.
 
 Every write is a job run by a single writer thread that owns the only writing
 connection. The thread takes every job waiting in its queue, runs them all in one
-`BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole group) and only then
-resolves the callers' futures: a caller is answered only after the commit that holds its
-write. Under load, jobs pile up while a commit syncs, so the group grows by itself; idle,
-a lone job commits at once. A failing job fails alone: the jobs first run with no
+`BEGIN IMMEDIATE` transaction and commits once. It does not wait for the disk: the
+commit writes the WAL (`synchronous=NORMAL`) and the group's answers go to a syncer
+thread, which `fdatasync`s the WAL file and only then resolves the callers' futures, so a
+caller is answered only after its write is on disk, as with `synchronous=FULL`, while the
+writer already runs the next group (one sync covers every group committed before it).
+Answers leave in commit order: once a group waits for a sync, every later one (engine
+bookkeeping that needs no sync of its own included) is answered after it, so no caller
+ever acts on a write that a power loss could still undo. Under load, jobs pile up while a
+group runs, so the group grows by itself; idle, a lone job commits at once. A failing
+job fails alone: the jobs first run with no
 savepoints (each statement costs a GIL hand-over), and only when one fails does the group
 run again, each job in a SAVEPOINT of its own. Consecutive ingest jobs of a group run as
 one append (one statement per table for all their events).
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -149,6 +156,23 @@ def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | 
         _resolve(future, result, error)
 
 
+_Results = list[tuple[_Job, Any, BaseException | None]]
+
+
+def _answer(results: _Results) -> None:
+    """Resolve the callers' futures: one wake-up per event loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+    for job, result, error in results:
+        by_loop.setdefault(job.loop, []).append((job.future, result, error))
+    for loop, outcomes in by_loop.items():
+        loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+
+# The WAL's data reaches the disk (fdatasync: its size too, not other metadata); macOS
+# has no fdatasync, and SQLite itself uses fsync there.
+_sync_file: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -194,7 +218,13 @@ class SQLiteStore(Store):
         self._destinations_rev: str | None = None
         self._last_received_at = 0
         self._last_seq = 0
-        self._synced = True  # the writer connection's synchronous mode is FULL
+        # Answers waiting for a sync of the WAL, in commit order; None stops the syncer.
+        self._answers: queue.SimpleQueue[tuple[bool, _Results] | None] = queue.SimpleQueue()
+        self._answers_lock = threading.Lock()
+        self._answers_waiting = 0  # groups handed to the syncer and not yet answered
+        self._syncer: threading.Thread | None = None
+        self._wal_fd: int | None = None
+        self._sync_wal = _sync_file  # tests replace it to hold or fail the sync
         self._routes_checked = False  # this transaction has seen destinations_rev
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
@@ -209,6 +239,10 @@ class SQLiteStore(Store):
         )
         self._writer.start()
         await ready
+        self._syncer = threading.Thread(
+            target=self._run_syncs, name="tidings-sqlite-sync", daemon=True
+        )
+        self._syncer.start()
         self._stop_checkpoints.clear()
         self._checkpointer = threading.Thread(
             target=self._run_checkpoints, name="tidings-sqlite-checkpoint", daemon=True
@@ -224,6 +258,13 @@ class SQLiteStore(Store):
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        if self._syncer is not None:  # after the writer: its last answers are queued
+            self._answers.put(None)
+            await asyncio.to_thread(self._syncer.join)
+            self._syncer = None
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
@@ -241,10 +282,16 @@ class SQLiteStore(Store):
             Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
             conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            # Commits write the WAL without waiting for the disk; the syncer thread syncs
+            # it before any answer (SQLite still syncs around checkpoints and WAL resets).
+            conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate(conn)
             self._reload_destinations(conn)
             row = conn.execute(Q["max_received_at"]).fetchone()
             self._last_received_at = row[0] if row else 0
+            # The WAL exists now (the reads above opened it) and stays while this
+            # connection is open; any descriptor of the file syncs it.
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except BaseException as exc:  # report any start-up failure to open()
             loop.call_soon_threadsafe(_resolve, ready, None, StoreUnavailable(str(exc)))
             return
@@ -271,6 +318,56 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    def _run_syncs(self) -> None:
+        """Answer the groups the writer committed, in order, each after a sync of the WAL
+        that began after its commit (one sync for every group waiting)."""
+        while True:
+            first = self._answers.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while True:
+                try:
+                    more = self._answers.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            error: BaseException | None = None
+            if any(durable for durable, _ in batch):
+                try:
+                    assert self._wal_fd is not None
+                    self._sync_wal(self._wal_fd)
+                except (OSError, AssertionError) as exc:
+                    # The commits stand in the WAL but may not be on disk: fail their
+                    # callers (a retry may duplicate, never lose, the write).
+                    log.error("sqlite: syncing the WAL failed: %s", exc)
+                    error = StoreUnavailable(f"could not sync the database to disk: {exc}")
+            for durable, results in batch:
+                if error is not None and durable:
+                    results = [(job, None, exc or error) for job, _, exc in results]
+                _answer(results)
+            with self._answers_lock:
+                self._answers_waiting -= len(batch)
+            if stopping:
+                return
+
+    def _hand_over(self, results: _Results, durable: bool) -> None:
+        """Answer a committed group: after a sync of the WAL if it wrote anything that
+        must be durable, or if an earlier group still waits for one (answers keep commit
+        order); at once otherwise."""
+        with self._answers_lock:
+            direct = not durable and self._answers_waiting == 0
+            if not direct:
+                self._answers_waiting += 1
+        if direct:
+            _answer(results)
+        else:
+            self._answers.put((durable, results))
+
     def _serve_jobs(self, conn: sqlite3.Connection) -> None:
         stopping = False
         while not stopping:
@@ -289,13 +386,10 @@ class SQLiteStore(Store):
                 group.append(job)
             self._run_group(conn, group)
 
-    def _begin(self, conn: sqlite3.Connection, group: list[_Job], durable: bool) -> bool:
+    def _begin(self, conn: sqlite3.Connection, group: list[_Job]) -> bool:
         """Open the group's transaction; False (every job answered with the error) if the
         database refuses."""
         try:
-            if durable != self._synced:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._synced = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for job in group:
@@ -313,7 +407,7 @@ class SQLiteStore(Store):
         # other with no savepoint between them, and only if one fails does the group run
         # again, each job in a savepoint of its own, so that only that one fails.
         durable = any(job.durable for job in group)
-        if not self._begin(conn, group, durable):
+        if not self._begin(conn, group):
             return
         try:
             results = self._run_bare(conn, group)
@@ -327,7 +421,7 @@ class SQLiteStore(Store):
                     exc = StoreUnavailable(str(exc))
                 group[0].loop.call_soon_threadsafe(_resolve, group[0].future, None, exc)
                 return
-            if not self._begin(conn, group, durable):
+            if not self._begin(conn, group):
                 return
             results = []
             for job in group:
@@ -343,12 +437,7 @@ class SQLiteStore(Store):
         finally:
             if self._destinations_dirty:
                 self._reload_destinations(conn)
-        # One wake-up per event loop for the whole group, not one per job.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
-        for job, result, error in results:
-            by_loop.setdefault(job.loop, []).append((job.future, result, error))
-        for loop, outcomes in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, outcomes)
+        self._hand_over(results, durable)
 
     def _run_in_savepoint(
         self,
@@ -373,9 +462,7 @@ class SQLiteStore(Store):
             # (a delivery to a destination deleted earlier in the group breaks its FK).
             self._reload_destinations(conn)
 
-    def _run_bare(
-        self, conn: sqlite3.Connection, group: list[_Job]
-    ) -> list[tuple[_Job, Any, BaseException | None]]:
+    def _run_bare(self, conn: sqlite3.Connection, group: list[_Job]) -> _Results:
         """Every job of the group, consecutive ingest jobs as one append (one statement
         per table for all their events). Raises what the first failing job raised."""
         results: list[tuple[_Job, Any, BaseException | None]] = []
@@ -445,11 +532,11 @@ class SQLiteStore(Store):
         events: Sequence[EventIn] | None = None,
     ) -> T:
         """Run `fn` in the writer. `durable=False` (engine bookkeeping: claims, outcomes)
-        lets a group of only such jobs commit without an fsync (synchronous=NORMAL): a
-        crash of the process loses nothing (the WAL is in the OS's cache), and a power
-        loss can only undo the newest such commits as a whole, which at-least-once
-        delivery repairs by sending again. A group with any durable job fsyncs, and that
-        fsync covers every earlier commit too."""
+        lets a group of only such jobs be answered without a sync of the WAL (unless an
+        earlier group still waits for one): a crash of the process loses nothing (the
+        WAL is in the OS's cache), and a power loss can only undo the newest such commits
+        as a whole, which at-least-once delivery repairs by sending again. A group with
+        any durable job is answered after a sync, which covers every earlier commit too."""
         if self._writer is None:
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
