@@ -19,6 +19,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _SHIFTS = range(120, -1, -10)
+_HEAD_SHIFTS = range(90, -1, -10)  # the first twenty characters of a family's ULID
 _RANDOM_BITS = 80
 _RANDOM_MAX = (1 << _RANDOM_BITS) - 1
 _TIME_MAX = (1 << 48) - 1
@@ -112,7 +113,21 @@ class IdFactory:
                 if rand + span + _MEMBER_MASK > _RANDOM_MAX:  # only with ~2**59 in one call
                     raise ValueError("too many ids at once")
             self._last_ms, self._last_rand = ms, rand + span + _MEMBER_MASK
-        return [encode_ulid(ms, rand + (k << MEMBER_BITS)) for k in range(n)]
+        # Family k is the ULID of (ms, rand) plus k at bit MEMBER_BITS: its last four
+        # characters are "0000", the two before them count k (mod 1024), and the first
+        # twenty change only when that count carries, so they are spelled once per carry
+        # instead of encoding 26 characters per id.
+        top = ((ms << _RANDOM_BITS) | rand) >> (MEMBER_BITS + 10)
+        low = (rand >> MEMBER_BITS) & 1023
+        spelled: dict[int, str] = {}
+        out = []
+        for k in range(low, low + n):
+            head = top + (k >> 10)
+            first = spelled.get(head)
+            if first is None:
+                first = spelled[head] = "".join([_PAIRS[(head >> s) & 1023] for s in _HEAD_SHIFTS])
+            out.append(first + _PAIRS[k & 1023] + "0000")
+        return out
 
 
 def member_id(family: str, i: int) -> str:

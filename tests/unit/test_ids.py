@@ -335,6 +335,23 @@ def test_module_constants() -> None:
 # --- families: an event's id and its deliveries' ---------------------------------------
 
 
+@settings(max_examples=300)
+@given(
+    ms_values,
+    st.integers(min_value=0, max_value=(1 << 79) - 1),
+    st.integers(min_value=1, max_value=3000),
+)
+def test_families_spell_what_encode_ulid_spells(ms: int, drawn: int, n: int) -> None:
+    """The families are spelled a pair of characters at a time (the first twenty once
+    per carry): the same text as encoding each ULID in full, carries included."""
+    entropy = (drawn << 1).to_bytes(10, "big")  # the factory shifts the draw right by one
+    (first,) = IdFactory(clock_ms=lambda: ms, entropy=lambda k: entropy).families(1)
+    got = IdFactory(clock_ms=lambda: ms, entropy=lambda k: entropy).families(n)
+    start_ms, start_rand = decode_ulid(first)
+    assert start_ms == ms  # the top random bit is clear: n families always fit
+    assert got == [encode_ulid(ms, start_rand + (k << MEMBER_BITS)) for k in range(n)]
+
+
 def test_families_leave_the_member_bits_clear_and_count_up() -> None:
     factory = IdFactory(clock_ms=lambda: 42, entropy=fixed_entropy((5 << 20 | 77) << 1))
     heads = factory.families(4)
