@@ -10,19 +10,22 @@ writer already runs the next group (one sync covers every group committed before
 Answers leave in commit order: once a group waits for a sync, every later one (engine
 bookkeeping that needs no sync of its own included) is answered after it, so no caller
 ever acts on a write that a power loss could still undo. Under load, jobs pile up while a
-group runs, so the group grows by itself; idle, a lone job commits at once. A failing
-job fails alone: the jobs first run with no
-savepoints (each statement costs a GIL hand-over), and only when one fails does the group
-run again, each job in a SAVEPOINT of its own. Consecutive ingest jobs of a group run as
-one append (one statement per table for all their events).
+group runs, so the group grows by itself; idle, a lone job commits at once.
+
+A failing job fails alone: the jobs first run with no savepoints (each statement costs a
+GIL hand-over), and only when one fails does the group run again, each job in a
+SAVEPOINT of its own. Consecutive ingest jobs of a group run as one append (one
+statement per table for all their events).
 
 Reads run on a small pool of reader threads with their own connections (WAL lets them
-read the last commit while the writer works). Checkpoints (copying the WAL back into the
-database file, with its fsync) run on a thread of their own every `CHECKPOINT_EVERY_S`,
-not inside the writer's commits, where SQLite would run them by default; the writer only
-checkpoints itself as a backstop, if the WAL outgrows `BACKSTOP_PAGES`. The event loop
-never blocks on SQLite. Fan-out routing is decided inside the writer, from a destination
-cache that only the writer changes, so an event and its deliveries always commit together.
+read the last commit while the writer works; a read may see a commit in the moment
+between it and its sync, before the writing caller is answered). Checkpoints (copying
+the WAL back into the database file, with its fsync) run on a thread of their own every
+`CHECKPOINT_EVERY_S`, not inside the writer's commits, where SQLite would run them by
+default; the writer only checkpoints itself as a backstop, if the WAL outgrows
+`BACKSTOP_PAGES`. The event loop never blocks on SQLite. Fan-out routing is decided
+inside the writer, from a destination cache that only the writer changes, so an event
+and its deliveries always commit together.
 """
 
 from __future__ import annotations
@@ -165,7 +168,9 @@ def _answer(results: _Results) -> None:
     for job, result, error in results:
         by_loop.setdefault(job.loop, []).append((job.future, result, error))
     for loop, outcomes in by_loop.items():
-        loop.call_soon_threadsafe(_resolve_all, outcomes)
+        # A closed loop's callers are gone; the writer and syncer must go on for the rest.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve_all, outcomes)
 
 
 # The WAL's data reaches the disk (fdatasync: its size too, not other metadata); macOS
@@ -339,9 +344,10 @@ class SQLiteStore(Store):
             error: BaseException | None = None
             if any(durable for durable, _ in batch):
                 try:
-                    assert self._wal_fd is not None
+                    if self._wal_fd is None:
+                        raise OSError("the WAL file is not open")
                     self._sync_wal(self._wal_fd)
-                except (OSError, AssertionError) as exc:
+                except OSError as exc:
                     # The commits stand in the WAL but may not be on disk: fail their
                     # callers (a retry may duplicate, never lose, the write).
                     log.error("sqlite: syncing the WAL failed: %s", exc)

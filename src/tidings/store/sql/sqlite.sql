@@ -152,15 +152,6 @@ ORDER BY d.seq DESC LIMIT :limit;
 SELECT 1 FROM deliveries
 WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1 LIMIT 1;
 
--- name: lanes_with_head
--- Of the (destination_id, lane_key) pairs in the JSON array :lanes, those with a head, as
--- one JSON array (one step, however many).
-SELECT json_group_array(json_array(destination_id, lane_key)) FROM deliveries
-WHERE holds_lane = 1
-  AND (destination_id, lane_key) IN (SELECT json_extract(value, '$[0]'),
-                                            json_extract(value, '$[1]')
-                                     FROM json_each(:lanes));
-
 -- name: expired_leases
 SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner
 FROM deliveries d
