@@ -173,6 +173,26 @@ def _answer(results: _Results) -> None:
             loop.call_soon_threadsafe(_resolve_all, outcomes)
 
 
+def _take_waiting(
+    items: queue.SimpleQueue[Any], limit: int | None = None
+) -> tuple[list[Any], bool]:
+    """Block for one item, then take every other item already waiting (at most `limit`
+    in all); True if a None (stop) came, which ends the list and is not in it."""
+    first = items.get()
+    if first is None:
+        return [], True
+    taken = [first]
+    while limit is None or len(taken) < limit:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return taken, True
+        taken.append(item)
+    return taken, False
+
+
 # The WAL's data reaches the disk (fdatasync: its size too, not other metadata); macOS
 # has no fdatasync, and SQLite itself uses fsync there.
 _sync_file: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -326,21 +346,9 @@ class SQLiteStore(Store):
     def _run_syncs(self) -> None:
         """Answer the groups the writer committed, in order, each after a sync of the WAL
         that began after its commit (one sync for every group waiting)."""
-        while True:
-            first = self._answers.get()
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
-            while True:
-                try:
-                    more = self._answers.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
+        stopping = False
+        while not stopping:
+            batch, stopping = _take_waiting(self._answers)
             error: BaseException | None = None
             if any(durable for durable, _ in batch):
                 try:
@@ -358,8 +366,6 @@ class SQLiteStore(Store):
                 _answer(results)
             with self._answers_lock:
                 self._answers_waiting -= len(batch)
-            if stopping:
-                return
 
     def _hand_over(self, results: _Results, durable: bool) -> None:
         """Answer a committed group: after a sync of the WAL if it wrote anything that
@@ -377,20 +383,9 @@ class SQLiteStore(Store):
     def _serve_jobs(self, conn: sqlite3.Connection) -> None:
         stopping = False
         while not stopping:
-            first = self._jobs.get()
-            if first is None:
-                break
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                group.append(job)
-            self._run_group(conn, group)
+            group, stopping = _take_waiting(self._jobs, MAX_GROUP)
+            if group:
+                self._run_group(conn, group)
 
     def _begin(self, conn: sqlite3.Connection, group: list[_Job]) -> bool:
         """Open the group's transaction; False (every job answered with the error) if the
@@ -398,10 +393,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for job in group:
-                job.loop.call_soon_threadsafe(
-                    _resolve, job.future, None, StoreUnavailable(str(exc))
-                )
+            _answer([(job, None, StoreUnavailable(str(exc))) for job in group])
             return False
         self._routes_checked = False
         return True
@@ -425,7 +417,7 @@ class SQLiteStore(Store):
             if len(group) == 1:
                 if isinstance(exc, sqlite3.OperationalError):
                     exc = StoreUnavailable(str(exc))
-                group[0].loop.call_soon_threadsafe(_resolve, group[0].future, None, exc)
+                _answer([(group[0], None, exc)])
                 return
             if not self._begin(conn, group):
                 return
