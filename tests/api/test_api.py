@@ -544,6 +544,35 @@ async def test_wrong_method_is_405_json(api: Api, method: str, path: str) -> Non
     assert reply.headers.get("Allow")
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/events HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /v1/events HTTP/9.9\r\nHost: x\r\n\r\n",
+    ],
+    ids=["request-line", "header-too-long", "content-length", "http-version"],
+)
+async def test_protocol_errors_are_json(api: Api, head: bytes) -> None:
+    """Requests aiohttp's parser rejects, before any handler runs, still get the body."""
+    host, port = api.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=5)  # the server closes
+    finally:
+        writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400", raw[:200]
+    assert b"content-type: application/json" in headers.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"] and len(error["message"]) <= 200
+
+
 # --------------------------------------------------------------------------- auth
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from tidings.api import deliveries, destinations, events, ops
 from tidings.api.auth import auth_middleware
-from tidings.api.errors import error_middleware
+from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
 from tidings.api.keys import ENGINE, KEY_DIGESTS, OPENAPI, SETTINGS, STORE, EngineLink, NoEngine
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
@@ -43,6 +43,7 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     """Start serving; answer the runner and the bound port (port 0 picks a free one)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    answer_protocol_errors_as_json(runner)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

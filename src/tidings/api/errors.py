@@ -1,7 +1,9 @@
 """Every error the API answers is `{"error": {"code", "message", "field"}}` JSON.
 
 `error_middleware` maps domain errors and aiohttp's own HTTP errors (404, 405, 413, ...)
-onto that body, so no response ever leaves as HTML or plain text.
+onto that body; `answer_protocol_errors_as_json` does the same for the requests aiohttp
+rejects before any handler or middleware sees them (a malformed request line, headers
+too long, a bad `Content-Length`), so no response ever leaves as HTML or plain text.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from tidings.api.keys import SETTINGS
 from tidings.api.wire import ErrorBody, ErrorOut, encode
@@ -94,3 +98,48 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; see the server log")
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering its own protocol errors with our body."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own version logs the error and refuses if a response has begun
+        # (raising ConnectionError); keep both, replace only the body it builds.
+        super().handle_error(request, status, exc, message)
+        if status >= 500 or not message:
+            text = "internal error; see the server log" if status >= 500 else "bad request"
+        else:
+            text = message.splitlines()[0][:200]  # the parser's reason, not the raw bytes
+        code = "internal_error" if status >= 500 else _HTTP_CODES.get(status, "http_error")
+        response = error_response(status, code, text)
+        response.force_close()  # the stream is out of step: the connection cannot go on
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        handler.__class__ = _JsonErrorHandler  # same layout (no slots of its own)
+        return handler
+
+
+def answer_protocol_errors_as_json(runner: web.BaseRunner) -> None:
+    """Make a set-up runner's connections answer protocol errors with the JSON body.
+
+    aiohttp builds those answers in its connection handler, out of reach of middleware,
+    and has no setting for their body; its server makes one handler per connection, so
+    the runner's server is given a subclass that hands out ours.
+    """
+    server = runner.server
+    if server is None:
+        raise RuntimeError("the runner is not set up")
+    server.__class__ = _JsonErrorServer
