@@ -384,6 +384,63 @@ async def test_batch_accepts_all(api: Api) -> None:
     assert await event_count(api) == 4
 
 
+async def test_batch_idempotency_key_header(api: Api) -> None:
+    """On a batch the header keys the request: a retry creates nothing and answers 200
+    with the first ids; an event's own key still counts on its own."""
+    await create_destination(api, topics=["*"])
+    events = [
+        {"topic": "order.new", "key": "a"},
+        {"topic": "order.new", "key": "b", "idempotency_key": "own-1"},
+        {"topic": "order.new", "key": "c"},
+    ]
+    headers = {"Idempotency-Key": "req-1"}
+    status, first = await api.call(
+        "POST", "/v1/events/batch", json={"events": events}, headers=headers
+    )
+    assert status == 202 and isinstance(first, dict)
+    assert first["duplicates"] == 0
+    assert await event_count(api) == 3
+
+    status, again = await api.call(
+        "POST", "/v1/events/batch", json={"events": events}, headers=headers
+    )
+    assert status == 200 and isinstance(again, dict)
+    assert again["ids"] == first["ids"]
+    assert again["duplicates"] == 3
+    assert await event_count(api) == 3
+
+    # The event keyed by its own field is a repeat under any header; the others are new.
+    status, other = await api.call(
+        "POST", "/v1/events/batch", json={"events": events}, headers={"Idempotency-Key": "req-2"}
+    )
+    assert status == 202 and isinstance(other, dict)
+    assert other["ids"][1] == first["ids"][1]
+    assert {other["ids"][0], other["ids"][2]}.isdisjoint(first["ids"])
+    assert other["duplicates"] == 1
+    assert await event_count(api) == 5
+
+    # Without a header, a batch of repeats of stored keys answers 200 as well.
+    status, repeat = await api.call(
+        "POST",
+        "/v1/events/batch",
+        json={"events": [{"topic": "order.new", "idempotency_key": "own-1"}]},
+    )
+    assert (status, repeat["ids"]) == (200, [first["ids"][1]])  # type: ignore[index]
+
+    expect_error(
+        await send(
+            api,
+            "POST",
+            "/v1/events/batch",
+            json={"events": events},
+            headers={"Idempotency-Key": "x" * 256},
+        ),
+        400,
+        field="Idempotency-Key",
+    )
+    assert await event_count(api) == 5
+
+
 @pytest.mark.parametrize(
     ("bad", "status", "field"),
     [

@@ -32,12 +32,17 @@ _event = msgspec.json.Decoder(EventIn)
 _batch = msgspec.json.Decoder(BatchIn)
 
 
-def _with_header_key(request: web.Request, event: EventIn) -> EventIn:
+def _header_key(request: web.Request) -> str | None:
     header = request.headers.get("Idempotency-Key")
+    if header is not None and not 1 <= len(header) <= 255:
+        raise FieldError("Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")
+    return header
+
+
+def _with_header_key(request: web.Request, event: EventIn) -> EventIn:
+    header = _header_key(request)
     if header is None:
         return event
-    if not 1 <= len(header) <= 255:
-        raise FieldError("Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")
     if event.idempotency_key is not None and event.idempotency_key != header:
         raise FieldError(
             "idempotency_key", "the Idempotency-Key header and idempotency_key field differ"
@@ -71,7 +76,8 @@ async def publish_batch(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_payload_bytes
     for i, event in enumerate(batch.events):
         check_event(event, limit, field_prefix=f"events[{i}].")
-    appended = await request.app[STORE].append_events(batch.events)
+    events = _with_batch_key(_header_key(request), batch.events)
+    appended = await request.app[STORE].append_events(events)
     EVENTS_INGESTED.inc(sum(not a.duplicate for a in appended))
     if any(a.deliveries and not a.duplicate for a in appended):
         request.app[ENGINE].wake()
@@ -81,8 +87,22 @@ async def publish_batch(request: web.Request) -> web.Response:
             deliveries=[a.deliveries for a in appended],
             duplicates=sum(a.duplicate for a in appended),
         ),
-        status=202,
+        # As for one event: a repeat that creates nothing answers 200.
+        status=200 if all(a.duplicate for a in appended) else 202,
     )
+
+
+def _with_batch_key(header: str | None, events: list[EventIn]) -> list[EventIn]:
+    """The header keys the whole request: event i without a key of its own is keyed
+    `<header>#<i>`, so a retried batch creates nothing again and answers the first ids."""
+    if header is None:
+        return events
+    return [
+        e
+        if e.idempotency_key is not None
+        else msgspec.structs.replace(e, idempotency_key=f"{header}#{i}")
+        for i, e in enumerate(events)
+    ]
 
 
 @routes.get("/v1/events")

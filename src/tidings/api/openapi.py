@@ -93,12 +93,22 @@ def build_openapi() -> dict[str, Any]:
         "/v1/events/batch": {
             "post": {
                 "summary": "Publish up to 1000 events, all or nothing",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "keys the request: event i without an idempotency_key "
+                        "of its own is keyed `<header>#<i>`",
+                        "schema": {"type": "string"},
+                    }
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("BatchIn")}},
                 },
                 "responses": {
                     "202": _json(_ref("BatchAcceptedOut"), "Accepted"),
+                    "200": _json(_ref("BatchAcceptedOut"), "Every event a repeat: nothing created"),
                     "413": _ERR,
                     **errors,
                 },
