@@ -788,8 +788,24 @@ async def test_create_destination_with_every_field(api: Api) -> None:
         ({"retry": {"initial_ms": 2000, "max_ms": 1000}}, "retry.initial_ms"),
         ({"ordering": "lifo"}, "ordering"),
         ({"on_dead": "explode"}, "on_dead"),
+        ({"retry": {"max_attempts": 101}}, "retry.max_attempts"),
+        ({"retry": {"initial_ms": 0}}, "retry.initial_ms"),
+        ({"retry": {"initial_ms": 86_400_001}}, "retry.initial_ms"),
+        ({"retry": {"multiplier": 11}}, "retry.multiplier"),
+        ({"retry": {"max_ms": 0}}, "retry.max_ms"),
+        ({"retry": {"max_ms": 604_800_001}}, "retry.max_ms"),
+        ({"retry": {"jitter": -0.1}}, "retry.jitter"),
+        ({"retry": {"jitter": 2}}, "retry.jitter"),
+        ({"retry": "fast"}, "retry"),
         ({"timeout_ms": 5}, "timeout_ms"),
+        ({"timeout_ms": 300_001}, "timeout_ms"),
         ({"rate_limit_per_s": 0}, "rate_limit_per_s"),
+        ({"rate_limit_per_s": "10"}, "rate_limit_per_s"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 1001}, "max_in_flight"),
+        ({"alert_url": "ftp://example.com/alerts"}, "alert_url"),
+        ({"alert_url": "not a url"}, "alert_url"),
+        ({"filter": {"amount": {"$regex": "x"}}}, "filter.amount"),
         ({"enabled": "yes"}, "enabled"),
         ({"name": ""}, "name"),
         ({"colour": "blue"}, "colour"),
@@ -803,7 +819,9 @@ async def test_create_destination_validation(api: Api, change: dict[str, Any], f
             body.pop(name, None)
         else:
             body[name] = value
-    expect_error(await send(api, "POST", "/v1/destinations", json=body), 400, field=field)
+    error = expect_error(await send(api, "POST", "/v1/destinations", json=body), 400, field=field)
+    missing = None in change.values()
+    assert error["code"] == ("missing_field" if missing else "invalid_field"), error
     _status, listed = await api.call("GET", "/v1/destinations")
     assert isinstance(listed, dict)
     assert listed["items"] == []

@@ -45,7 +45,10 @@ def from_msgspec(error: msgspec.MsgspecError, prefix: str = "") -> FieldError:
         path = f"{path}.{named.group('name')}" if path else named.group("name")
     if prefix:
         path = f"{prefix}.{path}" if path and not path.startswith("[") else f"{prefix}{path}"
-    return FieldError(path or None, message)
+    code = (
+        "missing_field" if message.startswith("Object missing required field") else "invalid_field"
+    )
+    return FieldError(path or None, message, code=code)
 
 
 def url_error(url: str) -> str | None:
