@@ -72,7 +72,10 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "allow_private_targets",
         "1 lets webhooks target loopback/private/link-local addresses (development, tests)",
     ),
-    SettingDoc("watch_dir", "a folder whose new CSV files are ingested (not used yet)"),
+    SettingDoc(
+        "watch_dir",
+        "a folder whose new CSV files are ingested (not built yet: setting it only logs a warning)",
+    ),
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
     SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
     SettingDoc("log_level", "debug, info, warning or error (default info)"),

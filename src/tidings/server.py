@@ -116,6 +116,12 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 extra={"worker": options.owner, "sender_pids": transport.pids()},
             )
         if "api" in roles:
+            if settings.watch_dir:
+                log.warning(
+                    "TIDINGS_WATCH_DIR is set but folder ingest is not built yet: "
+                    "no file in %s will be read",
+                    settings.watch_dir,
+                )
             digests = await settle_api_key(settings, store)
             app = create_app(settings, store, digests, _EngineLinks(dispatcher, signals))
             runner, port = await start_site(app, settings.host, settings.port)
