@@ -384,6 +384,48 @@ async def test_batch_accepts_all(api: Api) -> None:
     assert await event_count(api) == 4
 
 
+async def test_event_chain_is_the_causation_tree_of_its_correlation(api: Api) -> None:
+    async def publish(topic: str, cause: str | None = None, corr: str | None = None) -> str:
+        body: dict[str, Any] = {"topic": topic}
+        if cause:
+            body["causation_id"] = cause
+        if corr:
+            body["correlation_id"] = corr
+        status, reply = await api.call("POST", "/v1/events", json=body)
+        assert status == 202, reply
+        return str(reply["id"])  # type: ignore[index]
+
+    root = await publish("order.placed")
+    paid = await publish("order.paid", root, root)
+    await publish("noise")  # no correlation: not part of the tree
+    packed = await publish("order.packed", paid, root)
+    mailed = await publish("mail.sent", root, root)
+    shipped = await publish("order.shipped", packed, root)
+
+    expected = [
+        (root, 0, None, "order.placed"),
+        (paid, 1, root, "order.paid"),
+        (packed, 2, paid, "order.packed"),
+        (shipped, 3, packed, "order.shipped"),
+        (mailed, 1, root, "mail.sent"),
+    ]
+    for asked in (root, packed, shipped):  # any event of the correlation shows the whole tree
+        status, chain = await api.call("GET", f"/v1/events/{asked}/chain")
+        assert status == 200 and isinstance(chain, dict)
+        assert chain["correlation_id"] == root
+        assert chain["truncated"] is False
+        got = [(i["id"], i["depth"], i["parent_id"], i["topic"]) for i in chain["items"]]
+        assert got == expected
+        assert_recent(chain["items"][0]["received_at"])
+
+    status, cut = await api.call("GET", f"/v1/events/{root}/chain?limit=2")
+    assert status == 200 and isinstance(cut, dict)
+    assert [i["id"] for i in cut["items"]] == [root, paid] and cut["truncated"] is True
+
+    expect_error(await send(api, "GET", "/v1/events/evt_nope/chain"), 404, code="not_found")
+    expect_error(await send(api, "GET", f"/v1/events/{root}/chain?limit=0"), 400, field="limit")
+
+
 async def test_batch_idempotency_key_header(api: Api) -> None:
     """On a batch the header keys the request: a retry creates nothing and answers 200
     with the first ids; an event's own key still counts on its own."""

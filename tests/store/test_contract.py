@@ -613,6 +613,32 @@ async def test_rotate_secret_drops_expired_secrets(store: Store) -> None:
 # --------------------------------------------------------------------------- event reads
 
 
+async def test_correlated_events(store: Store) -> None:
+    (root,) = await store.append_events([ev("order.created")])
+
+    def follow(cause: str, correlation: str | None) -> EventIn:
+        return EventIn(topic="order.step", causation_id=cause, correlation_id=correlation)
+
+    first = await store.append_events([follow(root.id, root.id), ev("unrelated")])
+    # The root may also name itself as its correlation, as some clients do.
+    (named,) = await store.append_events(
+        [EventIn(topic="saga.start", correlation_id="saga-1", causation_id=None)]
+    )
+    later = await store.append_events(
+        [follow(first[0].id, root.id), follow(named.id, "saga-1"), follow(root.id, root.id)]
+    )
+
+    found = await store.correlated_events(root.id, 100)
+    assert [e.id for e in found] == [root.id, first[0].id, later[0].id, later[2].id]
+    assert [e.seq for e in found] == sorted(e.seq for e in found)
+    assert found[1].causation_id == root.id and found[1].correlation_id == root.id
+    assert [e.id for e in await store.correlated_events(root.id, 2)] == [root.id, first[0].id]
+    assert [e.id for e in await store.correlated_events("saga-1", 100)] == [named.id, later[1].id]
+    # An event's own id is its correlation when it names none, even with no followers.
+    assert [e.id for e in await store.correlated_events(first[1].id, 100)] == [first[1].id]
+    assert await store.correlated_events("no-such-correlation", 100) == []
+
+
 async def test_list_events_by_topic_and_pages(store: Store) -> None:
     topics = [
         "order.created",

@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from tidings.api.http import (
+    MAX_LIMIT,
     SETTINGS,
     STORE,
     decode,
@@ -18,11 +19,14 @@ from tidings.api.keys import ENGINE
 from tidings.api.wire import (
     AcceptedOut,
     BatchAcceptedOut,
+    ChainNodeOut,
+    ChainOut,
     EventList,
     event_out,
 )
 from tidings.metrics import EVENTS_INGESTED
 from tidings.model import MAX_BATCH, BatchIn, EventIn
+from tidings.policy.chains import causation_tree, correlation_of
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError, check_event
 from tidings.timeutil import to_iso
@@ -113,6 +117,37 @@ async def list_events(request: web.Request) -> web.Response:
         raise FieldError("topic", f"topic {problem}")
     page = await request.app[STORE].list_events(topic, limit, cursor)
     return json_response(EventList(items=[event_out(e) for e in page.items], next=page.next))
+
+
+@routes.get("/v1/events/{id}/chain")
+async def event_chain(request: web.Request) -> web.Response:
+    limit, _cursor = page_params(request, default=MAX_LIMIT)
+    store = request.app[STORE]
+    event_id = request.match_info["id"]
+    event = await store.get_event(event_id)
+    if event is None:
+        raise not_found("event", event_id)
+    correlation = correlation_of(event)
+    events = await store.correlated_events(correlation, limit + 1)
+    return json_response(
+        ChainOut(
+            correlation_id=correlation,
+            items=[
+                ChainNodeOut(
+                    id=n.event.id,
+                    topic=n.event.topic,
+                    key=n.event.key,
+                    received_at=to_iso(n.event.received_at),
+                    causation_id=n.event.causation_id,
+                    correlation_id=n.event.correlation_id,
+                    parent_id=n.parent_id,
+                    depth=n.depth,
+                )
+                for n in causation_tree(events[:limit])
+            ],
+            truncated=len(events) > limit,
+        )
+    )
 
 
 @routes.get("/v1/events/{id}")

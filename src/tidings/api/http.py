@@ -36,9 +36,9 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise from_msgspec(exc) from None
 
 
-def page_params(request: web.Request) -> tuple[int, str | None]:
+def page_params(request: web.Request, default: int = DEFAULT_LIMIT) -> tuple[int, str | None]:
     raw = request.query.get("limit")
-    limit = DEFAULT_LIMIT
+    limit = default
     if raw is not None:
         try:
             limit = int(raw)

@@ -53,6 +53,7 @@ def build_openapi() -> dict[str, Any]:
             wire.DestinationList,
             wire.EventOut,
             wire.EventList,
+            wire.ChainOut,
             wire.DeliveryOut,
             wire.DeliveryList,
             wire.ReplayOut,
@@ -119,6 +120,21 @@ def build_openapi() -> dict[str, Any]:
                 "summary": "One event with its deliveries",
                 "parameters": [_path_id("event")],
                 "responses": {"200": _json(_ref("EventOut")), "404": _ERR, **errors},
+            }
+        },
+        "/v1/events/{id}/chain": {
+            "get": {
+                "summary": "The causation tree of the event's correlation, depth first",
+                "parameters": [
+                    _path_id("event"),
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "at most this many events, the oldest (default 1000)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {"200": _json(_ref("ChainOut")), "404": _ERR, **errors},
             }
         },
         "/v1/destinations": {

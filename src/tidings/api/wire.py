@@ -115,6 +115,23 @@ class EventList(Struct, frozen=True):
     next: str | None
 
 
+class ChainNodeOut(Struct, frozen=True, kw_only=True):
+    id: str
+    topic: str
+    key: str
+    received_at: str
+    causation_id: str | None
+    correlation_id: str | None
+    parent_id: str | None  # the causation_id when that event is in this tree
+    depth: int  # 0 for a root
+
+
+class ChainOut(Struct, frozen=True, kw_only=True):
+    correlation_id: str
+    items: list[ChainNodeOut]  # depth-first: each event, then what it caused, oldest first
+    truncated: bool  # the correlation holds more events than `limit`; these are the oldest
+
+
 class DeliveryList(Struct, frozen=True):
     items: list[DeliveryOut]
     next: str | None

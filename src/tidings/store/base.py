@@ -149,6 +149,12 @@ class Store(abc.ABC):
         """`topic` is exact, or a pattern ending in `*` (prefix match)."""
 
     @abc.abstractmethod
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+        """The events whose correlation_id is `correlation_id`, and the one whose id it is
+        (a root names no correlation; its followers name its id), oldest first, at most
+        `limit`."""
+
+    @abc.abstractmethod
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     @abc.abstractmethod

@@ -547,6 +547,11 @@ class PostgresStore(Store):
             )
         return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["correlated_events"], correlation_id, limit)
+        return [event_row(r) for r in rows]
+
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(Q["get_delivery"], delivery_id)

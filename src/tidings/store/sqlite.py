@@ -818,6 +818,11 @@ class SQLiteStore(Store):
 
         return await self._read(read)
 
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+        params = {"correlation_id": correlation_id, "limit": limit}
+        rows = await self._read(lambda c: c.execute(Q["correlated_events"], params).fetchall())
+        return [event_row(r) for r in rows]
+
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await self._read(
             lambda c: c.execute(Q["get_delivery"], {"id": delivery_id}).fetchone()

@@ -79,6 +79,16 @@ SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events WHERE id = :id;
 
+-- name: correlated_events
+-- The events of a correlation: those naming it as their correlation_id, and the event
+-- whose id it is (a root names no correlation: its followers use its id), oldest first.
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE seq IN (SELECT seq FROM events WHERE correlation_id = :correlation_id
+              UNION SELECT seq FROM events WHERE id = :correlation_id)
+ORDER BY seq LIMIT :limit;
+
 -- name: list_events
 -- An exact topic uses list_events_of_topic (events_topic); the cursor is a bound on seq,
 -- not a filter, so a page starts where the last one ended.
