@@ -6,6 +6,7 @@ Tidings over its HTTP API (`--url`/`TIDINGS_URL`, `--api-key`/`TIDINGS_API_KEY`)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import urllib.error
@@ -18,6 +19,7 @@ import click
 
 from tidings import __version__
 from tidings.config import ConfigError, Settings, load_settings, settings_help
+from tidings.loadgen import LoadPlan, run_load, summary
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 RETRY_BATCH = 500  # ids per POST /v1/deliveries/retry
@@ -345,6 +347,75 @@ def dlq_retry(
         + (f", {conflicts} already pending" if conflicts else "")
     )
     if ids and retried < len(ids):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--events", default=10_000, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option(
+    "--concurrency",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Concurrent clients, each with one request in flight.",
+)
+@click.option(
+    "--batch-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="1 posts single events; more posts batches of this many.",
+)
+@click.option("--payload-bytes", default=256, show_default=True, type=click.IntRange(16, 1 << 20))
+@click.option("--topic", default="bench.load", show_default=True)
+@click.option(
+    "--keys", default=1000, show_default=True, type=click.IntRange(1), help="Distinct keys (lanes)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_url_option
+@_key_option
+def bench(
+    events: int,
+    concurrency: int,
+    batch_size: int,
+    payload_bytes: int,
+    topic: str,
+    keys: int,
+    as_json: bool,
+    url: str,
+    api_key: str | None,
+) -> None:
+    """Publish --events events to a running Tidings as fast as it takes them; print
+    events/s and request latency.
+
+    The events are real: they are stored, and every destination subscribed to --topic
+    gets them. Point it at a scratch instance, or use a topic nothing subscribes to.
+    Stops at the first 4xx answer; exits 1 if any event was not accepted.
+    The repository's bench/ folder holds the benchmarks against baselines.
+    """
+    plan = LoadPlan(events, concurrency, batch_size, payload_bytes, topic, keys)
+    with click.progressbar(length=events, label="publishing", file=sys.stderr) as bar:
+        result = asyncio.run(run_load(url, api_key, plan, bar.update))
+    report = summary(plan, result)
+    if as_json:
+        _print(report)
+    else:
+        lat = report["latency_ms"]
+        assert isinstance(lat, dict)
+        click.echo(
+            f"{result.accepted} events in {result.elapsed_s:.2f} s: "
+            f"{report['events_per_s']:,} events/s ({len(result.latencies_ms)} requests of "
+            f"{batch_size}, {concurrency} concurrent); latency p50 {lat['p50']} ms, "
+            f"p95 {lat['p95']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+        )
+        if result.failures and not result.stopped:
+            failed = ", ".join(
+                f"{n} x {s or 'no answer'}" for s, n in sorted(result.failures.items())
+            )
+            click.echo(f"failed requests: {failed}; first: {result.first_error}", err=True)
+    if result.stopped:
+        click.echo(result.stopped, err=True)
+    if result.accepted < events:
         sys.exit(1)
 
 

@@ -149,3 +149,87 @@ def test_dlq_list_and_retry(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "1 not found" in missing.stdout
     finally:
         proc.stop()
+
+
+def test_bench_publishes_and_measures(tmp_path: Path) -> None:
+    proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'bench.db'}")
+    proc.start()
+    try:
+        created = tidings(
+            "destinations", "create", "--url", "https://example.com/h", "--topic", "bench.*",
+            url=proc.url,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        destination_id = json.loads(created.stdout)["id"]
+        # Pause it: the events are real and would otherwise be sent.
+        assert tidings_patch(proc.url, destination_id, {"state": "paused"}) == 200
+
+        single = tidings("bench", "--events", "300", "--concurrency", "8", "--json", url=proc.url)
+        assert single.returncode == 0, single.stderr
+        report = json.loads(single.stdout)
+        assert (report["events"], report["requests"], report["failed_requests"]) == (300, 300, {})
+        assert report["events_per_s"] > 0
+        lat = report["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+
+        # 420 in batches of 50: eight full ones and one of 20.
+        batched = tidings(
+            "bench", "--events", "420", "--batch-size", "50", "--concurrency", "3",
+            "--keys", "7", url=proc.url,
+        )  # fmt: skip
+        assert batched.returncode == 0, batched.stderr
+        assert batched.stdout.startswith("420 events in ")
+        assert "(9 requests of 50, 3 concurrent)" in batched.stdout
+
+        stored = _events_of_topic(proc.url, "bench.load")
+        assert len(stored) == 720
+        assert {e["key"] for e in stored} >= {f"k{i}" for i in range(7)}
+        deliveries = _deliveries_of(proc.url, destination_id)
+        assert len(deliveries) == 720
+
+        refused = tidings("bench", "--events", "50", url=proc.url, key="wrong")
+        assert refused.returncode == 1
+        assert "stopped: 401" in refused.stderr
+        assert len(_events_of_topic(proc.url, "bench.load")) == 720
+    finally:
+        proc.stop()
+    unreachable = tidings("bench", "--events", "5", url=proc.url)
+    assert unreachable.returncode == 1 and "cannot reach Tidings" in unreachable.stderr
+
+
+def _get(url: str) -> dict[str, object]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _paged(url: str) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    cursor: str | None = None
+    for _ in range(100):
+        sep = "&" if "?" in url else "?"
+        page = _get(url + sep + "limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+        out.extend(page["items"])  # type: ignore[arg-type]
+        cursor = page["next"]  # type: ignore[assignment]
+        if cursor is None:
+            return out
+    raise AssertionError("more than 100 pages")
+
+
+def _events_of_topic(base: str, topic: str) -> list[dict[str, object]]:
+    return _paged(f"{base}/v1/events?topic={topic}")
+
+
+def _deliveries_of(base: str, destination_id: str) -> list[dict[str, object]]:
+    return _paged(f"{base}/v1/deliveries?destination_id={destination_id}")
+
+
+def tidings_patch(base: str, destination_id: str, body: dict[str, object]) -> int:
+    request = urllib.request.Request(
+        f"{base}/v1/destinations/{destination_id}",
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
