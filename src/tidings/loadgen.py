@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ class LoadPlan:
 class LoadResult:
     accepted: int = 0  # events answered 202 (or 200 for a repeat)
     elapsed_s: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)  # one per successful request
+    # One per successful request; an array of doubles (8 bytes each, not a float object).
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     failures: Counter[int] = field(default_factory=Counter)  # by status (0: no answer)
     first_error: str | None = None
     stopped: str | None = None  # why the run stopped early, if it did
@@ -122,7 +124,9 @@ async def run_load(
                     status = response.status
             except aiohttp.ClientConnectorError as exc:
                 result.failures[0] += 1
-                raise Refused(f"cannot reach Tidings at {url}: {exc.os_error}") from None
+                message = f"cannot reach Tidings at {url}: {exc.os_error}"
+                result.first_error = result.first_error or message
+                raise Refused(message) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, text = 0, f"no answer: {exc!r}"
             if status in (200, 202):
@@ -131,10 +135,10 @@ async def run_load(
                 progress(len(numbers))
                 continue
             result.failures[status] += 1
-            if result.first_error is None:
-                result.first_error = f"{status or 'error'}: {text[:300]}"
+            message = f"{status or 'error'}: {text[:300]}"
+            result.first_error = result.first_error or message
             if 400 <= status < 500:
-                raise Refused(result.first_error)
+                raise Refused(message)
 
     timeout = aiohttp.ClientTimeout(total=request_timeout_s)
     connector = aiohttp.TCPConnector(limit=plan.concurrency)
@@ -145,8 +149,10 @@ async def run_load(
             await asyncio.gather(*tasks)
         except Refused as exc:
             result.stopped = f"stopped: {exc}"
+        finally:
+            # Whatever ended the run, no client outlives the session it sends through.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        result.elapsed_s = time.perf_counter() - start
+            result.elapsed_s = time.perf_counter() - start
     return result

@@ -125,6 +125,18 @@ class Event(Struct, frozen=True, kw_only=True):
     received_at: int
 
 
+class EventLink(Struct, frozen=True, kw_only=True):
+    """An event without its payload: what a causation chain shows of it."""
+
+    id: str
+    seq: int
+    topic: str
+    key: str
+    causation_id: str | None
+    correlation_id: str | None
+    received_at: int
+
+
 class Delivery(Struct, frozen=True, kw_only=True):
     id: str
     seq: int

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import API_KEY, Api
 from tidings.api.app import create_app
+from tidings.api.events import batch_member_key
 
 # --------------------------------------------------------------------------- helpers
 
@@ -421,9 +422,18 @@ async def test_event_chain_is_the_causation_tree_of_its_correlation(api: Api) ->
     status, cut = await api.call("GET", f"/v1/events/{root}/chain?limit=2")
     assert status == 200 and isinstance(cut, dict)
     assert [i["id"] for i in cut["items"]] == [root, paid] and cut["truncated"] is True
+    # An event beyond the limit still shows, with its line of causes up to the part shown.
+    status, cut = await api.call("GET", f"/v1/events/{shipped}/chain?limit=2")
+    assert status == 200 and isinstance(cut, dict)
+    got = [(i["id"], i["depth"], i["parent_id"]) for i in cut["items"]]
+    assert got == [(root, 0, None), (paid, 1, root), (packed, 2, paid), (shipped, 3, packed)]
+    assert cut["truncated"] is True
 
     expect_error(await send(api, "GET", "/v1/events/evt_nope/chain"), 404, code="not_found")
     expect_error(await send(api, "GET", f"/v1/events/{root}/chain?limit=0"), 400, field="limit")
+    expect_error(await send(api, "GET", f"/v1/events/{root}/chain?limit=10001"), 400, field="limit")
+    assert (await send(api, "GET", f"/v1/events/{root}/chain?limit=10000")).status == 200
+    expect_error(await send(api, "GET", f"/v1/events/{root}/chain?cursor=x"), 400, field="cursor")
 
 
 async def test_batch_idempotency_key_header(api: Api) -> None:
@@ -461,6 +471,37 @@ async def test_batch_idempotency_key_header(api: Api) -> None:
     assert other["duplicates"] == 1
     assert await event_count(api) == 5
 
+    # Keys written by clients never meet the derived ones by accident.
+    status, plain = await api.call(
+        "POST", "/v1/events", json={"topic": "order.new", "idempotency_key": "req-1#0"}
+    )
+    assert status == 202 and plain["id"] not in first["ids"]  # type: ignore[index]
+    status, mixed = await api.call(
+        "POST",
+        "/v1/events/batch",
+        json={"events": [{"topic": "order.new"}, {"topic": "order.new", "idempotency_key": "h#0"}]},
+        headers={"Idempotency-Key": "h"},
+    )
+    assert status == 202 and isinstance(mixed, dict)
+    assert mixed["duplicates"] == 0 and len(set(mixed["ids"])) == 2
+    assert await event_count(api) == 8
+    # A long header still makes keys a client could send again itself.
+    status, long = await api.call(
+        "POST",
+        "/v1/events/batch",
+        json={"events": [{"topic": "order.new"}] * 3},
+        headers={"Idempotency-Key": "x" * 255},
+    )
+    assert status == 202 and isinstance(long, dict)
+    status, shown = await api.call("GET", f"/v1/events/{long['ids'][2]}")
+    key = shown["idempotency_key"]  # type: ignore[index]
+    assert key == batch_member_key("x" * 255, 2) and len(key) <= 255
+    status, again_one = await api.call(
+        "POST", "/v1/events", json={"topic": "order.new", "idempotency_key": key}
+    )
+    assert (status, again_one["id"]) == (200, long["ids"][2])  # type: ignore[index]
+    assert await event_count(api) == 11
+
     # Without a header, a batch of repeats of stored keys answers 200 as well.
     status, repeat = await api.call(
         "POST",
@@ -480,7 +521,7 @@ async def test_batch_idempotency_key_header(api: Api) -> None:
         400,
         field="Idempotency-Key",
     )
-    assert await event_count(api) == 5
+    assert await event_count(api) == 11
 
 
 @pytest.mark.parametrize(
@@ -670,6 +711,7 @@ async def test_protocol_errors_are_json(api: Api, head: bytes) -> None:
     error = json.loads(body)["error"]
     assert error["code"] == "bad_request"
     assert error["message"] and len(error["message"]) <= 200
+    assert not error["message"].endswith(":")
 
 
 # --------------------------------------------------------------------------- auth

@@ -620,7 +620,7 @@ async def test_correlated_events(store: Store) -> None:
         return EventIn(topic="order.step", causation_id=cause, correlation_id=correlation)
 
     first = await store.append_events([follow(root.id, root.id), ev("unrelated")])
-    # The root may also name itself as its correlation, as some clients do.
+    # A root may also name a correlation of its own (an external key).
     (named,) = await store.append_events(
         [EventIn(topic="saga.start", correlation_id="saga-1", causation_id=None)]
     )
@@ -637,6 +637,15 @@ async def test_correlated_events(store: Store) -> None:
     # An event's own id is its correlation when it names none, even with no followers.
     assert [e.id for e in await store.correlated_events(first[1].id, 100)] == [first[1].id]
     assert await store.correlated_events("no-such-correlation", 100) == []
+
+    link = await store.event_link(later[0].id)
+    assert link is not None and link == found[2]
+    assert (link.topic, link.causation_id, link.correlation_id) == (
+        "order.step",
+        first[0].id,
+        root.id,
+    )
+    assert await store.event_link("evt_missing") is None
 
 
 async def test_list_events_by_topic_and_pages(store: Store) -> None:

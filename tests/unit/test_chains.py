@@ -61,6 +61,17 @@ def test_a_cycle_is_broken_at_its_oldest_event() -> None:
     ]
 
 
+def test_what_hangs_below_a_cycle_stays_below_it() -> None:
+    # s (oldest of the three) was caused by q, which is in a cycle with p.
+    events = [Ev("r", 1), Ev("s", 2, "q", "r"), Ev("p", 3, "q", "r"), Ev("q", 4, "p", "r")]
+    assert shape(causation_tree(events)) == [
+        ("r", 0, None),
+        ("p", 0, None),
+        ("q", 1, "p"),
+        ("s", 2, "q"),
+    ]
+
+
 def test_a_very_deep_chain_needs_no_recursion() -> None:
     events = [Ev("e0", 0)] + [Ev(f"e{i}", i, f"e{i - 1}", "e0") for i in range(1, 20_000)]
     nodes = causation_tree(events[::-1])
@@ -103,6 +114,39 @@ def test_every_event_once_parents_first(events: list[Ev]) -> None:
     for parent_id, seqs in by_parent.items():
         if parent_id is not None:
             assert seqs == sorted(seqs)
+
+
+@given(linked_events())
+def test_only_the_oldest_of_a_cycle_loses_its_parent(events: list[Ev]) -> None:
+    """An event whose cause is among the events keeps it as its parent, unless it is the
+    oldest member of a causation cycle (which must become a root)."""
+    by_id = {e.id: e for e in events}
+
+    def cycle_through(e: Ev) -> list[Ev] | None:
+        path: list[Ev] = [e]
+        at = e
+        while True:
+            c = at.causation_id
+            if c is None or c == at.id or c not in by_id:
+                return None
+            at = by_id[c]
+            if at.id == e.id:
+                return path
+            if at in path:
+                return None  # a cycle further up, not through e
+            path.append(at)
+
+    for node in causation_tree(events):
+        e = node.event
+        c = e.causation_id
+        if c is None or c == e.id or c not in by_id:
+            assert node.parent_id is None
+            continue
+        cycle = cycle_through(e)
+        if cycle is not None and e == min(cycle, key=lambda x: x.seq):
+            assert node.parent_id is None and node.depth == 0
+        else:
+            assert node.parent_id == c
 
 
 @given(linked_events())

@@ -36,7 +36,8 @@ def test_percentile_is_a_member_and_monotone(values: list[float], q1: float, q2:
 
 def test_summary() -> None:
     plan = LoadPlan(events=10, concurrency=2, batch_size=5, payload_bytes=64, topic="t", keys=3)
-    result = LoadResult(accepted=5, elapsed_s=0.5, latencies_ms=[3.0], failures=Counter({503: 1}))
+    result = LoadResult(accepted=5, elapsed_s=0.5, failures=Counter({503: 1}))
+    result.latencies_ms.append(3.0)
     result.first_error = "503: busy"
     assert summary(plan, result) == {
         "events": 5,

@@ -3,7 +3,8 @@
 `error_middleware` maps domain errors and aiohttp's own HTTP errors (404, 405, 413, ...)
 onto that body; `answer_protocol_errors_as_json` does the same for the requests aiohttp
 rejects before any handler or middleware sees them (a malformed request line, headers
-too long, a bad `Content-Length`), so no response ever leaves as HTML or plain text.
+too long, a bad `Content-Length`). One answer still leaves as plain text: aiohttp's 417
+to an `Expect` header other than `100-continue`, which it sends before any middleware.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
+    500: "internal_error",
     503: "unavailable",
 }
 RETRY_AFTER_S = 2
@@ -112,14 +114,21 @@ class _JsonErrorHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's own version logs the error and refuses if a response has begun
-        # (raising ConnectionError); keep both, replace only the body it builds.
-        super().handle_error(request, status, exc, message)
-        if status >= 500 or not message:
-            text = "internal error; see the server log" if status >= 500 else "bad request"
+        if status >= 500:
+            # Ours: aiohttp's own version logs it with its traceback, and refuses (raises
+            # ConnectionError) if a response has begun; keep both, replace only the body.
+            super().handle_error(request, status, exc, message)
+            code = _HTTP_CODES.get(status, "internal_error")
+            text = "internal error; see the server log"
         else:
-            text = message.splitlines()[0][:200]  # the parser's reason, not the raw bytes
-        code = "internal_error" if status >= 500 else _HTTP_CODES.get(status, "http_error")
+            # A client's malformed request: worth a debug line, not a logged traceback.
+            if request.writer.output_size > 0:
+                raise ConnectionError("a response has begun; cannot send an error instead")
+            log.debug("rejected a malformed request from %s: %s", request.remote, message or exc)
+            code = _HTTP_CODES.get(status, "http_error")
+            # The parser's reason ("Invalid method encountered:"), its first line only.
+            lines = (message or "").strip().splitlines()
+            text = lines[0].rstrip(": ")[:200] if lines and lines[0].strip() else "bad request"
         response = error_response(status, code, text)
         response.force_close()  # the stream is out of step: the connection cannot go on
         return response

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 from aiohttp import web
 
 from tidings.api.http import (
-    MAX_LIMIT,
     SETTINGS,
     STORE,
     decode,
     json_response,
+    limit_param,
     not_found,
     page_params,
     read_body,
@@ -25,10 +27,11 @@ from tidings.api.wire import (
     event_out,
 )
 from tidings.metrics import EVENTS_INGESTED
-from tidings.model import MAX_BATCH, BatchIn, EventIn
+from tidings.model import MAX_BATCH, BatchIn, EventIn, EventLink
 from tidings.policy.chains import causation_tree, correlation_of
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError, check_event
+from tidings.store.base import Store
 from tidings.timeutil import to_iso
 
 routes = web.RouteTableDef()
@@ -96,15 +99,25 @@ async def publish_batch(request: web.Request) -> web.Response:
     )
 
 
+def batch_member_key(header: str, i: int) -> str:
+    """The idempotency key of event i of a batch sent with `Idempotency-Key: header`.
+
+    Hashed, so that it cannot meet a key a client writes by accident (`req-1#0` as a
+    plain key, or an event of the same batch keyed so), and stays short whatever the
+    header's length."""
+    return f"batch:{hashlib.sha256(header.encode()).hexdigest()[:32]}#{i}"
+
+
 def _with_batch_key(header: str | None, events: list[EventIn]) -> list[EventIn]:
     """The header keys the whole request: event i without a key of its own is keyed
-    `<header>#<i>`, so a retried batch creates nothing again and answers the first ids."""
+    `batch_member_key(header, i)`, so a retried batch creates nothing again and answers
+    the first ids."""
     if header is None:
         return events
     return [
         e
         if e.idempotency_key is not None
-        else msgspec.structs.replace(e, idempotency_key=f"{header}#{i}")
+        else msgspec.structs.replace(e, idempotency_key=batch_member_key(header, i))
         for i, e in enumerate(events)
     ]
 
@@ -119,16 +132,30 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(EventList(items=[event_out(e) for e in page.items], next=page.next))
 
 
+CHAIN_DEFAULT = 1000
+CHAIN_MOST = 10_000  # links only (no payloads): ~2 MB of JSON at most
+
+
 @routes.get("/v1/events/{id}/chain")
 async def event_chain(request: web.Request) -> web.Response:
-    limit, _cursor = page_params(request, default=MAX_LIMIT)
+    if "cursor" in request.query:
+        raise FieldError(
+            "cursor",
+            f"a chain is not paged: it holds the oldest `limit` events (at most {CHAIN_MOST}) "
+            "of the correlation, and the asked event with its line of causes",
+        )
+    limit = limit_param(request, default=CHAIN_DEFAULT, most=CHAIN_MOST)
     store = request.app[STORE]
     event_id = request.match_info["id"]
-    event = await store.get_event(event_id)
-    if event is None:
+    asked = await store.event_link(event_id)
+    if asked is None:
         raise not_found("event", event_id)
-    correlation = correlation_of(event)
+    correlation = correlation_of(asked)
     events = await store.correlated_events(correlation, limit + 1)
+    truncated = len(events) > limit
+    del events[limit:]
+    if truncated:
+        events += await _line_of_causes(store, asked, correlation, {e.id for e in events})
     return json_response(
         ChainOut(
             correlation_id=correlation,
@@ -143,11 +170,28 @@ async def event_chain(request: web.Request) -> web.Response:
                     parent_id=n.parent_id,
                     depth=n.depth,
                 )
-                for n in causation_tree(events[:limit])
+                for n in causation_tree(events)
             ],
-            truncated=len(events) > limit,
+            truncated=truncated,
         )
     )
+
+
+async def _line_of_causes(
+    store: Store, asked: EventLink, correlation: str, known: set[str]
+) -> list[EventLink]:
+    """The asked event and its causes up to one already `known` (or the correlation's
+    edge), for a chain cut by its limit: whoever asks about an event sees it, and how it
+    hangs from the part shown."""
+    line: list[EventLink] = []
+    at: EventLink | None = asked
+    while at is not None and at.id not in known and len(line) < CHAIN_DEFAULT:
+        if at.id != correlation and at.correlation_id != correlation:
+            break  # a cause outside the correlation is not part of its tree
+        line.append(at)
+        known.add(at.id)
+        at = await store.event_link(at.causation_id) if at.causation_id else None
+    return line
 
 
 @routes.get("/v1/events/{id}")

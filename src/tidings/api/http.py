@@ -36,17 +36,21 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise from_msgspec(exc) from None
 
 
-def page_params(request: web.Request, default: int = DEFAULT_LIMIT) -> tuple[int, str | None]:
+def limit_param(request: web.Request, default: int = DEFAULT_LIMIT, most: int = MAX_LIMIT) -> int:
     raw = request.query.get("limit")
-    limit = default
-    if raw is not None:
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise FieldError("limit", "limit must be an integer") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise FieldError("limit", f"limit must be between 1 and {MAX_LIMIT}")
-    return limit, request.query.get("cursor") or None
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise FieldError("limit", "limit must be an integer") from None
+    if not 1 <= limit <= most:
+        raise FieldError("limit", f"limit must be between 1 and {most}")
+    return limit
+
+
+def page_params(request: web.Request) -> tuple[int, str | None]:
+    return limit_param(request), request.query.get("cursor") or None
 
 
 def not_found(kind: str, ident: str) -> ApiError:

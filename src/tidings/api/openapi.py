@@ -99,7 +99,7 @@ def build_openapi() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "description": "keys the request: event i without an idempotency_key "
-                        "of its own is keyed `<header>#<i>`",
+                        "of its own is keyed `batch:<first 32 hex digits of sha256(header)>#<i>`",
                         "schema": {"type": "string"},
                     }
                 ],
@@ -130,8 +130,9 @@ def build_openapi() -> dict[str, Any]:
                     {
                         "name": "limit",
                         "in": "query",
-                        "description": "at most this many events, the oldest (default 1000)",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "description": "the oldest this many events of the correlation "
+                        "(default 1000), plus the asked event and its line of causes",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                     },
                 ],
                 "responses": {"200": _json(_ref("ChainOut")), "404": _ERR, **errors},

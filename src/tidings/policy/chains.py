@@ -50,8 +50,9 @@ def causation_tree(events: Sequence[E]) -> list[Node[E]]:
     """`events` in depth-first pre-order of their causation links: each root (an event
     whose cause is not among them) and then, depth first, what it caused, oldest first.
 
-    An event caught in a cycle of causation links has no root above it; the oldest such
-    event not yet placed becomes a root, so every event appears exactly once.
+    Events caught in a cycle of causation links have no root above them: the oldest
+    member of each cycle becomes a root (and what hangs below the cycle stays below it),
+    so every event appears exactly once.
     """
     by_id = {e.id: e for e in events}
     children: dict[str, list[E]] = {}
@@ -81,7 +82,20 @@ def causation_tree(events: Sequence[E]) -> list[Node[E]]:
     for root in roots:
         walk(root)
     if len(placed) < len(by_id):
+        # Every event left has its cause among the events and no root above it, so going
+        # up from any of them ends in a cycle: root that cycle at its oldest member.
         for e in sorted(by_id.values(), key=lambda e: e.seq):
-            if e.id not in placed:
-                walk(e)  # the oldest event of a cycle; its cause comes later in the list
+            if e.id in placed:
+                continue
+            path: list[E] = []
+            on_path: set[str] = set()
+            at = e
+            while at.id not in on_path:
+                path.append(at)
+                on_path.add(at.id)
+                cause = at.causation_id
+                assert cause is not None  # not a root, so its cause is among the events
+                at = by_id[cause]
+            cycle = path[path.index(at) :]
+            walk(min(cycle, key=lambda c: c.seq))
     return out

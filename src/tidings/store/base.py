@@ -31,6 +31,7 @@ from tidings.model import (
     DestinationState,
     Event,
     EventIn,
+    EventLink,
     LostLease,
     Page,
 )
@@ -149,10 +150,14 @@ class Store(abc.ABC):
         """`topic` is exact, or a pattern ending in `*` (prefix match)."""
 
     @abc.abstractmethod
-    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[EventLink]:
         """The events whose correlation_id is `correlation_id`, and the one whose id it is
         (a root names no correlation; its followers name its id), oldest first, at most
-        `limit`."""
+        `limit`, without payloads."""
+
+    @abc.abstractmethod
+    async def event_link(self, event_id: str) -> EventLink | None:
+        """One event without its payload."""
 
     @abc.abstractmethod
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...

@@ -49,6 +49,7 @@ from tidings.model import (
     DestinationState,
     Event,
     EventIn,
+    EventLink,
     LostLease,
     Page,
     Secret,
@@ -71,6 +72,7 @@ from tidings.store.rows import (
     deliveries_query,
     delivery_row,
     destination_row,
+    event_link_row,
     event_row,
     page_of,
     queued_behind_heads,
@@ -547,10 +549,15 @@ class PostgresStore(Store):
             )
         return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 
-    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[EventLink]:
         async with self._conn() as conn:
             rows = await conn.fetch(Q["correlated_events"], correlation_id, limit)
-        return [event_row(r) for r in rows]
+        return [event_link_row(r) for r in rows]
+
+    async def event_link(self, event_id: str) -> EventLink | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(Q["event_link"], event_id)
+        return None if row is None else event_link_row(row)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         async with self._conn() as conn:

@@ -16,6 +16,7 @@ from tidings.model import (
     Destination,
     DestinationSpec,
     Event,
+    EventLink,
     Page,
     Secret,
 )
@@ -60,6 +61,18 @@ def event_row(row: Row) -> Event:
         causation_id=row[7],
         correlation_id=row[8],
         received_at=row[9],
+    )
+
+
+def event_link_row(row: Row) -> EventLink:
+    return EventLink(
+        seq=row[0],
+        id=row[1],
+        topic=row[2],
+        key=row[3],
+        causation_id=row[4],
+        correlation_id=row[5],
+        received_at=row[6],
     )
 
 

@@ -69,6 +69,7 @@ from tidings.model import (
     DestinationState,
     Event,
     EventIn,
+    EventLink,
     LostLease,
     Page,
     Secret,
@@ -91,6 +92,7 @@ from tidings.store.rows import (
     deliveries_query,
     delivery_row,
     destination_row,
+    event_link_row,
     event_row,
     page_of,
     queued_behind_heads,
@@ -818,10 +820,14 @@ class SQLiteStore(Store):
 
         return await self._read(read)
 
-    async def correlated_events(self, correlation_id: str, limit: int) -> list[Event]:
+    async def correlated_events(self, correlation_id: str, limit: int) -> list[EventLink]:
         params = {"correlation_id": correlation_id, "limit": limit}
         rows = await self._read(lambda c: c.execute(Q["correlated_events"], params).fetchall())
-        return [event_row(r) for r in rows]
+        return [event_link_row(r) for r in rows]
+
+    async def event_link(self, event_id: str) -> EventLink | None:
+        row = await self._read(lambda c: c.execute(Q["event_link"], {"id": event_id}).fetchone())
+        return None if row is None else event_link_row(row)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await self._read(

@@ -106,12 +106,16 @@ FROM events WHERE id = $1;
 -- name: correlated_events
 -- The events of a correlation: those naming it as their correlation_id, and the event
 -- whose id it is (a root names no correlation: its followers use its id), oldest first.
-SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
-       correlation_id, received_at
+-- No payloads: a chain shows the links, and a thousand 1 MiB payloads would be 1 GB.
+SELECT seq, id, topic, key, causation_id, correlation_id, received_at
 FROM events
 WHERE seq IN (SELECT seq FROM events WHERE correlation_id = $1
               UNION SELECT seq FROM events WHERE id = $1)
 ORDER BY seq LIMIT $2;
+
+-- name: event_link
+SELECT seq, id, topic, key, causation_id, correlation_id, received_at
+FROM events WHERE id = $1;
 
 -- name: list_events
 -- $1 exact topic, $2/$3 a topic prefix range, $4 cursor, $5 limit. An exact topic uses

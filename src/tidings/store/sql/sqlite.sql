@@ -82,12 +82,16 @@ FROM events WHERE id = :id;
 -- name: correlated_events
 -- The events of a correlation: those naming it as their correlation_id, and the event
 -- whose id it is (a root names no correlation: its followers use its id), oldest first.
-SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
-       correlation_id, received_at
+-- No payloads: a chain shows the links, and a thousand 1 MiB payloads would be 1 GB.
+SELECT seq, id, topic, key, causation_id, correlation_id, received_at
 FROM events
 WHERE seq IN (SELECT seq FROM events WHERE correlation_id = :correlation_id
               UNION SELECT seq FROM events WHERE id = :correlation_id)
 ORDER BY seq LIMIT :limit;
+
+-- name: event_link
+SELECT seq, id, topic, key, causation_id, correlation_id, received_at
+FROM events WHERE id = :id;
 
 -- name: list_events
 -- An exact topic uses list_events_of_topic (events_topic); the cursor is a bound on seq,
