@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -52,6 +53,10 @@ def _serve(
 
     settings = _settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level, settings.log_format)
+    # Sender processes read these from the environment they inherit; a TOML file's
+    # values must reach them too.
+    os.environ["TIDINGS_LOG_LEVEL"] = settings.log_level
+    os.environ["TIDINGS_LOG_FORMAT"] = settings.log_format
     run_forever(settings, roles=roles)
 
 

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -33,14 +33,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     watch_dir: str | None = None
     max_payload_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
     max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
-    log_level: str = "info"
-    log_format: str = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text", "auto"] = "auto"
     pause_after_failures: Annotated[int, Meta(ge=0)] = 100
     retention_ttl_s: Annotated[int, Meta(ge=0)] = 7 * 24 * 3600
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
     sender_processes: Annotated[int, Meta(ge=0, le=64)] | None = None
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "another core than the store and the engine (default: one per CPU, at most 4; "
         "0 on a single CPU; 0 = send from the worker process itself)",
     ),
+    SettingDoc(
+        "metrics_port",
+        "`tidings worker` serves /metrics, /healthz and /readyz on this port (at "
+        "TIDINGS_HOST); unset: a worker serves no HTTP. `serve` and `api` serve them on "
+        "TIDINGS_PORT",
+    ),
 )
 
 _FIELDS = frozenset(Settings.__struct_fields__)
@@ -139,6 +146,9 @@ def _from_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+_CASELESS = frozenset({"log_level", "log_format"})  # TIDINGS_LOG_LEVEL=INFO is fine
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -157,7 +167,7 @@ def load_settings(
     for name in _FIELDS:
         value = env.get("TIDINGS_" + name.upper())
         if value is not None and value != "":
-            merged[name] = value
+            merged[name] = value.lower() if name in _CASELESS else value
     for name, value in (overrides or {}).items():
         if value is not None:
             merged[name] = value

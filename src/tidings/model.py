@@ -230,6 +230,9 @@ class Completion(Struct, frozen=True, kw_only=True):
     next_attempt_at: int | None
     release_lane: bool  # the lane may move on (delivered, or dead and skipped)
     failed: bool  # counts toward the destination's run of consecutive failures
+    # Nothing was sent (a claim given back unused): the attempt the claim counted is
+    # given back too, and no attempt is recorded.
+    unsent: bool = False
 
 
 class Completed(Struct, frozen=True, kw_only=True):

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from tidings.api.app import create_app, start_site
+from tidings.api.app import create_app, create_probe_app, start_site
 from tidings.api.auth import META_KEY, digest, new_api_key
 from tidings.config import Settings
 from tidings.engine.alerts import Alerter
@@ -111,6 +111,11 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
             sweeper = Sweeper(store, settings.retention_ttl_s)
             sweeper.start()
+            if "api" not in roles and settings.metrics_port is not None:
+                runner, port = await start_site(
+                    create_probe_app(store), settings.host, settings.metrics_port
+                )
+                log.info("metrics on http://%s:%d/metrics", settings.host, port)
             log.info(
                 "delivery worker started",
                 extra={"worker": options.owner, "sender_pids": transport.pids()},

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.procs import API_KEY, TidingsProcess, WorkerProcess
+from tests.e2e.procs import API_KEY, TidingsProcess, WorkerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -154,6 +154,50 @@ async def test_metrics_count_ingest_outcomes_latency_and_backlog(
         assert len(seen) == 12  # nothing was sent to the paused destination
     finally:
         proc.stop()
+
+
+async def test_a_separate_worker_serves_its_own_metrics(
+    tmp_path: Path, hook: tuple[str, list[str]]
+) -> None:
+    """The engine's counters live in the worker process: with TIDINGS_METRICS_PORT a
+    `tidings worker` serves them (and its health), and nothing else."""
+    base, seen = hook
+    env = {"TIDINGS_ALLOW_PRIVATE_TARGETS": "1", "TIDINGS_POLL_INTERVAL_MS": "100"}
+    db = f"sqlite:///{tmp_path / 'split.db'}"
+    api = TidingsProcess(tmp_path, db, role="api", extra_env=env)
+    metrics_port = free_port()
+    worker = WorkerProcess(
+        tmp_path, db, extra_env={**env, "TIDINGS_METRICS_PORT": str(metrics_port)}
+    )
+    api.start()
+    worker.start()
+    probe = f"http://127.0.0.1:{metrics_port}"
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as s:
+            body = {"kind": "webhook", "url": base + "/ok", "topics": ["w.*"]}
+            async with s.post(api.url + "/v1/destinations", json=body) as r:
+                destination_id = (await r.json())["id"]
+            batch = {"events": [{"topic": "w.x", "key": f"k{i}"} for i in range(5)]}
+            async with s.post(api.url + "/v1/events/batch", json=batch) as r:
+                assert r.status == 202
+
+            async def counted() -> bool:
+                async with s.get(probe + "/metrics") as r:
+                    samples = _samples(await r.text())
+                key = (("destination", destination_id), ("outcome", "delivered"))
+                return samples.get(("tidings_delivery_attempts_total", key)) == 5
+
+            await _until(counted, 15, "the worker's /metrics counting 5 delivered attempts")
+            assert len(seen) == 5
+            async with s.get(probe + "/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+            async with s.get(probe + "/readyz") as r:
+                assert r.status == 200
+            async with s.get(probe + "/v1/events") as r:  # no API on the worker
+                assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    finally:
+        worker.stop()
+        api.stop()
 
 
 async def test_redis_signals_wake_a_separate_worker_at_once(

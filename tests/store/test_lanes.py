@@ -215,6 +215,29 @@ async def test_attempts_are_recorded_in_order(store: Store) -> None:
     assert (delivery.state, delivery.attempts, delivery.last_error) == ("delivered", 2, None)
 
 
+async def test_a_claim_given_back_unsent_costs_no_attempt(store: Store) -> None:
+    d = await dest(store)
+    await publish(store, "k")
+    (c,) = await claim(store, d)
+    given_back = msgspec.structs.replace(
+        completion(c, "scheduled", next_at=now_us(), release=False),
+        attempt=AttemptResult(at=now_us(), outcome="lost", error="stopped before sending"),
+        failed=False,
+        unsent=True,
+    )
+    done = await store.complete([given_back], pause_after=0)
+    assert done.applied == 1
+    delivery = await store.get_delivery(c.delivery_id)
+    assert delivery is not None
+    assert (delivery.state, delivery.attempts) == ("scheduled", 0)
+    assert await store.list_attempts(c.delivery_id) == []
+    (again,) = await claim(store, d)  # due at once, and its first attempt is still the first
+    assert again.delivery_id == c.delivery_id and again.attempt == 1
+    await store.complete([completion(again)], pause_after=0)
+    delivery = await store.get_delivery(c.delivery_id)
+    assert delivery is not None and (delivery.state, delivery.attempts) == ("delivered", 1)
+
+
 # --------------------------------------------------------------------------- dead heads
 
 

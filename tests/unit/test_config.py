@@ -207,6 +207,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_POLL_INTERVAL_MS": "50",
         "TIDINGS_DRAIN_TIMEOUT_MS": "1500",
         "TIDINGS_SENDER_PROCESSES": "3",
+        "TIDINGS_METRICS_PORT": "9090",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -226,6 +227,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         poll_interval_ms=50,
         drain_timeout_ms=1500,
         sender_processes=3,
+        metrics_port=9090,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -258,11 +260,18 @@ def test_bool_parsing(empty_dir: Path, raw: str, expected: bool) -> None:
         ("TIDINGS_SENDER_PROCESSES", "-1"),
         ("TIDINGS_SENDER_PROCESSES", "65"),
         ("TIDINGS_SENDER_PROCESSES", "two"),
+        ("TIDINGS_LOG_LEVEL", "verbose"),
+        ("TIDINGS_LOG_FORMAT", "xml"),
     ],
 )
 def test_invalid_values_raise_config_error(empty_dir: Path, name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match="invalid setting"):
         load({name: raw}, empty_dir)
+
+
+def test_log_settings_ignore_case_in_the_environment(empty_dir: Path) -> None:
+    s = load({"TIDINGS_LOG_LEVEL": "WARNING", "TIDINGS_LOG_FORMAT": "Json"}, empty_dir)
+    assert (s.log_level, s.log_format) == ("warning", "json")
 
 
 def test_port_bounds(empty_dir: Path) -> None:

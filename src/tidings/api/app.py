@@ -36,6 +36,16 @@ def create_app(
     app[ENGINE] = engine or NoEngine()
     for module in (events, destinations, deliveries, ops):
         app.add_routes(module.routes)
+    app.add_routes(ops.probe_routes)
+    return app
+
+
+def create_probe_app(store: Store) -> web.Application:
+    """`/healthz`, `/readyz` and `/metrics` alone: what a worker process serves (no API,
+    so no key; the same answers as the API's own)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[STORE] = store
+    app.add_routes(ops.probe_routes)
     return app
 
 

@@ -109,7 +109,6 @@ def build_openapi() -> dict[str, Any]:
                 },
                 "responses": {
                     "202": _json(_ref("BatchAcceptedOut"), "Accepted"),
-                    "200": _json(_ref("BatchAcceptedOut"), "Every event a repeat: nothing created"),
                     "413": _ERR,
                     **errors,
                 },

@@ -18,14 +18,16 @@ from tidings.store.base import StoreUnavailable
 from tidings.timeutil import US, now_us
 
 routes = web.RouteTableDef()
+# Health and metrics: also what a `tidings worker` serves on TIDINGS_METRICS_PORT.
+probe_routes = web.RouteTableDef()
 
 
-@routes.get("/healthz")
+@probe_routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
-@routes.get("/readyz")
+@probe_routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping()
@@ -34,7 +36,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-@routes.get("/metrics")
+@probe_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; backlog gauges are read from the store at each scrape."""
     try:

@@ -299,11 +299,15 @@ class Dispatcher:
             while entry.ready:
                 claim = entry.ready.popleft()
                 self._completions.append(
-                    self._given_back(entry.current, claim, "the worker stopped before sending")
+                    self._given_back(
+                        entry.current, claim, "the worker stopped before sending", unsent=True
+                    )
                 )
         self._flush_wake.set()
 
-    def _given_back(self, d: Destination, claim: Claim, why: str) -> Completion:
+    def _given_back(
+        self, d: Destination, claim: Claim, why: str, unsent: bool = False
+    ) -> Completion:
         now = now_us()
         return Completion(
             delivery_id=claim.delivery_id,
@@ -315,6 +319,7 @@ class Dispatcher:
             next_attempt_at=now,
             release_lane=False,
             failed=False,
+            unsent=unsent,
         )
 
     # ------------------------------------------------------------------ delivering

@@ -646,25 +646,27 @@ class PostgresStore(Store):
             update_cols: list[list[Any]] = [[] for _ in range(5)]
             released: set[tuple[str, str]] = set()
             applied: list[Completion] = []
+            refunds: list[int] = []  # seqs of claims given back unsent
             for c in first_per_delivery(completions):
                 row = found.get(c.delivery_id)
                 if row is None:
                     continue  # deleted meanwhile
                 a = c.attempt
-                for column, value in zip(
-                    attempt_cols,
-                    (
-                        row[0],
-                        a.at,
-                        a.outcome,
-                        a.status_code,
-                        a.latency_ms,
-                        a.error,
-                        a.response_body,
-                    ),
-                    strict=True,
-                ):
-                    column.append(value)
+                if not c.unsent:  # a claim given back unsent leaves no attempt behind
+                    for column, value in zip(
+                        attempt_cols,
+                        (
+                            row[0],
+                            a.at,
+                            a.outcome,
+                            a.status_code,
+                            a.latency_ms,
+                            a.error,
+                            a.response_body,
+                        ),
+                        strict=True,
+                    ):
+                        column.append(value)
                 if row[2] != "in_flight" or row[3] != c.owner:
                     continue  # the lease was lost: keep the attempt, change nothing else
                 for column, value in zip(
@@ -681,11 +683,15 @@ class PostgresStore(Store):
                     column.append(value)
                 if c.release_lane:
                     released.add((c.destination_id, c.lane_key))
+                if c.unsent:
+                    refunds.append(row[0])
                 applied.append(c)
             if attempt_cols[0]:
                 await conn.execute(Q["insert_attempts"], *attempt_cols)
             if update_cols[0]:
                 await conn.execute(Q["complete_deliveries"], *update_cols, now)
+            if refunds:
+                await conn.execute(Q["refund_attempts"], refunds)
             if released:
                 lanes = sorted(released)
                 await conn.execute(

@@ -922,9 +922,11 @@ class SQLiteStore(Store):
                 [c.delivery_id, a.at, a.outcome, a.status_code, a.latency_ms, a.error,
                  a.response_body]
                 for c in completions
+                if not c.unsent
                 for a in (c.attempt,)
             ]  # fmt: skip
-            conn.execute(Q["insert_attempts_json"], {"rows": _encode(attempts)})
+            if attempts:
+                conn.execute(Q["insert_attempts_json"], {"rows": _encode(attempts)})
             (found,) = conn.execute(
                 Q["lease_owners_json"], {"ids": _encode([c.delivery_id for c in completions])}
             ).fetchone()
@@ -950,6 +952,9 @@ class SQLiteStore(Store):
                         "ids": _encode(ids),
                     },
                 )
+            unsent = [c.delivery_id for c in done if c.unsent]
+            if unsent:
+                conn.execute(Q["refund_attempts"], {"ids": _encode(unsent)})
             self._promote(
                 conn, list({(c.destination_id, c.lane_key) for c in done if c.release_lane}), now
             )

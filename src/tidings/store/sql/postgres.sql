@@ -238,6 +238,10 @@ FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::smallint[], $5::text[])
      AS u (seq, state, next_attempt_at, holds_lane, last_error)
 WHERE d.seq = u.seq;
 
+-- name: refund_attempts
+-- Claims given back unsent: the attempt their claim counted did not happen.
+UPDATE deliveries SET attempts = greatest(attempts - 1, 0) WHERE seq = ANY($1::bigint[]);
+
 -- name: promote_lanes
 -- Each listed lane's earliest waiting delivery becomes its head, unless it has one.
 UPDATE deliveries SET holds_lane = 1, next_attempt_at = $3, updated_at = $3

@@ -319,6 +319,11 @@ SET state = :state, next_attempt_at = :next_attempt_at, holds_lane = :holds_lane
     lease_owner = NULL, lease_expires_at = NULL, last_error = :last_error, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids));
 
+-- name: refund_attempts
+-- Claims given back unsent: the attempt their claim counted did not happen.
+UPDATE deliveries SET attempts = max(attempts - 1, 0)
+WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: promote_many
 -- For each [destination_id, lane_key] in :lanes, the earliest waiting delivery becomes the
 -- lane's head, unless the lane has one.
