@@ -85,7 +85,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             503,
             "store_unavailable",
-            "the database is unavailable; nothing was accepted, retry later",
+            "the database is unavailable; retry later (with an Idempotency-Key a retry "
+            "never duplicates what may have been stored)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
     except web.HTTPException as exc:
