@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from tidings.policy.topics import topic_error
+
 
 class ConfigError(ValueError):
     pass
@@ -31,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_key: str | None = None
     allow_private_targets: bool = False
     watch_dir: str | None = None
+    watch_topic: str = "file.row"
+    watch_interval_ms: Annotated[int, Meta(ge=10, le=3_600_000)] = 1_000
     max_payload_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
     max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -75,7 +79,17 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc(
         "watch_dir",
-        "a folder whose new CSV files are ingested (not built yet: setting it only logs a warning)",
+        "a folder whose new CSV files (`user_id[,message]` rows) are ingested, one event per "
+        "row, then moved to done/ with a report (README: Folder ingest and uploads)",
+    ),
+    SettingDoc(
+        "watch_topic",
+        "the topic of the events of folder ingest and POST /v1/uploads (default file.row)",
+    ),
+    SettingDoc(
+        "watch_interval_ms",
+        "how often the watched folder is scanned; a file is read once it has not changed "
+        "for one scan (default 1000)",
     ),
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
     SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
@@ -172,6 +186,9 @@ def load_settings(
         if value is not None:
             merged[name] = value
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
+    if problem := topic_error(settings.watch_topic):
+        raise ConfigError(f"invalid setting: watch_topic {settings.watch_topic!r} {problem}")
+    return settings

@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from tidings.api.app import create_app, create_probe_app, start_site
 from tidings.api.auth import META_KEY, digest, new_api_key
@@ -22,6 +23,7 @@ from tidings.engine.dispatcher import Dispatcher, EngineOptions
 from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
+from tidings.ingest.files import FolderWatcher
 from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
@@ -82,6 +84,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     transport: SenderPool | None = None
     dispatcher: Dispatcher | None = None
     sweeper: Sweeper | None = None
+    watcher: FolderWatcher | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
     try:
         if "worker" in roles:
@@ -121,14 +124,9 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 extra={"worker": options.owner, "sender_pids": transport.pids()},
             )
         if "api" in roles:
-            if settings.watch_dir:
-                log.warning(
-                    "TIDINGS_WATCH_DIR is set but folder ingest is not built yet: "
-                    "no file in %s will be read",
-                    settings.watch_dir,
-                )
             digests = await settle_api_key(settings, store)
-            app = create_app(settings, store, digests, _EngineLinks(dispatcher, signals))
+            links = _EngineLinks(dispatcher, signals)
+            app = create_app(settings, store, digests, links)
             runner, port = await start_site(app, settings.host, settings.port)
             log.info(
                 "listening on http://%s:%d",
@@ -136,10 +134,21 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 port,
                 extra={"port": port, "database_url": settings.database_url},
             )
+            if settings.watch_dir:
+                watcher = FolderWatcher(
+                    store,
+                    Path(settings.watch_dir),
+                    settings.watch_topic,
+                    settings.watch_interval_ms / 1000,
+                    links.wake,
+                )
+                await watcher.start()
         tune_gc()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if watcher is not None:
+            await watcher.stop()
         if runner is not None:
             await runner.cleanup()
         if sweeper is not None:

@@ -75,14 +75,11 @@ def test_serve_creates_an_api_key_once_and_prints_it_once(tmp_path: Path) -> Non
     proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'key.db'}")
     # An empty TIDINGS_API_KEY counts as unset: serve must create and store its own.
     proc.extra_env["TIDINGS_API_KEY"] = ""
-    # A setting whose feature is not built yet must say so rather than pass in silence.
-    proc.extra_env["TIDINGS_WATCH_DIR"] = str(tmp_path / "drop")
     proc.start()
     try:
         first_log = proc.log_path.read_text()
         keys = [w for w in first_log.split() if w.startswith("tdk_")]
         assert len(keys) == 1
-        assert "TIDINGS_WATCH_DIR is set but folder ingest is not built yet" in first_log
         ok = tidings("destinations", "list", url=proc.url, key=keys[0])
         assert ok.returncode == 0, ok.stderr
         assert tidings("destinations", "list", url=proc.url, key="tdk_other").returncode != 0

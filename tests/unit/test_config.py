@@ -208,6 +208,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_DRAIN_TIMEOUT_MS": "1500",
         "TIDINGS_SENDER_PROCESSES": "3",
         "TIDINGS_METRICS_PORT": "9090",
+        "TIDINGS_WATCH_TOPIC": "alerts.row",
+        "TIDINGS_WATCH_INTERVAL_MS": "250",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -228,6 +230,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         drain_timeout_ms=1500,
         sender_processes=3,
         metrics_port=9090,
+        watch_topic="alerts.row",
+        watch_interval_ms=250,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -262,6 +266,8 @@ def test_bool_parsing(empty_dir: Path, raw: str, expected: bool) -> None:
         ("TIDINGS_SENDER_PROCESSES", "two"),
         ("TIDINGS_LOG_LEVEL", "verbose"),
         ("TIDINGS_LOG_FORMAT", "xml"),
+        ("TIDINGS_WATCH_TOPIC", "bad topic"),
+        ("TIDINGS_WATCH_TOPIC", "a..b"),
     ],
 )
 def test_invalid_values_raise_config_error(empty_dir: Path, name: str, raw: str) -> None:

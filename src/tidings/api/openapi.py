@@ -54,6 +54,7 @@ def build_openapi() -> dict[str, Any]:
             wire.EventOut,
             wire.EventList,
             wire.ChainOut,
+            wire.UploadOut,
             wire.DeliveryOut,
             wire.DeliveryList,
             wire.ReplayOut,
@@ -135,6 +136,39 @@ def build_openapi() -> dict[str, Any]:
                     },
                 ],
                 "responses": {"200": _json(_ref("ChainOut")), "404": _ERR, **errors},
+            }
+        },
+        "/v1/uploads": {
+            "post": {
+                "summary": "Ingest a CSV file of user_id[,message] rows, one event per row",
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "query",
+                        "description": "the file's name in events and the report (raw body)",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"file": {"type": "string", "format": "binary"}},
+                                "required": ["file"],
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        _ref("UploadOut"), "Stored (rows seen before count as duplicates)"
+                    ),
+                    "413": _ERR,
+                    **errors,
+                },
             }
         },
         "/v1/destinations": {

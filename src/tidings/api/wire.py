@@ -132,6 +132,20 @@ class ChainOut(Struct, frozen=True, kw_only=True):
     truncated: bool  # the correlation holds more events than `limit`; these are the oldest
 
 
+class BadRowOut(Struct, frozen=True, kw_only=True):
+    line: int
+    reason: str
+
+
+class UploadOut(Struct, frozen=True, kw_only=True):
+    file: str
+    rows: int  # good rows read
+    events: int  # events created
+    duplicates: int  # rows already ingested (an earlier upload of the same content)
+    bad_rows: int
+    bad: list[BadRowOut]  # the first 100 bad rows
+
+
 class DeliveryList(Struct, frozen=True):
     items: list[DeliveryOut]
     next: str | None

@@ -1,0 +1,76 @@
+"""POST /v1/uploads over real HTTP: CSV rows into events, once per (content, line)."""
+
+from __future__ import annotations
+
+import aiohttp
+import msgspec
+
+from tests.api.test_api import create_destination, expect_error, send
+from tests.conftest import Api
+
+
+async def file_rows(api: Api) -> list[dict[str, object]]:
+    status, page = await api.call("GET", "/v1/events?topic=file.row&limit=1000")
+    assert status == 200 and isinstance(page, dict)
+    return [msgspec.json.decode(msgspec.json.encode(e["payload"])) for e in page["items"]]
+
+
+async def test_a_raw_csv_body(api: Api) -> None:
+    await create_destination(api, topics=["file.*"])
+    body = "userId,alertMessage\nu1,Order placed\nu2\n,lost\nu3,a, b\n"
+    status, report = await api.call(
+        "POST", "/v1/uploads?name=alerts.csv", data=body, headers={"Content-Type": "text/csv"}
+    )
+    assert status == 202, report
+    assert report == {
+        "file": "alerts.csv",
+        "rows": 3,
+        "events": 3,
+        "duplicates": 0,
+        "bad_rows": 1,
+        "bad": [{"line": 4, "reason": "the user id (first field) is empty"}],
+    }
+    rows = sorted(await file_rows(api), key=lambda r: str(r["user_id"]))
+    assert rows == [
+        {"user_id": "u1", "message": "Order placed", "file": "alerts.csv", "line": 2},
+        {"user_id": "u2", "message": "", "file": "alerts.csv", "line": 3},
+        {"user_id": "u3", "message": "a, b", "file": "alerts.csv", "line": 5},
+    ]
+    status, deliveries = await api.call("GET", "/v1/deliveries?limit=1000")
+    assert len(deliveries["items"]) == 3  # type: ignore[index]
+
+    # The same file again (a client retrying after a timeout): nothing new.
+    status, again = await api.call(
+        "POST", "/v1/uploads", data=body, headers={"Content-Type": "text/csv"}
+    )
+    assert status == 202 and isinstance(again, dict)
+    assert (again["events"], again["duplicates"]) == (0, 3)
+    assert len(await file_rows(api)) == 3
+
+
+async def test_a_multipart_form_like_wds_upload(api: Api) -> None:
+    form = aiohttp.FormData()
+    form.add_field("note", "ignored")
+    form.add_field("file", b"u7,hi\nu8,ho\n", filename="batch-7.csv", content_type="text/csv")
+    status, report = await api.call("POST", "/v1/uploads", data=form)
+    assert status == 202 and isinstance(report, dict)
+    assert (report["file"], report["events"]) == ("batch-7.csv", 2)
+    assert {r["file"] for r in await file_rows(api)} == {"batch-7.csv"}
+
+
+async def test_upload_errors(api: Api) -> None:
+    expect_error(await send(api, "POST", "/v1/uploads", data=b""), 400, field="file")
+    expect_error(await send(api, "POST", "/v1/uploads", data=b"u1,caf\xe9\n"), 400, field="file")
+    urlencoded = aiohttp.FormData({"file": "u1,x"})
+    expect_error(await send(api, "POST", "/v1/uploads", data=urlencoded), 400, field="file")
+    form = aiohttp.FormData()
+    form.add_field("other", b"x", filename="other.csv")
+    error = expect_error(await send(api, "POST", "/v1/uploads", data=form), 400, field="file")
+    assert error["code"] == "missing_field"
+    anonymous = aiohttp.ClientSession()
+    try:
+        reply = await send(api, "POST", "/v1/uploads", data=b"u1,x\n", session=anonymous)
+        expect_error(reply, 401, code="unauthorized")
+    finally:
+        await anonymous.close()
+    assert await file_rows(api) == []

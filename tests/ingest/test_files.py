@@ -1,0 +1,176 @@
+"""Folder ingest (tidings.ingest.files) against a real folder and a real store (every
+backend): files are read once stable, once per content, and a crashed reader's file is
+finished by the next scan without repeating or skipping a row."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tidings.ingest.files import FolderWatcher, _digest
+from tidings.ingest.rows import Row, file_identity, row_event
+from tidings.model import Event
+from tidings.store.base import Store
+
+
+async def file_events(store: Store) -> list[Event]:
+    out: list[Event] = []
+    cursor = None
+    for _ in range(1000):
+        page = await store.list_events("file.row", 1000, cursor)
+        out.extend(page.items)
+        cursor = page.next
+        if cursor is None:
+            return out
+    raise AssertionError("too many pages")
+
+
+def lines_of(events: list[Event]) -> list[int]:
+    return sorted(msgspec.json.decode(bytes(e.payload))["line"] for e in events)
+
+
+def drop(folder: Path, name: str, text: str) -> Path:
+    """As a careful producer does: write beside, then rename into the folder."""
+    tmp = folder / f".{name}.part"
+    tmp.write_text(text, encoding="utf-8")
+    target = folder / name
+    os.rename(tmp, target)
+    return target
+
+
+def csv_of(n: int, start: int = 0) -> str:
+    return "user_id,message\n" + "".join(f"u{i},hello {i}\n" for i in range(start, start + n))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "in"
+
+
+async def watcher_of(store: Store, folder: Path) -> FolderWatcher:
+    w = FolderWatcher(store, folder, "file.row", interval_s=0.01)
+    for d in (folder, w.processing, w.done, w.failed):
+        d.mkdir(parents=True, exist_ok=True)
+    return w
+
+
+async def test_a_file_is_read_once_stable_and_filed_with_its_report(
+    store: Store, folder: Path
+) -> None:
+    w = await watcher_of(store, folder)
+    text = csv_of(2500) + "\n" + ",no user\n" + "u-last,with, commas\n"
+    drop(folder, "alerts.csv", text)
+    assert await w.scan_once() == []  # first seen: not yet known to be complete
+    (report,) = await w.scan_once()
+    assert (report.file, report.rows, report.events, report.duplicates) == (
+        "alerts.csv",
+        2501,
+        2501,
+        0,
+    )
+    assert report.bad_rows == 1 and report.bad == [
+        {"line": 2503, "reason": "the user id (first field) is empty"}
+    ]
+    assert report.error is None
+    assert sorted(p.name for p in w.done.iterdir()) == ["alerts.csv", "alerts.csv.report.json"]
+    assert (w.done / "alerts.csv").read_text() == text
+    stored = json.loads((w.done / "alerts.csv.report.json").read_text())
+    assert stored["events"] == 2501 and stored["bad_rows"] == 1
+    assert not (folder / "alerts.csv").exists()
+    assert not any(w.processing.iterdir())
+
+    events = await file_events(store)
+    assert len(events) == 2501
+    assert lines_of(events) == [*range(2, 2502), 2504]  # line 1: the header
+    last = next(e for e in events if e.key == "u-last")
+    assert msgspec.json.decode(bytes(last.payload))["message"] == "with, commas"
+    assert last.recipients == ["u-last"]
+
+    # The same content again, under another name: nothing new.
+    drop(folder, "alerts-again.csv", text)
+    await w.scan_once()
+    (again,) = await w.scan_once()
+    assert (again.rows, again.events, again.duplicates) == (2501, 0, 2501)
+    assert len(await file_events(store)) == 2501
+    # The same name again, other content: read, and filed beside the first.
+    drop(folder, "alerts.csv", csv_of(3, start=10_000))
+    await w.scan_once()
+    (third,) = await w.scan_once()
+    assert third.events == 3
+    assert (w.done / "alerts.1.csv").exists() and (w.done / "alerts.1.csv.report.json").exists()
+
+
+async def test_a_growing_file_waits(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    path = folder / "slow.csv"
+    path.write_text(csv_of(10))
+    assert await w.scan_once() == []
+    with path.open("a") as f:  # still being copied
+        f.write("u10,hello 10\n")
+    assert await w.scan_once() == []
+    (report,) = await w.scan_once()
+    assert report.events == 11
+
+
+async def test_a_crashed_readers_file_is_finished_without_repeats(
+    store: Store, folder: Path
+) -> None:
+    """A reader died after storing part of a file: the file waits in processing/, unlocked;
+    the next scan reads it from the start, and what was stored counts as duplicates."""
+    w = await watcher_of(store, folder)
+    text = csv_of(3000)
+    claimed = w.processing / "1700000000000000000-big.csv"
+    claimed.write_text(text)
+    # What the dead reader stored: the first 1200 rows, with the keys a reader gives them.
+    identity = file_identity(_digest(claimed))
+    await store.append_events(
+        [
+            row_event(Row(n + 2, f"u{n}", f"hello {n}"), "file.row", identity, "big.csv")
+            for n in range(1200)
+        ]
+    )
+    (report,) = await w.scan_once()
+    assert (report.file, report.rows, report.events, report.duplicates) == (
+        "big.csv",
+        3000,
+        1800,
+        1200,
+    )
+    assert lines_of(await file_events(store)) == list(range(2, 3002))
+    assert (w.done / "big.csv").exists()
+
+
+async def test_a_file_another_process_holds_is_left_alone(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    claimed = w.processing / "1-held.csv"
+    claimed.write_text(csv_of(5))
+    with claimed.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert await w.scan_once() == []
+        assert claimed.exists() and await file_events(store) == []
+    (report,) = await w.scan_once()  # its holder is gone (the lock died with it)
+    assert report.events == 5
+
+
+async def test_a_file_that_is_not_utf8_is_set_aside(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    (folder / "latin1.csv").write_bytes(b"u1,caf\xe9\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.error is not None and "UTF-8" in report.error
+    assert (w.failed / "latin1.csv").exists() and (w.failed / "latin1.csv.report.json").exists()
+    assert await file_events(store) == []
+
+
+async def test_other_files_are_not_touched(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    (folder / "notes.txt").write_text("u1,x\n")
+    (folder / ".hidden.csv").write_text("u1,x\n")
+    await w.scan_once()
+    assert await w.scan_once() == []
+    assert (folder / "notes.txt").exists() and (folder / ".hidden.csv").exists()
