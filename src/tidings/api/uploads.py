@@ -19,7 +19,6 @@ from tidings.api.keys import ENGINE
 from tidings.api.wire import BadRowOut, UploadOut
 from tidings.ingest.files import FileReport, records, store_rows
 from tidings.ingest.rows import BadRow, Row, file_identity
-from tidings.metrics import EVENTS_INGESTED
 from tidings.policy.validation import FieldError
 
 routes = web.RouteTableDef()
@@ -68,7 +67,6 @@ async def upload(request: web.Request) -> web.Response:
         wake |= await store_rows(
             request.app[STORE], chunk, topic, identity, name, report, wait_for_store=False
         )
-    EVENTS_INGESTED.inc(report.events)
     if wake:
         request.app[ENGINE].wake()
     return json_response(

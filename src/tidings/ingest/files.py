@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidings.ingest.rows import BadRow, Row, file_identity, is_header, read_row, row_event
+from tidings.metrics import EVENTS_INGESTED
 from tidings.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ async def store_rows(
             await asyncio.sleep(STORE_RETRY_S)
     report.rows += len(rows)
     new = sum(not a.duplicate for a in appended)
+    EVENTS_INGESTED.inc(new)
     report.events += new
     report.duplicates += len(appended) - new
     return any(a.deliveries and not a.duplicate for a in appended)
