@@ -141,6 +141,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                     settings.watch_topic,
                     settings.watch_interval_ms / 1000,
                     links.wake,
+                    max_payload_bytes=settings.max_payload_bytes,
                 )
                 await watcher.start()
         tune_gc()

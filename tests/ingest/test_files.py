@@ -4,7 +4,9 @@ finished by the next scan without repeating or skipping a row."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tidings.ingest.files import FolderWatcher, _digest
+from tidings.ingest import files
+from tidings.ingest.files import FolderWatcher
 from tidings.ingest.rows import Row, file_identity, row_event
 from tidings.model import Event
 from tidings.store.base import Store
@@ -53,7 +56,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 async def watcher_of(store: Store, folder: Path) -> FolderWatcher:
-    w = FolderWatcher(store, folder, "file.row", interval_s=0.01)
+    w = FolderWatcher(store, folder, "file.row", interval_s=0.01, settle_s=0)
     for d in (folder, w.processing, w.done, w.failed):
         d.mkdir(parents=True, exist_ok=True)
     return w
@@ -127,7 +130,7 @@ async def test_a_crashed_readers_file_is_finished_without_repeats(
     claimed = w.processing / "1700000000000000000-big.csv"
     claimed.write_text(text)
     # What the dead reader stored: the first 1200 rows, with the keys a reader gives them.
-    identity = file_identity(_digest(claimed))
+    identity = file_identity(hashlib.sha256(claimed.read_bytes()).digest())
     await store.append_events(
         [
             row_event(Row(n + 2, f"u{n}", f"hello {n}"), "file.row", identity, "big.csv")
@@ -157,14 +160,92 @@ async def test_a_file_another_process_holds_is_left_alone(store: Store, folder: 
     assert report.events == 5
 
 
-async def test_a_file_that_is_not_utf8_is_set_aside(store: Store, folder: Path) -> None:
+async def test_bad_lines_are_reported_and_the_rest_is_read(store: Store, folder: Path) -> None:
+    """Bytes that are not UTF-8, a NUL, a stray quote: each spoils its own line only."""
     w = await watcher_of(store, folder)
-    (folder / "latin1.csv").write_bytes(b"u1,caf\xe9\n")
+    good = "".join(f"u{i},hello {i}\n" for i in range(1500))
+    data = (
+        good.encode()
+        + b"u-latin,caf\xe9\n"
+        + b"u-nul,a\x00b\n"
+        + b'u-quote,"Order placed\n'
+        + b"u-after,still here\n"
+    )
+    (folder / "mixed.csv").write_bytes(data)
     await w.scan_once()
     (report,) = await w.scan_once()
-    assert report.error is not None and "UTF-8" in report.error
-    assert (w.failed / "latin1.csv").exists() and (w.failed / "latin1.csv.report.json").exists()
-    assert await file_events(store) == []
+    assert report.error is None
+    assert (report.rows, report.events, report.bad_rows) == (1501, 1501, 3)
+    assert [b["line"] for b in report.bad] == [1501, 1502, 1503]
+    events = await file_events(store)
+    assert lines_of(events) == [*range(1, 1501), 1504]
+    assert (w.done / "mixed.csv").exists()
+
+
+async def test_stopping_mid_file_leaves_it_for_the_next_start(
+    store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while reading (SIGTERM), the watcher stops at once and the file stays
+    claimed; the next start takes it over and stores the rest, nothing twice."""
+    monkeypatch.setattr(files, "BATCH", 200)
+    w = await watcher_of(store, folder)
+    drop(folder, "big.csv", csv_of(20_000))
+    assert await w.scan_once() == []  # seen once: the next scan claims it
+    task = asyncio.create_task(w.scan_once())
+    for _ in range(500):
+        if await file_events(store):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    stored = len(await file_events(store))
+    assert 0 < stored < 20_000
+    assert [p.name.split("-", 1)[1] for p in w.processing.iterdir()] == ["big.csv"]
+    assert not any(w.failed.iterdir())
+
+    again = await watcher_of(store, folder)
+    (report,) = await again.scan_once()
+    # A write in flight at the cancel may still commit: at least what was seen is a repeat.
+    assert report.resumed and report.rows == 20_000 and report.duplicates >= stored
+    assert report.events + report.duplicates == 20_000
+    assert lines_of(await file_events(store)) == list(range(2, 20_002))
+
+
+async def test_a_file_that_cannot_be_opened_is_set_aside(
+    store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await watcher_of(store, folder)
+    real_lock = files._lock
+
+    def lock(claimed: Path) -> int | None:
+        if claimed.name.endswith("secret.csv"):
+            raise PermissionError(13, "Permission denied")
+        return real_lock(claimed)
+
+    monkeypatch.setattr(files, "_lock", lock)
+    (folder / "secret.csv").write_text("u1,x\n")
+    (folder / "good.csv").write_text("u2,y\n")
+    await w.scan_once()
+    reports = await w.scan_once()
+    assert sorted((r.file, r.error is None) for r in reports) == [
+        ("good.csv", True),
+        ("secret.csv", False),
+    ]
+    assert (w.failed / "secret.csv").exists() and (w.done / "good.csv").exists()
+    assert await w.scan_once() == []  # not tried again
+
+
+async def test_a_file_changed_while_read_is_not_filed_as_done(
+    store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await watcher_of(store, folder)
+    monkeypatch.setattr(files, "_unchanged", lambda fd, signature: False)
+    (folder / "moving.csv").write_text("u1,x\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.error is not None and "changed while it was read" in report.error
+    assert (w.failed / "moving.csv").exists()
 
 
 async def test_other_files_are_not_touched(store: Store, folder: Path) -> None:

@@ -10,14 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidings.ingest.rows import (
+    MAX_LINE,
     MAX_USER_ID,
     BadRow,
+    Header,
     Row,
     file_identity,
     is_header,
+    parse_lines,
     read_row,
     row_event,
     row_key,
+    split_line,
 )
 
 
@@ -37,7 +41,48 @@ def test_headers() -> None:
     for header in (["user_id", "message"], ["userId", "alertMessage"], ["User-Id"], ["user"]):
         assert is_header(header)
     assert not is_header(["u1", "message"])
+    assert not is_header(["user", "hello there"])  # a user called "user"
     assert not is_header([])
+
+
+def test_split_line() -> None:
+    assert split_line('u1,"a, quoted ""message"""') == ["u1", 'a, quoted "message"']
+    assert split_line("") == []
+    assert isinstance(split_line("u1,caf\udce9"), str)  # a byte that was not UTF-8
+    assert isinstance(split_line("u1,a\x00b"), str)
+    assert isinstance(split_line("u1," + "x" * MAX_LINE), str)
+    assert split_line("u1," + "x" * 200_000) == ["u1", "x" * 200_000]  # over csv's default limit
+    assert isinstance(split_line('u1,"He said "hi"'), str)  # a broken quote: strict
+
+
+def test_parse_lines_one_row_per_line() -> None:
+    text = "\r\n".join(
+        [
+            "",
+            "userId,alertMessage",
+            'u1,"Order placed',  # a stray quote spoils its own line only
+            "u2,hello",
+            "",
+            "user,a user called user",
+            ",nobody",
+            "u3,caf\udce9",
+            "u4",
+        ]
+    )
+    assert list(parse_lines(text.splitlines(keepends=True))) == [
+        Header(2),
+        BadRow(3, "the line is not valid CSV: unexpected end of data"),
+        Row(4, "u2", "hello"),
+        Row(6, "user", "a user called user"),
+        BadRow(7, "the user id (first field) is empty"),
+        BadRow(8, "the line is not UTF-8"),
+        Row(9, "u4", ""),
+    ]
+    # Only the first line with content may be a header.
+    assert list(parse_lines(["u1,x\n", "user_id,message\n"])) == [
+        Row(1, "u1", "x"),
+        Row(2, "user_id", "message"),
+    ]
 
 
 def test_the_key_names_the_content_and_the_line() -> None:
@@ -62,21 +107,27 @@ def test_row_event() -> None:
     }
 
 
+_one_line = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+    max_size=40,
+)
+
+
 @given(
     st.lists(
-        st.tuples(
-            st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != ""),
-            st.text(max_size=40),
-        ),
+        st.tuples(_one_line.filter(lambda s: s.strip() != ""), _one_line),
         max_size=30,
     )
 )
 def test_what_csv_writes_reads_back(rows: list[tuple[str, str]]) -> None:
-    """Any (user, message) written by a CSV writer comes back, trimmed, one row each."""
+    """Any (user, message) of one line written by a CSV writer comes back, trimmed, one
+    row per line, numbered as the file's lines (a header-like first row aside)."""
     out = io.StringIO()
     csv.writer(out).writerows(rows)
-    parsed = [
-        read_row(fields, n) for n, fields in enumerate(csv.reader(io.StringIO(out.getvalue())), 1)
+    parsed = list(parse_lines(io.StringIO(out.getvalue(), newline="")))
+    expected = [
+        (n, u.strip(), m.strip())
+        for n, (u, m) in enumerate(rows, 1)
+        if len(u.strip()) <= MAX_USER_ID and not (n == 1 and is_header([u, m]))
     ]
-    got = [(r.user_id, r.message) for r in parsed if isinstance(r, Row)]
-    assert got == [(u.strip(), m.strip()) for u, m in rows if len(u.strip()) <= MAX_USER_ID]
+    assert [(r.line, r.user_id, r.message) for r in parsed if isinstance(r, Row)] == expected

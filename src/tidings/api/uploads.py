@@ -7,41 +7,53 @@ a timeout, a 503) adds only what the earlier try did not.
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import hashlib
-import io
+import posixpath
 
 from aiohttp import BodyPartReader, web
 
 from tidings.api.http import SETTINGS, STORE, json_response
 from tidings.api.keys import ENGINE
 from tidings.api.wire import BadRowOut, UploadOut
-from tidings.ingest.files import FileReport, records, store_rows
-from tidings.ingest.rows import BadRow, Row, file_identity
+from tidings.ingest.files import FileReport, finish_in_thread, parse_text, store_rows
+from tidings.ingest.rows import file_identity
 from tidings.policy.validation import FieldError
 
 routes = web.RouteTableDef()
 DEFAULT_NAME = "upload.csv"
+MAX_NAME = 255
+
+
+def _name(raw: str | None) -> str:
+    """A file name for payloads and the report: its last path part, at most 255 chars."""
+    name = posixpath.basename((raw or "").replace("\\", "/")).strip()
+    return name[:MAX_NAME] or DEFAULT_NAME
 
 
 async def _file_of(request: web.Request) -> tuple[str, bytes]:
     """(name, bytes): the `file` part of a multipart form, or the whole body."""
     if request.content_type == "multipart/form-data":
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                return part.filename or DEFAULT_NAME, bytes(await part.read())
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if isinstance(part, BodyPartReader) and part.name == "file":
+                    # decode=True undoes a Content-Transfer-Encoding (base64, ...)
+                    return _name(part.filename), bytes(await part.read(decode=True))
+        except (ValueError, AssertionError, RuntimeError) as exc:
+            raise FieldError("file", f"the multipart form cannot be read: {exc}") from None
         raise FieldError("file", "the form has no `file` part", code="missing_field")
     if request.content_type == "application/x-www-form-urlencoded":
         raise FieldError(
             "file", "send the file as a multipart/form-data `file` part, or as the raw body"
         )
-    return request.query.get("name") or DEFAULT_NAME, await request.read()
+    return _name(request.query.get("name")), await request.read()
 
 
-def _chunks(text: str) -> list[list[Row | BadRow]]:
-    return list(records(io.StringIO(text, newline="")))
+def _prepare(data: bytes) -> tuple[str, str]:
+    """(file identity, text). Bytes that are not UTF-8 spoil only their own rows."""
+    return file_identity(hashlib.sha256(data).digest()), data.decode(
+        "utf-8-sig", errors="surrogateescape"
+    )
 
 
 @routes.post("/v1/uploads")
@@ -49,26 +61,29 @@ async def upload(request: web.Request) -> web.Response:
     name, data = await _file_of(request)
     if not data.strip():
         raise FieldError("file", "the file is empty")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise FieldError("file", f"the file is not UTF-8 text: {exc}") from None
-    try:
-        chunks = await asyncio.to_thread(_chunks, text)
-    except csv.Error as exc:
-        raise FieldError("file", f"the file is not CSV: {exc}") from None
-    identity = file_identity(hashlib.sha256(data).digest())
-    topic = request.app[SETTINGS].watch_topic
+    identity, text = await finish_in_thread(_prepare, data)
+    settings = request.app[SETTINGS]
     report = FileReport(file=name)
+    chunks = parse_text(text)
     wake = False
-    for chunk in chunks:
-        # A store outage answers 503 (the error middleware): the client uploads again,
-        # and the rows stored before it count as duplicates.
-        wake |= await store_rows(
-            request.app[STORE], chunk, topic, identity, name, report, wait_for_store=False
-        )
-    if wake:
-        request.app[ENGINE].wake()
+    try:
+        while (chunk := await finish_in_thread(next, chunks, None)) is not None:
+            # A store outage answers 503 (the error middleware): the client uploads again,
+            # and the rows stored before it count as duplicates.
+            wake |= await store_rows(
+                request.app[STORE],
+                chunk,
+                settings.watch_topic,
+                identity,
+                name,
+                report,
+                max_payload_bytes=settings.max_payload_bytes,
+                wait_for_store=None,
+            )
+    finally:
+        chunks.close()
+        if wake:
+            request.app[ENGINE].wake()
     return json_response(
         UploadOut(
             file=report.file,

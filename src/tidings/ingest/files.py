@@ -1,49 +1,57 @@
 """Folder ingest (`TIDINGS_WATCH_DIR`): CSV files dropped into a folder become events.
 
-Owns a file's way through the folder: noticed once it has stopped changing for a scan,
-claimed (renamed into `processing/`, then locked, so that one process of many reads it,
-and a file whose reader died is taken over by the next scan), read in batches into the
-store, then moved to `done/` beside a JSON report (`failed/` when it cannot be read as
-UTF-8 CSV). Every row's event carries an idempotency key made of the file's content and
-the row's line, so a file read again after a crash, or dropped again, adds nothing it
-added before: no row is skipped, none is sent twice. It never blocks the event loop
-(file work runs in threads) and never drops a row because the store is away (it waits).
+Owns a file's way through the folder: noticed once it has stopped changing (for a scan
+and at least `settle_s`, longer if its last line is unfinished), claimed (renamed into
+`processing/`, then locked, so that one process of many reads it, and a file whose
+reader died is taken over by the next scan), read in batches into the store, then moved
+to `done/` with a JSON report beside it (`failed/` when it cannot be read to its end).
+Every row's event carries an idempotency key made of the file's content and the row's
+line, so a file read again after a crash, or dropped again, adds nothing it added before:
+no row is skipped, none is stored twice. Bad lines are reported and skipped, never
+retried forever. It never blocks the event loop (file work runs in threads, and a thread
+is always waited for, even when cancelled) and never drops a row because the store is
+away (it waits). `store_rows` and `parse_text` are shared with `POST /v1/uploads`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from tidings.ingest.rows import BadRow, Row, file_identity, is_header, read_row, row_event
+from tidings.ingest.rows import BadRow, Header, Row, file_identity, parse_lines, row_event
 from tidings.metrics import EVENTS_INGESTED
 from tidings.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH = 1000  # rows per store append
 REPORTED_BAD_ROWS = 100  # bad rows listed by line in a report (all are counted)
 STORE_RETRY_S = 2.0
+UNFINISHED_FACTOR = 5  # a file not ending in a newline must settle this many times longer
 
 
 @dataclass
 class FileReport:
     file: str
-    rows: int = 0  # good rows read
+    rows: int = 0  # good rows read and stored
     events: int = 0  # events created (rows not seen before)
-    duplicates: int = 0  # rows already ingested (an earlier read, or the same file again)
+    duplicates: int = 0  # rows already stored (an earlier read, or the same file again)
     bad_rows: int = 0
     bad: list[dict[str, object]] = field(default_factory=list)
+    header_line: int | None = None  # a header row, skipped
+    resumed: bool = False  # taken over from a reader that died
     error: str | None = None  # why the file could not be read to its end
     finished_at: str = ""
 
@@ -53,30 +61,13 @@ class FileReport:
             self.bad.append({"line": bad.line, "reason": bad.reason})
 
 
-def _digest(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
+Chunk = list[Row | BadRow | Header]
 
 
-def records(text: Iterable[str]) -> Generator[list[Row | BadRow], None, None]:
-    """The rows of CSV text (lines, as from an open file) in chunks of up to BATCH, read
-    lazily. Raises csv.Error (and UnicodeDecodeError from a file) on what it cannot read."""
-    reader = csv.reader(text)
-    chunk: list[Row | BadRow] = []
-    start = 1
-    first = True
-    for fields in reader:
-        line, start = start, reader.line_num + 1
-        if first:
-            first = False
-            if is_header(fields):
-                continue
-        parsed = read_row(fields, line)
-        if parsed is not None:
-            chunk.append(parsed)
+def chunks_of(items: Iterable[Row | BadRow | Header]) -> Generator[Chunk, None, None]:
+    chunk: Chunk = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) >= BATCH:
             yield chunk
             chunk = []
@@ -84,47 +75,88 @@ def records(text: Iterable[str]) -> Generator[list[Row | BadRow], None, None]:
         yield chunk
 
 
-def _records(path: Path) -> Generator[list[Row | BadRow], None, None]:
-    """A file's chunks (a generator resumed from worker threads, one at a time)."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        yield from records(f)
+def parse_text(text: str) -> Generator[Chunk, None, None]:
+    """The chunks of CSV text already in memory (an upload), split into lines exactly as a
+    file is read, so that a row has the same line (and key) either way."""
+    return chunks_of(parse_lines(io.StringIO(text, newline="")))
+
+
+def _file_chunks(path: Path) -> Generator[Chunk, None, None]:
+    # Undecodable bytes become lone surrogates, which make their line a bad row: a stray
+    # byte spoils one row, not the rest of the file.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        yield from chunks_of(parse_lines(f))
+
+
+async def finish_in_thread(fn: Callable[..., T], *args: object) -> T:
+    """`asyncio.to_thread`, except that a cancelled caller still waits for the thread to
+    end (so nothing it uses, such as a generator, is touched while it runs), then goes
+    on being cancelled."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 async def store_rows(
     store: Store,
-    chunk: list[Row | BadRow],
+    chunk: Chunk,
     topic: str,
     identity: str,
     name: str,
     report: FileReport,
     *,
-    wait_for_store: bool,
+    max_payload_bytes: int,
+    wait_for_store: Callable[[Exception], Awaitable[None]] | None,
 ) -> bool:
     """Store a chunk's rows as events and count them (and its bad rows) in `report`.
     Answers whether new events have deliveries (a worker should wake). With
-    `wait_for_store`, waits out a store outage instead of raising StoreUnavailable."""
-    rows = [r for r in chunk if isinstance(r, Row)]
-    for bad in (r for r in chunk if isinstance(r, BadRow)):
-        report.add_bad(bad)
-    if not rows:
+    `wait_for_store`, a store outage is waited out through it instead of raised."""
+    events = []
+    for item in chunk:
+        if isinstance(item, Header):
+            report.header_line = item.line
+        elif isinstance(item, BadRow):
+            report.add_bad(item)
+        else:
+            event = row_event(item, topic, identity, name)
+            if len(event.payload) > max_payload_bytes:
+                report.add_bad(BadRow(item.line, "the event would exceed the payload limit"))
+            else:
+                events.append(event)
+    if not events:
         return False
-    events = [row_event(r, topic, identity, name) for r in rows]
     while True:
         try:
             appended = await store.append_events(events)
             break
         except StoreUnavailable as exc:
-            if not wait_for_store:
+            if wait_for_store is None:
                 raise
-            # Never skip a row: wait for the store (the file stays claimed).
-            log.warning("folder ingest: store unavailable (%s); retrying %s", exc, name)
-            await asyncio.sleep(STORE_RETRY_S)
-    report.rows += len(rows)
+            await wait_for_store(exc)
     new = sum(not a.duplicate for a in appended)
     EVENTS_INGESTED.inc(new)
+    report.rows += len(events)
     report.events += new
     report.duplicates += len(appended) - new
     return any(a.deliveries and not a.duplicate for a in appended)
+
+
+def _digest_and_stat(fd: int) -> tuple[bytes, tuple[int, int]]:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    st = os.fstat(fd)
+    return h.digest(), (st.st_size, st.st_mtime_ns)
+
+
+def _unchanged(fd: int, signature: tuple[int, int]) -> bool:
+    st = os.fstat(fd)
+    return (st.st_size, st.st_mtime_ns) == signature
 
 
 def _lock(claimed: Path) -> int | None:
@@ -149,13 +181,19 @@ def _original_name(claimed: Path) -> str:
     return claimed.name.split("-", 1)[1] if "-" in claimed.name else claimed.name
 
 
-def _free_path(folder: Path, name: str) -> Path:
-    target = folder / name
-    n = 1
-    while target.exists() or target.with_name(target.name + ".report.json").exists():
-        target = folder / f"{Path(name).stem}.{n}{Path(name).suffix}"
-        n += 1
-    return target
+def _reserve(folder: Path, name: str) -> Path:
+    """A free path for `name` in `folder` (name, name.1, ...), created empty so that no
+    other process takes it; the file is then renamed over it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for n in range(100_000):
+        target = folder / (name if n == 0 else f"{stem}.{n}{suffix}")
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return target
+    raise OSError(f"no free name for {name} in {folder}")
 
 
 class FolderWatcher:
@@ -166,11 +204,16 @@ class FolderWatcher:
         topic: str,
         interval_s: float = 1.0,
         wake: Callable[[], None] = lambda: None,
+        *,
+        settle_s: float = 2.0,
+        max_payload_bytes: int = 1 << 20,
     ) -> None:
         self.store = store
         self.folder = folder
         self.topic = topic
         self.interval_s = interval_s
+        self.settle_s = settle_s
+        self.max_payload_bytes = max_payload_bytes
         self.wake = wake
         self.processing = folder / "processing"
         self.done = folder / "done"
@@ -179,10 +222,13 @@ class FolderWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        for d in (self.folder, self.processing, self.done, self.failed):
-            d.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._make_folders)
         self._task = asyncio.create_task(self._run(), name="tidings-folder-watch")
         log.info("watching %s for CSV files", self.folder)
+
+    def _make_folders(self) -> None:
+        for d in (self.folder, self.processing, self.done, self.failed):
+            d.mkdir(parents=True, exist_ok=True)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -202,96 +248,146 @@ class FolderWatcher:
             await asyncio.sleep(self.interval_s)
 
     async def scan_once(self) -> list[FileReport]:
-        """Take over files whose reader died, then claim every new file that has stopped
-        changing since the last scan; read each. Answers the reports of the files read."""
+        """Take over files whose reader died, then claim every new file that has settled;
+        read each. Answers the reports of the files read. One file's trouble (a file
+        that cannot be opened, one claimed by another process meanwhile) never stops the
+        others."""
         reports = []
-        for claimed in sorted(await asyncio.to_thread(self._orphans)):
-            report = await self._take(claimed)
+        for claimed in await asyncio.to_thread(self._orphans):
+            report = await self._take(claimed, resumed=True)
             if report is not None:
                 reports.append(report)
-        for path in await asyncio.to_thread(self._stable_new_files):
+        for path in await asyncio.to_thread(self._settled_new_files):
             claimed = self.processing / f"{time.time_ns()}-{path.name}"
             try:
                 await asyncio.to_thread(os.rename, path, claimed)
             except FileNotFoundError:
                 continue  # another process claimed it first
-            report = await self._take(claimed)
+            except OSError as exc:
+                log.error("folder ingest: cannot claim %s: %s", path.name, exc)
+                continue
+            report = await self._take(claimed, resumed=False)
             if report is not None:
                 reports.append(report)
         return reports
 
     def _orphans(self) -> list[Path]:
-        return [p for p in self.processing.iterdir() if p.is_file()]
+        try:
+            return sorted(p for p in self.processing.iterdir() if p.is_file())
+        except FileNotFoundError:
+            self.processing.mkdir(parents=True, exist_ok=True)
+            return []
 
-    def _stable_new_files(self) -> list[Path]:
-        stable: list[Path] = []
+    def _settled_new_files(self) -> list[Path]:
+        settled: list[Path] = []
         seen: dict[str, tuple[int, int]] = {}
+        now = time.time_ns()
         for p in sorted(self.folder.iterdir()):
-            if not p.is_file() or p.name.startswith(".") or p.suffix.lower() != ".csv":
+            if p.name.startswith(".") or p.suffix.lower() != ".csv":
                 continue  # dotfiles and other suffixes: still being written, or not ours
-            st = p.stat()
-            signature = (st.st_size, st.st_mtime_ns)
-            if self._seen.get(p.name) == signature:
-                stable.append(p)
-            else:
-                seen[p.name] = signature
+            try:
+                st = p.stat()
+                if not p.is_file():
+                    continue
+                signature = (st.st_size, st.st_mtime_ns)
+                age_s = (now - st.st_mtime_ns) / 1e9
+                if self._seen.get(p.name) != signature or age_s < self.settle_s:
+                    seen[p.name] = signature
+                    continue
+                if st.st_size and age_s < self.settle_s * UNFINISHED_FACTOR:
+                    with p.open("rb") as f:  # a last line without its newline: wait longer
+                        f.seek(-1, os.SEEK_END)
+                        if f.read(1) != b"\n":
+                            seen[p.name] = signature
+                            continue
+            except FileNotFoundError:
+                continue  # claimed by another process while we looked
+            except OSError as exc:
+                log.warning("folder ingest: cannot look at %s: %s", p.name, exc)
+                continue
+            settled.append(p)
         self._seen = seen
-        return stable
+        return settled
 
-    async def _take(self, claimed: Path) -> FileReport | None:
+    async def _take(self, claimed: Path, *, resumed: bool) -> FileReport | None:
         """Read a claimed file if no other process holds it (an exclusive lock, which dies
         with its holder, so a crashed reader's file is free for the next scan)."""
-        fd = await asyncio.to_thread(_lock, claimed)
+        report = FileReport(file=_original_name(claimed), resumed=resumed)
+        try:
+            fd = await finish_in_thread(_lock, claimed)
+        except OSError as exc:  # e.g. not readable by us: set it aside, do not retry it
+            report.error = f"cannot open it: {exc}"
+            await self._set_aside(claimed, report)
+            return report
         if fd is None:
             return None
         try:
-            return await self._ingest(claimed)
+            await self._ingest(claimed, fd, report)
+        except asyncio.CancelledError:
+            raise  # stopping: the file stays claimed and unlocked, for the next start
         except Exception as exc:
-            # Not a row's fault nor the store's (those are handled): set the file aside
-            # rather than trying it again at every scan.
+            # Neither a row's fault nor a store outage (those are handled): set the file
+            # aside, with what was stored of it, rather than trying it at every scan.
             log.exception("folder ingest: %s failed; moving it to failed/", claimed.name)
-            report = FileReport(file=_original_name(claimed), error=f"ingest failed: {exc!r}")
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._file_away, claimed, report)
-            return report
+            report.error = f"ingest failed: {exc!r}"
+            await self._set_aside(claimed, report)
         finally:
             os.close(fd)  # also releases the lock
+        return report
 
-    async def _ingest(self, claimed: Path) -> FileReport:
-        name = _original_name(claimed)
-        report = FileReport(file=name)
-        identity = file_identity(await asyncio.to_thread(_digest, claimed))
-        chunks = _records(claimed)
+    async def _ingest(self, claimed: Path, fd: int, report: FileReport) -> None:
+        digest, signature = await finish_in_thread(_digest_and_stat, fd)
+        identity = file_identity(digest)
+        chunks = _file_chunks(claimed)
         try:
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            while (chunk := await finish_in_thread(next, chunks, None)) is not None:
                 if await store_rows(
-                    self.store, chunk, self.topic, identity, name, report, wait_for_store=True
+                    self.store,
+                    chunk,
+                    self.topic,
+                    identity,
+                    report.file,
+                    report,
+                    max_payload_bytes=self.max_payload_bytes,
+                    wait_for_store=self._wait_for_store,
                 ):
                     self.wake()
-        except (UnicodeDecodeError, csv.Error) as exc:
-            report.error = f"cannot read it as UTF-8 CSV: {exc}"
         finally:
-            chunks.close()
+            chunks.close()  # never while a thread runs it: finish_in_thread waited
+        if not await finish_in_thread(_unchanged, fd, signature):
+            report.error = (
+                "the file changed while it was read (still being written?); what was read "
+                "is stored; drop the complete file again and only the rest is added"
+            )
         report.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        await asyncio.to_thread(self._file_away, claimed, report)
+        await self._set_aside(claimed, report)
         level = logging.WARNING if report.error or report.bad_rows else logging.INFO
         log.log(
             level,
-            "folder ingest: %s: %d rows, %d new events, %d already ingested, %d bad rows%s",
-            name,
+            "folder ingest: %s: %d rows, %d new events, %d already stored, %d bad rows%s",
+            report.file,
             report.rows,
             report.events,
             report.duplicates,
             report.bad_rows,
             f"; {report.error}" if report.error else "",
         )
-        return report
+
+    async def _wait_for_store(self, exc: Exception) -> None:
+        # Never skip a row: wait for the store (the file stays claimed).
+        log.warning("folder ingest: store unavailable (%s); retrying", exc)
+        await asyncio.sleep(STORE_RETRY_S)
+
+    async def _set_aside(self, claimed: Path, report: FileReport) -> None:
+        await finish_in_thread(self._file_away, claimed, report)
 
     def _file_away(self, claimed: Path, report: FileReport) -> None:
         folder = self.failed if report.error else self.done
-        target = _free_path(folder, report.file)
+        target = _reserve(folder, report.file)
+        # The file first: once it is out of processing/ it is never read again; a crash
+        # before its report is written loses only the report.
+        os.replace(claimed, target)
         report_path = target.with_name(target.name + ".report.json")
-        tmp = report_path.with_name("." + report_path.name + ".tmp")
+        tmp = target.with_name(f".{target.name}.report.{os.getpid()}.{time.time_ns()}.tmp")
         tmp.write_text(json.dumps(report.__dict__, indent=2) + "\n")
         os.replace(tmp, report_path)
-        os.rename(claimed, target)  # last: until then a crash leaves it to be read again

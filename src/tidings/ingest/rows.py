@@ -1,12 +1,17 @@
-"""What a row of an ingested CSV file means: `user_id[,message]` into an event.
+"""What a line of an ingested CSV file means: `user_id[,message]` into an event.
 
-Owns the rules for one row (blank lines, an optional header, bare user ids, commas in an
-unquoted message, bad rows) and the idempotency key of a row, which is what makes a file
-ingested once however often it is read. Pure: no files, no store.
+Owns the rules for one line (blank lines, a header, bare user ids, quoting, commas in an
+unquoted message, bad rows: undecodable bytes, NUL, oversize, broken quotes) and the
+idempotency key of a row, which is what makes a file ingested once however often it is
+read. One row is one line: a quoted message cannot span lines, so a stray quote spoils
+its own line only, never the rows after it (in a multi-line CSV reader it would swallow
+them into one message, to the wrong user). Pure: no files, no store.
 """
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -15,12 +20,18 @@ from tidings.model import EventIn
 
 MAX_USER_ID = 255
 MAX_MESSAGE = 64 * 1024
-HEADERS = frozenset({"user_id", "userid", "user", "user id"})
+MAX_LINE = 4 * MAX_MESSAGE  # longer lines are bad rows, never parsed
+USER_HEADERS = frozenset({"user_id", "userid", "user", "user id", "id"})
+MESSAGE_HEADERS = frozenset({"message", "alertmessage", "alert_message", "msg", "text", "body"})
+
+# A line is at most MAX_LINE long, so no field exceeds this (the module default, 128 KiB,
+# would make a long message a csv.Error instead of a row).
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE + 1))
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    line: int  # 1-based line of the file where the row starts
+    line: int  # 1-based line of the file
     user_id: str
     message: str
 
@@ -31,8 +42,32 @@ class BadRow:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Header:
+    line: int
+
+
+def _undecodable(text: str) -> bool:
+    # Bytes that were not UTF-8 arrive as lone surrogates (errors="surrogateescape").
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def split_line(text: str) -> list[str] | str:
+    """The fields of one line (its end of line already removed), or why it is bad."""
+    if len(text) > MAX_LINE:
+        return f"the line is longer than {MAX_LINE} characters"
+    if _undecodable(text):
+        return "the line is not UTF-8"
+    if "\x00" in text:
+        return "the line holds a NUL character"
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error as exc:
+        return f"the line is not valid CSV: {exc}"
+
+
 def read_row(fields: list[str], line: int) -> Row | BadRow | None:
-    """One parsed CSV record: a Row, a BadRow saying why, or None for a blank line.
+    """One line's fields: a Row, a BadRow saying why, or None for a blank line.
 
     `user_id` alone is a row with an empty message (files of bare ids are a common
     export); more than two fields are a message with unquoted commas, joined back.
@@ -51,8 +86,36 @@ def read_row(fields: list[str], line: int) -> Row | BadRow | None:
 
 
 def is_header(fields: list[str]) -> bool:
-    """A first record that names the columns (`user_id,message`, `userId,alertMessage`)."""
-    return bool(fields) and fields[0].strip().lower().replace("-", "_") in HEADERS
+    """A first record that names the columns (`user_id,message`, `userId,alertMessage`):
+    a user-id column name alone, or followed by a message column name."""
+
+    def norm(f: str) -> str:
+        return f.strip().lower().replace("-", "_")
+
+    if not fields or norm(fields[0]) not in USER_HEADERS:
+        return False
+    return len(fields) == 1 or norm(fields[1]) in MESSAGE_HEADERS
+
+
+def parse_lines(lines: Iterable[str]) -> Iterator[Row | BadRow | Header]:
+    """Every row of a file's text, given line by line (ends of line kept or not): rows,
+    bad rows, and the header if the first non-blank line is one. Blank lines vanish."""
+    seen_content = False
+    for number, raw in enumerate(lines, 1):
+        text = raw.rstrip("\r\n")
+        fields = split_line(text)
+        if isinstance(fields, str):
+            seen_content = True
+            yield BadRow(number, fields)
+            continue
+        if not seen_content and fields and any(f.strip() for f in fields):
+            seen_content = True
+            if is_header(fields):
+                yield Header(number)
+                continue
+        row = read_row(fields, number)
+        if row is not None:
+            yield row
 
 
 def file_identity(digest: bytes) -> str:
