@@ -248,6 +248,16 @@ async def test_a_file_changed_while_read_is_not_filed_as_done(
     assert (w.failed / "moving.csv").exists()
 
 
+async def test_a_file_name_that_is_not_utf8(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    (folder / os.fsdecode(b"caf\xe9.csv")).write_bytes(b"u1,x\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.file == "caf?.csv" and report.events == 1
+    (event,) = await file_events(store)
+    assert msgspec.json.decode(bytes(event.payload))["file"] == "caf?.csv"
+
+
 async def test_other_files_are_not_touched(store: Store, folder: Path) -> None:
     w = await watcher_of(store, folder)
     (folder / "notes.txt").write_text("u1,x\n")

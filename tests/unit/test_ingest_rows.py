@@ -15,6 +15,7 @@ from tidings.ingest.rows import (
     BadRow,
     Header,
     Row,
+    clean_name,
     file_identity,
     is_header,
     parse_lines,
@@ -83,6 +84,11 @@ def test_parse_lines_one_row_per_line() -> None:
         Row(1, "u1", "x"),
         Row(2, "user_id", "message"),
     ]
+
+
+def test_clean_name() -> None:
+    assert clean_name("alerts.csv") == "alerts.csv"
+    assert clean_name("caf\udce9.csv") == "caf?.csv"
 
 
 def test_the_key_names_the_content_and_the_line() -> None:

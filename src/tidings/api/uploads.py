@@ -16,7 +16,7 @@ from tidings.api.http import SETTINGS, STORE, json_response
 from tidings.api.keys import ENGINE
 from tidings.api.wire import BadRowOut, UploadOut
 from tidings.ingest.files import FileReport, finish_in_thread, parse_text, store_rows
-from tidings.ingest.rows import file_identity
+from tidings.ingest.rows import clean_name, file_identity
 from tidings.policy.validation import FieldError
 
 routes = web.RouteTableDef()
@@ -26,7 +26,7 @@ MAX_NAME = 255
 
 def _name(raw: str | None) -> str:
     """A file name for payloads and the report: its last path part, at most 255 chars."""
-    name = posixpath.basename((raw or "").replace("\\", "/")).strip()
+    name = clean_name(posixpath.basename((raw or "").replace("\\", "/")).strip())
     return name[:MAX_NAME] or DEFAULT_NAME
 
 

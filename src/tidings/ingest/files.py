@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tidings.ingest.rows import BadRow, Header, Row, file_identity, parse_lines, row_event
+from tidings.ingest.rows import (
+    BadRow,
+    Header,
+    Row,
+    clean_name,
+    file_identity,
+    parse_lines,
+    row_event,
+)
 from tidings.metrics import EVENTS_INGESTED
 from tidings.store.base import Store, StoreUnavailable
 
@@ -178,7 +186,7 @@ def _lock(claimed: Path) -> int | None:
 
 def _original_name(claimed: Path) -> str:
     # processing/<ns>-<original name>
-    return claimed.name.split("-", 1)[1] if "-" in claimed.name else claimed.name
+    return clean_name(claimed.name.split("-", 1)[1] if "-" in claimed.name else claimed.name)
 
 
 def _reserve(folder: Path, name: str) -> Path:

@@ -118,6 +118,12 @@ def parse_lines(lines: Iterable[str]) -> Iterator[Row | BadRow | Header]:
             yield row
 
 
+def clean_name(name: str) -> str:
+    """A file name fit for a JSON payload: bytes that were not UTF-8 (lone surrogates, as
+    Python spells undecodable file names) become `?`."""
+    return name.encode("utf-8", "replace").decode("utf-8")
+
+
 def file_identity(digest: bytes) -> str:
     """The part of every row's key that names the file: its content, not its name, so the
     same file dropped twice (or renamed) is ingested once."""
