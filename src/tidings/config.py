@@ -89,7 +89,7 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "watch_interval_ms",
         "how often the watched folder is scanned; a file is read once it has not changed "
-        "for one scan (default 1000)",
+        "for a scan and for 2 s (10 s without a final newline) (default 1000)",
     ),
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
     SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),

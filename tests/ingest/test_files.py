@@ -16,7 +16,7 @@ import pytest
 
 from tidings.ingest import files
 from tidings.ingest.files import FolderWatcher
-from tidings.ingest.rows import Row, file_identity, row_event
+from tidings.ingest.rows import MAX_LINE, Row, file_identity, row_event
 from tidings.model import Event
 from tidings.store.base import Store
 
@@ -256,6 +256,91 @@ async def test_a_file_name_that_is_not_utf8(store: Store, folder: Path) -> None:
     assert report.file == "caf?.csv" and report.events == 1
     (event,) = await file_events(store)
     assert msgspec.json.decode(bytes(event.payload))["file"] == "caf?.csv"
+
+
+async def test_an_empty_file_is_never_complete(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    path = folder / "export.csv"
+    path.write_bytes(b"")  # its writer opened it, and has not written yet
+    for _ in range(3):
+        assert await w.scan_once() == []
+    path.write_text(csv_of(3))
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.events == 3
+
+
+async def test_an_over_long_line_is_a_bad_row_read_in_bounded_pieces(
+    store: Store, folder: Path
+) -> None:
+    w = await watcher_of(store, folder)
+    long_line = "u-long," + "x" * (3 * MAX_LINE) + "\n"
+    (folder / "long.csv").write_text("u1,a\n" + long_line + "u2,b\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert (report.events, report.bad) == (
+        2,
+        [{"line": 2, "reason": f"the line is longer than {MAX_LINE} characters"}],
+    )
+    assert lines_of(await file_events(store)) == [1, 3]
+
+
+async def test_a_long_name_is_shortened_on_disk(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    name = "é" * 120 + ".csv"  # 244 bytes: no room for a prefix
+    (folder / name).write_text("u1,x\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.events == 1 and report.error is None
+    (filed,) = [p for p in w.done.iterdir() if not p.name.endswith(".report.json")]
+    assert filed.name.endswith(".csv") and len(os.fsencode(filed.name)) <= 160
+    assert (w.done / (filed.name + ".report.json")).exists()
+    assert report.file == filed.name
+
+
+async def test_a_file_rewritten_after_it_was_listed_is_not_claimed(
+    store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await watcher_of(store, folder)
+    path = folder / "export.csv"
+    path.write_text(csv_of(2))
+    await w.scan_once()
+    listed = w._settled_new_files
+
+    def listed_then_rewritten() -> list[tuple[Path, tuple[int, int, int]]]:
+        found = listed()
+        path.write_text(csv_of(5))  # a new export by the same name, being written
+        return found
+
+    monkeypatch.setattr(w, "_settled_new_files", listed_then_rewritten)
+    assert await w.scan_once() == []
+    monkeypatch.undo()
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert report.events == 5
+
+
+async def test_a_second_cancel_does_not_fail_the_file(
+    store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "BATCH", 200)
+    w = await watcher_of(store, folder)
+    drop(folder, "big.csv", csv_of(20_000))
+    assert await w.scan_once() == []
+    task = asyncio.create_task(w.scan_once())
+    for _ in range(500):
+        if await file_events(store):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    assert not any(w.failed.iterdir())
+    (report,) = await (await watcher_of(store, folder)).scan_once()
+    assert report.rows == 20_000 and report.events + report.duplicates == 20_000
+    assert lines_of(await file_events(store)) == list(range(2, 20_002))
 
 
 async def test_other_files_are_not_touched(store: Store, folder: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import posixpath
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tidings.api.http import SETTINGS, STORE, json_response
 from tidings.api.keys import ENGINE
@@ -39,10 +40,13 @@ async def _file_of(request: web.Request) -> tuple[str, bytes]:
                 if isinstance(part, BodyPartReader) and part.name == "file":
                     # decode=True undoes a Content-Transfer-Encoding (base64, ...)
                     return _name(part.filename), bytes(await part.read(decode=True))
-        except (ValueError, AssertionError, RuntimeError) as exc:
+        except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
             raise FieldError("file", f"the multipart form cannot be read: {exc}") from None
         raise FieldError("file", "the form has no `file` part", code="missing_field")
-    if request.content_type == "application/x-www-form-urlencoded":
+    if request.content_type.startswith("multipart/") or request.content_type in (
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ):
         raise FieldError(
             "file", "send the file as a multipart/form-data `file` part, or as the raw body"
         )

@@ -33,18 +33,21 @@ from tidings.ingest.rows import (
     BadRow,
     Header,
     Row,
+    bounded_lines,
     clean_name,
     file_identity,
     parse_lines,
     row_event,
 )
 from tidings.metrics import EVENTS_INGESTED
+from tidings.model import EventIn
 from tidings.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BATCH = 1000  # rows per store append
+BATCH_CHARS = 4 * 1024 * 1024  # and about this much row text at most
 REPORTED_BAD_ROWS = 100  # bad rows listed by line in a report (all are counted)
 STORE_RETRY_S = 2.0
 UNFINISHED_FACTOR = 5  # a file not ending in a newline must settle this many times longer
@@ -60,6 +63,7 @@ class FileReport:
     bad: list[dict[str, object]] = field(default_factory=list)
     header_line: int | None = None  # a header row, skipped
     resumed: bool = False  # taken over from a reader that died
+    last_line: int = 0  # the last line read
     error: str | None = None  # why the file could not be read to its end
     finished_at: str = ""
 
@@ -73,12 +77,17 @@ Chunk = list[Row | BadRow | Header]
 
 
 def chunks_of(items: Iterable[Row | BadRow | Header]) -> Generator[Chunk, None, None]:
+    """Chunks of at most BATCH rows and about BATCH_CHARS characters of rows (one store
+    append each: long messages make smaller transactions)."""
     chunk: Chunk = []
+    size = 0
     for item in items:
         chunk.append(item)
-        if len(chunk) >= BATCH:
+        if isinstance(item, Row):
+            size += len(item.user_id) + len(item.message)
+        if len(chunk) >= BATCH or size >= BATCH_CHARS:
             yield chunk
-            chunk = []
+            chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -86,26 +95,31 @@ def chunks_of(items: Iterable[Row | BadRow | Header]) -> Generator[Chunk, None, 
 def parse_text(text: str) -> Generator[Chunk, None, None]:
     """The chunks of CSV text already in memory (an upload), split into lines exactly as a
     file is read, so that a row has the same line (and key) either way."""
-    return chunks_of(parse_lines(io.StringIO(text, newline="")))
+    return chunks_of(parse_lines(bounded_lines(io.StringIO(text, newline=""))))
 
 
 def _file_chunks(path: Path) -> Generator[Chunk, None, None]:
     # Undecodable bytes become lone surrogates, which make their line a bad row: a stray
     # byte spoils one row, not the rest of the file.
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        yield from chunks_of(parse_lines(f))
+        yield from chunks_of(parse_lines(bounded_lines(f)))
 
 
-async def finish_in_thread(fn: Callable[..., T], *args: object) -> T:
+async def finish_in_thread(
+    fn: Callable[..., T], *args: object, on_cancel: Callable[[T], object] | None = None
+) -> T:
     """`asyncio.to_thread`, except that a cancelled caller still waits for the thread to
     end (so nothing it uses, such as a generator, is touched while it runs), then goes
-    on being cancelled."""
+    on being cancelled; `on_cancel` gets a result nobody will use (to close it)."""
     future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
+        while not future.done():  # a second cancel must not stop the wait either
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if on_cancel is not None and not future.cancelled() and future.exception() is None:
+            on_cancel(future.result())
         raise
 
 
@@ -123,18 +137,9 @@ async def store_rows(
     """Store a chunk's rows as events and count them (and its bad rows) in `report`.
     Answers whether new events have deliveries (a worker should wake). With
     `wait_for_store`, a store outage is waited out through it instead of raised."""
-    events = []
-    for item in chunk:
-        if isinstance(item, Header):
-            report.header_line = item.line
-        elif isinstance(item, BadRow):
-            report.add_bad(item)
-        else:
-            event = row_event(item, topic, identity, name)
-            if len(event.payload) > max_payload_bytes:
-                report.add_bad(BadRow(item.line, "the event would exceed the payload limit"))
-            else:
-                events.append(event)
+    events = await finish_in_thread(
+        _build_events, chunk, topic, identity, name, report, max_payload_bytes
+    )
     if not events:
         return False
     while True:
@@ -151,6 +156,31 @@ async def store_rows(
     report.events += new
     report.duplicates += len(appended) - new
     return any(a.deliveries and not a.duplicate for a in appended)
+
+
+def _build_events(
+    chunk: Chunk, topic: str, identity: str, name: str, report: FileReport, max_payload: int
+) -> list[EventIn]:
+    """A chunk's events (JSON encoding: in a thread, off the event loop), its header and
+    bad rows noted in `report`."""
+    events = []
+    for item in chunk:
+        if isinstance(item, Header):
+            report.header_line = item.line
+        elif isinstance(item, BadRow):
+            report.add_bad(item)
+        else:
+            event = row_event(item, topic, identity, name)
+            if len(event.payload) > max_payload:
+                report.add_bad(BadRow(item.line, "the event would exceed the payload limit"))
+            else:
+                events.append(event)
+    return events
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _digest_and_stat(fd: int) -> tuple[bytes, tuple[int, int]]:
@@ -185,8 +215,37 @@ def _lock(claimed: Path) -> int | None:
 
 
 def _original_name(claimed: Path) -> str:
-    # processing/<ns>-<original name>
-    return clean_name(claimed.name.split("-", 1)[1] if "-" in claimed.name else claimed.name)
+    """The name the file came with (shortened if it was long): processing/<ns>-<name>."""
+    return claimed.name.split("-", 1)[1] if "-" in claimed.name else claimed.name
+
+
+MAX_NAME_BYTES = 160  # leaves room, in a 255-byte file name, for prefixes and suffixes
+
+
+def _short(name: str) -> str:
+    """`name`, cut (keeping its suffix) to fit MAX_NAME_BYTES bytes on disk."""
+    raw = os.fsencode(name)
+    if len(raw) <= MAX_NAME_BYTES:
+        return name
+    suffix = os.fsencode(Path(name).suffix)[:16]
+    stem = raw[: MAX_NAME_BYTES - len(suffix)]
+    return os.fsdecode(stem.decode("utf-8", "ignore").encode() + suffix)
+
+
+def _claim(path: Path, signature: tuple[int, int, int], claimed: Path) -> bool:
+    """Rename a settled file into processing/, unless it changed since it was listed (a
+    file by the same name, written meanwhile, must settle first)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False  # another process claimed it first
+    if (st.st_ino, st.st_size, st.st_mtime_ns) != signature:
+        return False
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _reserve(folder: Path, name: str) -> Path:
@@ -226,7 +285,7 @@ class FolderWatcher:
         self.processing = folder / "processing"
         self.done = folder / "done"
         self.failed = folder / "failed"
-        self._seen: dict[str, tuple[int, int]] = {}  # name -> (size, mtime) at the last scan
+        self._seen: dict[str, tuple[int, int, int]] = {}  # name -> (inode, size, mtime)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -265,12 +324,11 @@ class FolderWatcher:
             report = await self._take(claimed, resumed=True)
             if report is not None:
                 reports.append(report)
-        for path in await asyncio.to_thread(self._settled_new_files):
-            claimed = self.processing / f"{time.time_ns()}-{path.name}"
+        for path, signature in await asyncio.to_thread(self._settled_new_files):
+            claimed = self.processing / f"{time.time_ns()}-{_short(path.name)}"
             try:
-                await asyncio.to_thread(os.rename, path, claimed)
-            except FileNotFoundError:
-                continue  # another process claimed it first
+                if not await asyncio.to_thread(_claim, path, signature, claimed):
+                    continue
             except OSError as exc:
                 log.error("folder ingest: cannot claim %s: %s", path.name, exc)
                 continue
@@ -286,9 +344,9 @@ class FolderWatcher:
             self.processing.mkdir(parents=True, exist_ok=True)
             return []
 
-    def _settled_new_files(self) -> list[Path]:
-        settled: list[Path] = []
-        seen: dict[str, tuple[int, int]] = {}
+    def _settled_new_files(self) -> list[tuple[Path, tuple[int, int, int]]]:
+        settled: list[tuple[Path, tuple[int, int, int]]] = []
+        seen: dict[str, tuple[int, int, int]] = {}
         now = time.time_ns()
         for p in sorted(self.folder.iterdir()):
             if p.name.startswith(".") or p.suffix.lower() != ".csv":
@@ -297,12 +355,14 @@ class FolderWatcher:
                 st = p.stat()
                 if not p.is_file():
                     continue
-                signature = (st.st_size, st.st_mtime_ns)
+                signature = (st.st_ino, st.st_size, st.st_mtime_ns)
                 age_s = (now - st.st_mtime_ns) / 1e9
-                if self._seen.get(p.name) != signature or age_s < self.settle_s:
+                # An empty file is never complete: its writer may have opened it and not
+                # written yet.
+                if self._seen.get(p.name) != signature or age_s < self.settle_s or not st.st_size:
                     seen[p.name] = signature
                     continue
-                if st.st_size and age_s < self.settle_s * UNFINISHED_FACTOR:
+                if age_s < self.settle_s * UNFINISHED_FACTOR:
                     with p.open("rb") as f:  # a last line without its newline: wait longer
                         f.seek(-1, os.SEEK_END)
                         if f.read(1) != b"\n":
@@ -313,16 +373,16 @@ class FolderWatcher:
             except OSError as exc:
                 log.warning("folder ingest: cannot look at %s: %s", p.name, exc)
                 continue
-            settled.append(p)
+            settled.append((p, signature))
         self._seen = seen
         return settled
 
     async def _take(self, claimed: Path, *, resumed: bool) -> FileReport | None:
         """Read a claimed file if no other process holds it (an exclusive lock, which dies
         with its holder, so a crashed reader's file is free for the next scan)."""
-        report = FileReport(file=_original_name(claimed), resumed=resumed)
+        report = FileReport(file=clean_name(_original_name(claimed)), resumed=resumed)
         try:
-            fd = await finish_in_thread(_lock, claimed)
+            fd = await finish_in_thread(_lock, claimed, on_cancel=_close)
         except OSError as exc:  # e.g. not readable by us: set it aside, do not retry it
             report.error = f"cannot open it: {exc}"
             await self._set_aside(claimed, report)
@@ -349,6 +409,7 @@ class FolderWatcher:
         chunks = _file_chunks(claimed)
         try:
             while (chunk := await finish_in_thread(next, chunks, None)) is not None:
+                report.last_line = chunk[-1].line
                 if await store_rows(
                     self.store,
                     chunk,
@@ -364,8 +425,9 @@ class FolderWatcher:
             chunks.close()  # never while a thread runs it: finish_in_thread waited
         if not await finish_in_thread(_unchanged, fd, signature):
             report.error = (
-                "the file changed while it was read (still being written?); what was read "
-                "is stored; drop the complete file again and only the rest is added"
+                "the file changed while it was read (still being written?): its rows up to "
+                f"line {report.last_line} are stored; drop a file of only the lines after "
+                "it (the complete file would be new content, and all its rows would go again)"
             )
         report.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         await self._set_aside(claimed, report)
@@ -390,12 +452,14 @@ class FolderWatcher:
         await finish_in_thread(self._file_away, claimed, report)
 
     def _file_away(self, claimed: Path, report: FileReport) -> None:
+        if not claimed.exists():
+            return  # filed already (a failure after the move, while writing the report)
         folder = self.failed if report.error else self.done
-        target = _reserve(folder, report.file)
+        target = _reserve(folder, _original_name(claimed))
         # The file first: once it is out of processing/ it is never read again; a crash
         # before its report is written loses only the report.
         os.replace(claimed, target)
         report_path = target.with_name(target.name + ".report.json")
-        tmp = target.with_name(f".{target.name}.report.{os.getpid()}.{time.time_ns()}.tmp")
+        tmp = target.with_name(f".report.{os.getpid()}.{time.time_ns()}.tmp")
         tmp.write_text(json.dumps(report.__dict__, indent=2) + "\n")
         os.replace(tmp, report_path)

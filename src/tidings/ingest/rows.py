@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -95,6 +96,21 @@ def is_header(fields: list[str]) -> bool:
     if not fields or norm(fields[0]) not in USER_HEADERS:
         return False
     return len(fields) == 1 or norm(fields[1]) in MESSAGE_HEADERS
+
+
+class _Readable(Protocol):
+    def readline(self, size: int = -1, /) -> str: ...
+
+
+def bounded_lines(f: _Readable, limit: int = MAX_LINE) -> Iterator[str]:
+    """The lines of a text stream (opened with newline=""), none longer in memory than
+    `limit` + 1 characters: the rest of a longer line is read and dropped in bounded
+    pieces (its first `limit` + 1 characters still make it a bad row, too long)."""
+    while line := f.readline(limit + 1):
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            while (rest := f.readline(limit)) and not rest.endswith(("\n", "\r")):
+                pass
+        yield line
 
 
 def parse_lines(lines: Iterable[str]) -> Iterator[Row | BadRow | Header]:
