@@ -46,6 +46,16 @@ def drop(folder: Path, name: str, text: str) -> Path:
     return target
 
 
+async def reading(w: FolderWatcher, store: Store) -> asyncio.Task[list[files.FileReport]]:
+    """A scan started, once it has stored some rows (at most 5 s later)."""
+    task = asyncio.create_task(w.scan_once())
+    for _ in range(500):
+        if await file_events(store):
+            break
+        await asyncio.sleep(0.01)
+    return task
+
+
 def csv_of(n: int, start: int = 0) -> str:
     return "user_id,message\n" + "".join(f"u{i},hello {i}\n" for i in range(start, start + n))
 
@@ -191,11 +201,7 @@ async def test_stopping_mid_file_leaves_it_for_the_next_start(
     w = await watcher_of(store, folder)
     drop(folder, "big.csv", csv_of(20_000))
     assert await w.scan_once() == []  # seen once: the next scan claims it
-    task = asyncio.create_task(w.scan_once())
-    for _ in range(500):
-        if await file_events(store):
-            break
-        await asyncio.sleep(0.01)
+    task = await reading(w, store)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=10)
@@ -327,11 +333,7 @@ async def test_a_second_cancel_does_not_fail_the_file(
     w = await watcher_of(store, folder)
     drop(folder, "big.csv", csv_of(20_000))
     assert await w.scan_once() == []
-    task = asyncio.create_task(w.scan_once())
-    for _ in range(500):
-        if await file_events(store):
-            break
-        await asyncio.sleep(0.01)
+    task = await reading(w, store)
     task.cancel()
     await asyncio.sleep(0)
     task.cancel()
