@@ -18,8 +18,23 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 API_KEY = "tdk_e2e_key"
+
+
+def api_call(method: str, url: str, body: object = None, timeout: float = 10) -> Any:
+    """A `/v1` call with the e2e key, blocking (these tests drive processes, not a loop):
+    the answer's JSON (None if empty); an HTTP error raises urllib's HTTPError."""
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
 
 
 def free_port() -> int:

@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import API_KEY, TidingsProcess
+from tests.e2e.procs import API_KEY, TidingsProcess, api_call
 
 pytestmark = pytest.mark.e2e
 
@@ -97,12 +96,7 @@ def _wait_dead(url: str, n: int, timeout: float = 20.0) -> list[dict[str, object
     deadline = time.monotonic() + timeout
     items: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        request = urllib.request.Request(
-            url + "/v1/deliveries?state=dead&limit=1000",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as r:
-            items = json.loads(r.read())["items"]
+        items = api_call("GET", url + "/v1/deliveries?state=dead&limit=1000")["items"]
         if len(items) >= n:
             return items
         time.sleep(0.1)
@@ -159,7 +153,10 @@ def test_bench_publishes_and_measures(tmp_path: Path) -> None:
         assert created.returncode == 0, created.stderr
         destination_id = json.loads(created.stdout)["id"]
         # Pause it: the events are real and would otherwise be sent.
-        assert tidings_patch(proc.url, destination_id, {"state": "paused"}) == 200
+        paused = api_call(
+            "PATCH", f"{proc.url}/v1/destinations/{destination_id}", {"state": "paused"}
+        )
+        assert paused["state"] == "paused"
 
         single = tidings("bench", "--events", "300", "--concurrency", "8", "--json", url=proc.url)
         assert single.returncode == 0, single.stderr
@@ -194,20 +191,14 @@ def test_bench_publishes_and_measures(tmp_path: Path) -> None:
     assert unreachable.returncode == 1 and "cannot reach Tidings" in unreachable.stderr
 
 
-def _get(url: str) -> dict[str, object]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
-
-
 def _paged(url: str) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     cursor: str | None = None
     for _ in range(100):
         sep = "&" if "?" in url else "?"
-        page = _get(url + sep + "limit=1000" + (f"&cursor={cursor}" if cursor else ""))
-        out.extend(page["items"])  # type: ignore[arg-type]
-        cursor = page["next"]  # type: ignore[assignment]
+        page = api_call("GET", url + sep + "limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+        out.extend(page["items"])
+        cursor = page["next"]
         if cursor is None:
             return out
     raise AssertionError("more than 100 pages")
@@ -219,14 +210,3 @@ def _events_of_topic(base: str, topic: str) -> list[dict[str, object]]:
 
 def _deliveries_of(base: str, destination_id: str) -> list[dict[str, object]]:
     return _paged(f"{base}/v1/deliveries?destination_id={destination_id}")
-
-
-def tidings_patch(base: str, destination_id: str, body: dict[str, object]) -> int:
-    request = urllib.request.Request(
-        f"{base}/v1/destinations/{destination_id}",
-        data=json.dumps(body).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(response.status)

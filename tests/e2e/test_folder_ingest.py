@@ -8,23 +8,18 @@ import json
 import os
 import sqlite3
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import API_KEY, TidingsProcess
+from tests.e2e.procs import TidingsProcess, api_call
 
 pytestmark = pytest.mark.e2e
 ROWS = 100_000  # the top of the file sizes WDS was built for
 
 
 def stored_rows(url: str) -> int:
-    request = urllib.request.Request(
-        url + "/v1/events?topic=file.row&limit=1", headers={"Authorization": f"Bearer {API_KEY}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return len(json.loads(response.read())["items"])
+    return len(api_call("GET", url + "/v1/events?topic=file.row&limit=1", timeout=5)["items"])
 
 
 def test_sigkill_mid_file_neither_skips_nor_repeats_a_row(tmp_path: Path) -> None:
