@@ -1,19 +1,37 @@
 # Two commands a fresh machine needs: `make run` and `make test`.
+#
+# What they install is exactly uv.lock (every package, transitively, with hashes):
+# `uv sync --locked` refuses a lock that no longer matches pyproject.toml, and removes
+# whatever the lock does not name. uv itself comes from PyPI, pinned below, into a
+# tool folder of its own (.tools/), so that it is not one of the project's packages.
+# `make lock` refreshes uv.lock on purpose; `make test-latest` tries the newest
+# releases pyproject.toml's ranges allow in a throw-away venv.
 PYTHON ?= python3
+UV_VERSION := 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 STAMP := $(VENV)/.installed
+LATEST := $(or $(TMPDIR),/tmp)/tidings-latest-venv
 
-.PHONY: run test lint typecheck unit bench-ingest bench-deliver clean
+# uv uses this machine's Python (never downloads one) and the project's .venv.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+.PHONY: run test lint typecheck unit lock test-latest bench-ingest bench-deliver clean
+
+$(UV):
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# A changed uv.lock (a pull, a `make lock`) or pyproject.toml re-installs.
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON) --quiet
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tidings serve
+	TIDINGS_ALLOW_LOOPBACK_TARGETS=$${TIDINGS_ALLOW_LOOPBACK_TARGETS:-1} $(BIN)/tidings serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -28,13 +46,25 @@ test: lint typecheck
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# Refresh uv.lock to the newest releases the ranges allow (then run `make test`).
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# The newest releases pyproject.toml allows, ignoring uv.lock: lint, types, unit tests.
+test-latest: | $(UV)
+	rm -rf $(LATEST)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest -e ".[dev]"
+	VIRTUAL_ENV=$(LATEST) $(UV) pip list | grep -E -i '^(aiohttp|redis|mypy|ruff|msgspec|asyncpg) ' || true
+	$(LATEST)/bin/ruff check src tests bench
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/pytest tests/unit -q -p no:cacheprovider
+
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
-# Celery (the baseline) comes with the bench extras.
 bench-deliver: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/deliver.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
