@@ -7,6 +7,7 @@ worker) are chosen by the caller; this module never parses command lines.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
@@ -15,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tidings.api.app import create_app, create_probe_app, start_site
+from tidings.api.app import bind_socket, create_app, create_probe_app, serve_on
 from tidings.api.auth import META_KEY, digest, new_api_key
 from tidings.config import Settings
 from tidings.engine.alerts import Alerter
@@ -29,6 +30,22 @@ from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A start-up failure the operator fixes by hand (a taken port): one line, no traceback."""
+
+
+def _bind(host: str, port: int, setting: str) -> socket.socket:
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"another process has it; set {setting} to another port (0 picks a free one)"
+        else:
+            hint = f"check TIDINGS_HOST and {setting}"
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}: {hint}") from exc
 
 
 async def settle_api_key(settings: Settings, store: Store) -> list[str]:
@@ -74,6 +91,11 @@ def _worker_id() -> str:
 
 
 async def run(settings: Settings, *, roles: frozenset[str]) -> None:
+    # Ports first: a taken one must fail the start before a key is created and printed.
+    api_sock = _bind(settings.host, settings.port, "TIDINGS_PORT") if "api" in roles else None
+    probe_sock = None
+    if "api" not in roles and settings.metrics_port is not None:
+        probe_sock = _bind(settings.host, settings.metrics_port, "TIDINGS_METRICS_PORT")
     store = open_store(settings.database_url)
     await store.open()
     stop = asyncio.Event()
@@ -114,20 +136,18 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
             sweeper = Sweeper(store, settings.retention_ttl_s)
             sweeper.start()
-            if "api" not in roles and settings.metrics_port is not None:
-                runner, port = await start_site(
-                    create_probe_app(store), settings.host, settings.metrics_port
-                )
+            if probe_sock is not None:
+                runner, port = await serve_on(create_probe_app(store), probe_sock)
                 log.info("metrics on http://%s:%d/metrics", settings.host, port)
             log.info(
                 "delivery worker started",
                 extra={"worker": options.owner, "sender_pids": transport.pids()},
             )
-        if "api" in roles:
+        if api_sock is not None:
             digests = await settle_api_key(settings, store)
             links = _EngineLinks(dispatcher, signals)
             app = create_app(settings, store, digests, links)
-            runner, port = await start_site(app, settings.host, settings.port)
+            runner, port = await serve_on(app, api_sock)
             log.info(
                 "listening on http://%s:%d",
                 settings.host,
@@ -164,4 +184,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
 
 
 def run_forever(settings: Settings, *, roles: frozenset[str]) -> None:
-    run_loop(run(settings, roles=roles))
+    try:
+        run_loop(run(settings, roles=roles))
+    except StartupError as exc:
+        print(f"tidings: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -49,17 +49,31 @@ def create_probe_app(store: Store) -> web.Application:
     return app
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving; answer the runner and the bound port (port 0 picks a free one)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port); binding before anything else starts lets a
+    taken port fail a process before it has done (or printed) anything."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_on(app: web.Application, sock: socket.socket) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a socket from `bind_socket`; answer the runner and the bound port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     answer_protocol_errors_as_json(runner)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
     site = web.SockSite(runner, sock)
     await site.start()
-    bound = int(sock.getsockname()[1])
-    return runner, bound
+    return runner, int(sock.getsockname()[1])
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; answer the runner and the bound port (port 0 picks a free one)."""
+    return await serve_on(app, bind_socket(host, port))
