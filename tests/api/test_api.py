@@ -604,6 +604,48 @@ async def test_list_events_pages_and_filters(api: Api) -> None:
     assert none == []
 
 
+async def test_list_events_by_key_and_correlation(api: Api) -> None:
+    root = await publish(api, key="k1")
+    follow = await publish(
+        api, topic="order.paid", key="k2", causation_id=root["id"], correlation_id=root["id"]
+    )
+    other = await publish(api, key="k1")
+    deeper = await publish(
+        api, topic="order.shipped", key="k1", causation_id=follow["id"], correlation_id=root["id"]
+    )
+    _unrelated = await publish(api, topic="order.paid", key="k3")
+
+    def ids(items: list[dict[str, Any]]) -> list[str]:
+        return [e["id"] for e in items]
+
+    of_key, pages = await collect(api, "/v1/events?key=k1", 2)
+    assert ids(of_key) == [deeper["id"], other["id"], root["id"]] and pages == 2
+    chain, pages = await collect(api, f"/v1/events?correlation_id={root['id']}", 1)
+    assert ids(chain) == [deeper["id"], follow["id"], root["id"]] and pages == 3
+    both, _ = await collect(api, f"/v1/events?correlation_id={root['id']}&key=k1", 10)
+    assert ids(both) == [deeper["id"], root["id"]]
+    keyed_topic, _ = await collect(api, "/v1/events?key=k1&topic=order.shipped", 10)
+    assert ids(keyed_topic) == [deeper["id"]]
+    pattern, _ = await collect(api, "/v1/events?key=k1&topic=order.*", 10)
+    assert ids(pattern) == [deeper["id"], other["id"], root["id"]]
+    assert (await collect(api, "/v1/events?key=nobody", 10))[0] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/events?key=k&kye=k", "kye"),
+        ("/v1/events?destination=billing", "destination"),
+        ("/v1/deliveries?destination=billing", "destination"),
+        ("/v1/destinations?topic=order.*", "topic"),
+        ("/v1/events/evt_x?verbose=1", "verbose"),
+    ],
+)
+async def test_unknown_query_parameters_are_refused_by_name(api: Api, path: str, name: str) -> None:
+    error = expect_error(await send(api, "GET", path), 400, "invalid_field", field=name)
+    assert f"unknown query parameter {name!r}" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -1090,8 +1132,8 @@ async def test_delete_destination(api: Api) -> None:
     expect_error(await send(api, "DELETE", f"/v1/destinations/{gone['id']}"), 404)
     expect_error(await send(api, "DELETE", "/v1/destinations/gone"), 404)
 
-    deliveries, _ = await collect(api, f"/v1/deliveries?destination_id={gone['id']}", 100)
-    assert deliveries == []
+    expect_error(await send(api, "GET", f"/v1/deliveries?destination_id={gone['id']}"), 404)
+    assert (await api.store.list_deliveries(destination_id=gone["id"])).items == []
     _status, event = await api.call("GET", f"/v1/events/{accepted['id']}")
     assert isinstance(event, dict)
     assert [d["destination_id"] for d in event["deliveries"]] == [stays["id"]]
@@ -1155,8 +1197,12 @@ async def test_list_deliveries_filters(api: Api) -> None:
     assert len(both) == 3
     of_event, _ = await collect(api, f"/v1/deliveries?event_id={created[0]['id']}", 10)
     assert {d["destination_id"] for d in of_event} == {a["id"], b["id"]}
-    nobody, _ = await collect(api, "/v1/deliveries?destination_id=dst_nope", 10)
-    assert nobody == []
+    # A name works wherever an id does; an unknown one is a 404, not an empty page.
+    by_name, _ = await collect(api, "/v1/deliveries?destination_id=b&state=pending", 10)
+    assert [d["id"] for d in by_name] == [d["id"] for d in both]
+    for unknown in ("dst_nope", "nobody"):
+        reply = await send(api, "GET", f"/v1/deliveries?destination_id={unknown}")
+        assert expect_error(reply, 404)["message"] == f"no destination {unknown!r}"
 
     status, body = await api.call("GET", "/v1/deliveries?limit=1000")
     assert status == 200

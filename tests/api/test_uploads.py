@@ -82,13 +82,45 @@ async def test_a_multipart_body_without_its_boundary_is_a_400(api: Api) -> None:
     expect_error(reply, 400, field="file")
 
 
+async def test_any_content_type_is_the_raw_file_and_a_urlencoded_form_its_file_field(
+    api: Api,
+) -> None:
+    # What `curl --data-binary @rows.csv` sends: a raw file labelled as a form.
+    curl = {"Content-Type": "application/x-www-form-urlencoded"}
+    for i, content_type in enumerate(
+        ("application/x-www-form-urlencoded", "application/json", "text/csv", "x/y")
+    ):
+        status, report = await api.call(
+            "POST",
+            "/v1/uploads",
+            data=f"u{i},m{i}\n".encode(),
+            headers={**curl, "Content-Type": content_type},
+        )
+        assert status == 202 and isinstance(report, dict), report
+        assert (report["events"], report["bad"]) == (1, [])
+    form = aiohttp.FormData({"file": "f1,from a form\nf2,too"})  # urlencoded: file=...
+    status, report = await api.call("POST", "/v1/uploads", data=form)
+    assert status == 202 and isinstance(report, dict)
+    assert report["events"] == 2
+    rows = await file_rows(api)
+    assert sorted((r["user_id"], r["message"]) for r in rows) == [
+        ("f1", "from a form"),
+        ("f2", "too"),
+        ("u0", "m0"),
+        ("u1", "m1"),
+        ("u2", "m2"),
+        ("u3", "m3"),
+    ]
+
+
 async def test_upload_errors(api: Api) -> None:
     expect_error(await send(api, "POST", "/v1/uploads", data=b""), 400, field="file")
     status, latin = await api.call("POST", "/v1/uploads", data=b"u1,caf\xe9\nu2,ok\n")
     assert status == 202 and isinstance(latin, dict)  # a byte that is not UTF-8 spoils its row only
     assert (latin["events"], latin["bad"]) == (1, [{"line": 1, "reason": "the line is not UTF-8"}])
-    urlencoded = aiohttp.FormData({"file": "u1,x"})
-    expect_error(await send(api, "POST", "/v1/uploads", data=urlencoded), 400, field="file")
+    mixed = {"Content-Type": "multipart/mixed; boundary=x"}
+    reply = await send(api, "POST", "/v1/uploads", data=b"u3,x\n", headers=mixed)
+    assert "raw body" in expect_error(reply, 400, field="file")["message"]
     form = aiohttp.FormData()
     form.add_field("other", b"x", filename="other.csv")
     error = expect_error(await send(api, "POST", "/v1/uploads", data=form), 400, field="file")

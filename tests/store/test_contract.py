@@ -699,6 +699,46 @@ async def test_list_events_by_topic_and_pages(store: Store) -> None:
         await store.list_events(None, 2, "@@@")
 
 
+async def test_list_events_by_key_and_correlation(store: Store) -> None:
+    (root,) = await store.append_events([ev(key="k1")])
+
+    def follower(topic: str, key: str, cause: str) -> EventIn:
+        return msgspec.structs.replace(
+            ev(topic, key=key), causation_id=cause, correlation_id=root.id
+        )
+
+    appended = await store.append_events(
+        [
+            follower("order.paid", "k2", root.id),
+            ev("order.created", key="k1"),
+            ev("order.paid", key="k1"),  # outside the correlation
+        ]
+    )
+    (deeper,) = await store.append_events([follower("order.shipped", "k1", appended[0].id)])
+    ids = [root.id, *(a.id for a in appended), deeper.id]
+
+    async def listed(topic: str | None = None, **filters: str) -> list[str]:
+        out: list[str] = []
+        cursor: str | None = None
+        for _ in range(20):
+            page = await store.list_events(topic, 2, cursor, **filters)
+            out.extend(e.id for e in page.items)
+            if page.next is None:
+                return out
+            cursor = page.next
+        raise AssertionError("paging did not end")
+
+    assert await listed(key="k1") == [ids[4], ids[3], ids[2], ids[0]]
+    assert await listed(key="k2") == [ids[1]]
+    assert await listed(key="none") == []
+    assert await listed(correlation_id=root.id) == [ids[4], ids[1], ids[0]]
+    assert await listed(correlation_id=appended[0].id) == [ids[1]]  # a root by its id
+    assert await listed(correlation_id=root.id, key="k1") == [ids[4], ids[0]]
+    assert await listed("order.paid", key="k1") == [ids[3]]
+    assert await listed("order.*", key="k1") == [ids[4], ids[3], ids[2], ids[0]]
+    assert await listed("order.paid", correlation_id=root.id) == [ids[1]]
+
+
 # --------------------------------------------------------------------------- delivery reads
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from tidings.api import deliveries, destinations, events, ops, uploads
+from tidings.api import deliveries, destinations, events, ops, query, uploads
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
 from tidings.api.keys import ENGINE, KEY_DIGESTS, OPENAPI, SETTINGS, STORE, EngineLink, NoEngine
@@ -34,6 +34,7 @@ def create_app(
     app[KEY_DIGESTS] = tuple(key_digests)
     app[OPENAPI] = build_openapi()
     app[ENGINE] = engine or NoEngine()
+    query.install(app)
     for module in (events, destinations, deliveries, uploads, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)

@@ -31,8 +31,17 @@ async def list_all(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state is not None and state not in DELIVERY_STATES:
         raise FieldError("state", f"state must be one of {', '.join(DELIVERY_STATES)}")
-    page = await request.app[STORE].list_deliveries(
-        destination_id=request.query.get("destination_id") or None,
+    store = request.app[STORE]
+    destination_id = request.query.get("destination_id") or None
+    if destination_id is not None:
+        # A name works wherever an id does; an unknown one is a 404, not an empty page
+        # that reads as "nothing was sent there".
+        destination = await store.get_destination(destination_id)
+        if destination is None:
+            raise not_found("destination", destination_id)
+        destination_id = destination.id
+    page = await store.list_deliveries(
+        destination_id=destination_id,
         event_id=request.query.get("event_id") or None,
         state=state,
         limit=limit,

@@ -128,7 +128,13 @@ async def list_events(request: web.Request) -> web.Response:
     topic = request.query.get("topic") or None
     if topic is not None and (problem := pattern_error(topic)):
         raise FieldError("topic", f"topic {problem}")
-    page = await request.app[STORE].list_events(topic, limit, cursor)
+    page = await request.app[STORE].list_events(
+        topic,
+        limit,
+        cursor,
+        key=request.query.get("key") or None,
+        correlation_id=request.query.get("correlation_id") or None,
+    )
     return json_response(EventList(items=[event_out(e) for e in page.items], next=page.next))
 
 

@@ -86,7 +86,25 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "summary": "List events, newest first",
                 "parameters": [
-                    {"name": "topic", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "topic",
+                        "in": "query",
+                        "description": "exact, or a pattern ending in `*`",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "key",
+                        "in": "query",
+                        "description": "the events of this key",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "correlation_id",
+                        "in": "query",
+                        "description": "the events of this correlation: its root (the event "
+                        "whose id it is) and every event that names it",
+                        "schema": {"type": "string"},
+                    },
                     *_PAGING,
                 ],
                 "responses": {"200": _json(_ref("EventList")), **errors},
@@ -227,7 +245,12 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "summary": "List deliveries, newest first",
                 "parameters": [
-                    {"name": "destination_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "destination_id",
+                        "in": "query",
+                        "description": "a destination's id or name",
+                        "schema": {"type": "string"},
+                    },
                     {"name": "event_id", "in": "query", "schema": {"type": "string"}},
                     {
                         "name": "state",
@@ -239,7 +262,7 @@ def build_openapi() -> dict[str, Any]:
                     },
                     *_PAGING,
                 ],
-                "responses": {"200": _json(_ref("DeliveryList")), **errors},
+                "responses": {"200": _json(_ref("DeliveryList")), "404": _ERR, **errors},
             }
         },
         "/v1/destinations/{id}/replay": {

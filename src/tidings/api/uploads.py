@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import urllib.parse
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -32,8 +33,11 @@ def _name(raw: str | None) -> str:
 
 
 async def _file_of(request: web.Request) -> tuple[str, bytes]:
-    """(name, bytes): the `file` part of a multipart form, or the whole body."""
-    if request.content_type == "multipart/form-data":
+    """(name, bytes): the `file` part of a multipart form, the `file` field of a urlencoded
+    form, or else the whole body, whatever its Content-Type: `curl --data-binary @rows.csv`
+    labels a raw file `application/x-www-form-urlencoded`, and that must just work."""
+    content_type = request.content_type
+    if content_type == "multipart/form-data":
         try:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
@@ -43,14 +47,17 @@ async def _file_of(request: web.Request) -> tuple[str, bytes]:
         except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
             raise FieldError("file", f"the multipart form cannot be read: {exc}") from None
         raise FieldError("file", "the form has no `file` part", code="missing_field")
-    if request.content_type.startswith("multipart/") or request.content_type in (
-        "application/json",
-        "application/x-www-form-urlencoded",
-    ):
+    if content_type.startswith("multipart/"):
         raise FieldError(
-            "file", "send the file as a multipart/form-data `file` part, or as the raw body"
+            "file",
+            f"a {content_type} body cannot be read as a file: send the file as the raw body "
+            "(any other Content-Type), or as the `file` part of a multipart/form-data form",
         )
-    return _name(request.query.get("name")), await request.read()
+    body = await request.read()
+    if content_type == "application/x-www-form-urlencoded" and body.startswith(b"file="):
+        form = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=1000)
+        return _name(request.query.get("name")), form.get(b"file", [b""])[0]
+    return _name(request.query.get("name")), body
 
 
 def _prepare(data: bytes) -> tuple[str, str]:

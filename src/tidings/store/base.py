@@ -146,8 +146,17 @@ class Store(abc.ABC):
     async def get_event(self, event_id: str) -> Event | None: ...
 
     @abc.abstractmethod
-    async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
-        """`topic` is exact, or a pattern ending in `*` (prefix match)."""
+    async def list_events(
+        self,
+        topic: str | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Page[Event]:
+        """Newest first. `topic` is exact, or a pattern ending in `*` (prefix match);
+        `correlation_id` matches its root (the event whose id it is) and its followers."""
 
     @abc.abstractmethod
     async def correlated_events(self, correlation_id: str, limit: int) -> list[EventLink]:

@@ -74,6 +74,7 @@ from tidings.store.rows import (
     destination_row,
     event_link_row,
     event_row,
+    events_query,
     page_of,
     queued_behind_heads,
 )
@@ -531,7 +532,15 @@ class PostgresStore(Store):
             row = await conn.fetchrow(Q["get_event"], event_id)
         return None if row is None else event_row(row)
 
-    async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
+    async def list_events(
+        self,
+        topic: str | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Page[Event]:
         exact = prefix = prefix_end = None
         pattern = pattern_prefix(topic) if topic else None
         if topic and pattern is None:
@@ -540,12 +549,14 @@ class PostgresStore(Store):
             prefix, prefix_end = pattern, pattern[:-1] + chr(ord(pattern[-1]) + 1)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                Q["list_events" if exact is None else "list_events_of_topic"],
+                Q[events_query(exact, key, correlation_id)],
                 exact,
                 prefix,
                 prefix_end,
                 cursor_seq(cursor),
                 limit + 1,
+                key,
+                correlation_id,
             )
         return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 

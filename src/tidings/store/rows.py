@@ -136,6 +136,19 @@ def backlog_of(rows: Sequence[Row]) -> list[Backlog]:
     ]
 
 
+def events_query(topic: str | None, key: str | None, correlation_id: str | None) -> str:
+    """Which `list_events*` statement answers a listing with these filters (`topic` only
+    when exact): the one that reads the range of its most selective index, the others
+    applied to what it reads. A correlation is small, a key's events fewer than a topic's."""
+    if correlation_id is not None:
+        return "list_events_of_correlation"
+    if key is not None:
+        return "list_events_of_key"
+    if topic is not None:
+        return "list_events_of_topic"
+    return "list_events"
+
+
 def deliveries_query(destination_id: str | None, state: str | None, event_id: str | None) -> str:
     """Which `list_deliveries*` statement answers a listing with these filters, so that the
     database reads an index range instead of every delivery newest first:

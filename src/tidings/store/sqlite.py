@@ -94,6 +94,7 @@ from tidings.store.rows import (
     destination_row,
     event_link_row,
     event_row,
+    events_query,
     page_of,
     queued_behind_heads,
 )
@@ -798,11 +799,21 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["get_event"], {"id": event_id}).fetchone())
         return None if row is None else event_row(row)
 
-    async def list_events(self, topic: str | None, limit: int, cursor: str | None) -> Page[Event]:
+    async def list_events(
+        self,
+        topic: str | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Page[Event]:
         params: dict[str, Any] = {
             "topic": None,
             "prefix": None,
             "prefix_end": None,
+            "key": key,
+            "correlation_id": correlation_id,
             "cursor": cursor_seq(cursor),
             "limit": limit + 1,
         }
@@ -812,9 +823,9 @@ class SQLiteStore(Store):
         elif prefix:
             params["prefix"] = prefix
             params["prefix_end"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        query = Q[events_query(params["topic"], key, correlation_id)]
 
         def read(conn: sqlite3.Connection) -> Page[Event]:
-            query = Q["list_events" if params["topic"] is None else "list_events_of_topic"]
             rows = conn.execute(query, params).fetchall()
             return page_of([event_row(r) for r in rows], [r[0] for r in rows], limit)
 

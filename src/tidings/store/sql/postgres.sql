@@ -118,14 +118,18 @@ SELECT seq, id, topic, key, causation_id, correlation_id, received_at
 FROM events WHERE id = $1;
 
 -- name: list_events
--- $1 exact topic, $2/$3 a topic prefix range, $4 cursor, $5 limit. An exact topic uses
--- list_events_of_topic (events_topic); the cursor is a bound on seq, not a filter.
+-- $1 exact topic, $2/$3 a topic pattern's range, $4 cursor, $5 limit, $6 key, $7 a
+-- correlation (its root, whose id it is, and its followers, which name it). Each variant
+-- below leads with the index of its most selective filter (rows.events_query picks
+-- it); the cursor is a bound on seq, not a filter.
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
 WHERE seq < coalesce($4::bigint, 9223372036854775807)
   AND ($1::text IS NULL OR topic = $1)
   AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
+  AND ($6::text IS NULL OR key = $6)
+  AND ($7::text IS NULL OR correlation_id = $7 OR id = $7)
 ORDER BY seq DESC LIMIT $5;
 
 -- name: list_events_of_topic
@@ -133,7 +137,33 @@ SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
 WHERE topic = $1 AND seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR topic = $1)
   AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
+  AND ($6::text IS NULL OR key = $6)
+  AND ($7::text IS NULL OR correlation_id = $7 OR id = $7)
+ORDER BY seq DESC LIMIT $5;
+
+-- name: list_events_of_key
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE key = $6 AND seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR topic = $1)
+  AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
+  AND ($6::text IS NULL OR key = $6)
+  AND ($7::text IS NULL OR correlation_id = $7 OR id = $7)
+ORDER BY seq DESC LIMIT $5;
+
+-- name: list_events_of_correlation
+-- Two index ranges (the root by id, its followers by events_by_correlation), merged.
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE (correlation_id = $7 OR id = $7)
+  AND seq < coalesce($4::bigint, 9223372036854775807)
+  AND ($1::text IS NULL OR topic = $1)
+  AND ($2::text IS NULL OR (topic >= $2 AND topic < $3))
+  AND ($6::text IS NULL OR key = $6)
 ORDER BY seq DESC LIMIT $5;
 
 -- name: get_delivery

@@ -94,14 +94,18 @@ SELECT seq, id, topic, key, causation_id, correlation_id, received_at
 FROM events WHERE id = :id;
 
 -- name: list_events
--- An exact topic uses list_events_of_topic (events_topic); the cursor is a bound on seq,
--- not a filter, so a page starts where the last one ended.
+-- Filters: :topic exact, :prefix/:prefix_end a topic pattern's range, :key, :correlation_id
+-- (its root, whose id it is, and its followers, which name it). Each variant below
+-- leads with the index of its most selective filter (rows.events_query picks it);
+-- the cursor is a bound on seq, not a filter, so a page starts where the last ended.
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
 WHERE seq < coalesce(:cursor, 9223372036854775807)
   AND (:topic IS NULL OR topic = :topic)
   AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+  AND (:key IS NULL OR key = :key)
+  AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: list_events_of_topic
@@ -109,7 +113,33 @@ SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
 FROM events
 WHERE topic = :topic AND seq < coalesce(:cursor, 9223372036854775807)
+  AND (:topic IS NULL OR topic = :topic)
   AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+  AND (:key IS NULL OR key = :key)
+  AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
+ORDER BY seq DESC LIMIT :limit;
+
+-- name: list_events_of_key
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events INDEXED BY events_by_key  -- unanalyzed, the planner would walk seq
+WHERE key = :key AND seq < coalesce(:cursor, 9223372036854775807)
+  AND (:topic IS NULL OR topic = :topic)
+  AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+  AND (:key IS NULL OR key = :key)
+  AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
+ORDER BY seq DESC LIMIT :limit;
+
+-- name: list_events_of_correlation
+-- Two index ranges (the root by id, its followers by events_by_correlation), merged.
+SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
+       correlation_id, received_at
+FROM events
+WHERE (correlation_id = :correlation_id OR id = :correlation_id)
+  AND seq < coalesce(:cursor, 9223372036854775807)
+  AND (:topic IS NULL OR topic = :topic)
+  AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+  AND (:key IS NULL OR key = :key)
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: get_delivery
