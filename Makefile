@@ -19,7 +19,7 @@ LATEST := $(or $(TMPDIR),/tmp)/tidings-latest-venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck unit lock test-latest bench-ingest bench-deliver clean
+.PHONY: run test lint typecheck fuzz unit lock test-latest bench-ingest bench-deliver clean
 
 $(UV):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,12 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The schemathesis run of the API (part of `make test` at 50 examples per operation),
+# longer: `make fuzz FUZZ_EXAMPLES=2000`; a failure prints its seed (TIDINGS_FUZZ_SEED).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	TIDINGS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q

@@ -25,7 +25,8 @@ AttemptOutcome = Literal[
 MAX_RESPONSE_BODY = 2048  # bytes of a receiver's answer kept with each attempt
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
-Key = Annotated[str, Meta(max_length=255)]
+MAX_KEY_LENGTH = 255
+Key = Annotated[str, Meta(max_length=MAX_KEY_LENGTH)]
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -629,6 +629,25 @@ async def test_list_events_by_key_and_correlation(api: Api) -> None:
     pattern, _ = await collect(api, "/v1/events?key=k1&topic=order.*", 10)
     assert ids(pattern) == [deeper["id"], other["id"], root["id"]]
     assert (await collect(api, "/v1/events?key=nobody", 10))[0] == []
+    keyless = await publish(api)
+    assert ids((await collect(api, "/v1/events?key=", 10))[0]) == [keyless["id"]]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"), [("/v1/events/batch", "POST"), ("/v1/deliveries/retry", "POST")]
+)
+async def test_a_fixed_path_beside_an_id_is_not_taken_for_an_id(
+    api: Api, path: str, allowed: str
+) -> None:
+    reply = await send(api, "GET", path)
+    expect_error(reply, 405, "method_not_allowed")
+    assert reply.headers["Allow"] == allowed
+
+
+@pytest.mark.parametrize("query", ["state=", "destination_id=", "event_id="])
+async def test_an_empty_delivery_filter_is_a_400_not_no_filter(api: Api, query: str) -> None:
+    field = query.rstrip("=")
+    expect_error(await send(api, "GET", f"/v1/deliveries?{query}"), 400, field=field)
 
 
 @pytest.mark.parametrize(
@@ -657,6 +676,9 @@ async def test_unknown_query_parameters_are_refused_by_name(api: Api, path: str,
         ("limit=ten", "limit"),
         ("cursor=not-a-cursor", "cursor"),
         ("cursor=%40%40%40", "cursor"),
+        ("topic=", "topic"),
+        ("correlation_id=", "correlation_id"),
+        ("key=" + "k" * 256, "key"),
     ],
 )
 async def test_list_events_bad_query(api: Api, query: str, field: str) -> None:

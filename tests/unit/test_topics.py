@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.policy.topics import (
     MAX_TOPIC_LENGTH,
+    PATTERN_SCHEMA,
+    TOPIC_SCHEMA,
     matches,
     pattern_error,
     pattern_prefix,
@@ -248,3 +252,16 @@ def test_pattern_prefix_is_consistent_with_matches(pattern: str, topic: str) -> 
         # A wildcard matches exactly the topics that start with its literal prefix and
         # are longer than it (a valid topic never ends in '.').
         assert matches(pattern, topic) is (topic.startswith(prefix) and topic != prefix)
+
+
+_TOPICISH = st.text(alphabet="ab_-.*9Z é\n", max_size=12)
+
+
+@given(_TOPICISH)
+def test_the_documents_topic_patterns_say_what_the_validators_check(text: str) -> None:
+    # Python's `$` also matches before a final newline where ECMA-262's does not; the
+    # document's regexes are read by JSON Schema tools, so compare on newline-free text.
+    if "\n" in text:
+        return
+    assert (re.search(TOPIC_SCHEMA, text) is not None) == (topic_error(text) is None)
+    assert (re.search(PATTERN_SCHEMA, text) is not None) == (pattern_error(text) is None)

@@ -16,6 +16,7 @@ from tidings.store.base import Conflict, NotFound
 from tidings.timeutil import now_us
 
 routes = web.RouteTableDef()
+_ONE = "/v1/deliveries/{id:(?!retry$)[^/]+}"
 
 
 class RetryManyIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -28,11 +29,15 @@ _retry_many = msgspec.json.Decoder(RetryManyIn)
 @routes.get("/v1/deliveries")
 async def list_all(request: web.Request) -> web.Response:
     limit, cursor = page_params(request)
-    state = request.query.get("state") or None
+    state = request.query.get("state")
     if state is not None and state not in DELIVERY_STATES:
         raise FieldError("state", f"state must be one of {', '.join(DELIVERY_STATES)}")
     store = request.app[STORE]
-    destination_id = request.query.get("destination_id") or None
+    destination_id = request.query.get("destination_id")
+    event_id = request.query.get("event_id")
+    for name, value in (("destination_id", destination_id), ("event_id", event_id)):
+        if value == "":
+            raise FieldError(name, f"{name} must not be empty")
     if destination_id is not None:
         # A name works wherever an id does; an unknown one is a 404, not an empty page
         # that reads as "nothing was sent there".
@@ -42,7 +47,7 @@ async def list_all(request: web.Request) -> web.Response:
         destination_id = destination.id
     page = await store.list_deliveries(
         destination_id=destination_id,
-        event_id=request.query.get("event_id") or None,
+        event_id=event_id,
         state=state,
         limit=limit,
         cursor=cursor,
@@ -50,7 +55,8 @@ async def list_all(request: web.Request) -> web.Response:
     return json_response(DeliveryList(items=[delivery_out(d) for d in page.items], next=page.next))
 
 
-@routes.get("/v1/deliveries/{id}")
+# Not "retry": GET /v1/deliveries/retry is a 405 naming POST, not a 404 for a delivery.
+@routes.get(_ONE)
 async def show(request: web.Request) -> web.Response:
     delivery_id = request.match_info["id"]
     store = request.app[STORE]
@@ -94,7 +100,7 @@ async def retry_many(request: web.Request) -> web.Response:
     )
 
 
-@routes.delete("/v1/deliveries/{id}")
+@routes.delete(_ONE)
 async def purge(request: web.Request) -> web.Response:
     """Purge a dead delivery: it is gone, and a lane it blocked moves on."""
     delivery_id = request.match_info["id"]

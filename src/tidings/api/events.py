@@ -27,7 +27,7 @@ from tidings.api.wire import (
     event_out,
 )
 from tidings.metrics import EVENTS_INGESTED
-from tidings.model import MAX_BATCH, BatchIn, EventIn, EventLink
+from tidings.model import MAX_BATCH, MAX_KEY_LENGTH, BatchIn, EventIn, EventLink
 from tidings.policy.chains import causation_tree, correlation_of
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError, check_event
@@ -125,15 +125,20 @@ def _with_batch_key(header: str | None, events: list[EventIn]) -> list[EventIn]:
 @routes.get("/v1/events")
 async def list_events(request: web.Request) -> web.Response:
     limit, cursor = page_params(request)
-    topic = request.query.get("topic") or None
+    # A filter given is a filter, even empty: `?topic=` is a 400, `?key=` the keyless
+    # events, never "no filter" (which would answer every event).
+    query = request.query
+    topic = query.get("topic")
     if topic is not None and (problem := pattern_error(topic)):
         raise FieldError("topic", f"topic {problem}")
+    key = query.get("key")
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise FieldError("key", f"key must be at most {MAX_KEY_LENGTH} characters")
+    correlation_id = query.get("correlation_id")
+    if correlation_id == "":
+        raise FieldError("correlation_id", "correlation_id must not be empty")
     page = await request.app[STORE].list_events(
-        topic,
-        limit,
-        cursor,
-        key=request.query.get("key") or None,
-        correlation_id=request.query.get("correlation_id") or None,
+        topic, limit, cursor, key=key, correlation_id=correlation_id
     )
     return json_response(EventList(items=[event_out(e) for e in page.items], next=page.next))
 
@@ -200,7 +205,8 @@ async def _line_of_causes(
     return line
 
 
-@routes.get("/v1/events/{id}")
+# Not "batch": GET /v1/events/batch is a 405 naming POST, not a 404 for an event "batch".
+@routes.get("/v1/events/{id:(?!batch$)[^/]+}")
 async def get_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     event_id = request.match_info["id"]

@@ -11,6 +11,7 @@ from tidings.api import wire
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
+from tidings.policy.topics import MAX_TOPIC_LENGTH, PATTERN_SCHEMA, TOPIC_SCHEMA
 
 _REF = "#/components/schemas/{name}"
 
@@ -28,6 +29,92 @@ _PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
+
+
+_TOPIC = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_TOPIC_LENGTH,
+    "pattern": TOPIC_SCHEMA,
+}
+_PATTERN = {**_TOPIC, "pattern": PATTERN_SCHEMA}
+
+
+def _refine(schemas: dict[str, Any]) -> None:
+    """What the validators check beyond the structs' types, said in the document too, so
+    that clients (and schemathesis) know a topic's form before a 400 tells them."""
+    schemas["EventIn"]["properties"]["topic"] = _TOPIC
+    schemas["DestinationSpec"]["properties"]["topics"]["items"] = _PATTERN
+    for field in ("url", "alert_url"):
+        schemas["DestinationSpec"]["properties"][field]["anyOf"][0]["format"] = "uri"
+    for bound in ("since", "until"):
+        schemas["ReplayIn"]["properties"][bound]["anyOf"][0]["format"] = "date-time"
+
+
+# operationId of every operation: names for generated clients and for the links below.
+_OPERATION_IDS = {
+    ("post", "/v1/events"): "publishEvent",
+    ("get", "/v1/events"): "listEvents",
+    ("post", "/v1/events/batch"): "publishBatch",
+    ("get", "/v1/events/{id}"): "getEvent",
+    ("get", "/v1/events/{id}/chain"): "getEventChain",
+    ("post", "/v1/uploads"): "upload",
+    ("post", "/v1/destinations"): "createDestination",
+    ("get", "/v1/destinations"): "listDestinations",
+    ("get", "/v1/destinations/{id}"): "getDestination",
+    ("patch", "/v1/destinations/{id}"): "updateDestination",
+    ("delete", "/v1/destinations/{id}"): "deleteDestination",
+    ("post", "/v1/destinations/{id}/rotate-secret"): "rotateSecret",
+    ("post", "/v1/destinations/{id}/replay"): "replayDestination",
+    ("get", "/v1/deliveries"): "listDeliveries",
+    ("get", "/v1/deliveries/{id}"): "getDelivery",
+    ("delete", "/v1/deliveries/{id}"): "purgeDelivery",
+    ("post", "/v1/deliveries/{id}/retry"): "retryDelivery",
+    ("post", "/v1/deliveries/retry"): "retryDeliveries",
+    ("get", "/metrics"): "metrics",
+    ("get", "/healthz"): "healthz",
+    ("get", "/readyz"): "readyz",
+    ("get", "/openapi.json"): "openapi",
+    ("get", "/docs"): "docs",
+    ("get", "/"): "startPage",
+}
+
+# Response links: the id an answer carries, and the calls that take it (so that tools
+# walking the API, schemathesis' stateful phase among them, reach real resources).
+_LINKS: dict[tuple[str, str, str], dict[str, str]] = {
+    ("post", "/v1/events", "202"): {
+        "getEvent": "$response.body#/id",
+        "getEventChain": "$response.body#/id",
+    },
+    ("post", "/v1/destinations", "201"): {
+        op: "$response.body#/id"
+        for op in (
+            "getDestination",
+            "updateDestination",
+            "deleteDestination",
+            "rotateSecret",
+            "replayDestination",
+        )
+    },
+    ("get", "/v1/events", "200"): {"getEvent": "$response.body#/items/0/id"},
+    ("get", "/v1/events/{id}", "200"): {
+        op: "$response.body#/deliveries/0/id"
+        for op in ("getDelivery", "retryDelivery", "purgeDelivery")
+    },
+    ("get", "/v1/deliveries", "200"): {
+        op: "$response.body#/items/0/id" for op in ("getDelivery", "retryDelivery", "purgeDelivery")
+    },
+}
+
+
+def _name_operations(paths: dict[str, Any]) -> None:
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            operation["operationId"] = _OPERATION_IDS[(method, path)]
+    for (method, path, status), targets in _LINKS.items():
+        paths[path][method]["responses"][status]["links"] = {
+            op: {"operationId": op, "parameters": {"id": value}} for op, value in targets.items()
+        }
 
 
 def _path_id(what: str) -> dict[str, Any]:
@@ -64,6 +151,7 @@ def build_openapi() -> dict[str, Any]:
         ],
         ref_template=_REF,
     )
+    _refine(components)
     errors = {"400": _ERR, "401": _ERR, "503": _ERR}
     paths: dict[str, Any] = {
         "/v1/events": {
@@ -90,20 +178,20 @@ def build_openapi() -> dict[str, Any]:
                         "name": "topic",
                         "in": "query",
                         "description": "exact, or a pattern ending in `*`",
-                        "schema": {"type": "string"},
+                        "schema": _PATTERN,
                     },
                     {
                         "name": "key",
                         "in": "query",
-                        "description": "the events of this key",
-                        "schema": {"type": "string"},
+                        "description": "the events of this key (empty: those without a key)",
+                        "schema": {"type": "string", "maxLength": 255},
                     },
                     {
                         "name": "correlation_id",
                         "in": "query",
                         "description": "the events of this correlation: its root (the event "
                         "whose id it is) and every event that names it",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "minLength": 1},
                     },
                     *_PAGING,
                 ],
@@ -170,7 +258,12 @@ def build_openapi() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "text/csv": {"schema": {"type": "string"}},
+                        # Any body that is not a form is the file itself, whatever its
+                        # Content-Type (curl --data-binary labels it a urlencoded form).
+                        "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
                         "multipart/form-data": {
                             "schema": {
                                 "type": "object",
@@ -249,9 +342,13 @@ def build_openapi() -> dict[str, Any]:
                         "name": "destination_id",
                         "in": "query",
                         "description": "a destination's id or name",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "minLength": 1},
                     },
-                    {"name": "event_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "event_id",
+                        "in": "query",
+                        "schema": {"type": "string", "minLength": 1},
+                    },
                     {
                         "name": "state",
                         "in": "query",
@@ -358,6 +455,7 @@ def build_openapi() -> dict[str, Any]:
             }
         },
     }
+    _name_operations(paths)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -15,6 +15,9 @@ MAX_TOPIC_LENGTH = 255
 _SEGMENT = r"[A-Za-z0-9_-]+"
 TOPIC_RE = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT})*\Z")
 PATTERN_RE = re.compile(rf"^(?:\*|{_SEGMENT}(?:\.{_SEGMENT})*(?:\.\*)?)\Z")
+# The same two as JSON Schema (ECMA-262) patterns, for the OpenAPI document.
+TOPIC_SCHEMA = rf"^{_SEGMENT}(\.{_SEGMENT})*$"
+PATTERN_SCHEMA = rf"^(\*|{_SEGMENT}(\.{_SEGMENT})*(\.\*)?)$"
 
 
 def topic_error(topic: str) -> str | None:
