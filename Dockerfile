@@ -11,11 +11,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TIDINGS_PORT=8080 \
     TIDINGS_DATABASE_URL=sqlite:////data/tidings.db
 
+# Exactly the locked versions (uv.lock), as `make run` installs them, without the dev
+# extras; uv (pinned as in the Makefile) is only used to build the image's venv.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
-RUN pip install . && rm -rf /src \
+RUN pip install "uv==0.13.9" \
+    && UV_PROJECT_ENVIRONMENT=/opt/tidings UV_PYTHON_DOWNLOADS=never \
+       uv sync --locked --no-dev --no-editable --compile-bytecode --python "$(command -v python)" \
+    && pip uninstall -y uv && rm -rf /src /root/.cache \
     && useradd --system --uid 10001 --home-dir /data --create-home tidings
+ENV PATH=/opt/tidings/bin:$PATH
 
 USER tidings
 WORKDIR /data
