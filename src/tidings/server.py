@@ -24,6 +24,7 @@ from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
 from tidings.ingest.files import FolderWatcher
+from tidings.notices import Notices
 from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
@@ -86,6 +87,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     sweeper: Sweeper | None = None
     watcher: FolderWatcher | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
+    notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)
+    summaries = asyncio.create_task(notices.flush_every(1.0), name="tidings-log-summaries")
     try:
         if "worker" in roles:
             processes = settings.sender_processes
@@ -108,6 +111,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 options,
                 Alerter(transport),
                 limiter=make_limiter(settings.redis_url),
+                notices=notices,
             )
             await dispatcher.start()
             if signals is not None:
@@ -126,7 +130,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
         if "api" in roles:
             digests = await settle_api_key(settings, store)
             links = _EngineLinks(dispatcher, signals)
-            app = create_app(settings, store, digests, links)
+            app = create_app(settings, store, digests, links, notices)
             runner, port = await start_site(app, settings.host, settings.port)
             log.info(
                 "listening on http://%s:%d",
@@ -160,6 +164,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await transport.close()
         if signals is not None:
             await signals.close()
+        summaries.cancel()
+        notices.flush(everything=True)  # what was held back since the last summary
         await store.close()
 
 
