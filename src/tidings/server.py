@@ -165,6 +165,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
         if signals is not None:
             await signals.close()
         summaries.cancel()
+        await asyncio.wait([summaries])
         notices.flush(everything=True)  # what was held back since the last summary
         await store.close()
 

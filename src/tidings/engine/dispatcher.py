@@ -406,8 +406,8 @@ class Dispatcher:
         """Stop claiming for it at once; the store learns of it separately."""
         entry.current = msgspec.structs.replace(entry.current, state="paused", paused_reason=reason)
 
-    def _pause_soon(self, entry: _Destination, reason: str, cause: Completion) -> None:
-        """410 Gone: pause it now, here and in the store; `cause` the attempt answered so."""
+    def _pause_soon(self, entry: _Destination, reason: str, gone: Completion) -> None:
+        """410 Gone: pause it now, here and in the store; `gone` the attempt answered so."""
         d = entry.current
         if d.state == "paused":
             return
@@ -420,7 +420,7 @@ class Dispatcher:
                 log.warning("could not pause destination %s: %s", d.id, exc)
                 return
             DESTINATION_PAUSED.inc()
-            self.notices.paused(paused, "gone", reason, cause)
+            self.notices.paused(paused, "gone", reason, gone)
             if self.alerter is not None:
                 self.alerter.destination_paused(paused)
 
