@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text", "auto"] = "auto"
+    log_notice_limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10
+    log_notice_window_s: Annotated[int, Meta(ge=1, le=86_400)] = 60
     pause_after_failures: Annotated[int, Meta(ge=0)] = 100
     retention_ttl_s: Annotated[int, Meta(ge=0)] = 7 * 24 * 3600
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
@@ -95,6 +97,16 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
     SettingDoc("log_level", "debug, info, warning or error (default info)"),
     SettingDoc("log_format", "json, text, or auto: json unless stderr is a terminal"),
+    SettingDoc(
+        "log_notice_limit",
+        "most log lines of one kind (dead letter, pause, resume) one destination writes "
+        "in any TIDINGS_LOG_NOTICE_WINDOW_S seconds, per process; the rest are counted in "
+        "one summary line a window (default 10)",
+    ),
+    SettingDoc(
+        "log_notice_window_s",
+        "the window of TIDINGS_LOG_NOTICE_LIMIT, in seconds (default 60)",
+    ),
     SettingDoc(
         "pause_after_failures",
         "pause a destination after this many consecutive failed attempts (default 100; "

@@ -214,6 +214,7 @@ class LostLease(Struct, frozen=True, kw_only=True):
     lane_key: str
     attempts: int
     owner: str
+    event_id: str = ""
 
 
 CompletionState = Literal["delivered", "scheduled", "dead"]
@@ -234,11 +235,15 @@ class Completion(Struct, frozen=True, kw_only=True):
     # Nothing was sent (a claim given back unused): the attempt the claim counted is
     # given back too, and no attempt is recorded.
     unsent: bool = False
+    # What the operator's log line names (the store does not need them).
+    event_id: str = ""
+    attempt_number: int = 0  # this attempt's number, 1 for the first
 
 
 class Completed(Struct, frozen=True, kw_only=True):
     applied: int  # completions written (the others had lost their lease)
     paused: list[str]  # destinations paused by this write (a run of failures)
+    dead: list[str] = field(default_factory=list)  # deliveries this write made dead
 
 
 class Backlog(Struct, frozen=True, kw_only=True):

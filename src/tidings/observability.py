@@ -1,7 +1,10 @@
 """Logging set-up: one JSON object per line when stderr is not a terminal.
 
-Metrics and traces arrive with the delivery engine. Owns process-wide logging
-configuration; library code only calls `logging.getLogger(__name__)`.
+Owns process-wide logging configuration and the two line formats: JSON (the message as
+`msg`, and every `extra` field of the record as a field of its own) and readable text.
+Both run each finished line through `policy.redaction.redact`, so a secret, an API key or
+a URL's token that reaches a message, a field or a traceback is never written. Library
+code only calls `logging.getLogger(__name__)`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,18 @@ import sys
 import time
 from typing import Any
 
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+from tidings.policy.redaction import redact
+
+# A record's own attributes (and those a formatter adds): everything else is an `extra`.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the record's extra fields, exc."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -29,17 +40,23 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, redacted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(
-        JsonFormatter()
-        if use_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -25,6 +25,7 @@ from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
 from tidings.ingest.files import FolderWatcher
+from tidings.notices import Notices
 from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
@@ -108,6 +109,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     sweeper: Sweeper | None = None
     watcher: FolderWatcher | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
+    notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)
+    summaries = asyncio.create_task(notices.flush_every(1.0), name="tidings-log-summaries")
     try:
         if "worker" in roles:
             processes = settings.sender_processes
@@ -130,6 +133,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 options,
                 Alerter(transport),
                 limiter=make_limiter(settings.redis_url),
+                notices=notices,
             )
             await dispatcher.start()
             if signals is not None:
@@ -146,7 +150,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
         if api_sock is not None:
             digests = await settle_api_key(settings, store)
             links = _EngineLinks(dispatcher, signals)
-            app = create_app(settings, store, digests, links)
+            app = create_app(settings, store, digests, links, notices)
             runner, port = await serve_on(app, api_sock)
             log.info(
                 "listening on http://%s:%d",
@@ -180,6 +184,9 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await transport.close()
         if signals is not None:
             await signals.close()
+        summaries.cancel()
+        await asyncio.wait([summaries])
+        notices.flush(everything=True)  # what was held back since the last summary
         await store.close()
 
 

@@ -1,6 +1,8 @@
 """Real `tidings` processes for end-to-end tests: start, wait until healthy, kill.
 
-`TidingsProcess` runs `tidings serve` or `tidings api` (ready when `/readyz` answers 200);
+`TidingsProcess` runs `tidings serve` or `tidings api` (ready when `/readyz` answers 200;
+its stdout and stderr go to one log file, or stderr to a file of its own with
+`separate_stderr`);
 `WorkerProcess` runs `tidings worker` (no HTTP port: ready when its JSON log says
 "delivery worker started"). Every wait is bounded; a process that does not come up fails
 the test with its log.
@@ -50,6 +52,7 @@ class TidingsProcess:
     role: str = "serve"
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    separate_stderr: bool = False
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -60,6 +63,20 @@ class TidingsProcess:
     @property
     def log_path(self) -> Path:
         return self.workdir / f"tidings-{self.role}-{self.port}-{self.starts}.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        """Where stderr goes: a file of its own with `separate_stderr`, else the log."""
+        if not self.separate_stderr:
+            return self.log_path
+        return self.workdir / f"tidings-{self.role}-{self.port}-{self.starts}.stderr"
+
+    def output(self) -> str:
+        """What it wrote so far: stdout, then stderr if that has a file of its own."""
+        text = self.log_path.read_text(errors="replace")
+        if self.separate_stderr and self.stderr_path.exists():
+            text += self.stderr_path.read_text(errors="replace")
+        return text
 
     def start(self, timeout: float = 20.0) -> None:
         env = {
@@ -78,12 +95,12 @@ class TidingsProcess:
             cwd=self.workdir,
             env=env,
             stdout=log,
-            stderr=subprocess.STDOUT,
+            stderr=self.stderr_path.open("wb") if self.separate_stderr else subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tidings exited early:\n{self.log_path.read_text()}")
+                raise RuntimeError(f"tidings exited early:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                     if r.status == 200:
@@ -92,7 +109,7 @@ class TidingsProcess:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"tidings did not become ready:\n{self.log_path.read_text()}")
+        raise RuntimeError(f"tidings did not become ready:\n{self.output()}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""

@@ -250,6 +250,25 @@ async def test_dead_head_skipped_lets_the_lane_go_on(store: Store) -> None:
     assert nxt.delivery_id != head.delivery_id
 
 
+async def test_complete_names_the_deliveries_it_made_dead(store: Store) -> None:
+    """Only those it wrote: a dead outcome whose lease was lost is not reported."""
+    d = await dest(store, ordering="none")
+    await publish(store, "a", "b", "c", "d")
+    a, b, c, e = await claim(store, d)
+    done = await store.complete(
+        [
+            completion(a, "dead", release=True),
+            completion(b, "dead", release=True, owner="intruder"),
+            completion(c, "scheduled", next_at=now_us() + LEASE),
+            completion(e),
+            completion(a, "delivered"),  # a later outcome of one delivery is ignored
+        ],
+        pause_after=0,
+    )
+    assert (done.applied, done.dead) == (3, [a.delivery_id])
+    assert (await store.complete([], pause_after=0)).dead == []
+
+
 async def test_dead_head_blocks_until_retried(store: Store) -> None:
     d = await dest(store, on_dead="block")
     ids = await publish(store, "k", "k")
@@ -351,8 +370,8 @@ async def test_expired_leases_are_reported(store: Store) -> None:
     await publish(store, "k")
     (c,) = await claim(store, d, owner="dead-worker", lease=0)
     lost = await store.expired_leases(now_us() + 1, 10)
-    assert [(x.delivery_id, x.owner, x.attempts) for x in lost] == [
-        (c.delivery_id, "dead-worker", 1)
+    assert [(x.delivery_id, x.owner, x.attempts, x.event_id) for x in lost] == [
+        (c.delivery_id, "dead-worker", 1, c.event_id)
     ]
     assert await store.expired_leases(now_us() - 60 * US, 10) == []
     await store.complete(

@@ -210,6 +210,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_METRICS_PORT": "9090",
         "TIDINGS_WATCH_TOPIC": "alerts.row",
         "TIDINGS_WATCH_INTERVAL_MS": "250",
+        "TIDINGS_LOG_NOTICE_LIMIT": "3",
+        "TIDINGS_LOG_NOTICE_WINDOW_S": "5",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -232,6 +234,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         metrics_port=9090,
         watch_topic="alerts.row",
         watch_interval_ms=250,
+        log_notice_limit=3,
+        log_notice_window_s=5,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -254,6 +258,8 @@ def test_bool_parsing(empty_dir: Path, raw: str, expected: bool) -> None:
         ("TIDINGS_ALLOW_PRIVATE_TARGETS", "yes"),
         ("TIDINGS_ALLOW_PRIVATE_TARGETS", "2"),
         ("TIDINGS_ALLOW_PRIVATE_TARGETS", "maybe"),
+        ("TIDINGS_LOG_NOTICE_LIMIT", "0"),
+        ("TIDINGS_LOG_NOTICE_WINDOW_S", "0"),
         ("TIDINGS_PORT", "abc"),
         ("TIDINGS_PORT", "8080.5"),
         ("TIDINGS_PORT", "65536"),

@@ -11,9 +11,19 @@ from aiohttp import web
 from tidings.api import deliveries, destinations, events, ops, query, uploads
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
-from tidings.api.keys import ENGINE, KEY_DIGESTS, OPENAPI, SETTINGS, STORE, EngineLink, NoEngine
+from tidings.api.keys import (
+    ENGINE,
+    KEY_DIGESTS,
+    NOTICES,
+    OPENAPI,
+    SETTINGS,
+    STORE,
+    EngineLink,
+    NoEngine,
+)
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
+from tidings.notices import Notices
 from tidings.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -24,6 +34,7 @@ def create_app(
     store: Store,
     key_digests: Sequence[str],
     engine: EngineLink | None = None,
+    notices: Notices | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
@@ -34,6 +45,7 @@ def create_app(
     app[KEY_DIGESTS] = tuple(key_digests)
     app[OPENAPI] = build_openapi()
     app[ENGINE] = engine or NoEngine()
+    app[NOTICES] = notices or Notices()
     query.install(app)
     for module in (events, destinations, deliveries, uploads, ops):
         app.add_routes(module.routes)

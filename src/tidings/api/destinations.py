@@ -16,7 +16,7 @@ from tidings.api.http import (
     page_params,
     read_body,
 )
-from tidings.api.keys import ENGINE
+from tidings.api.keys import ENGINE, NOTICES
 from tidings.api.wire import DestinationList, ReplayOut, destination_out
 from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
@@ -130,6 +130,7 @@ async def patch(request: web.Request) -> web.Response:
         if state is not None and state != current.state:
             reason = "paused by PATCH" if state == "paused" else None
             updated = await store.set_destination_state(current.id, state, reason)
+            request.app[NOTICES].state_set(current, updated, "PATCH")
     except NotFound:
         raise not_found("destination", current.id) from None
     request.app[ENGINE].destinations_changed()

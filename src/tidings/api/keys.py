@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from tidings.config import Settings
+from tidings.notices import Notices
 from tidings.store.base import Store
 
 STORE = web.AppKey("store", Store)
@@ -34,3 +35,4 @@ class NoEngine:
 
 
 ENGINE = web.AppKey("engine", EngineLink)
+NOTICES = web.AppKey("notices", Notices)  # the operator's log lines of this process

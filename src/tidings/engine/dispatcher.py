@@ -18,7 +18,8 @@ Three loops share one event loop:
 
 The loop sleeps until the earliest due time, a wake-up (new events, finished writes) or
 the poll interval, never spinning. It owns no SQL and no HTTP: the store and the
-transport do that. Policy decisions are `policy.outcome.decide`.
+transport do that. Policy decisions are `policy.outcome.decide`. What the operator must
+see (a dead letter, a pause) goes to `Notices` once the store has written it.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from tidings.model import (
     AttemptResult,
     Claim,
     ClaimAsk,
+    Completed,
     Completion,
     Destination,
     LostLease,
 )
+from tidings.notices import Notices
 from tidings.policy.outcome import Transition, decide
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import now_us
@@ -111,6 +114,7 @@ class Dispatcher:
     alerter: Alerter | None = None
     limiter: RateLimiter = field(default_factory=LocalLimiter)
     rng: random.Random = field(default_factory=random.Random)
+    notices: Notices = field(default_factory=Notices)
     on_flush: Callable[[], None] | None = None  # tests: observe writes
 
     def __post_init__(self) -> None:
@@ -353,9 +357,18 @@ class Dispatcher:
         child(ATTEMPTS, d.id, result.outcome).inc()
         child(ATTEMPT_LATENCY, d.id).observe(result.latency_ms / 1000)
         transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
-        self._finish(claim.delivery_id, claim.lane_key, d, result, transition, self.options.owner)
+        done = self._finish(
+            claim.delivery_id,
+            claim.lane_key,
+            d,
+            result,
+            transition,
+            self.options.owner,
+            claim.event_id,
+            claim.attempt,
+        )
         if transition.disable_destination:
-            self._pause_soon(entry, "the receiver answered 410 Gone")
+            self._pause_soon(entry, "the receiver answered 410 Gone", done)
         self._pump(entry)
         if entry.low:
             self._wake.set()
@@ -368,28 +381,33 @@ class Dispatcher:
         result: AttemptResult,
         transition: Transition,
         owner: str,
-    ) -> None:
-        self._completions.append(
-            Completion(
-                delivery_id=delivery_id,
-                destination_id=d.id,
-                lane_key=lane_key,
-                owner=owner,
-                attempt=result,
-                state=transition.state,
-                next_attempt_at=transition.next_attempt_at,
-                release_lane=transition.release_lane,
-                failed=transition.failed,
-            )
+        event_id: str,
+        attempt_number: int,
+    ) -> Completion:
+        done = Completion(
+            delivery_id=delivery_id,
+            destination_id=d.id,
+            lane_key=lane_key,
+            owner=owner,
+            attempt=result,
+            state=transition.state,
+            next_attempt_at=transition.next_attempt_at,
+            release_lane=transition.release_lane,
+            failed=transition.failed,
+            event_id=event_id,
+            attempt_number=attempt_number,
         )
+        self._completions.append(done)
         self._flush_wake.set()
+        return done
 
     @staticmethod
     def _mark_paused(entry: _Destination, reason: str) -> None:
         """Stop claiming for it at once; the store learns of it separately."""
         entry.current = msgspec.structs.replace(entry.current, state="paused", paused_reason=reason)
 
-    def _pause_soon(self, entry: _Destination, reason: str) -> None:
+    def _pause_soon(self, entry: _Destination, reason: str, gone: Completion) -> None:
+        """410 Gone: pause it now, here and in the store; `gone` the attempt answered so."""
         d = entry.current
         if d.state == "paused":
             return
@@ -402,7 +420,7 @@ class Dispatcher:
                 log.warning("could not pause destination %s: %s", d.id, exc)
                 return
             DESTINATION_PAUSED.inc()
-            log.warning("destination %s paused: %s", d.id, reason)
+            self.notices.paused(paused, "gone", reason, gone)
             if self.alerter is not None:
                 self.alerter.destination_paused(paused)
 
@@ -427,36 +445,45 @@ class Dispatcher:
                 self._flush_wake.set()
                 continue
             self._unwritten.difference_update(c.delivery_id for c in batch)
-            self._after_flush(batch, written.paused)
+            self._after_flush(batch, written)
             if self.on_flush is not None:
                 self.on_flush()
             self._wake.set()
             if self._stopping and not self._running and not self._completions:
                 return
 
-    def _after_flush(self, batch: list[Completion], paused: list[str]) -> None:
+    def _after_flush(self, batch: list[Completion], written: Completed) -> None:
+        # Only the deliveries this write made dead: one whose lease was lost meanwhile is
+        # another worker's to report.
+        made_dead = set(written.dead)
         dead: dict[str, list[Completion]] = {}
         for c in batch:
             if c.state != "scheduled":
                 child(DELIVERIES, c.destination_id, c.state).inc()
-            if c.state == "dead":
+            if c.state == "dead" and c.delivery_id in made_dead:
+                made_dead.discard(c.delivery_id)
                 dead.setdefault(c.destination_id, []).append(c)
-        for dest_id in paused:
-            DESTINATION_PAUSED.inc()
-            entry = self._dests.get(dest_id)
-            if entry is not None:
-                log.warning("destination %s paused after a run of failed attempts", dest_id)
-                self._mark_paused(entry, "a run of failed attempts")
-                self._spawn(self._announce_pause(entry))
-        if self.alerter is None:
-            return
         for dest_id, completions in dead.items():
             entry = self._dests.get(dest_id)
             if entry is not None:
-                self.alerter.deliveries_dead(entry.current, completions)
+                for c in completions:
+                    self.notices.dead(entry.current, c)
+                if self.alerter is not None:
+                    self.alerter.deliveries_dead(entry.current, completions)
+        for dest_id in written.paused:
+            DESTINATION_PAUSED.inc()
+            entry = self._dests.get(dest_id)
+            if entry is not None:
+                last = next(
+                    (c for c in reversed(batch) if c.destination_id == dest_id and c.failed),
+                    None,
+                )
+                self._mark_paused(entry, "a run of failed attempts")
+                self._spawn(self._announce_pause(entry, last))
 
-    async def _announce_pause(self, entry: _Destination) -> None:
-        """Alert with the destination as stored (its reason names the run's length)."""
+    async def _announce_pause(self, entry: _Destination, last: Completion | None) -> None:
+        """Log and alert with the destination as stored (its reason names the run's
+        length); `last` is the failed attempt that ended the run."""
         try:
             stored = await self.store.get_destination(entry.current.id)
         except StoreError as exc:
@@ -464,8 +491,10 @@ class Dispatcher:
             stored = None
         if stored is not None:
             entry.update(stored)
+        d = entry.current
+        self.notices.paused(d, "failures", d.paused_reason or "a run of failed attempts", last)
         if self.alerter is not None:
-            self.alerter.destination_paused(entry.current)
+            self.alerter.destination_paused(d)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = (self._loop or asyncio.get_running_loop()).create_task(coro)
@@ -503,4 +532,13 @@ class Dispatcher:
         )
         ATTEMPTS.labels(d.id, "lost").inc()
         transition = decide(result, lease.attempts, d.spec.retry, d.spec.on_dead, now, self.rng)
-        self._finish(lease.delivery_id, lease.lane_key, d, result, transition, lease.owner)
+        self._finish(
+            lease.delivery_id,
+            lease.lane_key,
+            d,
+            result,
+            transition,
+            lease.owner,
+            lease.event_id,
+            lease.attempts,
+        )

@@ -714,7 +714,8 @@ class PostgresStore(Store):
                 await conn.execute(Q["notify"], self.work_channel, "")
             runs = fold_runs((c.destination_id, c.failed) for c in applied)
             paused = await self._apply_runs(conn, runs, pause_after, now)
-        return Completed(applied=len(applied), paused=paused)
+        dead = [c.delivery_id for c in applied if c.state == "dead"]
+        return Completed(applied=len(applied), paused=paused, dead=dead)
 
     async def _apply_runs(
         self, conn: Conn, runs: dict[str, Run], pause_after: int, now: int
@@ -747,7 +748,12 @@ class PostgresStore(Store):
             rows = await conn.fetch(Q["expired_leases"], now, limit)
         return [
             LostLease(
-                delivery_id=r[1], destination_id=r[2], lane_key=r[3], attempts=r[4], owner=r[5]
+                delivery_id=r[1],
+                destination_id=r[2],
+                lane_key=r[3],
+                attempts=r[4],
+                owner=r[5],
+                event_id=r[6],
             )
             for r in rows
         ]

@@ -971,7 +971,8 @@ class SQLiteStore(Store):
             )
             runs = fold_runs((c.destination_id, c.failed) for c in done)
             paused = self._apply_runs(conn, runs, pause_after, now)
-            return Completed(applied=len(done), paused=paused)
+            dead = [c.delivery_id for c in done if c.state == "dead"]
+            return Completed(applied=len(done), paused=paused, dead=dead)
 
         return await self._write(job, durable=False)
 
@@ -1039,7 +1040,12 @@ class SQLiteStore(Store):
         )
         return [
             LostLease(
-                delivery_id=r[1], destination_id=r[2], lane_key=r[3], attempts=r[4], owner=r[5]
+                delivery_id=r[1],
+                destination_id=r[2],
+                lane_key=r[3],
+                attempts=r[4],
+                owner=r[5],
+                event_id=r[6],
             )
             for r in rows
         ]

@@ -247,9 +247,10 @@ SELECT min(next_attempt_at) FROM deliveries
 WHERE destination_id = $1 AND holds_lane = 1 AND state IN ('pending', 'scheduled');
 
 -- name: expired_leases
-SELECT seq, id, destination_id, lane_key, attempts, lease_owner FROM deliveries
-WHERE state = 'in_flight' AND lease_expires_at <= $1
-ORDER BY lease_expires_at LIMIT $2;
+SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner, e.id
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
+WHERE d.state = 'in_flight' AND d.lease_expires_at <= $1
+ORDER BY d.lease_expires_at LIMIT $2;
 
 -- name: deliveries_for_completion
 SELECT seq, id, state, lease_owner FROM deliveries WHERE id = ANY($1::text[])

@@ -197,8 +197,8 @@ SELECT 1 FROM deliveries
 WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1 LIMIT 1;
 
 -- name: expired_leases
-SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner
-FROM deliveries d
+SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner, e.id
+FROM deliveries d JOIN events e ON e.seq = d.event_seq
 WHERE d.state = 'in_flight' AND d.lease_expires_at <= :now
 ORDER BY d.lease_expires_at LIMIT :limit;
 
