@@ -335,6 +335,9 @@ def dlq_retry(
         destination_id = _destination_id(client, destination)
         # Collect ids first: retrying while paging would move the cursor under our feet.
         found = [d["id"] for items in _dead_pages(client, destination_id, 1000) for d in items]
+        # The dead list is newest first; the oldest go first so that an earlier batch never
+        # starts a lane on younger deliveries than a later batch brings back.
+        found.reverse()
         batches = (found[i : i + RETRY_BATCH] for i in range(0, len(found), RETRY_BATCH))
         total = len(found)
     retried, missing, conflicts = 0, 0, 0

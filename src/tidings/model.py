@@ -246,6 +246,14 @@ class Completed(Struct, frozen=True, kw_only=True):
     dead: list[str] = field(default_factory=list)  # deliveries this write made dead
 
 
+class Retried(Struct, frozen=True, kw_only=True):
+    """What a retry of many deliveries did."""
+
+    retried: int
+    not_found: list[str]
+    conflicts: list[str]  # pending or in flight already
+
+
 class Backlog(Struct, frozen=True, kw_only=True):
     destination_id: str
     pending: int

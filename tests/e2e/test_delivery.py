@@ -391,6 +391,47 @@ async def test_on_dead_block_holds_the_lane_and_skip_moves_on(
     _no_bad_signatures(receiver)
 
 
+@pytest.mark.parametrize("how", ["ids_reversed", "ids_shuffled", "replay"])
+async def test_dead_letters_come_back_oldest_first(
+    cluster: Cluster, receiver: Receiver, how: str
+) -> None:
+    """Five dead deliveries of one key, retried in bulk: the receiver sees them 1..5."""
+    _, api = await cluster.start()
+    dest = await api.create_destination(
+        url=receiver.url("/again"),
+        topics=["again.*"],
+        on_dead="skip",
+        retry={"max_attempts": 1, "initial_ms": 50},
+    )
+    receiver.set("/again", always(503), secret=dest["secret"])
+    events = [(await api.publish("again.test", "u1", {"n": n}))["id"] for n in range(1, 6)]
+
+    async def all_dead() -> bool:
+        return len(await api.deliveries(dest["id"], "dead")) == 5
+
+    await eventually(all_dead, 10, "the five deliveries did not die")
+    dead = await api.deliveries(dest["id"], "dead")
+    receiver.set("/again", ok())
+    mark = len(receiver.hits)
+    by_event = {d["event_id"]: d["id"] for d in dead}
+    if how == "replay":
+        status, body = await api.call(
+            "POST", f"/v1/destinations/{dest['id']}/replay", {"state": "dead"}
+        )
+        assert (status, body) == (202, {"replayed": 5}), body
+    else:
+        ordered = [by_event[e] for e in events]
+        ids = ordered[::-1] if how == "ids_reversed" else [ordered[i] for i in (3, 0, 4, 2, 1)]
+        status, body = await api.call("POST", "/v1/deliveries/retry", {"ids": ids})
+        assert status == 202 and body["retried"] == 5, body
+    await eventually(
+        lambda: len(receiver.hits) - mark >= 5, 10, "the retried deliveries did not arrive"
+    )
+    await asyncio.sleep(0.3)  # a duplicate would show up by now
+    assert [h.data["n"] for h in receiver.hits[mark:]] == [1, 2, 3, 4, 5]
+    _no_bad_signatures(receiver)
+
+
 # ---------------------------------------------------------------------------- 5. Retry-After
 async def test_retry_after_sets_the_next_delay_capped_by_max_ms(
     cluster: Cluster, receiver: Receiver

@@ -349,6 +349,76 @@ async def test_a_replayed_skipped_delivery_waits_for_the_current_head(store: Sto
     assert nxt.event_id == ids[0]  # the replayed one goes first, then the third
 
 
+async def five_dead_of_one_key(store: Store) -> tuple[str, list[str], list[str]]:
+    """A skip destination whose lane "k" let five deliveries die one after the other."""
+    d = await dest(store, on_dead="skip")
+    events = await publish(store, *["k"] * 5)
+    dead = []
+    for _ in events:
+        (c,) = await claim(store, d)
+        await store.complete([completion(c, "dead", release=True)], pause_after=0)
+        dead.append(c.delivery_id)
+    assert await claim(store, d) == []
+    return d, events, dead
+
+
+async def drain_one_by_one(store: Store, d: str, bound: int = 20) -> list[str]:
+    """Event ids in the order a receiver would see them, one delivery at a time."""
+    seen: list[str] = []
+    for _ in range(bound):
+        got = await claim(store, d)
+        if not got:
+            return seen
+        assert len(got) == 1, "a fifo lane hands out one delivery at a time"
+        seen.append(got[0].event_id)
+        await store.complete([completion(got[0])], pause_after=0)
+    raise AssertionError("the lane did not drain")
+
+
+@pytest.mark.parametrize("order", ["reversed", "shuffled"])
+async def test_retrying_many_dead_keeps_event_order(store: Store, order: str) -> None:
+    d, events, dead = await five_dead_of_one_key(store)
+    ids = dead[::-1] if order == "reversed" else [dead[i] for i in (3, 0, 4, 2, 1)]
+    done = await store.retry_deliveries([*ids, "dlv_nope", ids[0]], now_us())
+    assert (done.retried, done.not_found, done.conflicts) == (5, ["dlv_nope"], [])
+    assert await drain_one_by_one(store, d) == events
+
+
+@pytest.mark.parametrize("order", ["reversed", "shuffled"])
+async def test_retrying_dead_one_call_each_keeps_event_order(store: Store, order: str) -> None:
+    d, events, dead = await five_dead_of_one_key(store)
+    ids = dead[::-1] if order == "reversed" else [dead[i] for i in (2, 4, 0, 3, 1)]
+    for delivery_id in ids:  # separate calls: a younger head that has not started yields
+        await store.retry_delivery(delivery_id, now_us())
+    assert await drain_one_by_one(store, d) == events
+
+
+async def test_a_bulk_retry_reports_pending_ones_as_conflicts(store: Store) -> None:
+    d, _, dead = await five_dead_of_one_key(store)
+    await store.retry_deliveries(dead[:2], now_us())
+    done = await store.retry_deliveries(dead, now_us())
+    assert (done.retried, sorted(done.conflicts)) == (3, sorted(dead[:2]))
+    assert len(await drain_one_by_one(store, d)) == 5
+
+
+async def test_replaying_dead_keeps_event_order(store: Store) -> None:
+    d, events, _ = await five_dead_of_one_key(store)
+    assert await store.replay(d, "dead", None, None, now_us(), 2) == 2
+    assert await store.replay(d, "dead", None, None, now_us(), 100) == 3
+    assert await drain_one_by_one(store, d) == events
+
+
+async def test_a_started_head_keeps_its_lane_when_an_older_one_comes_back(store: Store) -> None:
+    d = await dest(store, on_dead="skip")
+    events = await publish(store, "k", "k", "k")
+    (first,) = await claim(store, d)
+    await store.complete([completion(first, "dead", release=True)], pause_after=0)
+    (second,) = await claim(store, d)  # in flight: it keeps the lane
+    await store.retry_delivery(first.delivery_id, now_us())
+    await store.complete([completion(second)], pause_after=0)
+    assert await drain_one_by_one(store, d) == [events[0], events[2]]
+
+
 async def test_replay_by_state_and_time(store: Store) -> None:
     d = await dest(store, ordering="none")
     await publish(store, "a", "b", "c")

@@ -12,7 +12,7 @@ from tidings.api.keys import ENGINE
 from tidings.api.wire import DeliveryList, RetryManyOut, delivery_out
 from tidings.model import DELIVERY_STATES, MAX_BATCH
 from tidings.policy.validation import FieldError
-from tidings.store.base import Conflict, NotFound
+from tidings.store.base import NotFound
 from tidings.timeutil import now_us
 
 routes = web.RouteTableDef()
@@ -80,23 +80,15 @@ async def retry(request: web.Request) -> web.Response:
 
 @routes.post("/v1/deliveries/retry")
 async def retry_many(request: web.Request) -> web.Response:
-    """Retry up to 1000 deliveries by id; unknown ids and ones already pending are listed."""
+    """Retry up to 1000 deliveries by id, oldest event first whatever their order; unknown
+    ids and ones already pending are listed."""
     body = decode(await read_body(request), _retry_many)
-    store = request.app[STORE]
-    retried, missing, conflicts = 0, [], []
-    now = now_us()
-    for delivery_id in body.ids:
-        try:
-            await store.retry_delivery(delivery_id, now)
-            retried += 1
-        except NotFound:
-            missing.append(delivery_id)
-        except Conflict:
-            conflicts.append(delivery_id)
-    if retried:
+    done = await request.app[STORE].retry_deliveries(body.ids, now_us())
+    if done.retried:
         request.app[ENGINE].wake()
     return json_response(
-        RetryManyOut(retried=retried, not_found=missing, conflicts=conflicts), status=202
+        RetryManyOut(retried=done.retried, not_found=done.not_found, conflicts=done.conflicts),
+        status=202,
     )
 
 

@@ -34,6 +34,7 @@ from tidings.model import (
     EventLink,
     LostLease,
     Page,
+    Retried,
 )
 
 
@@ -222,9 +223,16 @@ class Store(abc.ABC):
     async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
         """Queue a dead, delivered or scheduled delivery for a fresh run of attempts.
 
-        It goes back into its lane: at once if the lane is free (or it still holds it), else
-        first in line. Raise NotFound, or Conflict("state") when pending or in flight.
+        It goes back into its lane in event order: at once if the lane is free (or it still
+        holds it) or its head is younger and has not started (that head waits again), else
+        behind the lane's head, before every younger waiting delivery. Raise NotFound, or
+        Conflict("state") when pending or in flight.
         """
+
+    @abc.abstractmethod
+    async def retry_deliveries(self, delivery_ids: Sequence[str], now: int) -> Retried:
+        """`retry_delivery` for many, in one commit, oldest event first whatever order the
+        ids come in; unknown ids and ones pending or in flight already are listed."""
 
     @abc.abstractmethod
     async def replay(

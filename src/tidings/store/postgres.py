@@ -52,6 +52,7 @@ from tidings.model import (
     EventLink,
     LostLease,
     Page,
+    Retried,
     Secret,
 )
 from tidings.policy.routing import Route, Router
@@ -776,18 +777,22 @@ class PostgresStore(Store):
             return await self._destination_in(conn, destination_id)
 
     async def _requeue(self, conn: Conn, delivery_id: str, now: int) -> bool:
-        """Put a finished or scheduled delivery back in its lane; the caller holds its
-        lane lock. False when it is pending or in flight already."""
+        """Put a finished or scheduled delivery back in its lane, ahead of any younger
+        delivery that has not started; the caller holds its lane lock. False when it is
+        pending or in flight already."""
         row = await conn.fetchrow(Q["delivery_for_requeue"], delivery_id)
         if row is None:
             raise NotFound(delivery_id)
-        seq, destination_id, lane_key, state, holds_lane = row
+        seq, destination_id, lane_key, state, holds_lane, event_seq = row
         if state in ("pending", "in_flight"):
             return False
         await self._current_router(conn)  # fresh ordering of every destination
         if holds_lane or not self._fifo.get(destination_id, True):
             holds = 1
         else:
+            # A claim in flight on the head re-checks this WHERE after our row lock: a head
+            # that started meanwhile keeps the lane.
+            await conn.execute(Q["yield_lane_head"], destination_id, lane_key, event_seq)
             busy = await conn.fetchval(Q["lane_has_head"], destination_id, lane_key)
             holds = 0 if busy else 1
         await conn.execute(Q["requeue"], seq, holds, now)
@@ -808,6 +813,29 @@ class PostgresStore(Store):
             row = await conn.fetchrow(Q["get_delivery"], delivery_id)
             assert row is not None  # we hold its lane lock and just updated it
             return delivery_row(row)
+
+    async def retry_deliveries(self, delivery_ids: Sequence[str], now: int) -> Retried:
+        wanted = list(dict.fromkeys(delivery_ids))
+        async with self._tx() as conn:
+            rows = await conn.fetch(Q["deliveries_lanes"], wanted)
+            known = {r[0] for r in rows}
+            if rows:  # sorted, so that two bulk retries never wait on each other in a cycle
+                await conn.fetchval(Q["lock_lanes"], sorted({lock_key(r[1], r[2]) for r in rows}))
+            found = []
+            for delivery_id in wanted:
+                if delivery_id in known:
+                    row = await conn.fetchrow(Q["delivery_for_requeue"], delivery_id)
+                    if row is not None:
+                        found.append((row[5], delivery_id))
+            retried, conflicts = 0, []
+            for _, delivery_id in sorted(found):  # oldest event first
+                if await self._requeue(conn, delivery_id, now):
+                    retried += 1
+                else:
+                    conflicts.append(delivery_id)
+            present = {delivery_id for _, delivery_id in found}
+            missing = [d for d in wanted if d not in present]
+            return Retried(retried=retried, not_found=missing, conflicts=conflicts)
 
     async def replay(
         self,
@@ -840,7 +868,7 @@ class PostgresStore(Store):
             row = await conn.fetchrow(Q["delivery_for_requeue"], delivery_id)
             if row is None:
                 return False
-            seq, destination_id, lane_key, state, holds_lane = row
+            seq, destination_id, lane_key, state, holds_lane, _ = row
             if state != "dead":
                 raise Conflict("state", "only a dead delivery can be purged")
             await conn.execute(Q["delete_delivery"], seq)

@@ -72,6 +72,7 @@ from tidings.model import (
     EventLink,
     LostLease,
     Page,
+    Retried,
     Secret,
 )
 from tidings.policy.routing import Route, Router
@@ -1071,27 +1072,49 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
-    def _requeue(self, conn: sqlite3.Connection, delivery_id: str, now: int) -> bool:
-        """Put a finished or scheduled delivery back in its lane; False if it may not."""
-        row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
-        if row is None:
-            raise NotFound(delivery_id)
-        seq, destination_id, lane_key, state, holds_lane = row
+    def _requeue(self, conn: sqlite3.Connection, row: Sequence[Any], now: int) -> bool:
+        """Put a finished or scheduled delivery (a `delivery_for_requeue` row) back in its
+        lane, ahead of any younger delivery that has not started; False if it may not."""
+        seq, destination_id, lane_key, state, holds_lane, event_seq = row
         if state in ("pending", "in_flight"):
             return False
         self._check_routes(conn)
         if holds_lane or not self._fifo.get(destination_id, True):
             holds = 1
         else:
+            lane = {"destination_id": destination_id, "lane_key": lane_key}
+            conn.execute(Q["yield_lane_head"], {**lane, "event_seq": event_seq})
             holds = self._takes_head(conn, destination_id, lane_key, set())
         conn.execute(Q["requeue"], {"seq": seq, "holds_lane": holds, "now": now})
         return True
 
     async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
         def job(conn: sqlite3.Connection) -> Delivery:
-            if not self._requeue(conn, delivery_id, now):
+            row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
+            if row is None:
+                raise NotFound(delivery_id)
+            if not self._requeue(conn, row, now):
                 raise Conflict("state", "the delivery is already pending or in flight")
             return delivery_row(conn.execute(Q["get_delivery"], {"id": delivery_id}).fetchone())
+
+        return await self._write(job)
+
+    async def retry_deliveries(self, delivery_ids: Sequence[str], now: int) -> Retried:
+        def job(conn: sqlite3.Connection) -> Retried:
+            found, missing = [], []
+            for delivery_id in dict.fromkeys(delivery_ids):
+                row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
+                if row is None:
+                    missing.append(delivery_id)
+                else:
+                    found.append((row[5], delivery_id, row))
+            retried, conflicts = 0, []
+            for _, delivery_id, row in sorted(found):  # oldest event first
+                if self._requeue(conn, row, now):
+                    retried += 1
+                else:
+                    conflicts.append(delivery_id)
+            return Retried(retried=retried, not_found=missing, conflicts=conflicts)
 
         return await self._write(job)
 
@@ -1115,7 +1138,7 @@ class SQLiteStore(Store):
                     "limit": limit,
                 },
             ).fetchall()
-            return sum(self._requeue(conn, r[0], now) for r in rows)
+            return sum(self._requeue(conn, row, now) for row in rows)
 
         return await self._write(job)
 
@@ -1124,7 +1147,7 @@ class SQLiteStore(Store):
             row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
             if row is None:
                 return False
-            seq, destination_id, lane_key, state, holds_lane = row
+            seq, destination_id, lane_key, state, holds_lane, _ = row
             if state != "dead":
                 raise Conflict("state", "only a dead delivery can be purged")
             conn.execute(Q["delete_delivery"], {"seq": seq})

@@ -303,8 +303,18 @@ WHERE id = $1;
 SELECT destination_id, lane_key FROM deliveries WHERE id = $1;
 
 -- name: delivery_for_requeue
-SELECT seq, destination_id, lane_key, state, holds_lane FROM deliveries
+SELECT seq, destination_id, lane_key, state, holds_lane, event_seq FROM deliveries
 WHERE id = $1 FOR UPDATE;
+
+-- name: deliveries_lanes
+SELECT id, destination_id, lane_key FROM deliveries WHERE id = ANY($1::text[]);
+
+-- name: yield_lane_head
+-- A lane's head that has not started (pending, never attempted) and is younger than the
+-- delivery coming back gives the lane up: the older one goes first.
+UPDATE deliveries SET holds_lane = 0
+WHERE destination_id = $1 AND lane_key = $2 AND holds_lane = 1
+  AND state = 'pending' AND attempts = 0 AND event_seq > $3;
 
 -- name: lane_has_head
 SELECT 1 FROM deliveries

@@ -225,8 +225,15 @@ WHERE id = :id;
 -- ---------------------------------------------------------------- requeue, replay, purge
 
 -- name: delivery_for_requeue
-SELECT d.seq, d.destination_id, d.lane_key, d.state, d.holds_lane
+SELECT d.seq, d.destination_id, d.lane_key, d.state, d.holds_lane, d.event_seq
 FROM deliveries d WHERE d.id = :id;
+
+-- name: yield_lane_head
+-- A lane's head that has not started (pending, never attempted) and is younger than the
+-- delivery coming back gives the lane up: the older one goes first.
+UPDATE deliveries SET holds_lane = 0
+WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane = 1
+  AND state = 'pending' AND attempts = 0 AND event_seq > :event_seq;
 
 -- name: requeue
 UPDATE deliveries
@@ -235,7 +242,8 @@ SET state = 'pending', attempts = 0, next_attempt_at = :now, holds_lane = :holds
 WHERE seq = :seq;
 
 -- name: replay_candidates
-SELECT d.id FROM deliveries d
+SELECT d.seq, d.destination_id, d.lane_key, d.state, d.holds_lane, d.event_seq
+FROM deliveries d
 WHERE d.destination_id = :destination_id AND d.state = :state
   AND (:since IS NULL OR d.created_at >= :since)
   AND (:until IS NULL OR d.created_at < :until)
