@@ -123,6 +123,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         api_key=API_KEY,
         max_payload_bytes=64 * 1024,
         max_request_bytes=1024 * 1024,
+        upload_dir=str(tmp_path / "spool"),
     )
     s = SQLiteStore(str(tmp_path / "api.db"))
     await s.open()

@@ -35,8 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     watch_dir: str | None = None
     watch_topic: str = "file.row"
     watch_interval_ms: Annotated[int, Meta(ge=10, le=3_600_000)] = 1_000
+    watch_message: Annotated[str, Meta(max_length=64 * 1024)] = ""
     max_payload_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
     max_request_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024 * 1024)] = 16 * 1024 * 1024
+    upload_dir: str = "./tidings-uploads"
+    max_upload_bytes: Annotated[int, Meta(ge=1024, le=1 << 40)] = 4 * 1024 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text", "auto"] = "auto"
     log_notice_limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10
@@ -81,8 +84,9 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc(
         "watch_dir",
-        "a folder whose new CSV files (`user_id[,message]` rows) are ingested, one event per "
-        "row, then moved to done/ with a report (README: Folder ingest and uploads)",
+        "a folder whose new CSV files (`user_id[,message]` rows) and JSON-lines files "
+        "(`*.jsonl`: `user_id`/`userId`, `message`/`alertMessage`) are ingested, one event per "
+        "row, then moved to done/ with a report and a NAME.rejects.csv of the bad lines",
     ),
     SettingDoc(
         "watch_topic",
@@ -93,8 +97,23 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "how often the watched folder is scanned; a file is read once it has not changed "
         "for a scan and for 2 s (10 s without a final newline) (default 1000)",
     ),
+    SettingDoc(
+        "watch_message",
+        "the message of a watched file's rows that have none (a file of bare user ids); "
+        "a different message makes the same file new rows (default empty)",
+    ),
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
-    SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
+    SettingDoc(
+        "max_request_bytes",
+        "largest request body accepted, in bytes (default 16 MiB); an upload larger than "
+        "this is spooled to TIDINGS_UPLOAD_DIR and read in the background",
+    ),
+    SettingDoc(
+        "upload_dir",
+        "where uploads larger than TIDINGS_MAX_REQUEST_BYTES wait to be read, and their "
+        "ID.rejects.csv files stay (default ./tidings-uploads)",
+    ),
+    SettingDoc("max_upload_bytes", "largest upload accepted, in bytes (default 4 GiB)"),
     SettingDoc("log_level", "debug, info, warning or error (default info)"),
     SettingDoc("log_format", "json, text, or auto: json unless stderr is a terminal"),
     SettingDoc(

@@ -246,6 +246,34 @@ class Completed(Struct, frozen=True, kw_only=True):
     dead: list[str] = field(default_factory=list)  # deliveries this write made dead
 
 
+UploadState = Literal["receiving", "queued", "reading", "done", "failed"]
+
+
+class UploadBadRow(Struct, frozen=True):
+    line: int
+    reason: str
+
+
+class Upload(Struct, frozen=True, kw_only=True):
+    """An uploaded file and how far its reading got (the store keeps it whole)."""
+
+    id: str
+    file: str
+    state: UploadState
+    format: str = "csv"
+    message: str = ""  # for rows without one
+    bytes: int = 0
+    rows: int = 0  # good rows read and stored
+    events: int = 0
+    duplicates: int = 0
+    bad_rows: int = 0
+    bad: list[UploadBadRow] = field(default_factory=list)  # the first 100
+    last_line: int = 0
+    error: str | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+
 class Retried(Struct, frozen=True, kw_only=True):
     """What a retry of many deliveries did."""
 

@@ -166,6 +166,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                     settings.watch_interval_ms / 1000,
                     links.wake,
                     max_payload_bytes=settings.max_payload_bytes,
+                    message=settings.watch_message,
                 )
                 await watcher.start()
         tune_gc()

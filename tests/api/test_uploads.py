@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import aiohttp
 import msgspec
+import pytest
 
 from tests.api.test_api import create_destination, expect_error, send
-from tests.conftest import Api
+from tests.conftest import API_KEY, Api
+from tidings.api.app import create_app, start_site
+from tidings.api.auth import digest
+from tidings.config import Settings
+from tidings.model import Upload
+from tidings.store.sqlite import SQLiteStore
 
 
 async def file_rows(api: Api) -> list[dict[str, object]]:
@@ -21,21 +32,36 @@ async def test_a_raw_csv_body(api: Api) -> None:
     status, report = await api.call(
         "POST", "/v1/uploads?name=alerts.csv", data=body, headers={"Content-Type": "text/csv"}
     )
-    assert status == 202, report
+    assert status == 202 and isinstance(report, dict), report
+    upload_id = report.pop("upload_id")
+    assert str(upload_id).startswith("upl_")
+    assert {k: report[k] for k in ("created_at", "updated_at")} and report.pop("created_at")
+    report.pop("updated_at")
     assert report == {
+        "state": "done",
         "file": "alerts.csv",
+        "format": "csv",
+        "bytes": len(body),
         "rows": 3,
         "events": 3,
         "duplicates": 0,
         "bad_rows": 1,
         "bad": [{"line": 4, "reason": "the user id (first field) is empty"}],
+        "last_line": 5,
+        "error": None,
     }
+    status, shown = await api.call("GET", f"/v1/uploads/{upload_id}")
+    assert status == 200 and isinstance(shown, dict)
+    assert (shown["state"], shown["events"], shown["bad_rows"]) == ("done", 3, 1)
+    expect_error(await send(api, "GET", "/v1/uploads/upl_nope"), 404)
     rows = sorted(await file_rows(api), key=lambda r: str(r["user_id"]))
-    assert rows == [
-        {"user_id": "u1", "message": "Order placed", "file": "alerts.csv", "line": 2},
-        {"user_id": "u2", "message": "", "file": "alerts.csv", "line": 3},
-        {"user_id": "u3", "message": "a, b", "file": "alerts.csv", "line": 5},
+    both = [(r["user_id"], r["userId"], r["message"], r["alertMessage"], r["line"]) for r in rows]
+    assert both == [
+        ("u1", "u1", "Order placed", "Order placed", 2),
+        ("u2", "u2", "", "", 3),
+        ("u3", "u3", "a, b", "a, b", 5),
     ]
+    assert {r["file"] for r in rows} == {"alerts.csv"}
     status, deliveries = await api.call("GET", "/v1/deliveries?limit=1000")
     assert len(deliveries["items"]) == 3  # type: ignore[index]
 
@@ -132,3 +158,136 @@ async def test_upload_errors(api: Api) -> None:
     finally:
         await anonymous.close()
     assert [r["user_id"] for r in await file_rows(api)] == ["u2"]
+
+
+async def test_json_lines_uploads_and_a_message_for_bare_ids(api: Api) -> None:
+    lines = '{"userId": "125", "alertMessage": "Disk full"}\n{"user_id": "126"}\n[]\n'
+    for how in ({"name": "a.jsonl"}, {"format": "jsonl"}):
+        status, report = await api.call(
+            "POST", "/v1/uploads", params={**how, "message": "Server down"}, data=lines
+        )
+        assert status == 202 and isinstance(report, dict), report
+        assert (report["format"], report["rows"], report["bad_rows"]) == ("jsonl", 2, 1)
+    status, typed = await api.call(
+        "POST",
+        "/v1/uploads",
+        data=lines,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert status == 202 and typed["format"] == "jsonl"  # type: ignore[index]
+    by_user = {(r["userId"], r["alertMessage"]) for r in await file_rows(api)}
+    assert by_user == {("125", "Disk full"), ("126", "Server down"), ("126", "")}
+    expect_error(
+        await send(api, "POST", "/v1/uploads", params={"format": "xml"}, data=b"u1\n"),
+        400,
+        field="format",
+    )
+    expect_error(
+        await send(api, "POST", "/v1/uploads", params={"message": "a\x00b"}, data=b"u1\n"),
+        400,
+        field="message",
+    )
+
+
+@pytest.fixture
+async def small_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """An API whose request bodies stop at 1 KiB: any larger upload is spooled."""
+    async with _api_at(tmp_path) as api:
+        yield api
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'small.db'}",
+        api_key=API_KEY,
+        max_request_bytes=1024,
+        max_upload_bytes=256 * 1024,
+        upload_dir=str(tmp_path / "spool"),
+    )
+
+
+class _api_at:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    async def __aenter__(self) -> Api:
+        settings = _settings(self.tmp_path)
+        self.store = SQLiteStore(str(self.tmp_path / "small.db"))
+        await self.store.open()
+        app = create_app(settings, self.store, [digest(API_KEY)])
+        self.runner, port = await start_site(app, "127.0.0.1", 0)
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
+        return Api(f"http://127.0.0.1:{port}", self.session, self.store, settings)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+        await self.runner.cleanup()
+        await self.store.close()
+
+
+async def wait_done(api: Api, upload_id: str, within_s: float = 20.0) -> dict[str, object]:
+    for _ in range(int(within_s / 0.05)):
+        status, shown = await api.call("GET", f"/v1/uploads/{upload_id}")
+        assert status == 200 and isinstance(shown, dict), shown
+        if shown["state"] in ("done", "failed"):
+            return shown
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"upload {upload_id} not read within {within_s} s")
+
+
+async def test_an_upload_larger_than_a_request_is_spooled_and_read(
+    small_api: Api, tmp_path: Path
+) -> None:
+    body = "".join(f"u{i},hello {i}\n" for i in range(5000)) + ",no user\n"
+    status, queued = await small_api.call("POST", "/v1/uploads?name=big.csv", data=body)
+    assert status == 202 and isinstance(queued, dict), queued
+    assert (queued["state"], queued["bytes"], queued["file"]) == ("queued", len(body), "big.csv")
+    done = await wait_done(small_api, str(queued["upload_id"]))
+    assert (done["state"], done["rows"], done["events"], done["bad_rows"]) == (
+        "done",
+        5000,
+        5000,
+        1,
+    )
+    assert done["last_line"] == 5001
+    spool = tmp_path / "spool"
+    assert sorted(p.name for p in spool.iterdir()) == [f"{queued['upload_id']}.rejects.csv"]
+    rejects = (spool / f"{queued['upload_id']}.rejects.csv").read_text()
+    assert rejects.splitlines()[1] == '5001,"the user id (first field) is empty",",no user"'
+    status, page = await small_api.call("GET", "/v1/events?topic=file.row&limit=1000")
+    assert status == 200 and len(page["items"]) == 1000 and page["next"]  # type: ignore[index]
+
+    # The same file as a multipart form: streamed too, and every row a duplicate.
+    form = aiohttp.FormData()
+    form.add_field("file", body.encode(), filename="big.csv", content_type="text/csv")
+    status, again = await small_api.call("POST", "/v1/uploads", data=form)
+    assert status == 202 and again["state"] == "queued"  # type: ignore[index]
+    done = await wait_done(small_api, str(again["upload_id"]))  # type: ignore[index]
+    assert (done["events"], done["duplicates"]) == (0, 5000)
+
+
+async def test_an_upload_over_the_upload_limit_is_a_413_and_leaves_nothing(
+    small_api: Api, tmp_path: Path
+) -> None:
+    body = b"u1,x\n" * (300 * 1024 // 5)
+    reply = await send(small_api, "POST", "/v1/uploads", data=body)
+    expect_error(reply, 413, field="file")
+    assert not [p for p in (tmp_path / "spool").iterdir()]
+
+
+async def test_a_spooled_upload_left_by_a_stop_is_read_at_the_next_start(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "upl_01LEFT.csv").write_text("a,one\nb,two\n")
+    (spool / "upl_01HALF.csv.part").write_text("c,half")  # never answered: sent again
+    store = SQLiteStore(str(tmp_path / "small.db"))
+    await store.open()
+    await store.save_upload(Upload(id="upl_01LEFT", file="left.csv", state="reading", message="m"))
+    await store.close()
+    async with _api_at(tmp_path) as api:
+        done = await wait_done(api, "upl_01LEFT")
+        assert (done["file"], done["events"]) == ("left.csv", 2)
+        assert sorted(p.name for p in spool.iterdir()) == []
+        _, page = await api.call("GET", "/v1/events?topic=file.row")
+        rows = [json.loads(json.dumps(e["payload"])) for e in page["items"]]  # type: ignore[index]
+        assert sorted(r["user_id"] for r in rows) == ["a", "b"]

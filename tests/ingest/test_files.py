@@ -5,8 +5,10 @@ finished by the next scan without repeating or skipping a row."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -65,8 +67,8 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path / "in"
 
 
-async def watcher_of(store: Store, folder: Path) -> FolderWatcher:
-    w = FolderWatcher(store, folder, "file.row", interval_s=0.01, settle_s=0)
+async def watcher_of(store: Store, folder: Path, message: str = "") -> FolderWatcher:
+    w = FolderWatcher(store, folder, "file.row", interval_s=0.01, settle_s=0, message=message)
     for d in (folder, w.processing, w.done, w.failed):
         d.mkdir(parents=True, exist_ok=True)
     return w
@@ -90,12 +92,20 @@ async def test_a_file_is_read_once_stable_and_filed_with_its_report(
         {"line": 2503, "reason": "the user id (first field) is empty"}
     ]
     assert report.error is None
-    assert sorted(p.name for p in w.done.iterdir()) == ["alerts.csv", "alerts.csv.report.json"]
+    assert sorted(p.name for p in w.done.iterdir()) == [
+        "alerts.csv",
+        "alerts.csv.report.json",
+        "alerts.rejects.csv",
+    ]
     assert (w.done / "alerts.csv").read_text() == text
     stored = json.loads((w.done / "alerts.csv.report.json").read_text())
     assert stored["events"] == 2501 and stored["bad_rows"] == 1
+    assert stored["rejects"] == "alerts.rejects.csv" and stored["format"] == "csv"
+    assert (w.done / "alerts.rejects.csv").read_text() == (
+        '"line","reason","raw"\n2503,"the user id (first field) is empty",",no user"\n'
+    )
     assert not (folder / "alerts.csv").exists()
-    assert not any(w.processing.iterdir())
+    assert not [p for p in w.processing.rglob("*") if p.is_file()]
 
     events = await file_events(store)
     assert len(events) == 2501
@@ -190,6 +200,20 @@ async def test_bad_lines_are_reported_and_the_rest_is_read(store: Store, folder:
     events = await file_events(store)
     assert lines_of(events) == [*range(1, 1501), 1504]
     assert (w.done / "mixed.csv").exists()
+    # Every bad line, its bytes as they came: fixed, they can be dropped again.
+    rejects = list(
+        csv.reader(
+            io.StringIO(
+                (w.done / "mixed.rejects.csv").read_bytes().decode("utf-8", "surrogateescape"),
+                newline="",
+            )
+        )
+    )
+    assert [(r[0], r[2].encode("utf-8", "surrogateescape")) for r in rejects[1:]] == [
+        ("1501", b"u-latin,caf\xe9"),
+        ("1502", b"u-nul,a\x00b"),
+        ("1503", b'u-quote,"Order placed'),
+    ]
 
 
 async def test_stopping_mid_file_leaves_it_for_the_next_start(
@@ -207,7 +231,8 @@ async def test_stopping_mid_file_leaves_it_for_the_next_start(
         await asyncio.wait_for(task, timeout=10)
     stored = len(await file_events(store))
     assert 0 < stored < 20_000
-    assert [p.name.split("-", 1)[1] for p in w.processing.iterdir()] == ["big.csv"]
+    claimed = [p.name.split("-", 1)[1] for p in w.processing.iterdir() if p.is_file()]
+    assert claimed == ["big.csv"]
     assert not any(w.failed.iterdir())
 
     again = await watcher_of(store, folder)
@@ -222,14 +247,14 @@ async def test_a_file_that_cannot_be_opened_is_set_aside(
     store: Store, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = await watcher_of(store, folder)
-    real_lock = files._lock
+    real_lock = files.lock_file
 
     def lock(claimed: Path) -> int | None:
         if claimed.name.endswith("secret.csv"):
             raise PermissionError(13, "Permission denied")
         return real_lock(claimed)
 
-    monkeypatch.setattr(files, "_lock", lock)
+    monkeypatch.setattr(files, "lock_file", lock)
     (folder / "secret.csv").write_text("u1,x\n")
     (folder / "good.csv").write_text("u2,y\n")
     await w.scan_once()
@@ -352,3 +377,48 @@ async def test_other_files_are_not_touched(store: Store, folder: Path) -> None:
     await w.scan_once()
     assert await w.scan_once() == []
     assert (folder / "notes.txt").exists() and (folder / ".hidden.csv").exists()
+
+
+async def test_json_lines_files_are_read_like_csv(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder)
+    text = (
+        '{"userId": "125", "alertMessage": "Server down"}\n'
+        '{"user_id": 7, "message": "seven"}\n'
+        "\n"
+        "not json\n"
+        '{"message": "nobody"}\n'
+    )
+    drop(folder, "alerts.jsonl", text)
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert (report.format, report.rows, report.events, report.bad_rows) == ("jsonl", 2, 2, 2)
+    assert [b["line"] for b in report.bad] == [4, 5]
+    payloads = sorted(
+        (msgspec.json.decode(bytes(e.payload)) for e in await file_events(store)),
+        key=lambda p: p["line"],
+    )
+    assert [(p["userId"], p["alertMessage"], p["line"]) for p in payloads] == [
+        ("125", "Server down", 1),
+        ("7", "seven", 2),
+    ]
+    assert (w.done / "alerts.rejects.csv").exists()
+
+
+async def test_a_file_of_bare_ids_takes_the_watch_message(store: Store, folder: Path) -> None:
+    w = await watcher_of(store, folder, message="Server down")
+    drop(folder, "ids.csv", "user_id\n1\n2,own message\n3\n")
+    await w.scan_once()
+    (report,) = await w.scan_once()
+    assert (report.events, report.rejects) == (3, None)
+    assert not (w.done / "ids.rejects.csv").exists()
+    by_user = {
+        p["userId"]: p["alertMessage"]
+        for p in (msgspec.json.decode(bytes(e.payload)) for e in await file_events(store))
+    }
+    assert by_user == {"1": "Server down", "2": "own message", "3": "Server down"}
+    # The same ids with another message are new alerts, not duplicates.
+    other = await watcher_of(store, folder, message="Back up")
+    drop(folder, "ids.csv", "user_id\n1\n2,own message\n3\n")
+    await other.scan_once()
+    (again,) = await other.scan_once()
+    assert (again.events, again.duplicates) == (3, 0)

@@ -933,3 +933,24 @@ async def test_routes_follow_destinations_changed_by_another_store(
         assert [a.deliveries for a in await store.append_events([ev(key="e")])] == [0]
     finally:
         await other.close()
+
+
+async def test_uploads_are_saved_replaced_and_read(store: Store) -> None:
+    from tidings.model import Upload, UploadBadRow
+
+    assert await store.get_upload("upl_nope") is None
+    first = Upload(id="upl_1", file="alerts.csv", state="receiving", message="Server down")
+    await store.save_upload(first)
+    assert await store.get_upload("upl_1") == first
+    done = msgspec.structs.replace(
+        first,
+        state="done",
+        rows=3,
+        events=2,
+        duplicates=1,
+        bad_rows=1,
+        bad=[UploadBadRow(4, "the user id (first field) is empty")],
+        last_line=4,
+    )
+    await store.save_upload(done)
+    assert await store.get_upload("upl_1") == done

@@ -199,6 +199,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_WATCH_DIR": "/srv/in",
         "TIDINGS_MAX_PAYLOAD_BYTES": "2048",
         "TIDINGS_MAX_REQUEST_BYTES": "4096",
+        "TIDINGS_UPLOAD_DIR": "/tmp/spool",
+        "TIDINGS_MAX_UPLOAD_BYTES": "8192",
         "TIDINGS_LOG_LEVEL": "debug",
         "TIDINGS_LOG_FORMAT": "json",
         "TIDINGS_PAUSE_AFTER_FAILURES": "7",
@@ -210,6 +212,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_METRICS_PORT": "9090",
         "TIDINGS_WATCH_TOPIC": "alerts.row",
         "TIDINGS_WATCH_INTERVAL_MS": "250",
+        "TIDINGS_WATCH_MESSAGE": "Server down",
         "TIDINGS_LOG_NOTICE_LIMIT": "3",
         "TIDINGS_LOG_NOTICE_WINDOW_S": "5",
     }
@@ -223,6 +226,8 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         watch_dir="/srv/in",
         max_payload_bytes=2048,
         max_request_bytes=4096,
+        upload_dir="/tmp/spool",
+        max_upload_bytes=8192,
         log_level="debug",
         log_format="json",
         pause_after_failures=7,
@@ -234,6 +239,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         metrics_port=9090,
         watch_topic="alerts.row",
         watch_interval_ms=250,
+        watch_message="Server down",
         log_notice_limit=3,
         log_notice_window_s=5,
     )

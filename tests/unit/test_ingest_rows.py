@@ -108,6 +108,8 @@ def test_row_event() -> None:
     assert json.loads(bytes(e.payload)) == {
         "user_id": "u-9",
         "message": 'say "hi"',
+        "userId": "u-9",
+        "alertMessage": 'say "hi"',
         "file": "alerts.csv",
         "line": 12,
     }
@@ -137,3 +139,82 @@ def test_what_csv_writes_reads_back(rows: list[tuple[str, str]]) -> None:
         if len(u.strip()) <= MAX_USER_ID and not (n == 1 and is_header([u, m]))
     ]
     assert [(r.line, r.user_id, r.message) for r in parsed if isinstance(r, Row)] == expected
+
+
+# ------------------------------------------------------------------------- JSON lines
+def test_json_lines() -> None:
+    from tidings.ingest.rows import parse_json_lines, read_json_line
+
+    assert read_json_line('{"user_id": "u1", "message": "hi"}', 1) == Row(1, "u1", "hi")
+    assert read_json_line('{"userId": "125", "alertMessage": "x"}', 2) == Row(2, "125", "x")
+    assert read_json_line('{"userId": 125}', 3) == Row(3, "125", "")
+    assert read_json_line('{"user_id": "u", "message": null}', 4) == Row(4, "u", "")
+    assert read_json_line("   ", 5) is None
+    for text, why in [
+        ("[1, 2]", "not a JSON object"),
+        ("{oops", "not JSON"),
+        ('{"message": "m"}', "no user_id"),
+        ('{"user_id": true}', "no user_id"),
+        ('{"user_id": " "}', "no user_id"),
+        ('{"user_id": "u", "message": 5}', "not a string"),
+        ('{"user_id": "u\\u0000", "message": "m"}', "NUL"),
+        ('{"user_id": "u", "message": "\\ud800"}', "not JSON"),
+        ('{"user_id": "u", "message": "caf\udce9"}', "not UTF-8"),
+    ]:
+        bad = read_json_line(text, 9)
+        assert isinstance(bad, BadRow) and why in bad.reason, (text, bad)
+        assert bad.raw == text
+    rows = list(parse_json_lines(['{"user_id": "a"}\n', "\n", '{"user_id": "b"}\r\n', "x"]))
+    assert [(r.line, type(r).__name__) for r in rows] == [(1, "Row"), (3, "Row"), (4, "BadRow")]
+
+
+def test_formats_by_suffix() -> None:
+    from tidings.ingest.rows import format_of
+
+    assert format_of("a.csv") == "csv"
+    assert format_of("a.JSONL") == "jsonl"
+    assert format_of("a.ndjson") == "jsonl"
+    assert format_of("a.txt") == "csv"
+    assert format_of("a.txt", None) is None
+    assert format_of("noext", None) is None
+
+
+def test_bad_rows_keep_their_raw_text_for_the_rejects_file() -> None:
+    from tidings.ingest.rows import rejects_csv
+
+    bad = [
+        b for b in parse_lines(['u1,"broken\n', ",orphan\n", "ok,fine\n"]) if isinstance(b, BadRow)
+    ]
+    assert [(b.line, b.raw) for b in bad] == [(1, 'u1,"broken'), (2, ",orphan")]
+    back = list(csv.reader(io.StringIO(rejects_csv(bad), newline="")))
+    assert back[0] == ["line", "reason", "raw"]
+    assert [(int(r[0]), r[2]) for r in back[1:]] == [(1, 'u1,"broken'), (2, ",orphan")]
+
+
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=8)
+)
+def test_rejects_csv_round_trips_any_raw_text(raws: list[str]) -> None:
+    from tidings.ingest.rows import rejects_csv
+
+    bad = [BadRow(i + 1, 'why, "quoted"', raw) for i, raw in enumerate(raws)]
+    back = list(csv.reader(io.StringIO(rejects_csv(bad), newline="")))
+    assert [r[2] for r in back[1:]] == raws
+
+
+def test_a_message_for_bare_ids_and_both_spellings_in_the_payload() -> None:
+    event = row_event(Row(1, "125", ""), "file.row", "abc", "f.csv", "Server down")
+    assert json.loads(bytes(event.payload)) == {
+        "user_id": "125",
+        "message": "Server down",
+        "userId": "125",
+        "alertMessage": "Server down",
+        "file": "f.csv",
+        "line": 1,
+    }
+    own = row_event(Row(1, "125", "own"), "file.row", "abc", "f.csv", "Server down")
+    assert json.loads(bytes(own.payload))["alertMessage"] == "own"
+    digest = b"\x01" * 32
+    assert file_identity(digest) != file_identity(digest, "Server down")
+    assert file_identity(digest, "a") != file_identity(digest, "b")
+    assert file_identity(digest, "") == file_identity(digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -17,12 +18,14 @@ from tidings.api.keys import (
     NOTICES,
     OPENAPI,
     SETTINGS,
+    SPOOL,
     STORE,
     EngineLink,
     NoEngine,
 )
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
+from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
 from tidings.store.base import Store
 
@@ -46,11 +49,28 @@ def create_app(
     app[OPENAPI] = build_openapi()
     app[ENGINE] = engine or NoEngine()
     app[NOTICES] = notices or Notices()
+    app[SPOOL] = SpooledUploads(
+        store,
+        Path(settings.upload_dir),
+        settings.watch_topic,
+        max_payload_bytes=settings.max_payload_bytes,
+        wake=lambda: app[ENGINE].wake(),
+    )
+    app.on_startup.append(_start_spool)
+    app.on_cleanup.append(_stop_spool)
     query.install(app)
     for module in (events, destinations, deliveries, uploads, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
     return app
+
+
+async def _start_spool(app: web.Application) -> None:
+    await app[SPOOL].start()
+
+
+async def _stop_spool(app: web.Application) -> None:
+    await app[SPOOL].stop()
 
 
 def create_probe_app(store: Store) -> web.Application:

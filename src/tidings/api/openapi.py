@@ -59,6 +59,7 @@ _OPERATION_IDS = {
     ("get", "/v1/events/{id}"): "getEvent",
     ("get", "/v1/events/{id}/chain"): "getEventChain",
     ("post", "/v1/uploads"): "upload",
+    ("get", "/v1/uploads/{id}"): "getUpload",
     ("post", "/v1/destinations"): "createDestination",
     ("get", "/v1/destinations"): "listDestinations",
     ("get", "/v1/destinations/{id}"): "getDestination",
@@ -97,6 +98,7 @@ _LINKS: dict[tuple[str, str, str], dict[str, str]] = {
         )
     },
     ("get", "/v1/events", "200"): {"getEvent": "$response.body#/items/0/id"},
+    ("post", "/v1/uploads", "202"): {"getUpload": "$response.body#/upload_id"},
     ("get", "/v1/events/{id}", "200"): {
         op: "$response.body#/deliveries/0/id"
         for op in ("getDelivery", "retryDelivery", "purgeDelivery")
@@ -246,14 +248,26 @@ def build_openapi() -> dict[str, Any]:
         },
         "/v1/uploads": {
             "post": {
-                "summary": "Ingest a CSV file of user_id[,message] rows, one event per row",
+                "summary": "Ingest a CSV (user_id[,message]) or JSON-lines file, one event per row",
                 "parameters": [
                     {
                         "name": "name",
                         "in": "query",
                         "description": "the file's name in events and the report (raw body)",
                         "schema": {"type": "string"},
-                    }
+                    },
+                    {
+                        "name": "message",
+                        "in": "query",
+                        "description": "the message of rows that have none (bare user ids)",
+                        "schema": {"type": "string", "maxLength": 65536},
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "description": "csv or jsonl (default: by the name's suffix, else csv)",
+                        "schema": {"type": "string", "enum": ["csv", "jsonl"]},
+                    },
                 ],
                 "requestBody": {
                     "required": True,
@@ -261,6 +275,7 @@ def build_openapi() -> dict[str, Any]:
                         # Any body that is not a form is the file itself, whatever its
                         # Content-Type (curl --data-binary labels it a urlencoded form).
                         "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                        "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}
                         },
@@ -275,11 +290,20 @@ def build_openapi() -> dict[str, Any]:
                 },
                 "responses": {
                     "202": _json(
-                        _ref("UploadOut"), "Stored (rows seen before count as duplicates)"
+                        _ref("UploadOut"),
+                        "Read (state done: rows seen before count as duplicates), or, larger "
+                        "than TIDINGS_MAX_REQUEST_BYTES, stored to be read (state queued)",
                     ),
                     "413": _ERR,
                     **errors,
                 },
+            }
+        },
+        "/v1/uploads/{id}": {
+            "get": {
+                "summary": "An upload's progress and report",
+                "parameters": [_path_id("upload")],
+                "responses": {"200": _json(_ref("UploadOut")), "404": _ERR, **errors},
             }
         },
         "/v1/destinations": {

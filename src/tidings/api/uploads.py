@@ -1,49 +1,109 @@
-"""Route: `POST /v1/uploads`, a CSV file of `user_id[,message]` rows sent over HTTP.
+"""Routes: `POST /v1/uploads` (a CSV or JSON-lines file of rows sent over HTTP) and
+`GET /v1/uploads/{id}` (how far its reading got).
 
-The same rows, events and keys as folder ingest (tidings.ingest), read at once: the
-answer is the file's report. Keys come from the content, so uploading a file again (after
-a timeout, a 503) adds only what the earlier try did not.
+The same rows, events and keys as folder ingest (tidings.ingest). A file that fits in
+`TIDINGS_MAX_REQUEST_BYTES` is read at once: the answer is its report. A larger one is
+streamed to the spool folder as it arrives (never held in memory) and read in the
+background (tidings.ingest.spooled): the answer is `202 {"upload_id", "state":
+"queued"}`. Keys come from the content (and the message given for bare ids), so uploading
+a file again (after a timeout, a 503) adds only what the earlier try did not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import posixpath
 import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from tidings.api.http import SETTINGS, STORE, json_response
-from tidings.api.keys import ENGINE
-from tidings.api.wire import BadRowOut, UploadOut
+from tidings.api.errors import ApiError
+from tidings.api.http import SETTINGS, STORE, json_response, not_found
+from tidings.api.keys import ENGINE, SPOOL
+from tidings.api.wire import upload_out
+from tidings.ids import IdFactory
 from tidings.ingest.files import FileReport, finish_in_thread, parse_text, store_rows
-from tidings.ingest.rows import clean_name, file_identity
+from tidings.ingest.rows import MAX_MESSAGE, FileFormat, clean_name, file_identity, format_of
+from tidings.ingest.spooled import upload_of
+from tidings.model import Upload
 from tidings.policy.validation import FieldError
+from tidings.timeutil import now_us
 
 routes = web.RouteTableDef()
-DEFAULT_NAME = "upload.csv"
 MAX_NAME = 255
+UPLOAD_PREFIX = "upl_"
+CHUNK = 1 << 20
+_ids = IdFactory()
+JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 
 
 def _name(raw: str | None) -> str:
-    """A file name for payloads and the report: its last path part, at most 255 chars."""
+    """A file name for payloads and the report: its last path part, at most 255 chars
+    (empty when none was given: `upload.csv` or `upload.jsonl` then)."""
     name = clean_name(posixpath.basename((raw or "").replace("\\", "/")).strip())
-    return name[:MAX_NAME] or DEFAULT_NAME
+    return name[:MAX_NAME]
 
 
-async def _file_of(request: web.Request) -> tuple[str, bytes]:
-    """(name, bytes): the `file` part of a multipart form, the `file` field of a urlencoded
-    form, or else the whole body, whatever its Content-Type: `curl --data-binary @rows.csv`
-    labels a raw file `application/x-www-form-urlencoded`, and that must just work."""
+def _format(request: web.Request, name: str, content_type: str) -> FileFormat:
+    """`?format=`, else the name's suffix, else a JSON-lines Content-Type, else CSV."""
+    asked = request.query.get("format")
+    if asked is not None:
+        if asked not in ("csv", "jsonl"):
+            raise FieldError("format", "format must be csv or jsonl")
+        return "jsonl" if asked == "jsonl" else "csv"
+    by_name = format_of(name, None)
+    if by_name is not None:
+        return by_name
+    return "jsonl" if content_type in JSONL_TYPES else "csv"
+
+
+def _message(request: web.Request) -> str:
+    message = request.query.get("message", "")
+    if len(message) > MAX_MESSAGE:
+        raise FieldError("message", f"message is longer than {MAX_MESSAGE} characters")
+    if "\x00" in message:
+        raise FieldError("message", "message holds a NUL character")
+    return message
+
+
+async def _chunks_of(reader: web.Request | BodyPartReader) -> AsyncIterator[bytes]:
+    if isinstance(reader, BodyPartReader):
+        while chunk := await reader.read_chunk(CHUNK):
+            yield chunk
+    else:
+        async for chunk in reader.content.iter_chunked(CHUNK):
+            yield chunk
+
+
+async def _source(request: web.Request) -> tuple[str, str, AsyncIterator[bytes] | bytes]:
+    """(name, content type, the file's bytes or a stream of them): the `file` part of a
+    multipart form, the `file` field of a urlencoded form, or else the whole body,
+    whatever its Content-Type: `curl --data-binary @rows.csv` labels a raw file
+    `application/x-www-form-urlencoded`, and that must just work."""
     content_type = request.content_type
     if content_type == "multipart/form-data":
         try:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if isinstance(part, BodyPartReader) and part.name == "file":
-                    # decode=True undoes a Content-Transfer-Encoding (base64, ...)
-                    return _name(part.filename), bytes(await part.read(decode=True))
+                    if part.headers.get("Content-Transfer-Encoding", "binary").lower() not in (
+                        "binary",
+                        "8bit",
+                        "7bit",
+                    ):  # base64 and the like: undone whole (such parts are small)
+                        data = bytes(await part.read(decode=True))
+                        return _name(part.filename), part.headers.get("Content-Type", ""), data
+                    return (
+                        _name(part.filename),
+                        part.headers.get("Content-Type", ""),
+                        (_chunks_of(part)),
+                    )
         except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
             raise FieldError("file", f"the multipart form cannot be read: {exc}") from None
         raise FieldError("file", "the form has no `file` part", code="missing_field")
@@ -53,32 +113,155 @@ async def _file_of(request: web.Request) -> tuple[str, bytes]:
             f"a {content_type} body cannot be read as a file: send the file as the raw body "
             "(any other Content-Type), or as the `file` part of a multipart/form-data form",
         )
-    body = await request.read()
-    if content_type == "application/x-www-form-urlencoded" and body.startswith(b"file="):
-        form = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=1000)
-        return _name(request.query.get("name")), form.get(b"file", [b""])[0]
-    return _name(request.query.get("name")), body
+    name = _name(request.query.get("name"))
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            head = await request.content.readexactly(5)
+        except asyncio.IncompleteReadError as exc:
+            head = exc.partial
+        if head == b"file=":  # a form: read whole, as forms are (bounded like any body)
+            most = request.app[SETTINGS].max_request_bytes
+            body = head + await request.content.read(most)
+            if not request.content.at_eof():
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"a urlencoded form over {most} bytes cannot be read: send the file as "
+                    "the raw body (curl --data-binary) or as a multipart/form-data part",
+                    "file",
+                )
+            form = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=1000)
+            return name, content_type, form.get(b"file", [b""])[0]
+        return name, content_type, _prefixed(head, _chunks_of(request))
+    return name, content_type, _chunks_of(request)
 
 
-def _prepare(data: bytes) -> tuple[str, str]:
+async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    async for chunk in rest:
+        yield chunk
+
+
+class _Spill:
+    """The bytes of an upload as they arrive: in memory up to `in_memory` bytes, then in
+    a spool file; at most `most` bytes in all."""
+
+    def __init__(self, in_memory: int, most: int, part: Path) -> None:
+        self.in_memory = in_memory
+        self.most = most
+        self.part = part
+        self.size = 0
+        self.buffer = bytearray()
+        self.file: int | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.most:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"the upload exceeds {self.most} bytes (TIDINGS_MAX_UPLOAD_BYTES)",
+                "file",
+            )
+        if self.file is None and self.size <= self.in_memory:
+            self.buffer += chunk
+            return
+        if self.file is None:
+            self.file = await asyncio.to_thread(_create, self.part)
+            await asyncio.to_thread(_write_all, self.file, bytes(self.buffer))
+            self.buffer = bytearray()
+        await asyncio.to_thread(_write_all, self.file, chunk)
+
+    async def close(self, *, keep: bool) -> None:
+        if self.file is not None:
+            fd, self.file = self.file, None
+            await asyncio.to_thread(_finish, fd, self.part, keep)
+
+
+def _create(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _finish(fd: int, part: Path, keep: bool) -> None:
+    try:
+        if keep:
+            os.fsync(fd)  # on disk before its upload is answered as accepted
+    finally:
+        os.close(fd)
+    if keep:
+        os.replace(part, part.with_suffix(""))  # ID.csv.part -> ID.csv
+    else:
+        part.unlink(missing_ok=True)
+
+
+def _prepare(data: bytes, message: str) -> tuple[str, str]:
     """(file identity, text). Bytes that are not UTF-8 spoil only their own rows."""
-    return file_identity(hashlib.sha256(data).digest()), data.decode(
+    return file_identity(hashlib.sha256(data).digest(), message), data.decode(
         "utf-8-sig", errors="surrogateescape"
     )
 
 
 @routes.post("/v1/uploads")
 async def upload(request: web.Request) -> web.Response:
-    name, data = await _file_of(request)
+    message = _message(request)
+    name, content_type, source = await _source(request)
+    file_format = _format(request, name, content_type)
+    name = name or f"upload.{file_format}"
+    settings = request.app[SETTINGS]
+    upload_id = _ids.new(UPLOAD_PREFIX)
+    base = Upload(
+        id=upload_id,
+        file=name,
+        state="receiving",
+        format=file_format,
+        message=message,
+        created_at=now_us(),
+    )
+    if isinstance(source, bytes):
+        data = source
+    else:
+        spool = request.app[SPOOL]
+        spill = _Spill(
+            settings.max_request_bytes,
+            settings.max_upload_bytes,
+            spool.part_path(upload_id, file_format),
+        )
+        keep = False
+        try:
+            async for chunk in source:
+                await spill.feed(chunk)
+            if spill.file is not None:
+                queued = msgspec.structs.replace(base, state="queued", bytes=spill.size)
+                await request.app[STORE].save_upload(queued)
+                keep = True
+        finally:
+            await spill.close(keep=keep)
+        if keep:
+            spool.submit(upload_id, file_format)
+            return json_response(upload_out(queued), status=202)
+        data = bytes(spill.buffer)
     if not data.strip():
         raise FieldError("file", "the file is empty")
-    identity, text = await finish_in_thread(_prepare, data)
+    return json_response(upload_out(await _read_now(request, base, data)), status=202)
+
+
+async def _read_now(request: web.Request, base: Upload, data: bytes) -> Upload:
+    identity, text = await finish_in_thread(_prepare, data, base.message)
     settings = request.app[SETTINGS]
-    report = FileReport(file=name)
-    chunks = parse_text(text)
+    report = FileReport(file=base.file, format="jsonl" if base.format == "jsonl" else "csv")
+    chunks = parse_text(text, report.format)
     wake = False
     try:
         while (chunk := await finish_in_thread(next, chunks, None)) is not None:
+            report.last_line = chunk[-1].line
             # A store outage answers 503 (the error middleware): the client uploads again,
             # and the rows stored before it count as duplicates.
             wake |= await store_rows(
@@ -86,23 +269,26 @@ async def upload(request: web.Request) -> web.Response:
                 chunk,
                 settings.watch_topic,
                 identity,
-                name,
+                base.file,
                 report,
                 max_payload_bytes=settings.max_payload_bytes,
                 wait_for_store=None,
+                default_message=base.message,
             )
+            report.take_fresh_bad()  # listed in the answer (the first 100)
     finally:
         chunks.close()
         if wake:
             request.app[ENGINE].wake()
-    return json_response(
-        UploadOut(
-            file=report.file,
-            rows=report.rows,
-            events=report.events,
-            duplicates=report.duplicates,
-            bad_rows=report.bad_rows,
-            bad=[BadRowOut(line=int(str(b["line"])), reason=str(b["reason"])) for b in report.bad],
-        ),
-        status=202,
-    )
+    done = upload_of(report, msgspec.structs.replace(base, bytes=len(data)), "done")
+    await request.app[STORE].save_upload(done)
+    return done
+
+
+@routes.get("/v1/uploads/{id}")
+async def show(request: web.Request) -> web.Response:
+    upload_id = request.match_info["id"]
+    found = await request.app[STORE].get_upload(upload_id)
+    if found is None:
+        raise not_found("upload", upload_id)
+    return json_response(upload_out(found))

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from msgspec import Raw, Struct
 
-from tidings.model import Attempt, Delivery, Destination, Event, RetryPolicy
+from tidings.model import Attempt, Delivery, Destination, Event, RetryPolicy, Upload, UploadState
 from tidings.timeutil import to_iso
 
 
@@ -138,17 +138,44 @@ class BadRowOut(Struct, frozen=True, kw_only=True):
 
 
 class UploadOut(Struct, frozen=True, kw_only=True):
+    upload_id: str
+    state: UploadState  # queued and reading: a large upload read in the background
     file: str
+    format: str  # csv or jsonl
+    bytes: int
     rows: int  # good rows read
     events: int  # events created
     duplicates: int  # rows already ingested (an earlier upload of the same content)
     bad_rows: int
     bad: list[BadRowOut]  # the first 100 bad rows
+    last_line: int  # the last line read so far
+    error: str | None
+    created_at: str
+    updated_at: str
 
 
 class DeliveryList(Struct, frozen=True):
     items: list[DeliveryOut]
     next: str | None
+
+
+def upload_out(u: Upload) -> UploadOut:
+    return UploadOut(
+        upload_id=u.id,
+        state=u.state,
+        file=u.file,
+        format=u.format,
+        bytes=u.bytes,
+        rows=u.rows,
+        events=u.events,
+        duplicates=u.duplicates,
+        bad_rows=u.bad_rows,
+        bad=[BadRowOut(line=b.line, reason=b.reason) for b in u.bad],
+        last_line=u.last_line,
+        error=u.error,
+        created_at=to_iso(u.created_at),
+        updated_at=to_iso(u.updated_at or u.created_at),
+    )
 
 
 def destination_out(d: Destination) -> DestinationOut:

@@ -1,10 +1,13 @@
-"""Folder ingest (`TIDINGS_WATCH_DIR`): CSV files dropped into a folder become events.
+"""Folder ingest (`TIDINGS_WATCH_DIR`): CSV and JSON-lines files dropped into a folder
+become events.
 
 Owns a file's way through the folder: noticed once it has stopped changing (for a scan
 and at least `settle_s`, longer if its last line is unfinished), claimed (renamed into
 `processing/`, then locked, so that one process of many reads it, and a file whose
 reader died is taken over by the next scan), read in batches into the store, then moved
-to `done/` with a JSON report beside it (`failed/` when it cannot be read to its end).
+to `done/` with a JSON report beside it (`failed/` when it cannot be read to its end),
+and, when some lines were bad, a `NAME.rejects.csv` listing every one of them (line,
+reason, raw text) so that they can be fixed and dropped again.
 Every row's event carries an idempotency key made of the file's content and the row's
 line, so a file read again after a crash, or dropped again, adds nothing it added before:
 no row is skipped, none is stored twice. Bad lines are reported and skipped, never
@@ -30,13 +33,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from tidings.ingest.rows import (
+    SUFFIXES,
     BadRow,
+    FileFormat,
     Header,
     Row,
     bounded_lines,
     clean_name,
     file_identity,
-    parse_lines,
+    format_of,
+    parse,
+    rejects_csv,
     row_event,
 )
 from tidings.metrics import EVENTS_INGESTED
@@ -66,11 +73,23 @@ class FileReport:
     last_line: int = 0  # the last line read
     error: str | None = None  # why the file could not be read to its end
     finished_at: str = ""
+    format: FileFormat = "csv"
+    rejects: str | None = None  # the file listing every bad row, when there were some
+    # Bad rows not yet written to the rejects file (not part of the report).
+    fresh_bad: list[BadRow] = field(default_factory=list, repr=False)
 
     def add_bad(self, bad: BadRow) -> None:
         self.bad_rows += 1
+        self.fresh_bad.append(bad)
         if len(self.bad) < REPORTED_BAD_ROWS:
             self.bad.append({"line": bad.line, "reason": bad.reason})
+
+    def take_fresh_bad(self) -> list[BadRow]:
+        taken, self.fresh_bad = self.fresh_bad, []
+        return taken
+
+    def as_json(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "fresh_bad"}
 
 
 Chunk = list[Row | BadRow | Header]
@@ -92,17 +111,29 @@ def chunks_of(items: Iterable[Row | BadRow | Header]) -> Generator[Chunk, None, 
         yield chunk
 
 
-def parse_text(text: str) -> Generator[Chunk, None, None]:
-    """The chunks of CSV text already in memory (an upload), split into lines exactly as a
+def parse_text(text: str, file_format: FileFormat = "csv") -> Generator[Chunk, None, None]:
+    """The chunks of text already in memory (an upload), split into lines exactly as a
     file is read, so that a row has the same line (and key) either way."""
-    return chunks_of(parse_lines(bounded_lines(io.StringIO(text, newline=""))))
+    return chunks_of(parse(bounded_lines(io.StringIO(text, newline="")), file_format))
 
 
-def _file_chunks(path: Path) -> Generator[Chunk, None, None]:
+def file_chunks(path: Path, file_format: FileFormat) -> Generator[Chunk, None, None]:
     # Undecodable bytes become lone surrogates, which make their line a bad row: a stray
     # byte spoils one row, not the rest of the file.
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        yield from chunks_of(parse_lines(bounded_lines(f)))
+        yield from chunks_of(parse(bounded_lines(f), file_format))
+
+
+def append_rejects(path: Path, bad: list[BadRow], fresh: bool) -> None:
+    """Add bad rows to a rejects file (its header first when `fresh`), their raw text
+    written back as the bytes it was read from."""
+    if not bad and not fresh:
+        return
+    text = rejects_csv(bad)
+    if not fresh:
+        text = text.split("\n", 1)[1]  # the header is there already
+    with path.open("a" if not fresh else "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(text)
 
 
 async def finish_in_thread(
@@ -133,12 +164,14 @@ async def store_rows(
     *,
     max_payload_bytes: int,
     wait_for_store: Callable[[Exception], Awaitable[None]] | None,
+    default_message: str = "",
 ) -> bool:
     """Store a chunk's rows as events and count them (and its bad rows) in `report`.
     Answers whether new events have deliveries (a worker should wake). With
-    `wait_for_store`, a store outage is waited out through it instead of raised."""
+    `wait_for_store`, a store outage is waited out through it instead of raised. Rows
+    without a message take `default_message`."""
     events = await finish_in_thread(
-        _build_events, chunk, topic, identity, name, report, max_payload_bytes
+        _build_events, chunk, topic, identity, name, report, max_payload_bytes, default_message
     )
     if not events:
         return False
@@ -159,7 +192,13 @@ async def store_rows(
 
 
 def _build_events(
-    chunk: Chunk, topic: str, identity: str, name: str, report: FileReport, max_payload: int
+    chunk: Chunk,
+    topic: str,
+    identity: str,
+    name: str,
+    report: FileReport,
+    max_payload: int,
+    default_message: str,
 ) -> list[EventIn]:
     """A chunk's events (JSON encoding: in a thread, off the event loop), its header and
     bad rows noted in `report`."""
@@ -170,9 +209,10 @@ def _build_events(
         elif isinstance(item, BadRow):
             report.add_bad(item)
         else:
-            event = row_event(item, topic, identity, name)
+            event = row_event(item, topic, identity, name, default_message)
             if len(event.payload) > max_payload:
-                report.add_bad(BadRow(item.line, "the event would exceed the payload limit"))
+                raw = f"{item.user_id},{item.message}"  # the row, not its exact bytes
+                report.add_bad(BadRow(item.line, "the event would exceed the payload limit", raw))
             else:
                 events.append(event)
     return events
@@ -183,7 +223,7 @@ def _close(fd: int | None) -> None:
         os.close(fd)
 
 
-def _digest_and_stat(fd: int) -> tuple[bytes, tuple[int, int]]:
+def digest_and_stat(fd: int) -> tuple[bytes, tuple[int, int]]:
     h = hashlib.sha256()
     os.lseek(fd, 0, os.SEEK_SET)
     while chunk := os.read(fd, 1 << 20):
@@ -197,7 +237,7 @@ def _unchanged(fd: int, signature: tuple[int, int]) -> bool:
     return (st.st_size, st.st_mtime_ns) == signature
 
 
-def _lock(claimed: Path) -> int | None:
+def lock_file(claimed: Path) -> int | None:
     """An open descriptor holding the file's exclusive lock, or None: gone, or held."""
     try:
         fd = os.open(claimed, os.O_RDONLY)
@@ -274,8 +314,10 @@ class FolderWatcher:
         *,
         settle_s: float = 2.0,
         max_payload_bytes: int = 1 << 20,
+        message: str = "",
     ) -> None:
         self.store = store
+        self.message = message
         self.folder = folder
         self.topic = topic
         self.interval_s = interval_s
@@ -291,7 +333,7 @@ class FolderWatcher:
     async def start(self) -> None:
         await asyncio.to_thread(self._make_folders)
         self._task = asyncio.create_task(self._run(), name="tidings-folder-watch")
-        log.info("watching %s for CSV files", self.folder)
+        log.info("watching %s for CSV and JSON-lines files", self.folder)
 
     def _make_folders(self) -> None:
         for d in (self.folder, self.processing, self.done, self.failed):
@@ -339,7 +381,9 @@ class FolderWatcher:
 
     def _orphans(self) -> list[Path]:
         try:
-            return sorted(p for p in self.processing.iterdir() if p.is_file())
+            return sorted(
+                p for p in self.processing.iterdir() if p.is_file() and not p.name.startswith(".")
+            )
         except FileNotFoundError:
             self.processing.mkdir(parents=True, exist_ok=True)
             return []
@@ -349,7 +393,7 @@ class FolderWatcher:
         seen: dict[str, tuple[int, int, int]] = {}
         now = time.time_ns()
         for p in sorted(self.folder.iterdir()):
-            if p.name.startswith(".") or p.suffix.lower() != ".csv":
+            if p.name.startswith(".") or p.suffix.lower() not in SUFFIXES:
                 continue  # dotfiles and other suffixes: still being written, or not ours
             try:
                 st = p.stat()
@@ -380,9 +424,10 @@ class FolderWatcher:
     async def _take(self, claimed: Path, *, resumed: bool) -> FileReport | None:
         """Read a claimed file if no other process holds it (an exclusive lock, which dies
         with its holder, so a crashed reader's file is free for the next scan)."""
-        report = FileReport(file=clean_name(_original_name(claimed)), resumed=resumed)
+        name = clean_name(_original_name(claimed))
+        report = FileReport(file=name, resumed=resumed, format=format_of(name) or "csv")
         try:
-            fd = await finish_in_thread(_lock, claimed, on_cancel=_close)
+            fd = await finish_in_thread(lock_file, claimed, on_cancel=_close)
         except OSError as exc:  # e.g. not readable by us: set it aside, do not retry it
             report.error = f"cannot open it: {exc}"
             await self._set_aside(claimed, report)
@@ -403,10 +448,16 @@ class FolderWatcher:
             os.close(fd)  # also releases the lock
         return report
 
+    def _rejects_of(self, claimed: Path) -> Path:
+        return self.processing / ".rejects" / claimed.name
+
     async def _ingest(self, claimed: Path, fd: int, report: FileReport) -> None:
-        digest, signature = await finish_in_thread(_digest_and_stat, fd)
-        identity = file_identity(digest)
-        chunks = _file_chunks(claimed)
+        digest, signature = await finish_in_thread(digest_and_stat, fd)
+        identity = file_identity(digest, self.message)
+        chunks = file_chunks(claimed, report.format)
+        rejects = self._rejects_of(claimed)
+        await finish_in_thread(rejects.parent.mkdir, 0o755, True, True)
+        fresh = True  # a file read again (taken over) lists its bad rows anew
         try:
             while (chunk := await finish_in_thread(next, chunks, None)) is not None:
                 report.last_line = chunk[-1].line
@@ -419,8 +470,12 @@ class FolderWatcher:
                     report,
                     max_payload_bytes=self.max_payload_bytes,
                     wait_for_store=self._wait_for_store,
+                    default_message=self.message,
                 ):
                     self.wake()
+                if report.fresh_bad or fresh:
+                    await finish_in_thread(append_rejects, rejects, report.take_fresh_bad(), fresh)
+                    fresh = False
         finally:
             chunks.close()  # never while a thread runs it: finish_in_thread waited
         if not await finish_in_thread(_unchanged, fd, signature):
@@ -457,9 +512,16 @@ class FolderWatcher:
         folder = self.failed if report.error else self.done
         target = _reserve(folder, _original_name(claimed))
         # The file first: once it is out of processing/ it is never read again; a crash
-        # before its report is written loses only the report.
+        # before its report is written loses only the report (and the rejects list).
         os.replace(claimed, target)
+        rejects = self._rejects_of(claimed)
+        if report.bad_rows and rejects.exists():
+            listed = target.with_name(f"{Path(target.name).stem}.rejects.csv")
+            os.replace(rejects, listed)
+            report.rejects = listed.name
+        else:
+            rejects.unlink(missing_ok=True)
         report_path = target.with_name(target.name + ".report.json")
         tmp = target.with_name(f".report.{os.getpid()}.{time.time_ns()}.tmp")
-        tmp.write_text(json.dumps(report.__dict__, indent=2) + "\n")
+        tmp.write_text(json.dumps(report.as_json(), indent=2) + "\n")
         os.replace(tmp, report_path)

@@ -1,19 +1,23 @@
-"""What a line of an ingested CSV file means: `user_id[,message]` into an event.
+"""What a line of an ingested file means: a CSV `user_id[,message]` line, or a JSON-lines
+object with `user_id`/`userId` and `message`/`alertMessage`, into an event.
 
 Owns the rules for one line (blank lines, a header, bare user ids, quoting, commas in an
-unquoted message, bad rows: undecodable bytes, NUL, oversize, broken quotes) and the
-idempotency key of a row, which is what makes a file ingested once however often it is
-read. One row is one line: a quoted message cannot span lines, so a stray quote spoils
-its own line only, never the rows after it (in a multi-line CSV reader it would swallow
-them into one message, to the wrong user). Pure: no files, no store.
+unquoted message, a file-wide message for bare ids, bad rows with their raw text:
+undecodable bytes, NUL, oversize, broken quotes, JSON that is not an object of those
+fields) and the idempotency key of a row, which is what makes a file ingested once
+however often it is read. One row is one line: a quoted message cannot span lines, so a
+stray quote spoils its own line only, never the rows after it (in a multi-line CSV reader
+it would swallow them into one message, to the wrong user). Pure: no files, no store.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -24,6 +28,10 @@ MAX_MESSAGE = 64 * 1024
 MAX_LINE = 4 * MAX_MESSAGE  # longer lines are bad rows, never parsed
 USER_HEADERS = frozenset({"user_id", "userid", "user", "user id", "id"})
 MESSAGE_HEADERS = frozenset({"message", "alertmessage", "alert_message", "msg", "text", "body"})
+USER_FIELDS = ("user_id", "userId")  # of a JSON-lines object, in this order
+MESSAGE_FIELDS = ("message", "alertMessage")
+FileFormat = Literal["csv", "jsonl"]
+SUFFIXES: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 # A line is at most MAX_LINE long, so no field exceeds this (the module default, 128 KiB,
 # would make a long message a csv.Error instead of a row).
@@ -41,6 +49,8 @@ class Row:
 class BadRow:
     line: int
     reason: str
+    # The line as read (at most MAX_LINE + 1 characters), for rejects.csv.
+    raw: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +132,7 @@ def parse_lines(lines: Iterable[str]) -> Iterator[Row | BadRow | Header]:
         fields = split_line(text)
         if isinstance(fields, str):
             seen_content = True
-            yield BadRow(number, fields)
+            yield BadRow(number, fields, text)
             continue
         if not seen_content and fields and any(f.strip() for f in fields):
             seen_content = True
@@ -130,8 +140,78 @@ def parse_lines(lines: Iterable[str]) -> Iterator[Row | BadRow | Header]:
                 yield Header(number)
                 continue
         row = read_row(fields, number)
+        if isinstance(row, BadRow):
+            yield BadRow(row.line, row.reason, text)
+        elif row is not None:
+            yield row
+
+
+_json_line = msgspec.json.Decoder()
+
+
+def read_json_line(text: str, line: int) -> Row | BadRow | None:
+    """One JSON-lines line: an object with a user id (`user_id` or `userId`, a string or
+    an integer) and an optional message (`message` or `alertMessage`, a string)."""
+    if not text.strip():
+        return None
+    if len(text) > MAX_LINE:
+        return BadRow(line, f"the line is longer than {MAX_LINE} characters", text)
+    if _undecodable(text):
+        return BadRow(line, "the line is not UTF-8", text)
+    try:
+        obj = _json_line.decode(text.encode("utf-8", "surrogatepass"))
+    except msgspec.DecodeError as exc:
+        return BadRow(line, f"the line is not JSON: {exc}", text)
+    if not isinstance(obj, dict):
+        return BadRow(line, "the line is not a JSON object", text)
+    user = next((obj[f] for f in USER_FIELDS if f in obj), None)
+    message = next((obj[f] for f in MESSAGE_FIELDS if f in obj), "")
+    if isinstance(user, int) and not isinstance(user, bool):
+        user = str(user)
+    if not isinstance(user, str) or not user.strip():
+        return BadRow(line, "the object has no user_id (or userId) string", text)
+    if message is None:
+        message = ""
+    if not isinstance(message, str):
+        return BadRow(line, "message (or alertMessage) is not a string", text)
+    fields = [user, message]
+    if any("\x00" in f for f in fields) or any(_unstorable(f) for f in fields):
+        return BadRow(line, "the line holds a NUL or a lone surrogate", text)
+    row = read_row(fields, line)
+    return BadRow(row.line, row.reason, text) if isinstance(row, BadRow) else row
+
+
+def _unstorable(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def parse_json_lines(lines: Iterable[str]) -> Iterator[Row | BadRow]:
+    """Every row of a JSON-lines file's text, given line by line. Blank lines vanish."""
+    for number, raw in enumerate(lines, 1):
+        row = read_json_line(raw.rstrip("\r\n"), number)
         if row is not None:
             yield row
+
+
+def parse(lines: Iterable[str], file_format: FileFormat) -> Iterator[Row | BadRow | Header]:
+    return parse_json_lines(lines) if file_format == "jsonl" else parse_lines(lines)
+
+
+def format_of(name: str, default: FileFormat | None = "csv") -> FileFormat | None:
+    """A file's format by its suffix (`.csv`, `.jsonl`, `.ndjson`), else `default`."""
+    dot = name.rfind(".")
+    return SUFFIXES.get(name[dot:].lower(), default) if dot >= 0 else default
+
+
+def rejects_csv(bad: Iterable[BadRow]) -> str:
+    """The text of a `NAME.rejects.csv`: a header, then line, reason and the raw text of
+    every bad row, so that the rows can be fixed and dropped again."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    writer.writerow(["line", "reason", "raw"])
+    for b in bad:
+        writer.writerow([b.line, b.reason, b.raw])
+    return out.getvalue()
 
 
 def clean_name(name: str) -> str:
@@ -140,9 +220,12 @@ def clean_name(name: str) -> str:
     return name.encode("utf-8", "replace").decode("utf-8")
 
 
-def file_identity(digest: bytes) -> str:
-    """The part of every row's key that names the file: its content, not its name, so the
-    same file dropped twice (or renamed) is ingested once."""
+def file_identity(digest: bytes, message: str = "") -> str:
+    """The part of every row's key that names the file: its content (and the message
+    given for its bare ids), not its name, so the same file dropped twice (or renamed) is
+    ingested once, and the same ids with another message are new rows."""
+    if message:
+        digest = hashlib.sha256(digest + b"\x00message:" + message.encode()).digest()
     return digest.hex()[:32]
 
 
@@ -153,10 +236,22 @@ def row_key(identity: str, line: int) -> str:
 _payload = msgspec.json.Encoder()
 
 
-def row_event(row: Row, topic: str, identity: str, file_name: str) -> EventIn:
+def row_event(
+    row: Row, topic: str, identity: str, file_name: str, default_message: str = ""
+) -> EventIn:
     """The event of a row: keyed by its user (FIFO per user), for that user, deduplicated
-    by (file content, line)."""
-    payload = {"user_id": row.user_id, "message": row.message, "file": file_name, "line": row.line}
+    by (file content, line). A row without a message takes `default_message`. The payload
+    names each field twice, `user_id`/`message` and `userId`/`alertMessage`, so that a
+    notifier written for either spelling reads it unchanged (with `"body": "data"`)."""
+    message = row.message or default_message
+    payload = {
+        "user_id": row.user_id,
+        "message": message,
+        "userId": row.user_id,
+        "alertMessage": message,
+        "file": file_name,
+        "line": row.line,
+    }
     return EventIn(
         topic=topic,
         key=row.user_id,

@@ -35,6 +35,7 @@ from tidings.model import (
     LostLease,
     Page,
     Retried,
+    Upload,
 )
 
 
@@ -256,6 +257,13 @@ class Store(abc.ABC):
     async def sweep(self, cutoff: int, limit: int) -> int:
         """Delete up to `limit` events received before `cutoff` whose deliveries are all
         delivered (or that have none); answer how many."""
+
+    @abc.abstractmethod
+    async def save_upload(self, upload: Upload) -> None:
+        """Record an upload's progress (insert or replace, by id)."""
+
+    @abc.abstractmethod
+    async def get_upload(self, upload_id: str) -> Upload | None: ...
 
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:

@@ -54,6 +54,7 @@ from tidings.model import (
     Page,
     Retried,
     Secret,
+    Upload,
 )
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
@@ -858,6 +859,16 @@ class PostgresStore(Store):
             for r in rows:
                 done += await self._requeue(conn, r[0], now)
             return done
+
+    async def save_upload(self, upload: Upload) -> None:
+        report = msgspec.json.encode(upload).decode()
+        async with self._tx() as conn:
+            await conn.execute(Q["save_upload"], upload.id, report, now_us())
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        async with self._conn() as conn:
+            report = await conn.fetchval(Q["get_upload"], upload_id)
+        return None if report is None else msgspec.json.decode(report, type=Upload)
 
     async def purge_delivery(self, delivery_id: str) -> bool:
         async with self._tx() as conn:

@@ -74,6 +74,7 @@ from tidings.model import (
     Page,
     Retried,
     Secret,
+    Upload,
 )
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
@@ -1141,6 +1142,18 @@ class SQLiteStore(Store):
             return sum(self._requeue(conn, row, now) for row in rows)
 
         return await self._write(job)
+
+    async def save_upload(self, upload: Upload) -> None:
+        report = _encode(upload).decode()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["save_upload"], {"id": upload.id, "report": report, "now": now_us()})
+
+        await self._write(job)
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        row = await self._read(lambda c: c.execute(Q["get_upload"], {"id": upload_id}).fetchone())
+        return None if row is None else msgspec.json.decode(row[0], type=Upload)
 
     async def purge_delivery(self, delivery_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:

@@ -382,3 +382,12 @@ GROUP BY destination_id, state;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;
+
+-- ---------------------------------------------------------------- uploads
+
+-- name: save_upload
+INSERT INTO uploads (id, report, created_at, updated_at) VALUES ($1, $2, $3, $3)
+ON CONFLICT (id) DO UPDATE SET report = excluded.report, updated_at = excluded.updated_at;
+
+-- name: get_upload
+SELECT report FROM uploads WHERE id = $1;

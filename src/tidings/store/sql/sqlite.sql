@@ -376,3 +376,12 @@ WHERE seq IN (
   WHERE NOT EXISTS (SELECT 1 FROM deliveries h
                     WHERE h.destination_id = json_extract(j.value, '$[0]')
                       AND h.lane_key = json_extract(j.value, '$[1]') AND h.holds_lane = 1));
+
+-- ---------------------------------------------------------------- uploads
+
+-- name: save_upload
+INSERT INTO uploads (id, report, created_at, updated_at) VALUES (:id, :report, :now, :now)
+ON CONFLICT (id) DO UPDATE SET report = excluded.report, updated_at = excluded.updated_at;
+
+-- name: get_upload
+SELECT report FROM uploads WHERE id = :id;
