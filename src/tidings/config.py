@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     allow_private_targets: bool = False
     watch_dir: str | None = None
     watch_topic: str = "file.row"
+    compat_topic: str = "event.published"
     watch_interval_ms: Annotated[int, Meta(ge=10, le=3_600_000)] = 1_000
     watch_message: Annotated[str, Meta(max_length=64 * 1024)] = ""
     max_payload_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
@@ -91,6 +92,11 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "watch_topic",
         "the topic of the events of folder ingest and POST /v1/uploads (default file.row)",
+    ),
+    SettingDoc(
+        "compat_topic",
+        "the topic of events sent to POST /publish-event (the Redis event delivery system's "
+        "call; default event.published)",
     ),
     SettingDoc(
         "watch_interval_ms",
@@ -220,6 +226,8 @@ def load_settings(
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
-    if problem := topic_error(settings.watch_topic):
-        raise ConfigError(f"invalid setting: watch_topic {settings.watch_topic!r} {problem}")
+    for name in ("watch_topic", "compat_topic"):
+        topic = getattr(settings, name)
+        if problem := topic_error(topic):
+            raise ConfigError(f"invalid setting: {name} {topic!r} {problem}")
     return settings

@@ -1,4 +1,5 @@
-"""API key authentication for `/v1`: `Authorization: Bearer <key>`.
+"""API key authentication for `/v1` and the compatibility calls: `Authorization: Bearer
+<key>`.
 
 Keys are compared by SHA-256 digest in constant time; the plain key is never stored.
 """
@@ -11,10 +12,12 @@ import secrets
 
 from aiohttp import web
 
+from tidings.api.compat import PATHS as COMPAT_PATHS
 from tidings.api.errors import Handler, error_response
 from tidings.api.keys import KEY_DIGESTS
 
 META_KEY = "api_key_sha256"
+PROTECTED = frozenset({"/v1"}) | COMPAT_PATHS
 
 
 def digest(key: str) -> str:
@@ -27,7 +30,7 @@ def new_api_key() -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/v1/") and request.path != "/v1":
+    if not (request.path.startswith("/v1/") or request.path in PROTECTED):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")

@@ -21,7 +21,7 @@ from tidings.api.wire import DestinationList, ReplayOut, destination_out
 from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
 from tidings.signing import new_secret
-from tidings.store.base import NotFound
+from tidings.store.base import NotFound, Store
 from tidings.timeutil import US, now_us, parse_iso
 from tidings.transports.ssrf import target_error
 
@@ -144,16 +144,22 @@ async def replay(request: web.Request) -> web.Response:
     since = _time_field(spec.since, "since")
     until = _time_field(spec.until, "until")
     current = await _find(request)
-    store = request.app[STORE]
-    total = 0
-    while True:
-        n = await store.replay(current.id, spec.state, since, until, now_us(), REPLAY_CHUNK)
-        total += n
-        if n < REPLAY_CHUNK:
-            break
+    total = await replay_all(request.app[STORE], current.id, spec.state, since, until)
     if total:
         request.app[ENGINE].wake()
     return json_response(ReplayOut(replayed=total), status=202)
+
+
+async def replay_all(
+    store: Store, destination_id: str, state: str, since: int | None, until: int | None
+) -> int:
+    """Replay a destination's deliveries in `state`, oldest first, a chunk per commit."""
+    total = 0
+    while True:
+        n = await store.replay(destination_id, state, since, until, now_us(), REPLAY_CHUNK)
+        total += n
+        if n < REPLAY_CHUNK:
+            return total
 
 
 def _time_field(value: str | None, field: str) -> int | None:

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tidings import __version__
-from tidings.api import wire
+from tidings.api import compat, wire
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
@@ -72,6 +72,10 @@ _OPERATION_IDS = {
     ("delete", "/v1/deliveries/{id}"): "purgeDelivery",
     ("post", "/v1/deliveries/{id}/retry"): "retryDelivery",
     ("post", "/v1/deliveries/retry"): "retryDeliveries",
+    ("post", "/publish-event"): "compatPublishEvent",
+    ("post", "/upload"): "compatUpload",
+    ("get", "/retry"): "compatRetryAll",
+    ("post", "/retry"): "compatRetryAllPost",
     ("get", "/metrics"): "metrics",
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
@@ -150,11 +154,62 @@ def build_openapi() -> dict[str, Any]:
             wire.RetryManyOut,
             ReplayIn,
             RetryManyIn,
+            compat.PublishEventIn,
+            compat.RetriedOut,
         ],
         ref_template=_REF,
     )
     _refine(components)
     errors = {"400": _ERR, "401": _ERR, "503": _ERR}
+    uploads: dict[str, Any] = {
+        "summary": "Ingest a CSV (user_id[,message]) or JSON-lines file, one event per row",
+        "parameters": [
+            {
+                "name": "name",
+                "in": "query",
+                "description": "the file's name in events and the report (raw body)",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "message",
+                "in": "query",
+                "description": "the message of rows that have none (bare user ids)",
+                "schema": {"type": "string", "maxLength": 65536},
+            },
+            {
+                "name": "format",
+                "in": "query",
+                "description": "csv or jsonl (default: by the name's suffix, else csv)",
+                "schema": {"type": "string", "enum": ["csv", "jsonl"]},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                # Any body that is not a form is the file itself, whatever its
+                # Content-Type (curl --data-binary labels it a urlencoded form).
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+        },
+        "responses": {
+            "202": _json(
+                _ref("UploadOut"),
+                "Read (state done: rows seen before count as duplicates), or, larger "
+                "than TIDINGS_MAX_REQUEST_BYTES, stored to be read (state queued)",
+            ),
+            "413": _ERR,
+            **errors,
+        },
+    }
     paths: dict[str, Any] = {
         "/v1/events": {
             "post": {
@@ -246,59 +301,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("ChainOut")), "404": _ERR, **errors},
             }
         },
-        "/v1/uploads": {
-            "post": {
-                "summary": "Ingest a CSV (user_id[,message]) or JSON-lines file, one event per row",
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "query",
-                        "description": "the file's name in events and the report (raw body)",
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "message",
-                        "in": "query",
-                        "description": "the message of rows that have none (bare user ids)",
-                        "schema": {"type": "string", "maxLength": 65536},
-                    },
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "description": "csv or jsonl (default: by the name's suffix, else csv)",
-                        "schema": {"type": "string", "enum": ["csv", "jsonl"]},
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        # Any body that is not a form is the file itself, whatever its
-                        # Content-Type (curl --data-binary labels it a urlencoded form).
-                        "text/csv": {"schema": {"type": "string", "format": "binary"}},
-                        "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "format": "binary"}
-                        },
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"file": {"type": "string", "format": "binary"}},
-                                "required": ["file"],
-                            }
-                        },
-                    },
-                },
-                "responses": {
-                    "202": _json(
-                        _ref("UploadOut"),
-                        "Read (state done: rows seen before count as duplicates), or, larger "
-                        "than TIDINGS_MAX_REQUEST_BYTES, stored to be read (state queued)",
-                    ),
-                    "413": _ERR,
-                    **errors,
-                },
-            }
-        },
+        "/v1/uploads": {"post": uploads},
         "/v1/uploads/{id}": {
             "get": {
                 "summary": "An upload's progress and report",
@@ -442,6 +445,25 @@ def build_openapi() -> dict[str, Any]:
                 "security": [],
                 "responses": {"200": {"description": "OK", "content": {"text/plain": {}}}},
             }
+        },
+        "/publish-event": {
+            "post": {
+                "summary": "Compatibility (Redis event delivery): an event of topic "
+                "TIDINGS_COMPAT_TOPIC, key and recipient userId",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PublishEventIn")}},
+                },
+                "responses": {"202": _json(_ref("AcceptedOut"), "Stored"), "413": _ERR, **errors},
+            }
+        },
+        "/upload": {"post": {**uploads, "summary": "Compatibility (WDS): POST /v1/uploads"}},
+        "/retry": {
+            method: {
+                "summary": "Compatibility (WDS): every dead delivery goes again",
+                "responses": {"202": _json(_ref("RetriedOut"), "Queued again"), **errors},
+            }
+            for method in ("get", "post")
         },
         "/healthz": {
             "get": {
