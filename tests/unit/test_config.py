@@ -213,6 +213,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_WATCH_TOPIC": "alerts.row",
         "TIDINGS_WATCH_INTERVAL_MS": "250",
         "TIDINGS_WATCH_MESSAGE": "Server down",
+        "TIDINGS_COMPAT_TOPIC": "legacy.event",
         "TIDINGS_LOG_NOTICE_LIMIT": "3",
         "TIDINGS_LOG_NOTICE_WINDOW_S": "5",
     }
@@ -240,6 +241,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         watch_topic="alerts.row",
         watch_interval_ms=250,
         watch_message="Server down",
+        compat_topic="legacy.event",
         log_notice_limit=3,
         log_notice_window_s=5,
     )
