@@ -34,8 +34,8 @@ run: $(STAMP)
 	TIDINGS_ALLOW_LOOPBACK_TARGETS=$${TIDINGS_ALLOW_LOOPBACK_TARGETS:-1} $(BIN)/tidings serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -62,7 +62,7 @@ test-latest: | $(UV)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
 	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest -e ".[dev]"
 	VIRTUAL_ENV=$(LATEST) $(UV) pip list | grep -E -i '^(aiohttp|redis|mypy|ruff|msgspec|asyncpg) ' || true
-	$(LATEST)/bin/ruff check src tests bench
+	$(LATEST)/bin/ruff check src tests bench examples
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest tests/unit -q -p no:cacheprovider
 
