@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 class SettingDoc:
     name: str
     meaning: str
+    # How the default reads in docs/configuration.md when Settings' own default alone
+    # would mislead (None there meaning "worked out at start-up", not "unset").
+    default: str | None = None
 
     @property
     def env(self) -> str:
@@ -82,7 +85,7 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "watch_dir",
         "a folder whose new CSV files (`user_id[,message]` rows) are ingested, one event per "
-        "row, then moved to done/ with a report (README: Folder ingest and uploads)",
+        "row, then moved to done/ with a report (docs/file-ingest.md)",
     ),
     SettingDoc(
         "watch_topic",
@@ -137,6 +140,7 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "child processes a worker sends its webhooks through, so that HTTP runs on "
         "another core than the store and the engine (default: one per CPU, at most 4; "
         "0 on a single CPU; 0 = send from the worker process itself)",
+        default="one per CPU, at most 4; 0 on one CPU",
     ),
     SettingDoc(
         "metrics_port",
@@ -145,6 +149,8 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "TIDINGS_PORT",
     ),
 )
+
+CONFIG_FILE_DOC = "path of the TOML file (default ./tidings.toml if present)"
 
 _FIELDS = frozenset(Settings.__struct_fields__)
 
@@ -157,7 +163,7 @@ def settings_help() -> str:
     ]
     for doc in SETTING_DOCS:
         lines.append(f"  {doc.env}: {doc.meaning}")
-    lines.append("  TIDINGS_CONFIG: path of the TOML file (default ./tidings.toml if present)")
+    lines.append(f"  TIDINGS_CONFIG: {CONFIG_FILE_DOC}")
     return "\n".join(lines)
 
 
