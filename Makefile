@@ -19,7 +19,7 @@ LATEST := $(or $(TMPDIR),/tmp)/tidings-latest-venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck fuzz unit lock test-latest bench-ingest bench-deliver clean
+.PHONY: run test lint typecheck fuzz unit docs lock test-latest bench-ingest bench-deliver clean
 
 $(UV):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -34,8 +34,8 @@ run: $(STAMP)
 	TIDINGS_ALLOW_LOOPBACK_TARGETS=$${TIDINGS_ALLOW_LOOPBACK_TARGETS:-1} $(BIN)/tidings serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -52,6 +52,11 @@ fuzz: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# The generated parts of docs/ (today the settings table, from src/tidings/config.py);
+# tests/docs fails while a committed page differs from what this writes.
+docs: $(STAMP)
+	$(BIN)/python tools/gen_docs.py
+
 # Refresh uv.lock to the newest releases the ranges allow (then run `make test`).
 lock: | $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
@@ -62,7 +67,7 @@ test-latest: | $(UV)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
 	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest -e ".[dev]"
 	VIRTUAL_ENV=$(LATEST) $(UV) pip list | grep -E -i '^(aiohttp|redis|mypy|ruff|msgspec|asyncpg) ' || true
-	$(LATEST)/bin/ruff check src tests bench
+	$(LATEST)/bin/ruff check src tests bench examples tools
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest tests/unit -q -p no:cacheprovider
 

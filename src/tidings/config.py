@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 class SettingDoc:
     name: str
     meaning: str
+    # How the default reads in docs/configuration.md when Settings' own default alone
+    # would mislead (None there meaning "worked out at start-up", not "unset").
+    default: str | None = None
 
     @property
     def env(self) -> str:
@@ -87,7 +90,8 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "watch_dir",
         "a folder whose new CSV files (`user_id[,message]` rows) and JSON-lines files "
         "(`*.jsonl`: `user_id`/`userId`, `message`/`alertMessage`) are ingested, one event per "
-        "row, then moved to done/ with a report and a NAME.rejects.csv of the bad lines",
+        "row, then moved to done/ with a report and a NAME.rejects.csv of the bad lines "
+        "(docs/file-ingest.md)",
     ),
     SettingDoc(
         "watch_topic",
@@ -162,6 +166,7 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "child processes a worker sends its webhooks through, so that HTTP runs on "
         "another core than the store and the engine (default: one per CPU, at most 4; "
         "0 on a single CPU; 0 = send from the worker process itself)",
+        default="one per CPU, at most 4; 0 on one CPU",
     ),
     SettingDoc(
         "metrics_port",
@@ -170,6 +175,8 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "TIDINGS_PORT",
     ),
 )
+
+CONFIG_FILE_DOC = "path of the TOML file (default ./tidings.toml if present)"
 
 _FIELDS = frozenset(Settings.__struct_fields__)
 
@@ -182,7 +189,7 @@ def settings_help() -> str:
     ]
     for doc in SETTING_DOCS:
         lines.append(f"  {doc.env}: {doc.meaning}")
-    lines.append("  TIDINGS_CONFIG: path of the TOML file (default ./tidings.toml if present)")
+    lines.append(f"  TIDINGS_CONFIG: {CONFIG_FILE_DOC}")
     return "\n".join(lines)
 
 
