@@ -17,6 +17,7 @@ DeliveryState = Literal["pending", "in_flight", "scheduled", "delivered", "dead"
 DELIVERY_STATES: tuple[str, ...] = ("pending", "in_flight", "scheduled", "delivered", "dead")
 DestinationKind = Literal["webhook"]
 Ordering = Literal["fifo", "none"]
+BodyShape = Literal["envelope", "data"]
 OnDead = Literal["skip", "block"]
 DestinationState = Literal["active", "paused"]
 AttemptOutcome = Literal[
@@ -56,6 +57,8 @@ class DestinationSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 16
     alert_url: Annotated[str, Meta(max_length=2048)] | None = None
     enabled: bool = True
+    # "envelope": {"type", "timestamp", "data"}; "data": the payload's bytes alone.
+    body: BodyShape = "envelope"
 
 
 class Secret(Struct, frozen=True, kw_only=True):

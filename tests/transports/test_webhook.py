@@ -74,6 +74,18 @@ async def test_body_arrives_with_payload_spliced_verbatim(
     }
 
 
+async def test_a_data_body_is_the_payload_alone_and_signed(
+    transport: WebhookTransport, receiver: Receiver
+) -> None:
+    result = await deliver(transport, request(receiver.url("/ok"), envelope=False))
+    assert result.outcome == "delivered"
+    (seen,) = receiver.seen
+    assert seen.body == PAYLOAD
+    headers = {k.lower(): v for k, v in seen.headers.items()}
+    verified = Webhook(SECRET).verify(seen.body, headers)
+    assert verified == json.loads(PAYLOAD)
+
+
 async def test_headers(transport: WebhookTransport, receiver: Receiver) -> None:
     before = int(time.time())
     result = await deliver(transport, request(receiver.url("/ok"), attempt=3))

@@ -52,6 +52,7 @@ class DestinationOut(Struct, frozen=True, kw_only=True):
     max_in_flight: int
     alert_url: str | None
     enabled: bool
+    body: str  # envelope or data
     state: str
     paused_reason: str | None
     secret: str
@@ -195,6 +196,7 @@ def destination_out(d: Destination) -> DestinationOut:
         max_in_flight=s.max_in_flight,
         alert_url=s.alert_url,
         enabled=s.enabled,
+        body=s.body,
         state=d.state,
         paused_reason=d.paused_reason,
         secret=d.secret,

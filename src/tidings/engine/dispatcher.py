@@ -340,6 +340,7 @@ class Dispatcher:
                 secrets=d.live_secrets(now_us()),
                 attempt=claim.attempt,
                 timeout_s=spec.timeout_ms / 1000,
+                envelope=spec.body == "envelope",
             )
             result = await self.transport.deliver(request)
         except asyncio.CancelledError:

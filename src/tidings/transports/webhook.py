@@ -43,6 +43,7 @@ class WebhookRequest(msgspec.Struct, frozen=True, array_like=True):
     secrets: tuple[str, ...]  # live whsec_ secrets, current first (>1 during rotation)
     attempt: int  # tidings-attempt header, 1 for the first try
     timeout_s: float
+    envelope: bool = True  # False: the body is the payload alone (a destination's "data")
 
 
 class Sender(Protocol):
@@ -171,7 +172,9 @@ class WebhookTransport:
                 return AttemptResult(
                     at=at, outcome="refused", latency_ms=_ms_since(started), error=refusal
                 )
-        body = webhook_body(req.topic, req.received_at, req.payload)
+        body = (
+            webhook_body(req.topic, req.received_at, req.payload) if req.envelope else req.payload
+        )
         timestamp = int(time.time())
         headers = {
             **self._static_headers,
