@@ -29,6 +29,7 @@ refusing connections belong to `tidings.transports.ssrf`.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -208,6 +209,7 @@ _CONFUSABLE_NAMES: dict[str, tuple[str, ...]] = {
 CONFUSABLES: dict[str, str] = {
     unicodedata.lookup(name): latin for latin, names in _CONFUSABLE_NAMES.items() for name in names
 }
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 _DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})  # combining marks, format characters
 
 
@@ -277,6 +279,9 @@ def _skeleton_char(char: str) -> str:
 def skeleton(host: str) -> str:
     """What `host` looks like: punycode decoded, folded, marks and format characters
     dropped, Unicode digits and look-alike letters read as ASCII ones."""
+    # Look-alikes are read before folding too: NFKC turns some (the lunate sigma, which
+    # looks like c) into letters that look like something else (sigma, like o).
+    host = "".join(CONFUSABLES.get(c, c) for c in host)
     unicode = ".".join(_decode_label(label) for label in _fold(host).split("."))
     decomposed = unicodedata.normalize("NFD", _fold(unicode))
     kept = (c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
@@ -399,12 +404,27 @@ def _refusal(host: str, reading: str | None, special: _Special, allow: Allow) ->
     return HostRefusal(host, clause, True, loopback)
 
 
+def _misspelled(url: str, client: str, special: _Special | None) -> str | None:
+    """Why the host aiohttp connects to is spelled so that other clients may read it
+    otherwise, or None: an IPv4 address other than as a plain dotted quad (aiohttp itself
+    refuses the decimal legacy forms and resolves the hex ones), or a name ending in a
+    number (which WHATWG URL parsers read as IPv4, and fail on)."""
+    if special is not None and isinstance(special.address, IPv4Address):
+        if not _canonical_ipv4(_raw_client_host(url) or ""):
+            return f"spells {special.target} in a form not every client reads alike"
+    elif special is None and _NUMERIC_LABEL.fullmatch(client.rsplit(".", 1)[-1]):
+        return "ends in a number but is no IPv4 address"
+    return None
+
+
 @lru_cache(maxsize=4096)
 def judge_url(url: str, allow: Allow) -> HostVerdict:
     """Judge the host of `url` without DNS (see the module docstring).
 
-    A host Tidings' HTTP client (yarl) cannot parse is refused, as forbidden when any other
-    reading of it is.
+    The order of the refusals: a forbidden address or name the host aiohttp connects to
+    is; a forbidden address or name another reading is; a local network name (which says
+    less); an ambiguity (another reading spells an allowed address or name, or the host
+    is misspelled). A host Tidings' HTTP client (yarl) cannot parse is refused too.
     """
     if allow is Allow.PRIVATE:
         return HostVerdict(None, ())
@@ -419,11 +439,6 @@ def judge_url(url: str, allow: Allow) -> HostVerdict:
         if refusal.reason != _LOCAL_NAME:
             return HostVerdict(refusal, ())
         fallback = refusal
-    ipv4 = special is not None and isinstance(special.address, IPv4Address)
-    if ipv4 and fallback is None and not _canonical_ipv4(_raw_client_host(url) or ""):
-        assert special is not None
-        clause = f"spells {special.target} in a form not every client reads alike"
-        return HostVerdict(HostRefusal(shown, clause, forbidden=False), ())
     for reading in others:
         other = _special(reading)
         if other is None or (special is not None and other.target == special.target):
@@ -435,6 +450,10 @@ def judge_url(url: str, allow: Allow) -> HostVerdict:
         fallback = fallback or refusal
     if fallback is None and client is None:
         fallback = _refusal(shown, None, _Special(shown, None, None), allow)
+    if fallback is None and client is not None:
+        clause = _misspelled(url, client, special)
+        if clause is not None:
+            fallback = HostRefusal(shown, clause, forbidden=False)
     if fallback is not None:
         return HostVerdict(fallback, ())
     if client is None or (special is not None and special.address is not None):
