@@ -93,7 +93,12 @@ def _worker_id() -> str:
 
 def warn_about_allowances(settings: Settings) -> None:
     """Say first what lifts the SSRF guard, so nobody runs it in production unawares."""
-    if settings.allow_loopback_targets and not settings.allow_private_targets:
+    if settings.allow_private_targets:
+        log.warning(
+            "private targets allowed (TIDINGS_ALLOW_PRIVATE_TARGETS=1): webhooks may reach "
+            "loopback, private and link-local addresses; for development and tests only"
+        )
+    elif settings.allow_loopback_targets:
         log.warning(
             "loopback targets allowed (TIDINGS_ALLOW_LOOPBACK_TARGETS=1): webhooks may "
             "reach 127.0.0.0/8 and ::1 on this host; for development only"
