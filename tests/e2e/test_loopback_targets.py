@@ -1,5 +1,6 @@
 """TIDINGS_ALLOW_LOOPBACK_TARGETS end to end: a real `tidings serve` (webhooks sent from
-the worker process itself, or from a sender process) takes and delivers destinations on
+the worker process itself, or from a sender process) and a real receiver (the `receiver`
+fixture of conftest.py): it takes and delivers destinations on
 127.0.0.1 and localhost, refuses private ones at creation, refuses at send time a
 non-loopback target that got into the store some other way, and says first thing in its
 log that the switch is on.
@@ -65,15 +66,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
         yield s
     finally:
         await s.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 def log_entries(proc: TidingsProcess) -> list[dict[str, Any]]:

@@ -21,7 +21,9 @@ special-use suffixes `.local`, `.localdomain`, `.internal` and `.home.arpa` only
 resolve on a local network. The reading aiohttp connects to is the one that counts; a
 reading that differs from it and spells an address or a special name makes the host
 ambiguous, which is refused too (the user meant that address, or someone hopes a parser
-will), as forbidden when that address or name is.
+will), as forbidden when that address or name is, else as bad input. So are an IPv4
+address spelled other than as a plain dotted quad, a name ending in a number (WHATWG
+parsers take it for IPv4) and a host yarl cannot parse.
 
 Pure: never resolves a name or opens a socket. Resolving the names left over (`names`) and
 refusing connections belong to `tidings.transports.ssrf`.

@@ -1,8 +1,9 @@
 """A sender process: `python -m tidings.transports.sender_process FD ALLOW`.
 
 Started by a worker's `SenderPool` with one end of a socket pair as FD and the SSRF
-allowance its settings give (ALLOW: `nothing`, `loopback` or `private`, an `Allow` value:
-passed, not read from the environment, so it is the worker's whatever its source). Reads `Ask`
+allowance of the worker's settings as ALLOW (`nothing`, `loopback` or `private`: an
+`Allow` value, passed on the command line rather than read from the environment, so that
+a setting from a TOML file or a flag reaches it too). Reads `Ask`
 frames, sends each as a webhook through its own `WebhookTransport` (pool, signatures,
 SSRF guard), writes a `Reply` frame per attempt. Holds nothing durable: when the worker's
 end closes (the worker stopped, or was killed) it exits at once, abandoning any request
