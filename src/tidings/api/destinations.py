@@ -63,10 +63,10 @@ async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
             url,
             allow_private=settings.allow_private_targets,
             allow_loopback=settings.allow_loopback_targets,
+            field=field,
         )
         if problem is not None:
-            message = problem.message.replace("url host", f"{field} host", 1)
-            raise FieldError(field, message, code=problem.code)
+            raise FieldError(field, problem.message, code=problem.code)
 
 
 @routes.post("/v1/destinations")

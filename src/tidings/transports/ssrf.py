@@ -137,16 +137,16 @@ def check_url_now(url: str, *, allow: Allow = Allow.NOTHING) -> str | None:
 @dataclass(frozen=True, slots=True)
 class TargetProblem:
     """Why a URL may not be a webhook target: `forbidden_target`, or `invalid_field` for a
-    host that reads as an allowed address or name to some clients but not to others."""
+    host that some clients would read otherwise than Tidings' HTTP client does."""
 
     code: str
     message: str
 
 
-def _forbidden(host: str, clause: str, loopback: bool) -> TargetProblem:
+def _forbidden(field: str, host: str, clause: str, loopback: bool) -> TargetProblem:
     return TargetProblem(
         "forbidden_target",
-        f"url host {host} {clause}, which webhooks may not target; "
+        f"{field} host {host} {clause}, which webhooks may not target; "
         f"{_hint(loopback)} for development",
     )
 
@@ -171,6 +171,7 @@ async def target_error(
     allow_loopback: bool = False,
     timeout_s: float = 2.0,
     resolver: AbstractResolver | None = None,
+    field: str = "url",
 ) -> TargetProblem | None:
     """Why `url` must not be a webhook target, or None (create and patch time).
 
@@ -179,7 +180,7 @@ async def target_error(
     addresses is forbidden, resolved through `resolver` (default: aiohttp's
     ThreadedResolver, the event loop's non-blocking getaddrinfo, as at connect time). A
     name that does not resolve (or not within `timeout_s`) is accepted: the connect-time
-    resolver still guards it.
+    resolver still guards it. Messages begin "{field} host ...".
     """
     allow = Allow.of(private=allow_private, loopback=allow_loopback)
     if allow is Allow.PRIVATE:
@@ -188,9 +189,9 @@ async def target_error(
     refusal = verdict.refusal
     if refusal is not None:
         if not refusal.forbidden:
-            message = f"url host {refusal.host} {refusal.clause}: {_AMBIGUOUS_HINT}"
+            message = f"{field} host {refusal.host} {refusal.clause}: {_AMBIGUOUS_HINT}"
             return TargetProblem("invalid_field", message)
-        return _forbidden(refusal.host, refusal.clause, refusal.loopback)
+        return _forbidden(field, refusal.host, refusal.clause, refusal.loopback)
     if not verdict.names:
         return None
     port = URL(url).port  # judge_url parsed it already
@@ -201,5 +202,5 @@ async def target_error(
             reason = refused_reason(address, allow)
             if reason is not None:
                 clause = f"resolves to {address} ({reason})"
-                return _forbidden(name, clause, _loopback_lifts(address, allow))
+                return _forbidden(field, name, clause, _loopback_lifts(address, allow))
     return None
