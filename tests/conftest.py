@@ -116,7 +116,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Api]:
+    """The API on a fresh SQLite store; parametrize it indirectly with a dict of settings
+    to change (`@pytest.mark.parametrize("api", [{...}], indirect=True)`)."""
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'api.db'}",
         port=0,
@@ -124,6 +126,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         max_payload_bytes=64 * 1024,
         max_request_bytes=1024 * 1024,
         upload_dir=str(tmp_path / "spool"),
+        **getattr(request, "param", {}),
     )
     s = SQLiteStore(str(tmp_path / "api.db"))
     await s.open()

@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
     api_key: str | None = None
     allow_private_targets: bool = False
+    allow_loopback_targets: bool = False
     watch_dir: str | None = None
     watch_topic: str = "file.row"
     compat_topic: str = "event.published"
@@ -85,6 +86,12 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "allow_private_targets",
         "1 lets webhooks target loopback/private/link-local addresses (development, tests)",
+    ),
+    SettingDoc(
+        "allow_loopback_targets",
+        "1 lets webhooks (and alerts) target this host's loopback only: 127.0.0.0/8, ::1 "
+        "and names that resolve to them (development; `make run` sets it); other private "
+        "and link-local addresses stay refused. The server's first log line says it is on",
     ),
     SettingDoc(
         "watch_dir",

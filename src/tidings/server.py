@@ -91,7 +91,22 @@ def _worker_id() -> str:
     return f"wkr_{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
+def warn_about_allowances(settings: Settings) -> None:
+    """Say first what lifts the SSRF guard, so nobody runs it in production unawares."""
+    if settings.allow_private_targets:
+        log.warning(
+            "private targets allowed (TIDINGS_ALLOW_PRIVATE_TARGETS=1): webhooks may reach "
+            "loopback, private and link-local addresses; for development and tests only"
+        )
+    elif settings.allow_loopback_targets:
+        log.warning(
+            "loopback targets allowed (TIDINGS_ALLOW_LOOPBACK_TARGETS=1): webhooks may "
+            "reach 127.0.0.0/8 and ::1 on this host; for development only"
+        )
+
+
 async def run(settings: Settings, *, roles: frozenset[str]) -> None:
+    warn_about_allowances(settings)
     # Ports first: a taken one must fail the start before a key is created and printed.
     api_sock = _bind(settings.host, settings.port, "TIDINGS_PORT") if "api" in roles else None
     probe_sock = None
@@ -117,7 +132,9 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             if processes is None:
                 processes = auto_sender_processes(os.cpu_count())
             transport = SenderPool(
-                processes=processes, allow_private=settings.allow_private_targets
+                processes=processes,
+                allow_private=settings.allow_private_targets,
+                allow_loopback=settings.allow_loopback_targets,
             )
             await transport.start()
             options = EngineOptions(

@@ -97,15 +97,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         await c.close()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.close()
-
-
 def _cpu_s(proc: TidingsProcess) -> float:
     """CPU seconds (user + system) the process has used so far (Linux /proc)."""
     assert proc.proc is not None

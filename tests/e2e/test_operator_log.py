@@ -73,15 +73,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
         await s.close()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.close()
-
-
 def stderr(proc: TidingsProcess) -> str:
     return proc.stderr_path.read_text(errors="replace")
 

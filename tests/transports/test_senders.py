@@ -169,6 +169,38 @@ async def test_the_ssrf_guard_runs_in_the_sender_process(receiver: Receiver) -> 
     assert receiver.seen == []
 
 
+async def test_the_loopback_switch_reaches_the_sender_process(receiver: Receiver) -> None:
+    """TIDINGS_ALLOW_LOOPBACK_TARGETS travels to the sender process (on its command line):
+    loopback is delivered from there, 0.0.0.0 (which Linux would connect to this host) is
+    still refused."""
+    pool = SenderPool(processes=1, allow_private=False, allow_loopback=True)
+    await pool.start()
+    try:
+        assert len(pool.pids()) == 1
+        delivered = await within(pool.deliver(request(receiver.url("/ok"))))
+        unspecified = receiver.url("/ok").replace("127.0.0.1", "0.0.0.0")
+        refused = await within(pool.deliver(request(unspecified)))
+    finally:
+        await pool.close()
+    assert delivered.outcome == "delivered", delivered
+    assert refused.outcome == "refused", refused
+    assert refused.error == (
+        "refusing to connect to 0.0.0.0 (unspecified); set TIDINGS_ALLOW_PRIVATE_TARGETS=1 to allow"
+    )
+    assert len(receiver.seen) == 1
+
+
+def test_a_sender_process_wants_a_known_allowance() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tidings.transports.sender_process", "0", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "FD nothing|loopback|private" in done.stderr
+
+
 async def test_a_killed_sender_process_loses_its_attempts_and_comes_back(
     pool: SenderPool, receiver: Receiver
 ) -> None:

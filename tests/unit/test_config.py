@@ -48,6 +48,7 @@ def test_defaults_match_the_contract(empty_dir: Path) -> None:
     assert s.port == 8080
     assert s.api_key is None
     assert s.allow_private_targets is False
+    assert s.allow_loopback_targets is False
     assert s.watch_dir is None
     assert s.max_payload_bytes == 1024 * 1024
     assert s.max_request_bytes == 16 * 1024 * 1024
@@ -196,6 +197,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_PORT": "0",
         "TIDINGS_API_KEY": "k-123",
         "TIDINGS_ALLOW_PRIVATE_TARGETS": "1",
+        "TIDINGS_ALLOW_LOOPBACK_TARGETS": "1",
         "TIDINGS_WATCH_DIR": "/srv/in",
         "TIDINGS_MAX_PAYLOAD_BYTES": "2048",
         "TIDINGS_MAX_REQUEST_BYTES": "4096",
@@ -224,6 +226,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         port=0,
         api_key="k-123",
         allow_private_targets=True,
+        allow_loopback_targets=True,
         watch_dir="/srv/in",
         max_payload_bytes=2048,
         max_request_bytes=4096,

@@ -55,10 +55,18 @@ REPLAY_CHUNK = 1000  # deliveries re-queued per transaction
 
 async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
     """The SSRF guard at create/patch time (checked again at every connect)."""
-    allow = request.app[SETTINGS].allow_private_targets
+    settings = request.app[SETTINGS]
     for field, url in (("url", spec.url), ("alert_url", spec.alert_url)):
-        if url is not None and (problem := await target_error(url, allow_private=allow)):
-            raise FieldError(field, problem, code="forbidden_target")
+        if url is None:
+            continue
+        problem = await target_error(
+            url,
+            allow_private=settings.allow_private_targets,
+            allow_loopback=settings.allow_loopback_targets,
+            field=field,
+        )
+        if problem is not None:
+            raise FieldError(field, problem.message, code=problem.code)
 
 
 @routes.post("/v1/destinations")

@@ -6,6 +6,8 @@ broadcast and reserved ranges, and the IPv6 forms that embed an IPv4 address
 (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16), which are judged by
 the address they embed. `host_literal` also understands the legacy numeric IPv4 spellings
 (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`) that the C resolver maps onto addresses.
+`Allow` says how much of that policy a deployment lifts: nothing, loopback only
+(TIDINGS_ALLOW_LOOPBACK_TARGETS) or all of it (TIDINGS_ALLOW_PRIVATE_TARGETS).
 
 Pure: must never do I/O (no DNS, no sockets). Resolving names and refusing connections
 belongs to `tidings.transports.ssrf`.
@@ -13,13 +15,37 @@ belongs to `tidings.transports.ssrf`.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-__all__ = ["IPAddress", "forbidden_reason", "host_literal"]
+__all__ = [
+    "Allow",
+    "IPAddress",
+    "forbidden_reason",
+    "host_literal",
+    "is_loopback",
+    "refused_reason",
+]
+
+
+class Allow(enum.Enum):
+    """How much of the address policy is lifted."""
+
+    NOTHING = "nothing"  # the default: every forbidden address is refused
+    LOOPBACK = "loopback"  # development: this host's loopback only, private ranges stay refused
+    PRIVATE = "private"  # development and tests: nothing is refused
+
+    @classmethod
+    def of(cls, *, private: bool, loopback: bool) -> Allow:
+        """The allowance the two settings ask for; private includes loopback."""
+        if private:
+            return cls.PRIVATE
+        return cls.LOOPBACK if loopback else cls.NOTHING
+
 
 # (network, prefix length, reason); the first match wins, so specific ranges come first.
 _V4_RANGES: tuple[tuple[str, str], ...] = (
@@ -179,3 +205,35 @@ def host_literal(host: str) -> IPAddress | None:
         return ipaddress.IPv4Address(text)
     except ValueError:
         return _legacy_ipv4(text)
+
+
+_V4_LOOPBACK = int(ipaddress.IPv4Address("127.0.0.0"))
+_V6_LOOPBACK = 1
+
+
+def is_loopback(ip: IPAddress) -> bool:
+    """True for the addresses that reach this host's own loopback interface: 127.0.0.0/8,
+    ::1, and 127.0.0.0/8 mapped into IPv6 (::ffff:127.0.0.0/104, which a dual-stack socket
+    connects to as IPv4). Not the IPv4-compatible, NAT64 or 6to4 forms: those leave the host.
+    """
+    value = int(ip)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return value >> 24 == _V4_LOOPBACK >> 24
+    if value == _V6_LOOPBACK:
+        return True
+    return value >> 32 == _V6_MAPPED >> 32 and (value & _LOW32) >> 24 == _V4_LOOPBACK >> 24
+
+
+def refused_reason(ip: str | IPAddress, allow: Allow) -> str | None:
+    """`forbidden_reason` with `allow` lifted: why a webhook may not connect to `ip`, or None."""
+    if allow is Allow.PRIVATE:
+        return None
+    if isinstance(ip, str):
+        try:
+            ip = ipaddress.ip_address(ip)
+        except ValueError:
+            return "not an IP address"
+    reason = forbidden_reason(ip)
+    if reason is not None and allow is Allow.LOOPBACK and is_loopback(ip):
+        return None
+    return reason

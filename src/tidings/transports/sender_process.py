@@ -1,6 +1,9 @@
-"""A sender process: `python -m tidings.transports.sender_process FD ALLOW_PRIVATE`.
+"""A sender process: `python -m tidings.transports.sender_process FD ALLOW`.
 
-Started by a worker's `SenderPool` with one end of a socket pair as FD. Reads `Ask`
+Started by a worker's `SenderPool` with one end of a socket pair as FD and the SSRF
+allowance of the worker's settings as ALLOW (`nothing`, `loopback` or `private`: an
+`Allow` value, passed on the command line rather than read from the environment, so that
+a setting from a TOML file or a flag reaches it too). Reads `Ask`
 frames, sends each as a webhook through its own `WebhookTransport` (pool, signatures,
 SSRF guard), writes a `Reply` frame per attempt. Holds nothing durable: when the worker's
 end closes (the worker stopped, or was killed) it exits at once, abandoning any request
@@ -22,6 +25,7 @@ import sys
 
 from tidings.model import AttemptResult
 from tidings.observability import configure_logging
+from tidings.policy.addresses import Allow
 from tidings.runtime import run_loop, tune_gc
 from tidings.timeutil import now_us
 from tidings.transports.frames import FramedProtocol
@@ -31,8 +35,10 @@ from tidings.transports.webhook import WebhookTransport
 log = logging.getLogger("tidings.sender")
 
 
-async def serve(fd: int, allow_private: bool) -> None:
-    transport = WebhookTransport(allow_private=allow_private)
+async def serve(fd: int, allow: Allow) -> None:
+    transport = WebhookTransport(
+        allow_private=allow is Allow.PRIVATE, allow_loopback=allow is Allow.LOOPBACK
+    )
     await transport.start()
     gone = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
@@ -75,15 +81,15 @@ async def serve(fd: int, allow_private: bool) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 3:
-        raise SystemExit("usage: python -m tidings.transports.sender_process FD 0|1")
+    allowances = "|".join(a.value for a in Allow)
+    if len(argv) != 3 or argv[2] not in {a.value for a in Allow}:
+        raise SystemExit(f"usage: python -m tidings.transports.sender_process FD {allowances}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(
         os.environ.get("TIDINGS_LOG_LEVEL", "info"), os.environ.get("TIDINGS_LOG_FORMAT", "auto")
     )
-    fd, allow_private = int(argv[1]), argv[2] == "1"
-    run_loop(serve(fd, allow_private))
+    run_loop(serve(int(argv[1]), Allow(argv[2])))
 
 
 if __name__ == "__main__":

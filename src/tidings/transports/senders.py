@@ -27,6 +27,7 @@ import sys
 import msgspec
 
 from tidings.model import AttemptResult
+from tidings.policy.addresses import Allow
 from tidings.timeutil import now_us
 from tidings.transports.frames import FramedProtocol
 from tidings.transports.webhook import WebhookRequest, WebhookTransport
@@ -79,9 +80,9 @@ def _lost(error: str) -> AttemptResult:
 class _Child:
     """One sender process and the attempts it holds."""
 
-    def __init__(self, number: int, allow_private: bool) -> None:
+    def __init__(self, number: int, allow: Allow) -> None:
         self.number = number
-        self.allow_private = allow_private
+        self.allow = allow
         self.proc: asyncio.subprocess.Process | None = None
         self.proto: FramedProtocol | None = None
         self.pending: dict[int, asyncio.Future[AttemptResult]] = {}
@@ -108,7 +109,7 @@ class _Child:
                 "-m",
                 "tidings.transports.sender_process",
                 str(theirs.fileno()),
-                "1" if self.allow_private else "0",
+                self.allow.value,
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -223,9 +224,12 @@ class SenderPool:
     configured, or all restarting) this process sends it itself.
     """
 
-    def __init__(self, *, processes: int, allow_private: bool) -> None:
-        self.local = WebhookTransport(allow_private=allow_private)
-        self._children = [_Child(i + 1, allow_private) for i in range(processes)]
+    def __init__(
+        self, *, processes: int, allow_private: bool, allow_loopback: bool = False
+    ) -> None:
+        self.local = WebhookTransport(allow_private=allow_private, allow_loopback=allow_loopback)
+        allow = Allow.of(private=allow_private, loopback=allow_loopback)
+        self._children = [_Child(i + 1, allow) for i in range(processes)]
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children if c.proc is not None and c.up]

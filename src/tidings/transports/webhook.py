@@ -5,7 +5,8 @@ event's payload bytes spliced in verbatim, the Standard Webhooks headers and sig
 and turning what happened into an `AttemptResult`. Must never re-encode the payload,
 follow redirects, read more than `MAX_RESPONSE_BODY` bytes of a response, apply retry
 policy, or raise for a delivery failure (only programming errors escape). Must never
-connect to a forbidden address unless built with `allow_private=True` (see `ssrf`).
+connect to a forbidden address unless built with `allow_private=True` (or, for loopback
+addresses alone, `allow_loopback=True`; see `ssrf`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Protocol
 
 import aiohttp
 import msgspec
+from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
 from tidings.model import MAX_RESPONSE_BODY, AttemptResult
+from tidings.policy.addresses import Allow
 from tidings.policy.backoff import parse_retry_after
 from tidings.signing import signature_header
 from tidings.timeutil import now_us, to_iso
@@ -116,20 +119,30 @@ class WebhookTransport:
         self,
         *,
         allow_private: bool,
+        allow_loopback: bool = False,
         max_connections: int = 1024,
         user_agent: str = f"Tidings/{__version__}",
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """`resolver` answers the guard's DNS questions (default: aiohttp's
+        ThreadedResolver, i.e. getaddrinfo); tests hand it names that rebind."""
         self.allow_private = allow_private
+        self.allow_loopback = allow_loopback
+        self._allow = Allow.of(private=allow_private, loopback=allow_loopback)
         self.max_connections = max_connections
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
-        self._resolver: GuardedResolver | None = None
+        self._inner_resolver = resolver
+        self._resolver: AbstractResolver | None = None
         self._static_headers = {"content-type": "application/json", "user-agent": user_agent}
 
     async def start(self) -> None:
         if self._session is not None:
             return
-        self._resolver = None if self.allow_private else GuardedResolver()
+        if self._allow is Allow.PRIVATE:
+            self._resolver = self._inner_resolver
+        else:
+            self._resolver = GuardedResolver(self._inner_resolver, allow=self._allow)
         connector = aiohttp.TCPConnector(
             limit=self.max_connections,
             limit_per_host=0,
@@ -166,8 +179,8 @@ class WebhookTransport:
             raise RuntimeError("WebhookTransport.deliver called before start()")
         at = now_us()
         started = time.perf_counter()
-        if not self.allow_private:
-            refusal = check_url_now(req.url)
+        if self._allow is not Allow.PRIVATE:
+            refusal = check_url_now(req.url, allow=self._allow)
             if refusal is not None:
                 return AttemptResult(
                     at=at, outcome="refused", latency_ms=_ms_since(started), error=refusal
