@@ -48,7 +48,7 @@ def _wait(client: Client, report: dict[str, Any], timeout_s: float) -> dict[str,
     """Poll a queued upload until the server has read it all (or failed)."""
     upload_id = report["upload_id"]
     deadline = time.monotonic() + timeout_s
-    progress = Progress(f"reading {report['file']} (line)")
+    progress = Progress(f"reading {report['file']}, lines read")
     while report["state"] not in FINISHED:
         if time.monotonic() > deadline:
             progress.finish()
