@@ -113,6 +113,25 @@ def print_section(title: str, rows: list[dict[str, Any]], columns: Sequence[Colu
     click.echo(table(rows, columns))
 
 
+def print_detail(
+    value: dict[str, Any],
+    as_json: bool,
+    nested: str,
+    columns: Sequence[Column],
+    title: str | None = None,
+    always: bool = True,
+) -> None:
+    """One object: `--json`, or its record and then its `nested` list as a table (only
+    when that list is not empty, unless `always`)."""
+    if as_json:
+        print_json(value)
+        return
+    print_record(value, skip=(nested,))
+    rows = value.get(nested) or []
+    if rows or always:
+        print_section(title or nested, rows, columns)
+
+
 def body_json(text: str | None, option: str) -> Any:
     """A JSON option's value, or a usage error naming the option."""
     if text is None:

@@ -19,10 +19,8 @@ from tidings.commands.common import (
     json_option,
     list_options,
     note,
-    print_json,
+    print_detail,
     print_list,
-    print_record,
-    print_section,
 )
 from tidings.model import DELIVERY_STATES
 
@@ -135,11 +133,7 @@ def list_(
 def show(client: Client, delivery_id: str, as_json: bool) -> None:
     """Show one delivery and its attempts."""
     found = client.get(f"/v1/deliveries/{quote(delivery_id)}")
-    if as_json:
-        print_json(found)
-        return
-    print_record(found, skip=("attempts",))
-    print_section("attempts", found.get("attempts") or [], ATTEMPT_COLUMNS)
+    print_detail(found, as_json, "attempts", ATTEMPT_COLUMNS)
 
 
 @deliveries.command()

@@ -10,6 +10,7 @@ both). The signing secret is printed whole only where it is the point: by `creat
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,35 +101,46 @@ def show(client: Client, ref: str, as_json: bool, show_secret: bool) -> None:
         print_record(_secret_hidden(found, show_secret))
 
 
-def _spec_options(fn: Any) -> Any:
+def _spec_options(creating: bool) -> Callable[[Any], Any]:
     """The options create and update share (each sets one field of the body)."""
-    for option in reversed(
-        [
-            click.option("--name", help="A unique name, usable wherever the id is."),
-            click.option(
-                "--ordering",
-                type=click.Choice(["fifo", "none"]),
-                help="fifo: one key at a time, in order; none: in parallel.",
-            ),
-            click.option(
-                "--on-dead",
-                type=click.Choice(["skip", "block"]),
-                help="What a dead delivery does to its key's lane.",
-            ),
-            click.option("--filter", "filter_json", help="A payload filter, as JSON."),
-            click.option(
-                "--max-attempts",
-                type=click.IntRange(1, 100),
-                help="Sends before a delivery is dead, the first included.",
-            ),
-            click.option("--alert-url", help="Where alerts about this destination go."),
-            click.option(
-                "--body", "body_text", help="Any other fields of the body, as JSON (merged in)."
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+    target_help = "The webhook's URL, where events are POSTed." if creating else "A new URL."
+    topic_help = (
+        "A topic or pattern (`order.*`); repeat for more."
+        if creating
+        else "The topics, replacing the current ones (repeatable)."
+    )
+    options = [
+        click.option("--target", help=target_help),
+        click.option("--topic", "topics", multiple=True, help=topic_help),
+        click.option("--name", help="A unique name, usable wherever the id is."),
+        click.option(
+            "--ordering",
+            type=click.Choice(["fifo", "none"]),
+            help="fifo: one key at a time, in order; none: in parallel.",
+        ),
+        click.option(
+            "--on-dead",
+            type=click.Choice(["skip", "block"]),
+            help="What a dead delivery does to its key's lane.",
+        ),
+        click.option("--filter", "filter_json", help="A payload filter, as JSON."),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(1, 100),
+            help="Sends before a delivery is dead, the first included.",
+        ),
+        click.option("--alert-url", help="Where alerts about this destination go."),
+        click.option(
+            "--body", "body_text", help="Any other fields of the body, as JSON (merged in)."
+        ),
+    ]
+
+    def add(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return add
 
 
 def _body(
@@ -166,11 +178,7 @@ def _body(
 
 
 @destinations.command()
-@click.option("--target", help="The webhook's URL, where events are POSTed.")
-@click.option(
-    "--topic", "topics", multiple=True, help="A topic or pattern (`order.*`); repeat for more."
-)
-@_spec_options
+@_spec_options(creating=True)
 @json_option
 @client_command
 def create(client: Client, as_json: bool, **options: Any) -> None:
@@ -195,11 +203,7 @@ def create(client: Client, as_json: bool, **options: Any) -> None:
 
 @destinations.command()
 @click.argument("ref")
-@click.option("--target", help="A new webhook URL.")
-@click.option(
-    "--topic", "topics", multiple=True, help="The topics, replacing the current ones (repeatable)."
-)
-@_spec_options
+@_spec_options(creating=False)
 @json_option
 @client_command
 def update(client: Client, ref: str, as_json: bool, **options: Any) -> None:

@@ -19,10 +19,9 @@ from tidings.commands.common import (
     json_option,
     list_options,
     note,
+    print_detail,
     print_json,
     print_list,
-    print_record,
-    print_section,
 )
 from tidings.commands.deliveries import EVENT_DELIVERY_COLUMNS
 
@@ -144,11 +143,7 @@ def list_(
 def show(client: Client, event_id: str, as_json: bool) -> None:
     """Show one event with its payload and deliveries."""
     event = client.get(f"/v1/events/{quote(event_id)}")
-    if as_json:
-        print_json(event)
-        return
-    print_record(event, skip=("deliveries",))
-    print_section("deliveries", event.get("deliveries") or [], EVENT_DELIVERY_COLUMNS)
+    print_detail(event, as_json, "deliveries", EVENT_DELIVERY_COLUMNS)
 
 
 @events.command()

@@ -24,9 +24,7 @@ from tidings.commands.common import (
     client_command,
     json_option,
     note,
-    print_json,
-    print_record,
-    print_section,
+    print_detail,
 )
 
 UPLOAD_TIMEOUT_S = 600.0  # per socket operation while a large file goes up
@@ -36,12 +34,7 @@ BAD_COLUMNS = [Column("LINE", "line", align="right"), Column("REASON", "reason",
 
 
 def print_report(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(report)
-        return
-    print_record(report, skip=("bad",))
-    if report.get("bad"):
-        print_section("bad rows (the first 100)", report["bad"], BAD_COLUMNS)
+    print_detail(report, as_json, "bad", BAD_COLUMNS, "bad rows (the first 100)", always=False)
 
 
 def _wait(client: Client, report: dict[str, Any], timeout_s: float) -> dict[str, Any]:
