@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from typing import IO, Any
 import click
 
 from tidings.clitable import Column, record, table
-from tidings.commands.client import Client
+from tidings.commands.client import Client, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 LIST_DEFAULT = 100
@@ -31,7 +32,18 @@ def client_command(fn: Command) -> Command:
 
     @functools.wraps(fn)
     def run(*args: Any, url: str, api_key: str | None, **kwargs: Any) -> Any:
-        return fn(*args, client=Client(url, api_key), **kwargs)
+        try:
+            return fn(*args, client=Client(url, api_key), **kwargs)
+        except (KeyError, TypeError, AttributeError) as exc:
+            # An answer without the fields of the API: a server that is not Tidings.
+            raise CliError(
+                f"unexpected answer from {url} ({type(exc).__name__}: {exc}): "
+                "is --url (TIDINGS_URL) a Tidings of this version?"
+            ) from None
+        except BrokenPipeError:
+            # `tidings events list | head`: the reader left; no traceback, nothing more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
 
     run = click.option(
         "--api-key",
