@@ -1,0 +1,145 @@
+"""`tidings upload FILE` and `tidings uploads show ID`: a CSV or JSON-lines file of rows
+sent as the raw body of `POST /v1/uploads`, one event per good row.
+
+Owns streaming the file (never read whole into memory, but for stdin), waiting for a
+large upload the server reads in the background (polling `GET /v1/uploads/{id}`, with
+progress on stderr), and printing the report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tidings.clitable import Column
+from tidings.commands.client import Client, CliError, quote
+from tidings.commands.common import (
+    Progress,
+    client_command,
+    json_option,
+    note,
+    print_detail,
+)
+
+UPLOAD_TIMEOUT_S = 600.0  # per socket operation while a large file goes up
+POLL_S = 0.5
+FINISHED = ("done", "failed")
+BAD_COLUMNS = [Column("LINE", "line", align="right"), Column("REASON", "reason", most=100)]
+
+
+def print_report(report: dict[str, Any], as_json: bool) -> None:
+    print_detail(report, as_json, "bad", BAD_COLUMNS, "bad rows (the first 100)", always=False)
+
+
+def _wait(client: Client, report: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Poll a queued upload until the server has read it all (or failed)."""
+    upload_id = report["upload_id"]
+    deadline = time.monotonic() + timeout_s
+    progress = Progress(f"reading {report['file']}, lines read")
+    while report["state"] not in FINISHED:
+        if time.monotonic() > deadline:
+            progress.finish()
+            raise CliError(
+                f"{upload_id} is still {report['state']} after {timeout_s:g} s: "
+                f"`tidings uploads show {upload_id}` shows how far it got"
+            )
+        time.sleep(POLL_S)
+        seen = progress.done
+        report = client.get(f"/v1/uploads/{quote(upload_id)}")
+        progress.advance(max(0, int(report["last_line"]) - seen))
+    progress.finish()
+    return report
+
+
+@click.command(short_help="Ingest a CSV or JSON-lines file: an event per row.")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--name", help="The file's name in events and the report (default: FILE's).")
+@click.option("--message", help="The message of rows that have none (bare user ids).")
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Default: by the name's suffix (.jsonl, .ndjson), else csv.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="A large file is read in the background: wait until it is read.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait for that.",
+)
+@json_option
+@client_command
+def upload(
+    client: Client,
+    file: Path,
+    name: str | None,
+    message: str | None,
+    file_format: str | None,
+    wait: bool,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Ingest a file of rows (CSV `user_id[,message]`, or JSON lines), one event per
+    good row, and print its report: rows, events, duplicates, bad rows.
+
+    Uploading the same file again creates nothing new (its rows count as duplicates).
+    FILE may be `-` for stdin.
+    """
+    stdin = str(file) == "-"
+    given = {
+        "name": name if name is not None or stdin else file.name,
+        "message": message,
+        "format": file_format,
+    }
+    query = {k: v for k, v in given.items() if v is not None}
+    path = "/v1/uploads" + ("?" + urllib.parse.urlencode(query) if query else "")
+    sender = Client(client.url, client.api_key, timeout=max(client.timeout, UPLOAD_TIMEOUT_S))
+    headers = {"Content-Type": "application/octet-stream"}
+    if stdin:
+        report = sender.request("POST", path, data=sys.stdin.buffer.read(), headers=headers)
+    else:
+        try:
+            handle = file.open("rb")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read it: {exc.strerror}", param_hint="FILE") from None
+        with handle:
+            headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
+            report = sender.request("POST", path, data=handle, headers=headers)
+    if wait and report["state"] not in FINISHED:
+        if not as_json:
+            note(f"{report['upload_id']}: {report['state']}, read in the background")
+        report = _wait(client, report, timeout_s)
+    print_report(report, as_json)
+    if report["state"] == "failed":
+        sys.exit(1)
+
+
+@click.group(short_help="Show an upload's progress and report.")
+def uploads() -> None:
+    """Uploaded files: how far the reading of one got, and its report."""
+
+
+@uploads.command()
+@click.argument("upload_id", metavar="ID")
+@json_option
+@client_command
+def show(client: Client, upload_id: str, as_json: bool) -> None:
+    """Show an upload's state and report.
+
+    The state is queued, reading, done or failed.
+    """
+    print_report(client.get(f"/v1/uploads/{quote(upload_id)}"), as_json)
