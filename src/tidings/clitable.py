@@ -162,3 +162,25 @@ def masked(value: Any) -> Any:
 def plural(n: int, one: str, many: str | None = None) -> str:
     """`1 delivery`, `2 deliveries`."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 5 s`, `2 h 10 min`: how long, to the unit a person reads."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def rate_and_eta(done: int, total: int | None, elapsed_s: float, unit: str) -> str:
+    """`12,300 rows/s, ETA 5 s` for a run `done` of `total` into `elapsed_s` seconds;
+    no ETA without a total, or before anything is done."""
+    if elapsed_s <= 0 or done <= 0:
+        return f"- {unit}/s"
+    rate = done / elapsed_s
+    text = f"{rate:,.0f} {unit}/s"
+    if total is not None and total > done:
+        text += f", ETA {duration((total - done) / rate)}"
+    return text

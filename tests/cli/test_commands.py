@@ -51,6 +51,7 @@ def test_the_commands_cover_the_api() -> None:
         "events chain",
         "events list",
         "events show",
+        "ingest",
         "publish",
         "serve",
         "upload",

@@ -451,6 +451,39 @@ def test_a_large_upload_is_waited_for_with_progress(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_ingest_sends_files_with_rate_and_eta_and_prints_the_totals(tmp_path: Path) -> None:
+    proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'ingest.db'}")
+    proc.extra_env.update(
+        {"TIDINGS_MAX_REQUEST_BYTES": "1024", "TIDINGS_UPLOAD_DIR": str(tmp_path / "spool")}
+    )
+    proc.start()
+    try:
+        big = tmp_path / "big.csv"
+        big.write_text("".join(f"u{i}\n" for i in range(3000)))
+        small = tmp_path / "small.jsonl"
+        small.write_text('{"userId": "j1"}\n{"userId": "j2", "alertMessage": "own"}\nnope\n')
+        run = ok_run("ingest", str(big), str(small), "--message", "Server down", url=proc.url)
+        assert run.stdout.splitlines()[-1] == (
+            "2 files: 3002 rows, 3002 new events, 0 duplicates, 1 bad rows"
+        )
+        progress = run.stderr.splitlines()
+        sent = [line for line in progress if line.startswith("sending big.csv, lines: ")]
+        assert sent and sent[-1].startswith("sending big.csv, lines: 3000/3000, ")
+        assert "rows/s" in sent[-1]
+        read = [line for line in progress if line.startswith("reading big.csv, lines read: ")]
+        assert read[-1].startswith("reading big.csv, lines read: 3000/3000, ")
+        events = api_call("GET", f"{proc.url}/v1/events?topic=file.row&key=j2")["items"]
+        assert events[0]["payload"]["alertMessage"] == "own"
+        bare = api_call("GET", f"{proc.url}/v1/events?topic=file.row&key=u7")["items"]
+        assert bare[0]["payload"]["alertMessage"] == "Server down"
+        again = json.loads(ok_run("ingest", str(small), "--json", url=proc.url).stdout)
+        assert [(r["events"], r["duplicates"]) for r in again] == [(2, 0)]  # no message now
+        missing = tidings("ingest", str(tmp_path / "nope.csv"), url=proc.url)
+        assert missing.returncode == 2
+    finally:
+        proc.stop()
+
+
 def test_serve_creates_an_api_key_once_and_prints_it_once(tmp_path: Path) -> None:
     proc = TidingsProcess(tmp_path, f"sqlite:///{tmp_path / 'key.db'}")
     # An empty TIDINGS_API_KEY counts as unset: serve must create and store its own.

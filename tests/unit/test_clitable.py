@@ -191,3 +191,21 @@ def test_plural() -> None:
     assert plural(1, "delivery", "deliveries") == "1 delivery"
     assert plural(0, "delivery", "deliveries") == "0 deliveries"
     assert plural(2, "event") == "2 events"
+
+
+def test_durations_and_rates() -> None:
+    from tidings.clitable import duration, rate_and_eta
+
+    assert [duration(s) for s in (0, 4.4, 59.6, 65, 3599, 7800)] == [
+        "0 s",
+        "4 s",
+        "1 min 0 s",
+        "1 min 5 s",
+        "59 min 59 s",
+        "2 h 10 min",
+    ]
+    assert rate_and_eta(0, 100, 1.0, "rows") == "- rows/s"
+    assert rate_and_eta(10, 100, 0.0, "rows") == "- rows/s"
+    assert rate_and_eta(20_000, 100_000, 2.0, "rows") == "10,000 rows/s, ETA 8 s"
+    assert rate_and_eta(100, 100, 2.0, "rows") == "50 rows/s"
+    assert rate_and_eta(100, None, 4.0, "rows") == "25 rows/s"

@@ -13,7 +13,7 @@ from tidings.commands.bench import bench
 from tidings.commands.deliveries import deliveries, dlq
 from tidings.commands.destinations import destinations
 from tidings.commands.events import events, publish
-from tidings.commands.uploads import upload, uploads
+from tidings.commands.uploads import ingest, upload, uploads
 
 COMMANDS: tuple[click.Command, ...] = (
     publish,
@@ -22,6 +22,7 @@ COMMANDS: tuple[click.Command, ...] = (
     deliveries,
     dlq,
     upload,
+    ingest,
     uploads,
     bench,
 )

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import click
 
-from tidings.clitable import Column, record, table
+from tidings.clitable import Column, rate_and_eta, record, table
 from tidings.commands.client import Client, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -165,16 +165,23 @@ class Progress:
         stream: IO[str] | None = None,
         every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        rate_unit: str | None = None,
     ) -> None:
         self.label, self.total, self.done = label, total, 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every_s, self.clock = every_s, clock
+        self.rate_unit = rate_unit  # set: the rate and an ETA follow the count
+        self.started = clock()
         self.shown_at: float | None = None
         self.dirty = False
 
     def _text(self) -> str:
-        return f"{self.label}: {self.done}" + (f"/{self.total}" if self.total is not None else "")
+        text = f"{self.label}: {self.done}" + (f"/{self.total}" if self.total is not None else "")
+        if self.rate_unit is not None:
+            elapsed = self.clock() - self.started
+            text += ", " + rate_and_eta(self.done, self.total, elapsed, self.rate_unit)
+        return text + ("\x1b[K" if self.tty else "")  # a shorter line clears the longer
 
     def advance(self, n: int) -> None:
         self.done += n
