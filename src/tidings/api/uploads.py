@@ -14,6 +14,7 @@ import urllib.parse
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from tidings.api.body import multipart, read_bytes
 from tidings.api.http import SETTINGS, STORE, json_response
 from tidings.api.keys import ENGINE
 from tidings.api.wire import BadRowOut, UploadOut
@@ -39,7 +40,7 @@ async def _file_of(request: web.Request) -> tuple[str, bytes]:
     content_type = request.content_type
     if content_type == "multipart/form-data":
         try:
-            reader = await request.multipart()
+            reader = await multipart(request)
             while (part := await reader.next()) is not None:
                 if isinstance(part, BodyPartReader) and part.name == "file":
                     # decode=True undoes a Content-Transfer-Encoding (base64, ...)
@@ -53,7 +54,7 @@ async def _file_of(request: web.Request) -> tuple[str, bytes]:
             f"a {content_type} body cannot be read as a file: send the file as the raw body "
             "(any other Content-Type), or as the `file` part of a multipart/form-data form",
         )
-    body = await request.read()
+    body = await read_bytes(request)
     if content_type == "application/x-www-form-urlencoded" and body.startswith(b"file="):
         form = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=1000)
         return _name(request.query.get("name")), form.get(b"file", [b""])[0]
