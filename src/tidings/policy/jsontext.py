@@ -28,7 +28,11 @@ MAX_TOKENS = 200_000  # a longer walk to the too-deep point names no field
 
 _ALL = bytes(range(256))
 _KEEP_QUOTES_AND_BRACKETS = bytes(b for b in _ALL if b not in b'"[]{}')  # delete the rest
-_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_KEEP_OPENERS = bytes(b for b in _ALL if b not in b"[{")
+_SMALL = 8192  # bodies this size or less count their openers first (most have few)
+_ESCAPE = re.compile(rb"\\.", re.S)
+_PARENS = bytes.maketrans(b"[{]}", b"(())")  # depth does not care which kind
+_STEP = bytes.maketrans(b"()", b"\x01\xff")  # +1 / -1 as signed bytes
 _CHUNK = 4096  # brackets per accumulate() call: bounds the list it builds
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]', re.S)
 
@@ -42,12 +46,14 @@ def deeper_than(body: bytes, limit: int = MAX_DEPTH) -> bool:
     reader sees it up to the fault (the decoder reports the fault itself)."""
     if len(body) <= limit:
         return False  # a value at depth limit + 1 takes more brackets than that
+    if len(body) <= _SMALL and len(body.translate(None, _KEEP_OPENERS)) <= limit:
+        return False  # too few openers, in strings or not: the usual single event
     if b"\\" in body:
-        # Escapes, the only place a backslash may be: drop escaped backslashes first (so
-        # that `\\"` keeps its closing quote), then escaped quotes; every quote left
-        # then opens or closes a string.
-        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    marks = body.translate(None, _KEEP_QUOTES_AND_BRACKETS)
+        # Escapes, the only place a backslash may be, go first (left to right, as a
+        # reader pairs them: `\\"` keeps its closing quote, `\"` is no quote at all);
+        # every quote left then opens or closes a string.
+        body = _ESCAPE.sub(b"", body)
+    marks = body.translate(_PARENS, _KEEP_QUOTES_AND_BRACKETS)  # `"`, `(`, `)` only
     if b'"' in marks:
         # Two quotes in a row are an empty string (here: one without brackets) or the
         # gap between two strings: dropping them keeps every other mark in or out of a
@@ -59,16 +65,17 @@ def deeper_than(body: bytes, limit: int = MAX_DEPTH) -> bool:
 
 
 def _brackets_deeper_than(brackets: bytes, limit: int) -> bool:
-    """The depth test on brackets alone (`[]{}` in document order)."""
-    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+    """The depth test on brackets alone, openers as `(` and closers as `)`."""
+    if brackets.count(b"(") <= limit:
         return False
-    # Each round drops every innermost pair (`[]`, `{}`), the leaves of the bracket tree,
-    # which lowers the deepest point by exactly one: a few C passes decide a usual
-    # document (a batch of a thousand events, a few levels deep). A round that drops
-    # little (a deep or lopsided text) hands over to the exact scan.
+    # Each round drops every innermost pair `()` (one pass: what a removal makes adjacent
+    # waits for the next round), the leaves of the bracket tree, which lowers the deepest
+    # point by exactly one: a few C passes decide a usual document (a batch of a thousand
+    # events, a few levels deep). A round that drops little (a deep or lopsided text)
+    # hands over to the exact scan.
     rounds = 0
     while rounds < limit:
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        shorter = brackets.replace(b"()", b"")
         if not shorter:
             return False
         dropped = len(brackets) - len(shorter)
