@@ -38,17 +38,14 @@ def nest(n: int, inner: str = "1", kinds: str = "[{") -> str:
     """`n` arrays/objects around `inner`, alternating the kinds given."""
     text = inner
     for i in range(n):
-        if kinds[i % len(kinds)] == "[":
-            text = f"[{text}]"
-        else:
-            text = f'{{"k{i}":{text}}}'
+        text = f"[{text}]" if kinds[i % len(kinds)] == "[" else f'{{"k{i}":{text}}}'
     return text
 
 
 # Strings full of what could fool a reader of bytes: brackets, quotes, backslashes,
 # escapes of every kind (json.dumps writes `\\`, `\"`, `\n`, `\u00e9`, surrogate pairs).
 tricky_text = st.text(
-    alphabet=st.sampled_from(list('[]{}"\\/:,') + ["a", " ", "\n", "\t", "é", "😀", "\x00", "\x1f"]),
+    alphabet=st.sampled_from([*'[]{}"\\/:,', "a", " ", "\n", "\t", "é", "😀", "\x00", "\x1f"]),
     max_size=12,
 )
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | tricky_text
