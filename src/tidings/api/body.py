@@ -63,7 +63,7 @@ async def read_bytes(request: web.Request) -> bytes:
         while chunk := await request.content.readany():
             received += len(chunk)
             if received > limit:
-                raise TooLarge(f"the body is larger than {limit} bytes")
+                raise web.HTTPRequestEntityTooLarge(limit, received)  # as an uncoded one
             for piece in inflater.feed(chunk):
                 out += piece
                 if len(out) >= next_pause:
