@@ -6,9 +6,11 @@ runs each in a transaction of its own. Either way, a member that fails must take
 its neighbours with it: each caller gets its own answer, every acknowledged event is in
 the store afterwards and nothing of the refused one is.
 
-The poison here is an event the API's validation refuses (a lone surrogate, which no
-UTF-8 store can keep), sent to the store directly, as a stand-in for any row that fails
-inside the database.
+The poison is sent to the store directly (the API's validation refuses all of it now),
+as a stand-in for any row that fails inside a commit: an event whose key has a lone
+surrogate (no UTF-8 encoder writes it: refused on the way to either database), one with
+no key at all (SQLite's NOT NULL refuses the row inside the group's transaction), and on
+PostgreSQL one whose topic holds a NUL (the server refuses it in any `text`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import msgspec
 
 from tidings.model import Appended, Delivery, DestinationSpec, Event, EventIn
 from tidings.store.base import Store
+from tidings.store.postgres import PostgresStore
 
 CLIENTS = 32
 REQUESTS = 20  # per client
@@ -44,12 +47,19 @@ def good(client: int, n: int) -> list[EventIn]:
     ]
 
 
-def poison(client: int, n: int) -> list[EventIn]:
-    """A good event beside one the store cannot write: the request fails as a whole."""
-    return [
-        *good(client, n)[:1],
-        EventIn(topic="order.created", key=f"c{client}-\ud800", payload=msgspec.Raw(b"{}")),
+def poisons(store: Store) -> list[EventIn]:
+    bad = [
+        EventIn(topic="order.created", key="c-\ud800", payload=msgspec.Raw(b"{}")),
+        EventIn(topic="order.created", key=None, payload=msgspec.Raw(b"{}")),  # type: ignore[arg-type]
     ]
+    if isinstance(store, PostgresStore):
+        bad.append(EventIn(topic="order.created\x00", key="c-nul", payload=msgspec.Raw(b"{}")))
+    return bad
+
+
+def poison(client: int, n: int, kinds: list[EventIn]) -> list[EventIn]:
+    """A good event beside one the store cannot write: the request fails as a whole."""
+    return [*good(client, n)[:1], kinds[(client + n) % len(kinds)]]
 
 
 async def every_event(store: Store) -> list[Event]:
@@ -79,13 +89,14 @@ async def test_a_failing_request_fails_alone_among_concurrent_clients(store: Sto
         DestinationSpec(kind="webhook", url="https://example.com/h", topics=["order.*"]),
         "whsec_" + "a" * 32,
     )
+    kinds = poisons(store)
     acknowledged: list[tuple[EventIn, Appended]] = []
     refused: list[list[EventIn]] = []
 
     async def client(c: int) -> None:
         for n in range(REQUESTS):
             bad = is_poison(c, n)
-            events = poison(c, n) if bad else good(c, n)
+            events = poison(c, n, kinds) if bad else good(c, n)
             try:
                 appended = await asyncio.wait_for(store.append_events(events), 30)
             except Exception:
@@ -110,7 +121,8 @@ async def test_a_failing_request_fails_alone_among_concurrent_clients(store: Sto
     # Nothing of a refused request: not its good first event either.
     kept_keys = {e.idempotency_key for e in stored}
     assert not kept_keys & {e.idempotency_key for events in refused for e in events}
-    assert all("\ud800" not in e.key for e in stored)
+    assert all(e.key.startswith("c") and e.key[1:].isdigit() for e in stored)
+    assert all(e.topic == "order.created" for e in stored)
     # Every stored event has its one delivery; per lane, seq follows each client's order.
     deliveries = await every_delivery(store)
     assert sorted(d.event_id for d in deliveries) == sorted(by_id)
