@@ -94,7 +94,11 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "for a scan and for 2 s (10 s without a final newline) (default 1000)",
     ),
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
-    SettingDoc("max_request_bytes", "largest request body accepted, in bytes (default 16 MiB)"),
+    SettingDoc(
+        "max_request_bytes",
+        "largest request body accepted, in bytes, as sent and once a gzip or deflate "
+        "Content-Encoding is undone (default 16 MiB)",
+    ),
     SettingDoc("log_level", "debug, info, warning or error (default info)"),
     SettingDoc("log_format", "json, text, or auto: json unless stderr is a terminal"),
     SettingDoc(
