@@ -17,6 +17,7 @@ from tidings.policy.jsontext import (
     depth_path,
     format_path,
     lone_surrogate_path,
+    may_hold_nul,
     printable,
     surrogate_problem,
     text_problem,
@@ -230,3 +231,10 @@ def test_lone_surrogate_path(body: bytes, path: str | None, what: str) -> None:
 )
 def test_no_lone_surrogate_path(body: bytes) -> None:
     assert lone_surrogate_path(body) is None
+
+
+def test_may_hold_nul() -> None:
+    assert may_hold_nul(b'{"a":"x\\u0000"}')
+    assert may_hold_nul(b'{"a":"\\\\u0000"}')  # a false alarm (text `\u0000`), never a miss
+    assert not may_hold_nul(b'{"a":"\\u0001 \\n"}')
+    assert not may_hold_nul(b'{"a":"u0000"}')

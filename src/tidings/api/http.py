@@ -11,7 +11,13 @@ from tidings.api.body import read_bytes
 from tidings.api.errors import ApiError
 from tidings.api.keys import SETTINGS, STORE
 from tidings.api.wire import encode
-from tidings.policy.jsontext import MAX_DEPTH, deeper_than, depth_path, lone_surrogate_path
+from tidings.policy.jsontext import (
+    MAX_DEPTH,
+    deeper_than,
+    depth_path,
+    lone_surrogate_path,
+    may_hold_nul,
+)
 from tidings.policy.validation import FieldError, from_msgspec, unstorable_field
 
 T = TypeVar("T")
@@ -56,8 +62,7 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
             path, problem = found
             raise FieldError(path, f"{path or 'the body'} {problem}") from None
         raise from_msgspec(exc) from None
-    # NUL only ever comes as the escape \u0000; memchr finds no backslash in most bodies.
-    if b"\\" in body and b"\\u0000" in body and (refused := unstorable_field(value)):
+    if may_hold_nul(body) and (refused := unstorable_field(value)):
         raise refused
     return value
 

@@ -171,6 +171,13 @@ def printable(text: str) -> str:
 
 # --------------------------------------------------------------------------- strings
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL_ESCAPE = re.compile(rb"\\u0000")  # sre jumps from backslash to backslash
+
+
+def may_hold_nul(body: bytes) -> bool:
+    """Might the JSON text `body` hold a NUL? (Only ever as the escape `\\u0000`; an
+    escaped backslash before `u0000` makes this a false alarm, never a miss.)"""
+    return b"\\" in body and _NUL_ESCAPE.search(body) is not None
 
 
 def text_problem(text: str) -> str | None:
