@@ -11,7 +11,8 @@
   lone UTF-16 surrogate, `"\\ud800"`, is valid JSON but has no UTF-8 form) or hold a NUL
   (PostgreSQL `text` refuses it), and where in a document the first one is.
 
-Pure: bytes and strings in, answers out; no I/O, no knowledge of the API's shapes.
+Pure: bytes, strings and decoded documents in, answers out; no I/O, no knowledge of the
+API's shapes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 import json
 import re
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
+
+import msgspec
 
 MAX_DEPTH = 64
 PATH_PARTS = 3  # components of a path named in an error: `events[3].payload`
@@ -211,28 +215,38 @@ def lone_surrogate_path(body: bytes) -> tuple[str | None, str] | None:
         document = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
-    found = _first_surrogate(document, [])
+    found = first_bad_string(document, surrogate_problem)
     if found is None:
         return None
     parts, problem = found
     return format_path(parts, most=len(parts)), problem
 
 
-def _first_surrogate(value: Any, parts: list[str | int]) -> tuple[list[str | int], str] | None:
+def first_bad_string(
+    value: Any, problem_of: Callable[[str], str | None], parts: list[str | int] | None = None
+) -> tuple[list[str | int], str] | None:
+    """(path parts, problem) of the first string or key of a decoded document (builtins
+    or msgspec Structs) for which `problem_of` names a problem, depth first; None if none.
+    A msgspec.Raw is passed over: it is JSON text, checked as bytes where it matters."""
+    parts = parts or []
     if isinstance(value, str):
-        problem = surrogate_problem(value)
+        problem = problem_of(value)
         return (parts, problem) if problem else None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _first_surrogate(item, [*parts, i])
-            if found:
-                return found
+    if isinstance(value, msgspec.Struct):
+        items: Any = (
+            (f.encode_name, getattr(value, f.name)) for f in msgspec.structs.fields(value)
+        )
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
     elif isinstance(value, dict):
-        for key, item in value.items():
-            problem = surrogate_problem(key)
-            if problem:
+        items = value.items()
+        for key in value:
+            if isinstance(key, str) and (problem := problem_of(key)):
                 return [*parts, key], f"key {problem}"
-            found = _first_surrogate(item, [*parts, key])
-            if found:
-                return found
+    else:
+        return None
+    for part, item in items:
+        found = first_bad_string(item, problem_of, [*parts, part])
+        if found:
+            return found
     return None

@@ -9,14 +9,13 @@ address checks against private ranges happen at connect time in the transport).
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
 from tidings.model import DestinationSpec, EventIn
 from tidings.policy.filters import FilterError, compile_filter
-from tidings.policy.jsontext import format_path, text_problem
+from tidings.policy.jsontext import first_bad_string, format_path, text_problem
 from tidings.policy.topics import pattern_error, topic_error
 
 
@@ -123,33 +122,9 @@ def unstorable_field(value: object) -> FieldError | None:
     """A FieldError for the first string (or key) of a decoded body that no store can
     keep (a NUL, a lone surrogate), outside event payloads: those are JSON kept as bytes,
     where an escaped NUL is as good as any other character."""
-    found = _first_unstorable(value, [])
+    found = first_bad_string(value, text_problem)
     if found is None:
         return None
     parts, problem = found
     path = format_path(parts, most=len(parts))
     return FieldError(path, f"{path or 'the body'} {problem}")
-
-
-def _first_unstorable(value: Any, parts: list[str | int]) -> tuple[list[str | int], str] | None:
-    if isinstance(value, str):
-        problem = text_problem(value)
-        return (parts, problem) if problem else None
-    if isinstance(value, msgspec.Struct):
-        for field in msgspec.structs.fields(value):
-            found = _first_unstorable(getattr(value, field.name), [*parts, field.encode_name])
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            found = _first_unstorable(item, [*parts, i])
-            if found:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and (problem := text_problem(key)):
-                return [*parts, key], f"key {problem}"
-            found = _first_unstorable(item, [*parts, key])
-            if found:
-                return found
-    return None
