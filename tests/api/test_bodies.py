@@ -420,3 +420,18 @@ async def test_an_unknown_coding_is_a_415_naming_the_ones_taken(api: Api, coding
         error = expect_error(reply, 415, "unsupported_media_type", "Content-Encoding")
         assert ACCEPTED in error["message"], error
     assert await stored_events(api) == []
+
+
+async def test_a_coding_name_that_is_not_utf8_is_a_415(api: Api) -> None:
+    body = b'{"topic":"order.created"}'
+    request = (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + API_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Encoding: gz\xffip\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    status, answer = await raw_exchange(api, request)
+    assert status == 415, answer
+    assert answer["error"]["field"] == "Content-Encoding"
+    assert ACCEPTED in answer["error"]["message"]
