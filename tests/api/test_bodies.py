@@ -435,3 +435,11 @@ async def test_a_coding_name_that_is_not_utf8_is_a_415(api: Api) -> None:
     assert status == 415, answer
     assert answer["error"]["field"] == "Content-Encoding"
     assert ACCEPTED in answer["error"]["message"]
+
+
+async def test_an_api_key_that_is_not_utf8_is_a_401(api: Api) -> None:
+    request = (
+        b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tdk_\xff\xed\xa0\x80\r\n\r\n"
+    )
+    status, answer = await raw_exchange(api, request)
+    assert (status, answer["error"]["code"]) == (401, "unauthorized")
