@@ -58,14 +58,17 @@ def deeper_than(body: bytes, limit: int = MAX_DEPTH) -> bool:
         # every quote left then opens or closes a string.
         body = _ESCAPE.sub(b"", body)
     marks = body.translate(_PARENS, _KEEP_QUOTES_AND_BRACKETS)  # `"`, `(`, `)` only
-    if b'"' in marks:
-        # Two quotes in a row are an empty string (here: one without brackets) or the
-        # gap between two strings: dropping them keeps every other mark in or out of a
-        # string as it was, and most documents have no quote left after it.
+    brackets = marks.translate(None, b'"')
+    quotes = len(marks) - len(brackets)
+    # Two quotes in a row are an empty string (here: one without brackets) or the gap
+    # between two strings. If every run of quotes pairs up so (as counting the pairs,
+    # left to right, tells), no bracket is inside a string: the usual document.
+    if quotes and marks.count(b'""') * 2 != quotes:
+        # Dropping those pairs keeps every other mark in or out of a string as it was;
+        # what is left between a quote and the next is inside a string.
         marks = marks.replace(b'""', b"")
-        if b'"' in marks:
-            marks = b"".join(marks.split(b'"')[::2])  # the parts outside strings
-    return _brackets_deeper_than(marks, limit)
+        brackets = b"".join(marks.split(b'"')[::2])
+    return _brackets_deeper_than(brackets, limit)
 
 
 def _brackets_deeper_than(brackets: bytes, limit: int) -> bool:
