@@ -4,7 +4,8 @@
   msgspec (like the standard `json`) decodes nested values by recursion, and JSON nested
   10,000 deep fails inside it with a RecursionError; this check runs before it, on the
   ingest hot path, so it is a few passes of bytes methods (C loops), never a Python loop
-  per byte.
+  per byte: about what msgspec's own decode costs for a usual body. Text that hovers near
+  the limit for megabytes (crafted) costs most, some 40 ns a bracket.
 - `depth_path(body)`: where the nesting first goes too deep (the field to name), for the
   error answer only: a token walk, slow and bounded.
 - `text_problem(s)`, `lone_surrogate_path(body)`: strings that are not Unicode text (a
@@ -87,7 +88,7 @@ def _brackets_deeper_than(brackets: bytes, limit: int) -> bool:
             return False
         dropped = len(brackets) - len(shorter)
         if dropped == 0:
-            break  # mismatched brackets: malformed, the scan below still answers
+            break  # no pair left but brackets: unbalanced (malformed); the scan answers
         brackets = shorter
         rounds += 1
         if dropped * 8 < len(brackets):
