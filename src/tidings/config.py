@@ -122,8 +122,9 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     SettingDoc("max_payload_bytes", "largest event payload accepted, in bytes (default 1 MiB)"),
     SettingDoc(
         "max_request_bytes",
-        "largest request body accepted, in bytes (default 16 MiB); an upload larger than "
-        "this is spooled to TIDINGS_UPLOAD_DIR and read in the background",
+        "largest request body accepted, in bytes, as sent and once a gzip or deflate "
+        "Content-Encoding is undone (default 16 MiB); an upload larger than this is spooled "
+        "to TIDINGS_UPLOAD_DIR and read in the background",
     ),
     SettingDoc(
         "upload_dir",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -114,6 +115,22 @@ async def test_a_failing_job_fails_alone(store: SQLiteStore) -> None:
             assert await store.get_event(appended.id) is not None
     page = await store.list_events(None, 100, None)
     assert sorted(e.key for e in page.items) == ["ok1", "ok2", "ok3", "ok4"]
+
+
+async def test_a_row_the_database_refuses_fails_its_request_alone(store: SQLiteStore) -> None:
+    """The merged append is one INSERT for the whole group: a row SQLite refuses (NOT NULL)
+    fails that statement, and the group runs again job by job, so only its request fails."""
+    nameless = EventIn(topic="order.created", key=None)  # type: ignore[arg-type]
+    surrogate = EventIn(topic="order.created", key="k\ud800")
+    calls = [[ev("ok1")], [ev("bad1"), nameless], [ev("ok2")], [surrogate], [ev("ok3")]]
+    ok1, bad1, ok2, bad2, ok3 = await in_one_group(store, calls)
+    assert isinstance(bad1, sqlite3.IntegrityError)
+    assert isinstance(bad2, UnicodeEncodeError)
+    for result in (ok1, ok2, ok3):
+        assert isinstance(result, list)
+        assert await store.get_event(result[0].id) is not None
+    page = await store.list_events(None, 100, None)
+    assert sorted(e.key for e in page.items) == ["ok1", "ok2", "ok3"]
 
 
 async def test_a_failing_job_fails_alone_beside_other_jobs(store: SQLiteStore) -> None:

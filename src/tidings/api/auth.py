@@ -21,7 +21,9 @@ PROTECTED = frozenset({"/v1"}) | COMPAT_PATHS
 
 
 def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    # surrogateescape: header bytes that are not UTF-8 (which aiohttp hands over as lone
+    # surrogates) digest as the bytes they were, and match no key, instead of raising.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_api_key() -> str:

@@ -7,6 +7,7 @@ from typing import Any, Literal, cast
 import msgspec
 from aiohttp import web
 
+from tidings.api.body import read_bytes
 from tidings.api.http import (
     SETTINGS,
     STORE,
@@ -147,7 +148,7 @@ async def patch(request: web.Request) -> web.Response:
 
 @routes.post("/v1/destinations/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
-    body = await request.read()
+    body = await read_bytes(request)
     spec = decode(body, _replay) if body.strip() else ReplayIn()
     since = _time_field(spec.since, "since")
     until = _time_field(spec.until, "until")

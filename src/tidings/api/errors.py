@@ -18,6 +18,7 @@ from aiohttp.web_request import BaseRequest
 
 from tidings.api.keys import SETTINGS
 from tidings.api.wire import ErrorBody, ErrorOut, encode
+from tidings.policy.jsontext import printable
 from tidings.policy.validation import FieldError
 from tidings.store.base import Conflict, InvalidCursor, NotFound, StoreUnavailable
 
@@ -49,6 +50,10 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
+    # Messages and fields may quote what a client sent (a header's undecodable bytes
+    # arrive as lone surrogates): spelled as escapes, any JSON encoder writes them.
+    message = printable(message)
+    field = None if field is None else printable(field)
     return web.Response(
         status=status,
         body=encode(ErrorOut(ErrorBody(code=code, message=message, field=field))),

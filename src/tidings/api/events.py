@@ -29,6 +29,7 @@ from tidings.api.wire import (
 from tidings.metrics import EVENTS_INGESTED
 from tidings.model import MAX_BATCH, MAX_KEY_LENGTH, BatchIn, EventIn, EventLink
 from tidings.policy.chains import causation_tree, correlation_of
+from tidings.policy.jsontext import text_problem
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError, check_event
 from tidings.store.base import Store
@@ -41,8 +42,14 @@ _batch = msgspec.json.Decoder(BatchIn)
 
 def _header_key(request: web.Request) -> str | None:
     header = request.headers.get("Idempotency-Key")
-    if header is not None and not 1 <= len(header) <= 255:
+    if header is None:
+        return None
+    if not 1 <= len(header) <= 255:
         raise FieldError("Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")
+    # Header bytes that are not UTF-8 arrive as lone surrogates (aiohttp decodes them with
+    # surrogateescape): no store can keep those.
+    if problem := text_problem(header):
+        raise FieldError("Idempotency-Key", f"Idempotency-Key {problem}")
     return header
 
 

@@ -3,7 +3,9 @@
 `?key=` on a call that has no such filter would otherwise be ignored and answer every
 event, which reads as "this key has all of them". The allowed names of each operation
 come from the document `/openapi.json` serves, so the check and the reference cannot
-disagree. Owns only that check; must never parse or validate the values (handlers do).
+disagree. Also refuses a NUL (`%00`) in any query value or path parameter: no store can
+look one up (PostgreSQL refuses it in any text). Owns only those checks; must never parse
+or validate the values otherwise (handlers do).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def install(app: web.Application) -> None:
 
 @web.middleware
 async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    for name, value in request.match_info.items():
+        if "\x00" in value:
+            raise FieldError(name, f"{name} holds a NUL character (%00)")
     if request.query_string:
         resource = request.match_info.route.resource
         template = None if resource is None else resource.canonical
@@ -53,4 +58,7 @@ async def query_middleware(request: web.Request, handler: Handler) -> web.Stream
                     f"unknown query parameter {unknown[0]!r}; "
                     f"{request.method} {template} takes: {takes}",
                 )
+        for name, value in request.query.items():
+            if "\x00" in value:
+                raise FieldError(name, f"{name} holds a NUL character (%00)")
     return await handler(request)

@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from tidings.api.body import decoded_chunks, is_coded, multipart
 from tidings.api.errors import ApiError
 from tidings.api.http import SETTINGS, STORE, json_response, not_found
 from tidings.api.keys import ENGINE, SPOOL
@@ -72,13 +73,9 @@ def _message(request: web.Request) -> str:
     return message
 
 
-async def _chunks_of(reader: web.Request | BodyPartReader) -> AsyncIterator[bytes]:
-    if isinstance(reader, BodyPartReader):
-        while chunk := await reader.read_chunk(CHUNK):
-            yield chunk
-    else:
-        async for chunk in reader.content.iter_chunked(CHUNK):
-            yield chunk
+async def _chunks_of(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk
 
 
 async def _source(request: web.Request) -> tuple[str, str, AsyncIterator[bytes] | bytes]:
@@ -89,7 +86,7 @@ async def _source(request: web.Request) -> tuple[str, str, AsyncIterator[bytes] 
     content_type = request.content_type
     if content_type == "multipart/form-data":
         try:
-            reader = await request.multipart()
+            reader = await multipart(request)  # a coded form: undone (and bounded) first
             while (part := await reader.next()) is not None:
                 if isinstance(part, BodyPartReader) and part.name == "file":
                     if part.headers.get("Content-Transfer-Encoding", "binary").lower() not in (
@@ -114,26 +111,40 @@ async def _source(request: web.Request) -> tuple[str, str, AsyncIterator[bytes] 
             "(any other Content-Type), or as the `file` part of a multipart/form-data form",
         )
     name = _name(request.query.get("name"))
+    # Undone as it arrives (a gzip or deflate Content-Encoding), bounded by the upload
+    # limit; _Spill keeps what passes TIDINGS_MAX_REQUEST_BYTES on disk.
+    settings = request.app[SETTINGS]
+    if is_coded(request):
+        # A compressed body stays within TIDINGS_MAX_REQUEST_BYTES once undone: a few
+        # megabytes of gzip must not fill the spool folder with gigabytes.
+        chunks = decoded_chunks(request, settings.max_request_bytes)
+    else:
+        chunks = decoded_chunks(
+            request, settings.max_upload_bytes, "TIDINGS_MAX_UPLOAD_BYTES", "file"
+        )
     if content_type == "application/x-www-form-urlencoded":
-        try:
-            head = await request.content.readexactly(5)
-        except asyncio.IncompleteReadError as exc:
-            head = exc.partial
-        if head == b"file=":  # a form: read whole, as forms are (bounded like any body)
+        head = b""
+        async for chunk in chunks:
+            head += chunk
+            if len(head) >= 5:
+                break
+        if head.startswith(b"file="):  # a form: read whole, as forms are (bounded)
             most = request.app[SETTINGS].max_request_bytes
-            body = head + await request.content.read(most)
-            if not request.content.at_eof():
-                raise ApiError(
-                    413,
-                    "payload_too_large",
-                    f"a urlencoded form over {most} bytes cannot be read: send the file as "
-                    "the raw body (curl --data-binary) or as a multipart/form-data part",
-                    "file",
-                )
-            form = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=1000)
+            body = bytearray(head)
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > most:
+                    raise ApiError(
+                        413,
+                        "payload_too_large",
+                        f"a urlencoded form over {most} bytes cannot be read: send the file "
+                        "as the raw body (curl --data-binary) or as a multipart/form-data part",
+                        "file",
+                    )
+            form = urllib.parse.parse_qs(bytes(body), keep_blank_values=True, max_num_fields=1000)
             return name, content_type, form.get(b"file", [b""])[0]
-        return name, content_type, _prefixed(head, _chunks_of(request))
-    return name, content_type, _chunks_of(request)
+        return name, content_type, _prefixed(head, chunks)
+    return name, content_type, chunks
 
 
 async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -181,7 +181,9 @@ class Progress:
         if self.rate_unit is not None:
             elapsed = self.clock() - self.started
             text += ", " + rate_and_eta(self.done, self.total, elapsed, self.rate_unit)
-        return text + ("\x1b[K" if self.tty else "")  # a shorter line clears the longer
+            if self.tty:
+                text += "\x1b[K"  # the rate's text may shrink: clear what the last one left
+        return text
 
     def advance(self, n: int) -> None:
         self.done += n

@@ -15,6 +15,7 @@ import msgspec
 
 from tidings.model import DestinationSpec, EventIn
 from tidings.policy.filters import FilterError, compile_filter
+from tidings.policy.jsontext import first_bad_string, format_path, text_problem
 from tidings.policy.topics import pattern_error, topic_error
 
 
@@ -115,3 +116,15 @@ def check_event(event: EventIn, max_payload_bytes: int, field_prefix: str = "") 
         raise FieldError(
             f"{field_prefix}payload", f"payload is not valid UTF-8 (byte {exc.start})"
         ) from None
+
+
+def unstorable_field(value: object) -> FieldError | None:
+    """A FieldError for the first string (or key) of a decoded body that no store can
+    keep (a NUL, a lone surrogate), outside event payloads: those are JSON kept as bytes,
+    where an escaped NUL is as good as any other character."""
+    found = first_bad_string(value, text_problem)
+    if found is None:
+        return None
+    parts, problem = found
+    path = format_path(parts, most=len(parts))
+    return FieldError(path, f"{path or 'the body'} {problem}")
