@@ -44,7 +44,7 @@ def test_sigkill_mid_file_neither_skips_nor_repeats_a_row(tmp_path: Path) -> Non
         assert time.monotonic() < deadline, "folder ingest did not start"
         time.sleep(0.01)
     proc.kill()
-    claimed = list((folder / "processing").iterdir())
+    claimed = [p for p in (folder / "processing").iterdir() if p.is_file()]
     assert [p.name.split("-", 1)[1] for p in claimed] == ["users.csv"], "killed too late"
     with sqlite3.connect(db) as conn:
         (before,) = conn.execute("SELECT count(*) FROM events WHERE topic = 'file.row'").fetchone()
@@ -68,4 +68,4 @@ def test_sigkill_mid_file_neither_skips_nor_repeats_a_row(tmp_path: Path) -> Non
             "FROM events WHERE topic = 'file.row'"
         ).fetchone()
     assert (count, keys, users) == (ROWS, ROWS, ROWS)
-    assert not any((folder / "processing").iterdir())
+    assert not [p for p in (folder / "processing").rglob("*") if p.is_file()]
