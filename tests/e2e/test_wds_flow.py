@@ -29,7 +29,8 @@ pytestmark = pytest.mark.e2e
 
 USERS = 2000
 NOTIFIER_RPS = 20  # the notifier's own limit: above it, 429
-DESTINATION_RPS = 18  # what the operator configures: below the notifier's limit, bursts included
+DESTINATION_RPS = 16  # what the operator configures: 20% below the notifier's limit, for bursts
+# and the jitter of a loaded machine between a claim and its request
 MESSAGE = "Server down: we are on it"
 
 
