@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tidings.api import compat, deliveries, destinations, events, ops, query, uploads
+from tidings.api import compat, deliveries, destinations, events, ops, query, uploads, users
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
 from tidings.api.keys import (
@@ -59,7 +59,7 @@ def create_app(
     app.on_startup.append(_start_spool)
     app.on_cleanup.append(_stop_spool)
     query.install(app)
-    for module in (events, destinations, deliveries, uploads, compat, ops):
+    for module in (events, destinations, deliveries, uploads, users, compat, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tidings import __version__
-from tidings.api import compat, wire
+from tidings.api import compat, users, wire
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
@@ -72,6 +72,11 @@ _OPERATION_IDS = {
     ("delete", "/v1/deliveries/{id}"): "purgeDelivery",
     ("post", "/v1/deliveries/{id}/retry"): "retryDelivery",
     ("post", "/v1/deliveries/retry"): "retryDeliveries",
+    ("get", "/v1/users/{user_id}/inbox"): "readInbox",
+    ("post", "/v1/users/{user_id}/inbox/ack"): "ackInbox",
+    ("post", "/notifications"): "compatNotify",
+    ("get", "/notifications/offline/{user_id}"): "compatOfflineInbox",
+    ("post", "/notifications/offline/{user_id}/ack"): "compatOfflineAck",
     ("post", "/publish-event"): "compatPublishEvent",
     ("post", "/upload"): "compatUpload",
     ("get", "/retry"): "compatRetryAll",
@@ -133,6 +138,71 @@ def _path_id(what: str) -> dict[str, Any]:
     }
 
 
+_USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_AFTER = {
+    "name": "after",
+    "in": "query",
+    "description": "the offset after which messages are listed (default 0: from the start)",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _ack_body() -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref("AckIn")}}}
+
+
+def _user_paths(errors: dict[str, Any]) -> dict[str, Any]:
+    """Users' inboxes (issue 15), and the notification platform's names for them."""
+    return {
+        "/v1/users/{user_id}/inbox": {
+            "get": {
+                "summary": "A user's inbox messages after an offset, oldest first",
+                "parameters": [_USER_ID, _AFTER, _PAGING[0]],
+                "responses": {"200": _json(_ref("InboxOut")), **errors},
+            }
+        },
+        "/v1/users/{user_id}/inbox/ack": {
+            "post": {
+                "summary": "Acknowledge a user's messages up to an offset",
+                "parameters": [_USER_ID],
+                "requestBody": _ack_body(),
+                "responses": {"200": _json(_ref("AckedOut")), **errors},
+            }
+        },
+        "/notifications": {
+            "post": {
+                "summary": "Compatibility (notification platform): an event for one "
+                "recipient (topic default notification)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NotificationIn")}},
+                },
+                "responses": {"202": _json(_ref("AcceptedOut"), "Stored"), "413": _ERR, **errors},
+            }
+        },
+        "/notifications/offline/{user_id}": {
+            "get": {
+                "summary": "Compatibility (notification platform): the unacked inbox",
+                "parameters": [_USER_ID, _PAGING[0]],
+                "responses": {"200": _json(_ref("InboxOut")), **errors},
+            }
+        },
+        "/notifications/offline/{user_id}/ack": {
+            "post": {
+                "summary": "Compatibility (notification platform): ack up to an offset",
+                "parameters": [_USER_ID],
+                "requestBody": _ack_body(),
+                "responses": {"200": _json(_ref("AckedOut")), **errors},
+            }
+        },
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [
@@ -156,6 +226,10 @@ def build_openapi() -> dict[str, Any]:
             RetryManyIn,
             compat.PublishEventIn,
             compat.RetriedOut,
+            compat.NotificationIn,
+            users.InboxOut,
+            users.AckIn,
+            users.AckedOut,
         ],
         ref_template=_REF,
     )
@@ -439,6 +513,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"202": _json(_ref("RetryManyOut"), "Queued"), **errors},
             }
         },
+        **_user_paths(errors),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of this process",
