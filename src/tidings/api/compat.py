@@ -23,6 +23,7 @@ from tidings.api.destinations import replay_all
 from tidings.api.http import SETTINGS, STORE, decode, json_response, limit_param, read_body
 from tidings.api.keys import ENGINE
 from tidings.api.wire import AcceptedOut
+from tidings.api.ws import push_live
 from tidings.metrics import EVENTS_INGESTED
 from tidings.model import MAX_KEY_LENGTH, EventIn
 from tidings.policy.validation import FieldError, check_event
@@ -80,6 +81,7 @@ async def publish_event(request: web.Request) -> web.Response:
 async def _ingest_one(request: web.Request, event: EventIn) -> web.Response:
     check_event(event, request.app[SETTINGS].max_payload_bytes)
     (appended,) = await request.app[STORE].append_events([event])
+    push_live(request.app, [event], [appended])  # inboxes (issue 15)
     EVENTS_INGESTED.inc()
     if appended.deliveries:
         request.app[ENGINE].wake()

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tidings import __version__
-from tidings.api import compat, users, wire
+from tidings.api import compat, users, wire, ws
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
@@ -74,6 +74,10 @@ _OPERATION_IDS = {
     ("post", "/v1/deliveries/retry"): "retryDeliveries",
     ("get", "/v1/users/{user_id}/inbox"): "readInbox",
     ("post", "/v1/users/{user_id}/inbox/ack"): "ackInbox",
+    ("post", "/v1/users/{user_id}/token"): "socketToken",
+    ("get", "/v1/ws"): "openSocket",
+    ("get", "/v1/presence"): "presence",
+    ("get", "/ws/{user_id}"): "compatSocket",
     ("post", "/notifications"): "compatNotify",
     ("get", "/notifications/offline/{user_id}"): "compatOfflineInbox",
     ("post", "/notifications/offline/{user_id}/ack"): "compatOfflineAck",
@@ -152,6 +156,25 @@ _AFTER = {
 }
 
 
+_SOCKET_TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": True,
+    "description": "from POST /v1/users/{user_id}/token",
+    "schema": {"type": "string"},
+}
+_AFTER_SOCKET = {
+    **_AFTER,
+    "description": "send the messages after this offset first (default: only new ones)",
+}
+_SOCKET_RESPONSES = {
+    "101": {"description": "Switching to the WebSocket protocol"},
+    "400": _ERR,
+    "401": _ERR,
+    "503": _ERR,
+}
+
+
 def _ack_body() -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref("AckIn")}}}
 
@@ -172,6 +195,45 @@ def _user_paths(errors: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [_USER_ID],
                 "requestBody": _ack_body(),
                 "responses": {"200": _json(_ref("AckedOut")), **errors},
+            }
+        },
+        "/v1/users/{user_id}/token": {
+            "post": {
+                "summary": "A token for the user's WebSocket (ttl_s default 3600, at most 86400)",
+                "parameters": [_USER_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("TokenIn")}},
+                },
+                "responses": {"200": _json(_ref("TokenOut")), **errors},
+            }
+        },
+        "/v1/ws": {
+            "get": {
+                "summary": "The WebSocket gateway: a welcome frame, the messages after "
+                "`after`, then live ones (the token, not the API key, authorizes it)",
+                "security": [],
+                "parameters": [
+                    {**_USER_ID, "in": "query"},
+                    _SOCKET_TOKEN,
+                    _AFTER_SOCKET,
+                ],
+                "responses": _SOCKET_RESPONSES,
+            }
+        },
+        "/v1/presence": {
+            "get": {
+                "summary": "Is a user connected (sockets on every node)",
+                "parameters": [{**_USER_ID, "in": "query"}],
+                "responses": {"200": _json(_ref("PresenceOut")), **errors},
+            }
+        },
+        "/ws/{user_id}": {
+            "get": {
+                "summary": "Compatibility (notification platform): GET /v1/ws",
+                "security": [],
+                "parameters": [_USER_ID, _SOCKET_TOKEN, _AFTER_SOCKET],
+                "responses": _SOCKET_RESPONSES,
             }
         },
         "/notifications": {
@@ -230,6 +292,9 @@ def build_openapi() -> dict[str, Any]:
             users.InboxOut,
             users.AckIn,
             users.AckedOut,
+            ws.TokenIn,
+            ws.TokenOut,
+            ws.PresenceOut,
         ],
         ref_template=_REF,
     )
