@@ -48,6 +48,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_notice_window_s: Annotated[int, Meta(ge=1, le=86_400)] = 60
     pause_after_failures: Annotated[int, Meta(ge=0)] = 100
     retention_ttl_s: Annotated[int, Meta(ge=0)] = 7 * 24 * 3600
+    inbox_ttl_s: Annotated[int, Meta(ge=0)] = 30 * 24 * 3600
+    inbox_acked_ttl_s: Annotated[int, Meta(ge=0)] = 24 * 3600
+    inbox_max: Annotated[int, Meta(ge=1, le=100_000_000)] = 10_000
+    ws_max_connections: Annotated[int, Meta(ge=0, le=10_000_000)] = 10_000
+    ws_connect_rate: Annotated[float, Meta(gt=0, le=1_000_000)] = 500.0
+    ws_send_queue: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
+    ws_ping_s: Annotated[float, Meta(ge=0.1, le=3600)] = 25.0
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
@@ -153,6 +160,40 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "retention_ttl_s",
         "delete events whose deliveries are all delivered once this old, in seconds "
         "(default 604800 = 7 days; 0 = as soon as the last delivery succeeds)",
+    ),
+    SettingDoc(
+        "inbox_ttl_s",
+        "delete a user's inbox message this long after it was received, acked or not, "
+        "in seconds (default 2592000 = 30 days); its event stays while a message names it",
+    ),
+    SettingDoc(
+        "inbox_acked_ttl_s",
+        "delete an acked inbox message this long after its ack, in seconds (default 86400 = 1 day)",
+    ),
+    SettingDoc(
+        "inbox_max",
+        "messages kept per user's inbox; past it the oldest are dropped, counted in "
+        "tidings_inbox_dropped (default 10000)",
+    ),
+    SettingDoc(
+        "ws_max_connections",
+        "WebSocket connections one API process holds; past it a new one is answered 503 "
+        "before the upgrade (default 10000)",
+    ),
+    SettingDoc(
+        "ws_connect_rate",
+        "WebSockets one API process accepts a second (a token bucket; past it 503 "
+        "before the upgrade, so a reconnect storm spreads out; default 500)",
+    ),
+    SettingDoc(
+        "ws_send_queue",
+        "messages waiting to be sent to one socket; a socket whose queue fills is closed "
+        "with code 4008 and resumes from its offset (default 1000)",
+    ),
+    SettingDoc(
+        "ws_ping_s",
+        "seconds between the server's pings on a socket; one that does not answer within "
+        "half of it is closed (default 25)",
     ),
     SettingDoc(
         "lease_margin_ms",

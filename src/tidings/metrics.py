@@ -58,6 +58,16 @@ DESTINATION_PAUSED = Counter(
     "Destinations paused by the engine (a run of failures, or 410 Gone).",
     registry=REGISTRY,
 )
+INBOX_DROPPED = Counter(
+    "tidings_inbox_dropped",
+    "Inbox messages dropped unread because a user's inbox held TIDINGS_INBOX_MAX.",
+    registry=REGISTRY,
+)
+INBOX_SWEPT = Counter(
+    "tidings_inbox_swept",
+    "Inbox messages deleted by retention (acked, or older than TIDINGS_INBOX_TTL_S).",
+    registry=REGISTRY,
+)
 
 
 M = TypeVar("M", bound=MetricWrapperBase)

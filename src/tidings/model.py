@@ -114,6 +114,26 @@ class Appended(Struct, frozen=True, kw_only=True):
     received_at: int
     deliveries: int
     duplicate: bool = False
+    # (user_id, offset) of each inbox message this event wrote, one per recipient.
+    inbox: tuple[tuple[str, int], ...] = ()
+
+
+class InboxMessage(Struct, frozen=True, kw_only=True):
+    """One message of a user's inbox: an event that named the user as a recipient."""
+
+    offset: int
+    id: str
+    topic: str
+    payload: Raw
+    received_at: int
+
+
+class InboxPage(Struct, frozen=True, kw_only=True):
+    """Messages after an offset, oldest first, with the user's top and ack offsets."""
+
+    messages: list[InboxMessage]
+    top: int
+    acked: int
 
 
 class Event(Struct, frozen=True, kw_only=True):

@@ -113,6 +113,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     if "api" not in roles and settings.metrics_port is not None:
         probe_sock = _bind(settings.host, settings.metrics_port, "TIDINGS_METRICS_PORT")
     store = open_store(settings.database_url)
+    store.inbox_max = settings.inbox_max
     await store.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,7 +156,12 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await dispatcher.start()
             if signals is not None:
                 signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
-            sweeper = Sweeper(store, settings.retention_ttl_s)
+            sweeper = Sweeper(
+                store,
+                settings.retention_ttl_s,
+                inbox_ttl_s=settings.inbox_ttl_s,
+                inbox_acked_ttl_s=settings.inbox_acked_ttl_s,
+            )
             sweeper.start()
             if probe_sock is not None:
                 runner, port = await serve_on(create_probe_app(store), probe_sock)

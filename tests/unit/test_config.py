@@ -218,6 +218,13 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_COMPAT_TOPIC": "legacy.event",
         "TIDINGS_LOG_NOTICE_LIMIT": "3",
         "TIDINGS_LOG_NOTICE_WINDOW_S": "5",
+        "TIDINGS_INBOX_TTL_S": "60",
+        "TIDINGS_INBOX_ACKED_TTL_S": "30",
+        "TIDINGS_INBOX_MAX": "5",
+        "TIDINGS_WS_MAX_CONNECTIONS": "7",
+        "TIDINGS_WS_CONNECT_RATE": "3.5",
+        "TIDINGS_WS_SEND_QUEUE": "9",
+        "TIDINGS_WS_PING_S": "2",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -247,6 +254,13 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         compat_topic="legacy.event",
         log_notice_limit=3,
         log_notice_window_s=5,
+        inbox_ttl_s=60,
+        inbox_acked_ttl_s=30,
+        inbox_max=5,
+        ws_max_connections=7,
+        ws_connect_rate=3.5,
+        ws_send_queue=9,
+        ws_ping_s=2.0,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tidings.api import compat, deliveries, destinations, events, ops, query, uploads
+from tidings.api import compat, deliveries, destinations, events, ops, query, uploads, users, ws
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
 from tidings.api.keys import (
@@ -27,6 +27,7 @@ from tidings.api.openapi import build_openapi
 from tidings.config import Settings
 from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
+from tidings.realtime.hub import Hub
 from tidings.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def create_app(
     key_digests: Sequence[str],
     engine: EngineLink | None = None,
     notices: Notices | None = None,
+    hub: Hub | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
@@ -56,10 +58,17 @@ def create_app(
         max_payload_bytes=settings.max_payload_bytes,
         wake=lambda: app[ENGINE].wake(),
     )
+    app[ws.GATEWAY] = ws.Gateway(
+        hub or Hub(),
+        settings.ws_max_connections,
+        settings.ws_connect_rate,
+        settings.ws_send_queue,
+    )
+    app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
     app.on_cleanup.append(_stop_spool)
     query.install(app)
-    for module in (events, destinations, deliveries, uploads, compat, ops):
+    for module in (events, destinations, deliveries, uploads, users, ws, compat, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
     return app

@@ -18,6 +18,10 @@ from tidings.api.keys import KEY_DIGESTS
 
 META_KEY = "api_key_sha256"
 PROTECTED = frozenset({"/v1"}) | COMPAT_PATHS
+_PROTECTED_UNDER = tuple(p + "/" for p in COMPAT_PATHS)
+# The WebSocket gateway checks its own per-user token (a browser cannot send headers on
+# an upgrade); the token comes from POST /v1/users/{id}/token, behind the key.
+TOKEN_PATHS = frozenset({"/v1/ws"})
 
 
 def digest(key: str) -> str:
@@ -32,7 +36,10 @@ def new_api_key() -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not (request.path.startswith("/v1/") or request.path in PROTECTED):
+    path = request.path
+    if path in TOKEN_PATHS or not (
+        path.startswith("/v1/") or path in PROTECTED or path.startswith(_PROTECTED_UNDER)
+    ):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")

@@ -26,6 +26,7 @@ from tidings.api.wire import (
     EventList,
     event_out,
 )
+from tidings.api.ws import push_live
 from tidings.metrics import EVENTS_INGESTED
 from tidings.model import MAX_BATCH, MAX_KEY_LENGTH, BatchIn, EventIn, EventLink
 from tidings.policy.chains import causation_tree, correlation_of
@@ -69,6 +70,7 @@ async def publish(request: web.Request) -> web.Response:
     event = _with_header_key(request, decode(await read_body(request), _event))
     check_event(event, request.app[SETTINGS].max_payload_bytes)
     (appended,) = await request.app[STORE].append_events([event])
+    push_live(request.app, [event], [appended])  # inboxes (issue 15)
     if not appended.duplicate:
         EVENTS_INGESTED.inc()
         if appended.deliveries:
@@ -92,6 +94,7 @@ async def publish_batch(request: web.Request) -> web.Response:
         check_event(event, limit, field_prefix=f"events[{i}].")
     events = _with_batch_key(_header_key(request), batch.events)
     appended = await request.app[STORE].append_events(events)
+    push_live(request.app, events, appended)  # inboxes (issue 15)
     EVENTS_INGESTED.inc(sum(not a.duplicate for a in appended))
     if any(a.deliveries and not a.duplicate for a in appended):
         request.app[ENGINE].wake()

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tidings import __version__
-from tidings.api import compat, wire
+from tidings.api import compat, users, wire, ws
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationSpec, EventIn
@@ -72,6 +72,15 @@ _OPERATION_IDS = {
     ("delete", "/v1/deliveries/{id}"): "purgeDelivery",
     ("post", "/v1/deliveries/{id}/retry"): "retryDelivery",
     ("post", "/v1/deliveries/retry"): "retryDeliveries",
+    ("get", "/v1/users/{user_id}/inbox"): "readInbox",
+    ("post", "/v1/users/{user_id}/inbox/ack"): "ackInbox",
+    ("post", "/v1/users/{user_id}/token"): "socketToken",
+    ("get", "/v1/ws"): "openSocket",
+    ("get", "/v1/presence"): "presence",
+    ("get", "/ws/{user_id}"): "compatSocket",
+    ("post", "/notifications"): "compatNotify",
+    ("get", "/notifications/offline/{user_id}"): "compatOfflineInbox",
+    ("post", "/notifications/offline/{user_id}/ack"): "compatOfflineAck",
     ("post", "/publish-event"): "compatPublishEvent",
     ("post", "/upload"): "compatUpload",
     ("get", "/retry"): "compatRetryAll",
@@ -150,6 +159,129 @@ def _path_id(what: str) -> dict[str, Any]:
     }
 
 
+_USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_AFTER = {
+    "name": "after",
+    "in": "query",
+    "description": "the offset after which messages are listed (default 0: from the start)",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+_SOCKET_TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": True,
+    "description": "from POST /v1/users/{user_id}/token",
+    "schema": {"type": "string"},
+}
+_AFTER_SOCKET = {
+    **_AFTER,
+    "description": "send the messages after this offset first (default: only new ones)",
+}
+_SOCKET_RESPONSES = {
+    "101": {"description": "Switching to the WebSocket protocol"},
+    "400": _ERR,
+    "401": _ERR,
+    "503": _ERR,
+}
+
+
+def _ack_body() -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref("AckIn")}}}
+
+
+def _user_paths(errors: dict[str, Any]) -> dict[str, Any]:
+    """Users' inboxes (issue 15), and the notification platform's names for them."""
+    return {
+        "/v1/users/{user_id}/inbox": {
+            "get": {
+                "summary": "A user's inbox messages after an offset, oldest first",
+                "parameters": [_USER_ID, _AFTER, _PAGING[0]],
+                "responses": {"200": _json(_ref("InboxOut")), **errors},
+            }
+        },
+        "/v1/users/{user_id}/inbox/ack": {
+            "post": {
+                "summary": "Acknowledge a user's messages up to an offset",
+                "parameters": [_USER_ID],
+                "requestBody": _ack_body(),
+                "responses": {"200": _json(_ref("AckedOut")), **errors},
+            }
+        },
+        "/v1/users/{user_id}/token": {
+            "post": {
+                "summary": "A token for the user's WebSocket (ttl_s default 3600, at most 86400)",
+                "parameters": [_USER_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("TokenIn")}},
+                },
+                "responses": {"200": _json(_ref("TokenOut")), **errors},
+            }
+        },
+        "/v1/ws": {
+            "get": {
+                "summary": "The WebSocket gateway: a welcome frame, the messages after "
+                "`after`, then live ones (the token, not the API key, authorizes it)",
+                "security": [],
+                "parameters": [
+                    {**_USER_ID, "in": "query"},
+                    _SOCKET_TOKEN,
+                    _AFTER_SOCKET,
+                ],
+                "responses": _SOCKET_RESPONSES,
+            }
+        },
+        "/v1/presence": {
+            "get": {
+                "summary": "Is a user connected (sockets on every node)",
+                "parameters": [{**_USER_ID, "in": "query"}],
+                "responses": {"200": _json(_ref("PresenceOut")), **errors},
+            }
+        },
+        "/ws/{user_id}": {
+            "get": {
+                "summary": "Compatibility (notification platform): GET /v1/ws",
+                "security": [],
+                "parameters": [_USER_ID, _SOCKET_TOKEN, _AFTER_SOCKET],
+                "responses": _SOCKET_RESPONSES,
+            }
+        },
+        "/notifications": {
+            "post": {
+                "summary": "Compatibility (notification platform): an event for one "
+                "recipient (topic default notification)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NotificationIn")}},
+                },
+                "responses": {"202": _json(_ref("AcceptedOut"), "Stored"), "413": _ERR, **errors},
+            }
+        },
+        "/notifications/offline/{user_id}": {
+            "get": {
+                "summary": "Compatibility (notification platform): the unacked inbox",
+                "parameters": [_USER_ID, _PAGING[0]],
+                "responses": {"200": _json(_ref("InboxOut")), **errors},
+            }
+        },
+        "/notifications/offline/{user_id}/ack": {
+            "post": {
+                "summary": "Compatibility (notification platform): ack up to an offset",
+                "parameters": [_USER_ID],
+                "requestBody": _ack_body(),
+                "responses": {"200": _json(_ref("AckedOut")), **errors},
+            }
+        },
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [
@@ -173,6 +305,13 @@ def build_openapi() -> dict[str, Any]:
             RetryManyIn,
             compat.PublishEventIn,
             compat.RetriedOut,
+            compat.NotificationIn,
+            users.InboxOut,
+            users.AckIn,
+            users.AckedOut,
+            ws.TokenIn,
+            ws.TokenOut,
+            ws.PresenceOut,
         ],
         ref_template=_REF,
     )
@@ -456,6 +595,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"202": _json(_ref("RetryManyOut"), "Queued"), **errors},
             }
         },
+        **_user_paths(errors),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of this process",

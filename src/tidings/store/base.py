@@ -32,6 +32,7 @@ from tidings.model import (
     Event,
     EventIn,
     EventLink,
+    InboxPage,
     LostLease,
     Page,
     Retried,
@@ -264,6 +265,26 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_upload(self, upload_id: str) -> Upload | None: ...
+
+    # -- inboxes (issue 15): `append_events` writes one message per recipient
+    # at the user's next offset (1, 2, 3, ... per user, no gap, never reused), in the
+    # event's own transaction; the offsets go back in `Appended.inbox`.
+    inbox_max: int = 10_000  # messages kept per user, the oldest dropped first
+
+    @abc.abstractmethod
+    async def read_inbox(self, user_id: str, after: int, limit: int) -> InboxPage:
+        """A user's messages with offsets above `after`, oldest first, at most `limit`;
+        `top` is at least the last message's offset (0 for a user never written to)."""
+
+    @abc.abstractmethod
+    async def ack_inbox(self, user_id: str, up_to: int, now: int) -> int:
+        """Acknowledge a user's messages up to `up_to` (never past the top, never
+        backwards); answer the user's ack offset now."""
+
+    @abc.abstractmethod
+    async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
+        """Delete up to `limit` messages acked before `acked_before` and up to `limit`
+        received before `received_before`; answer how many."""
 
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:

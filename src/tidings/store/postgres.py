@@ -34,6 +34,7 @@ import asyncpg
 import msgspec
 
 from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
     Appended,
     Attempt,
@@ -50,12 +51,14 @@ from tidings.model import (
     Event,
     EventIn,
     EventLink,
+    InboxPage,
     LostLease,
     Page,
     Retried,
     Secret,
     Upload,
 )
+from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
 from tidings.policy.topics import pattern_prefix
@@ -77,6 +80,7 @@ from tidings.store.rows import (
     event_link_row,
     event_row,
     events_query,
+    inbox_page,
     page_of,
     queued_behind_heads,
 )
@@ -356,6 +360,7 @@ class PostgresStore(Store):
         deliveries: list[list[Any]] = []
         out: list[Appended] = []
         by_key: dict[str, Appended] = {}
+        inboxed: list[tuple[int, int, list[str]]] = []  # (index in out, event seq, users)
         it = iter(zip(seqs, ids, strict=True))
         for item in plan:
             if isinstance(item, Appended):
@@ -380,6 +385,8 @@ class PostgresStore(Store):
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
+            if event.recipients:  # inboxes (issue 15): written after the events
+                inboxed.append((len(out), seq, recipients_of(event.recipients)))
             for destination_id in targets:
                 deliveries.append(
                     [self._ids.new(DELIVERY_PREFIX), seq, destination_id, event.key, 1]
@@ -390,6 +397,8 @@ class PostgresStore(Store):
             out.append(appended)
         if new:
             await conn.execute(Q["insert_events"], *columns)
+        if inboxed:
+            await self._append_inboxes(conn, inboxed, out)
         if deliveries:
             await self._queue_behind_heads(conn, deliveries)
             await conn.execute(
@@ -403,6 +412,67 @@ class PostgresStore(Store):
             )
             await conn.execute(Q["notify"], self.work_channel, "")
         return out
+
+    # ---------------------------------------------------------------- inboxes (issue 15)
+    async def _append_inboxes(
+        self, conn: Conn, inboxed: list[tuple[int, int, list[str]]], out: list[Appended]
+    ) -> None:
+        """One message per recipient at the user's next offset. Bumping the counter rows
+        (sorted by user) locks them until commit, so concurrent appends to one user
+        queue there: offsets are unique, gap-free, and commit in offset order."""
+        per_event = [users for _, _, users in inboxed]
+        counts = count_messages(per_event)
+        users = sorted(counts)
+        tops: dict[str, int] = {}
+        trims: list[tuple[str, int]] = []
+        for user_id, top, kept_from in await conn.fetch(
+            Q["bump_inbox_tops"], users, [counts[u] for u in users]
+        ):
+            tops[user_id] = top
+            cut = trim_from(top, kept_from, self.inbox_max)
+            if cut is not None:
+                trims.append((user_id, cut))
+        offsets = assign_offsets(per_event, counts, tops)
+        columns: tuple[list[int], list[str], list[int]] = ([], [], [])
+        for (index, seq, _), written in zip(inboxed, offsets, strict=True):
+            for user_id, pos in written:
+                columns[0].append(seq)
+                columns[1].append(user_id)
+                columns[2].append(pos)
+            out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))
+        await conn.execute(Q["insert_inbox"], *columns)
+        dropped = 0
+        for user_id, cut in trims:  # a full inbox drops its oldest messages
+            status = await conn.execute(Q["trim_inbox"], user_id, cut)
+            dropped += int(status.split()[-1])
+            await conn.execute(Q["set_inbox_kept_from"], user_id, cut)
+        if dropped:
+            INBOX_DROPPED.inc(dropped)
+
+    async def read_inbox(self, user_id: str, after: int, limit: int) -> InboxPage:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["inbox_after"], user_id, after, limit)
+            # The counter after the messages: top is never below the last one read.
+            state = await conn.fetchrow(Q["inbox_user"], user_id)
+        return inbox_page(rows, state)
+
+    async def ack_inbox(self, user_id: str, up_to: int, now: int) -> int:
+        async with self._tx(durable=False) as conn:
+            state = await conn.fetchrow(Q["inbox_user_for_update"], user_id)
+            if state is None:
+                return 0
+            top, acked = state[0], state[1]
+            level = ack_level(acked, up_to, top)
+            if level > acked:
+                await conn.execute(Q["set_inbox_acked"], user_id, level)
+                await conn.execute(Q["mark_inbox_acked"], user_id, acked, level, now)
+            return int(level)
+
+    async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
+        async with self._tx(durable=False) as conn:
+            acked = await conn.execute(Q["sweep_inbox_acked"], acked_before, limit)
+            aged = await conn.execute(Q["sweep_inbox_aged"], received_before, limit)
+        return int(acked.split()[-1]) + int(aged.split()[-1])
 
     async def _queue_behind_heads(self, conn: Conn, deliveries: list[list[Any]]) -> None:
         """Clear the holds flag (index 4) of new fifo deliveries whose lane is busy."""

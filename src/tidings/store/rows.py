@@ -17,6 +17,8 @@ from tidings.model import (
     DestinationSpec,
     Event,
     EventLink,
+    InboxMessage,
+    InboxPage,
     Page,
     Secret,
 )
@@ -179,3 +181,17 @@ def queued_behind_heads(holders: Iterable[Row]) -> list[int]:
         elif state == "pending":
             queued.append(seq)
     return queued
+
+
+def inbox_page(rows: Sequence[Row], state: Row | None) -> InboxPage:
+    """`inbox_after` rows and the user's `inbox_user` row (None: never written to)."""
+    messages = [
+        InboxMessage(
+            offset=r[0], id=r[1], topic=r[2], payload=msgspec.Raw(bytes(r[3])), received_at=r[4]
+        )
+        for r in rows
+    ]
+    top, acked = (0, 0) if state is None else (state[0], state[1])
+    if messages:
+        top = max(top, messages[-1].offset)
+    return InboxPage(messages=messages, top=top, acked=acked)

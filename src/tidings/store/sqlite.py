@@ -54,6 +54,7 @@ from tidings.ids import (
     IdFactory,
     member_id,
 )
+from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
     Appended,
     Attempt,
@@ -70,12 +71,14 @@ from tidings.model import (
     Event,
     EventIn,
     EventLink,
+    InboxPage,
     LostLease,
     Page,
     Retried,
     Secret,
     Upload,
 )
+from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
 from tidings.policy.topics import pattern_prefix
@@ -97,6 +100,7 @@ from tidings.store.rows import (
     event_link_row,
     event_row,
     events_query,
+    inbox_page,
     page_of,
     queued_behind_heads,
 )
@@ -594,6 +598,7 @@ class SQLiteStore(Store):
         deliveries: list[list[Any]] = []  # [id, event_seq, destination_id, lane_key, holds]
         families = iter(self._ids.families(len(events)))  # one per new event, some spare
         first_of_key: dict[str, Appended] = {}  # keys first seen in this call
+        inboxed: list[tuple[int, int, list[str]]] = []  # (index in out, event seq, users)
         # Sequence numbers are assigned here (we hold the write lock) so that the events go
         # in with one statement; never below a number handed out before, even if the
         # newest events were deleted since.
@@ -634,6 +639,9 @@ class SQLiteStore(Store):
                     event.correlation_id,
                 )
             )
+            if event.recipients:  # inboxes (issue 15): written after the events
+                users = recipients_of(event.recipients)
+                inboxed.append((len(out), seq, users))
             offset += len(payload)
             targets = route(event.topic, partial(msgspec.json.decode, payload))
             if len(targets) > MAX_MEMBERS:
@@ -652,6 +660,8 @@ class SQLiteStore(Store):
                 {"rows": _encode(rows).decode(), "payloads": b"".join(payloads), "now": now},
             )
             self._last_seq = seq
+            if inboxed:
+                self._append_inboxes(conn, inboxed, out)
         if deliveries:
             self._queue_behind_heads(deliveries)
             conn.execute(
@@ -659,6 +669,84 @@ class SQLiteStore(Store):
             )
         self._last_received_at = now
         return out
+
+    # ---------------------------------------------------------------- inboxes (issue 15)
+    def _append_inboxes(
+        self,
+        conn: sqlite3.Connection,
+        inboxed: list[tuple[int, int, list[str]]],
+        out: list[Appended],
+    ) -> None:
+        """One message per recipient at the user's next offset, in the append's own
+        transaction (the writer thread holds the only write lock: offsets are drawn in
+        commit order); the offsets go into the events' answers in `out`."""
+        per_event = [users for _, _, users in inboxed]
+        counts = count_messages(per_event)
+        tops: dict[str, int] = {}
+        trims: list[tuple[str, int]] = []
+        for user_id, top, kept_from in conn.execute(
+            Q["bump_inbox_tops_json"], {"counts": _encode(counts).decode()}
+        ).fetchall():
+            tops[user_id] = top
+            cut = trim_from(top, kept_from, self.inbox_max)
+            if cut is not None:
+                trims.append((user_id, cut))
+        offsets = assign_offsets(per_event, counts, tops)
+        messages = [
+            (event_seq, user_id, pos)
+            for (_, event_seq, _), written in zip(inboxed, offsets, strict=True)
+            for user_id, pos in written
+        ]
+        conn.execute(Q["insert_inbox_json"], {"rows": _encode(messages).decode()})
+        for (index, _, _), written in zip(inboxed, offsets, strict=True):
+            out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))
+        dropped = 0
+        for user_id, cut in trims:  # a full inbox drops its oldest messages
+            params = {"user_id": user_id, "kept_from": cut}
+            dropped += conn.execute(Q["trim_inbox"], params).rowcount
+            conn.execute(Q["set_inbox_kept_from"], params)
+        if dropped:
+            INBOX_DROPPED.inc(dropped)
+
+    async def read_inbox(self, user_id: str, after: int, limit: int) -> InboxPage:
+        def read(conn: sqlite3.Connection) -> InboxPage:
+            params = {"user_id": user_id, "after": after, "limit": limit}
+            rows = conn.execute(Q["inbox_after"], params).fetchall()
+            # The counter after the messages: top is never below the last one read.
+            state = conn.execute(Q["inbox_user"], params).fetchone()
+            return inbox_page(rows, state)
+
+        return await self._read(read)
+
+    async def ack_inbox(self, user_id: str, up_to: int, now: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            params: dict[str, Any] = {"user_id": user_id}
+            state = conn.execute(Q["inbox_user"], params).fetchone()
+            if state is None:
+                return 0
+            top, acked = state
+            level = ack_level(acked, up_to, top)
+            if level > acked:
+                conn.execute(Q["set_inbox_acked"], {**params, "acked": level})
+                conn.execute(
+                    Q["mark_inbox_acked"],
+                    {**params, "from_pos": acked, "to_pos": level, "now": now},
+                )
+            return level
+
+        return await self._write(job, durable=False)
+
+    async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            acked = conn.execute(
+                Q["sweep_inbox_acked"], {"cutoff": acked_before, "limit": limit}
+            ).rowcount
+            aged = conn.execute(
+                Q["sweep_inbox_aged"], {"cutoff": received_before, "limit": limit}
+            ).rowcount
+            return int(acked + aged)
+
+        return await self._write(job, durable=False)
 
     def _queue_behind_heads(self, deliveries: list[list[Any]]) -> None:
         """Mark (index 4) each new fifo delivery as queued behind an earlier one of its

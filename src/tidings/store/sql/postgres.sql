@@ -373,6 +373,8 @@ DELETE FROM events WHERE seq IN (
   WHERE e.seq <= $1
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
+    -- an inbox message names its event (issue 15): the event stays while one does
+    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
   ORDER BY e.seq LIMIT $2);
 
 -- name: backlog
@@ -391,3 +393,51 @@ ON CONFLICT (id) DO UPDATE SET report = excluded.report, updated_at = excluded.u
 
 -- name: get_upload
 SELECT report FROM uploads WHERE id = $1;
+
+-- ---------------------------------------------------------------- inboxes (issue 15)
+-- name: bump_inbox_tops
+-- Users in sorted order, so two transactions lock their counter rows alike (no deadlock).
+INSERT INTO inbox_users AS u (user_id, top)
+SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+ON CONFLICT (user_id) DO UPDATE SET top = u.top + excluded.top
+RETURNING user_id, top, kept_from;
+
+-- name: insert_inbox
+INSERT INTO inbox (event_seq, user_id, pos)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]);
+
+-- name: trim_inbox
+DELETE FROM inbox WHERE user_id = $1 AND pos < $2;
+
+-- name: set_inbox_kept_from
+UPDATE inbox_users SET kept_from = $2 WHERE user_id = $1;
+
+-- name: inbox_after
+SELECT i.pos, e.id, e.topic, e.payload, e.received_at
+FROM inbox i JOIN events e ON e.seq = i.event_seq
+WHERE i.user_id = $1 AND i.pos > $2 ORDER BY i.pos LIMIT $3;
+
+-- name: inbox_user
+SELECT top, acked FROM inbox_users WHERE user_id = $1;
+
+-- name: inbox_user_for_update
+SELECT top, acked FROM inbox_users WHERE user_id = $1 FOR UPDATE;
+
+-- name: set_inbox_acked
+UPDATE inbox_users SET acked = $2 WHERE user_id = $1;
+
+-- name: mark_inbox_acked
+UPDATE inbox SET acked_at = $4
+WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND acked_at IS NULL;
+
+-- name: sweep_inbox_acked
+DELETE FROM inbox WHERE (event_seq, user_id) IN (
+    SELECT event_seq, user_id FROM inbox WHERE acked_at < $1 LIMIT $2);
+
+-- name: sweep_inbox_aged
+-- Only the `limit` oldest messages are looked at (received_at grows with event_seq).
+DELETE FROM inbox WHERE (event_seq, user_id) IN (
+    SELECT o.event_seq, o.user_id
+    FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
+    JOIN events e ON e.seq = o.event_seq
+    WHERE e.received_at < $1);

@@ -304,6 +304,8 @@ DELETE FROM events WHERE seq IN (
   WHERE e.seq <= :max_seq
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
+    -- an inbox message names its event (issue 15): the event stays while one does
+    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
   ORDER BY e.seq LIMIT :limit);
 
 -- ---------------------------------------------------------------- set-based engine writes
@@ -385,3 +387,51 @@ ON CONFLICT (id) DO UPDATE SET report = excluded.report, updated_at = excluded.u
 
 -- name: get_upload
 SELECT report FROM uploads WHERE id = :id;
+
+-- ---------------------------------------------------------------- inboxes (issue 15)
+-- name: bump_inbox_tops_json
+-- :counts is a JSON object {user_id: messages to add}; answers each user's new top.
+-- (`WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT's join.)
+INSERT INTO inbox_users (user_id, top)
+SELECT key, value FROM json_each(:counts) WHERE true
+ON CONFLICT (user_id) DO UPDATE SET top = top + excluded.top
+RETURNING user_id, top, kept_from;
+
+-- name: insert_inbox_json
+-- :rows is a JSON array of [event_seq, user_id, pos].
+INSERT INTO inbox (event_seq, user_id, pos)
+SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(:rows);
+
+-- name: trim_inbox
+DELETE FROM inbox WHERE user_id = :user_id AND pos < :kept_from;
+
+-- name: set_inbox_kept_from
+UPDATE inbox_users SET kept_from = :kept_from WHERE user_id = :user_id;
+
+-- name: inbox_after
+SELECT i.pos, e.id, e.topic, e.payload, e.received_at
+FROM inbox i JOIN events e ON e.seq = i.event_seq
+WHERE i.user_id = :user_id AND i.pos > :after ORDER BY i.pos LIMIT :limit;
+
+-- name: inbox_user
+SELECT top, acked FROM inbox_users WHERE user_id = :user_id;
+
+-- name: set_inbox_acked
+UPDATE inbox_users SET acked = :acked WHERE user_id = :user_id;
+
+-- name: mark_inbox_acked
+UPDATE inbox SET acked_at = :now
+WHERE user_id = :user_id AND pos > :from_pos AND pos <= :to_pos AND acked_at IS NULL;
+
+-- name: sweep_inbox_acked
+DELETE FROM inbox WHERE (event_seq, user_id) IN (
+    SELECT event_seq, user_id FROM inbox WHERE acked_at < :cutoff LIMIT :limit);
+
+-- name: sweep_inbox_aged
+-- Only the `limit` oldest messages are looked at (received_at grows with event_seq), so
+-- a sweep with nothing to do reads a few rows, not the table.
+DELETE FROM inbox WHERE (event_seq, user_id) IN (
+    SELECT o.event_seq, o.user_id
+    FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT :limit) o
+    JOIN events e ON e.seq = o.event_seq
+    WHERE e.received_at < :cutoff);

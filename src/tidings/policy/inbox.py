@@ -1,0 +1,53 @@
+"""Inbox offsets: which offset each recipient of an ingested event gets (issue 15).
+
+Pure: the stores draw each user's new top from their counter rows and hand it here.
+Each distinct recipient of an event gets one message; a user's messages in one append
+take consecutive offsets in event order, ending at the user's new top. Must never do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def recipients_of(recipients: Sequence[str]) -> list[str]:
+    """An event's distinct recipients, first mention first (one message each)."""
+    return list(dict.fromkeys(recipients))
+
+
+def count_messages(per_event: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Messages per user for events whose recipients are already distinct."""
+    counts: dict[str, int] = {}
+    for users in per_event:
+        for user in users:
+            counts[user] = counts.get(user, 0) + 1
+    return counts
+
+
+def assign_offsets(
+    per_event: Sequence[Sequence[str]], counts: Mapping[str, int], tops: Mapping[str, int]
+) -> list[list[tuple[str, int]]]:
+    """(user, offset) for each event's recipients: user u's `counts[u]` messages take
+    tops[u] - counts[u] + 1 .. tops[u], in event order."""
+    nxt = {user: tops[user] - n + 1 for user, n in counts.items()}
+    out: list[list[tuple[str, int]]] = []
+    for users in per_event:
+        row = []
+        for user in users:
+            row.append((user, nxt[user]))
+            nxt[user] += 1
+        out.append(row)
+    return out
+
+
+def trim_from(top: int, kept_from: int, limit: int) -> int | None:
+    """The new lowest offset to keep when a user's inbox outgrows `limit` messages (the
+    oldest go first), or None while it fits."""
+    if limit <= 0 or top - kept_from + 1 <= limit:
+        return None
+    return top - limit + 1
+
+
+def ack_level(acked: int, up_to: int, top: int) -> int:
+    """Acks only move forward and never past the last offset handed out."""
+    return max(acked, min(up_to, top))

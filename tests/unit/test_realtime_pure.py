@@ -1,0 +1,89 @@
+"""realtime.tokens, realtime.merge and realtime.frames: pure parts of the gateway."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidings.realtime import frames, tokens
+from tidings.realtime.merge import Merger
+
+SECRET = b"s" * 32
+
+
+def test_a_token_verifies_for_its_user_until_it_expires() -> None:
+    t = tokens.sign(SECRET, "user-1", 1000)
+    assert tokens.verify(SECRET, t, "user-1", 999) is None
+    assert tokens.verify(SECRET, t, "user-1", 1000) == "the token has expired"
+    assert tokens.verify(SECRET, t, "user-2", 10) == "the token is for another user"
+    assert tokens.verify(b"x" * 32, t, "user-1", 10) == "the token's signature is not valid"
+    user, _, mac = t.split(".")
+    forged = f"{user}.99999999999.{mac}"  # a later expiry with the old signature
+    assert tokens.verify(SECRET, forged, "user-1", 10) == "the token's signature is not valid"
+    for bad in ("", "a.b", "a.b.c", "x" * 2000, f"{user}.-1.{mac}"):
+        assert tokens.verify(SECRET, bad, "user-1", 10) is not None
+
+
+@given(st.text(min_size=1, max_size=50), st.integers(0, 2**40))
+def test_tokens_round_trip(user: str, expires: int) -> None:
+    assert tokens.verify(SECRET, tokens.sign(SECRET, user, expires), user, expires - 1) is None
+
+
+@st.composite
+def interleavings(draw: st.DrawFn) -> tuple[int, int, list[list[int]]]:
+    """A catch-up from `after` to `top` in pages, live pushes of offsets after some
+    point (some dropped, some repeated), interleaved in any order."""
+    after = draw(st.integers(0, 5))
+    top = draw(st.integers(after, after + 30))
+    live_from = draw(st.integers(after + 1, top + 1))
+    live = [o for o in range(live_from, top + 1) if draw(st.booleans()) or o == top]
+    live += draw(st.lists(st.sampled_from(live), max_size=5)) if live else []
+    pages = [list(range(a, min(a + 7, top + 1))) for a in range(after + 1, top + 1, 7)]
+    steps: list[list[int]] = []
+    pages_left, live_left = list(pages), list(live)
+    while pages_left or live_left:
+        if pages_left and (not live_left or draw(st.booleans())):
+            steps.append(pages_left.pop(0))
+        else:
+            steps.append([live_left.pop(draw(st.integers(0, len(live_left) - 1)))])
+    return after, top, steps
+
+
+@given(interleavings())
+def test_any_interleaving_sends_each_offset_once_in_order(
+    case: tuple[int, int, list[list[int]]],
+) -> None:
+    after, top, steps = case
+    merger: Merger[int] = Merger(after)
+    sent: list[int] = []
+    for step in steps:
+        sent += merger.offer((o, o) for o in step)
+    assert sent == list(range(after + 1, top + 1))
+    assert not merger.wants_fill
+
+
+def test_a_gap_is_held_until_filled() -> None:
+    merger: Merger[str] = Merger(0)
+    assert merger.offer([(1, "a"), (3, "c")]) == ["a"]
+    assert merger.wants_fill and merger.last == 1
+    assert merger.offer([(1, "a"), (2, "b")]) == ["b", "c"]
+    assert not merger.wants_fill
+    bounded: Merger[int] = Merger(0, max_held=2)
+    bounded.offer([(5, 5), (3, 3), (4, 4)])
+    assert bounded.held == 2
+
+
+def test_client_frames() -> None:
+    assert frames.parse_client_frame('{"type": "ack", "up_to": 4}').up_to == 4
+    assert frames.parse_client_frame(b'{"type": "ping"}').type == "ping"
+    for bad in (
+        "{",
+        '{"type": "read", "user_id": "other"}',
+        '{"type": "ack"}',
+        '{"type": "ack", "up_to": -1}',
+        '{"type": "ack", "up_to": 1, "user_id": "other"}',
+        "x" * 5000,
+    ):
+        with pytest.raises(frames.FrameError):
+            frames.parse_client_frame(bad)
