@@ -55,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ws_connect_rate: Annotated[float, Meta(gt=0, le=1_000_000)] = 500.0
     ws_send_queue: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
     ws_ping_s: Annotated[float, Meta(ge=0.1, le=3600)] = 25.0
+    ws_presence_ttl_s: Annotated[float, Meta(ge=0.3, le=3600)] = 30.0
     lease_margin_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 5_000
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
@@ -194,6 +195,12 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "ws_ping_s",
         "seconds between the server's pings on a socket; one that does not answer within "
         "half of it is closed (default 25)",
+    ),
+    SettingDoc(
+        "ws_presence_ttl_s",
+        "with TIDINGS_REDIS_URL, how long a socket's presence heartbeat in Redis lasts "
+        "(renewed every third of it): a crashed node's users go offline within it "
+        "(default 30)",
     ),
     SettingDoc(
         "lease_margin_ms",

@@ -14,10 +14,12 @@ import secrets
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 from tidings.api.app import bind_socket, create_app, create_probe_app, serve_on
 from tidings.api.auth import META_KEY, digest, new_api_key
+from tidings.api.ws import push_live
 from tidings.config import Settings
 from tidings.engine.alerts import Alerter
 from tidings.engine.dispatcher import Dispatcher, EngineOptions
@@ -26,6 +28,8 @@ from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
 from tidings.ingest.files import FolderWatcher
 from tidings.notices import Notices
+from tidings.realtime.hub import Hub
+from tidings.realtime.relay import RedisRelay
 from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
 from tidings.transports.senders import SenderPool, auto_sender_processes
@@ -124,6 +128,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     dispatcher: Dispatcher | None = None
     sweeper: Sweeper | None = None
     watcher: FolderWatcher | None = None
+    relay: RedisRelay | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
     notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)
     summaries = asyncio.create_task(notices.flush_every(1.0), name="tidings-log-summaries")
@@ -173,7 +178,13 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
         if api_sock is not None:
             digests = await settle_api_key(settings, store)
             links = _EngineLinks(dispatcher, signals)
-            app = create_app(settings, store, digests, links, notices)
+            hub = Hub()
+            if settings.redis_url:
+                relay = RedisRelay(
+                    settings.redis_url, hub, presence_ttl_s=settings.ws_presence_ttl_s
+                )
+                relay.install()
+            app = create_app(settings, store, digests, links, notices, hub)
             runner, port = await serve_on(app, api_sock)
             log.info(
                 "listening on http://%s:%d",
@@ -190,6 +201,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                     links.wake,
                     max_payload_bytes=settings.max_payload_bytes,
                     message=settings.watch_message,
+                    live=partial(push_live, app),
                 )
                 await watcher.start()
         tune_gc()
@@ -200,6 +212,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await watcher.stop()
         if runner is not None:
             await runner.cleanup()
+        if relay is not None:
+            await relay.close()
         if sweeper is not None:
             await sweeper.stop()
         if dispatcher is not None:

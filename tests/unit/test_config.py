@@ -225,6 +225,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_WS_CONNECT_RATE": "3.5",
         "TIDINGS_WS_SEND_QUEUE": "9",
         "TIDINGS_WS_PING_S": "2",
+        "TIDINGS_WS_PRESENCE_TTL_S": "6",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -261,6 +262,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         ws_connect_rate=3.5,
         ws_send_queue=9,
         ws_ping_s=2.0,
+        ws_presence_ttl_s=6.0,
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 

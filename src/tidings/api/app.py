@@ -57,6 +57,7 @@ def create_app(
         settings.watch_topic,
         max_payload_bytes=settings.max_payload_bytes,
         wake=lambda: app[ENGINE].wake(),
+        live=lambda events, appended: ws.push_live(app, events, appended),
     )
     app[ws.GATEWAY] = ws.Gateway(
         hub or Hub(),

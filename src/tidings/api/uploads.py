@@ -17,6 +17,7 @@ import os
 import posixpath
 import urllib.parse
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -28,6 +29,7 @@ from tidings.api.errors import ApiError
 from tidings.api.http import SETTINGS, STORE, json_response, not_found
 from tidings.api.keys import ENGINE, SPOOL
 from tidings.api.wire import upload_out
+from tidings.api.ws import push_live
 from tidings.ids import IdFactory
 from tidings.ingest.files import FileReport, finish_in_thread, parse_text, store_rows
 from tidings.ingest.rows import MAX_MESSAGE, FileFormat, clean_name, file_identity, format_of
@@ -285,6 +287,7 @@ async def _read_now(request: web.Request, base: Upload, data: bytes) -> Upload:
                 max_payload_bytes=settings.max_payload_bytes,
                 wait_for_store=None,
                 default_message=base.message,
+                live=partial(push_live, request.app),
             )
             report.take_fresh_bad()  # listed in the answer (the first 100)
     finally:

@@ -30,7 +30,7 @@ from tidings.model import MAX_KEY_LENGTH, Appended, EventIn, InboxMessage
 from tidings.policy.ratelimit import TokenBucket
 from tidings.policy.validation import FieldError
 from tidings.realtime import frames, tokens
-from tidings.realtime.hub import Connection, Hub, live_messages
+from tidings.realtime.hub import NUDGE, Connection, Hub, live_messages
 from tidings.realtime.merge import Merger
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import to_iso
@@ -228,12 +228,15 @@ async def _send(
         if after is not None:
             await _fill(ws, merger, store, conn.user_id)
         while not ws.closed:
-            if merger.wants_fill:
+            if merger.wants_fill or conn.stale:
+                # A gap in the live stream, or a nudge (a push may have been missed):
+                # the store has everything.
+                conn.stale = False
                 await _fill(ws, merger, store, conn.user_id)
             batch = [await conn.queue.get()]
             while not conn.queue.empty():
                 batch.append(conn.queue.get_nowait())
-            for frame in merger.offer(batch):
+            for frame in merger.offer(item for item in batch if item[0] != NUDGE):
                 await ws.send_str(frame.decode())
     except (StoreError, ConnectionResetError) as exc:
         log.debug("sending to %s stopped: %s", conn.user_id, exc)

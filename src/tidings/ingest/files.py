@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -47,7 +47,7 @@ from tidings.ingest.rows import (
     row_event,
 )
 from tidings.metrics import EVENTS_INGESTED
-from tidings.model import EventIn
+from tidings.model import Appended, EventIn
 from tidings.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class FileReport:
 
 
 Chunk = list[Row | BadRow | Header]
+# Told what a chunk's append stored (the gateway pushes its inbox messages live).
+LiveHook = Callable[[Sequence[EventIn], Sequence[Appended]], None]
 
 
 def chunks_of(items: Iterable[Row | BadRow | Header]) -> Generator[Chunk, None, None]:
@@ -165,11 +167,13 @@ async def store_rows(
     max_payload_bytes: int,
     wait_for_store: Callable[[Exception], Awaitable[None]] | None,
     default_message: str = "",
+    live: LiveHook | None = None,
 ) -> bool:
     """Store a chunk's rows as events and count them (and its bad rows) in `report`.
     Answers whether new events have deliveries (a worker should wake). With
     `wait_for_store`, a store outage is waited out through it instead of raised. Rows
-    without a message take `default_message`."""
+    without a message take `default_message`. `live` gets what was stored (the
+    gateway pushes the inbox messages to open sockets)."""
     events = await finish_in_thread(
         _build_events, chunk, topic, identity, name, report, max_payload_bytes, default_message
     )
@@ -183,6 +187,8 @@ async def store_rows(
             if wait_for_store is None:
                 raise
             await wait_for_store(exc)
+    if live is not None:
+        live(events, appended)
     new = sum(not a.duplicate for a in appended)
     EVENTS_INGESTED.inc(new)
     report.rows += len(events)
@@ -315,9 +321,11 @@ class FolderWatcher:
         settle_s: float = 2.0,
         max_payload_bytes: int = 1 << 20,
         message: str = "",
+        live: LiveHook | None = None,
     ) -> None:
         self.store = store
         self.message = message
+        self.live = live
         self.folder = folder
         self.topic = topic
         self.interval_s = interval_s
@@ -471,6 +479,7 @@ class FolderWatcher:
                     max_payload_bytes=self.max_payload_bytes,
                     wait_for_store=self._wait_for_store,
                     default_message=self.message,
+                    live=self.live,
                 ):
                     self.wake()
                 if report.fresh_bad or fresh:

@@ -25,6 +25,7 @@ import msgspec
 from tidings.ingest.files import (
     STORE_RETRY_S,
     FileReport,
+    LiveHook,
     append_rejects,
     digest_and_stat,
     file_chunks,
@@ -65,8 +66,10 @@ class SpooledUploads:
         *,
         max_payload_bytes: int,
         wake: Callable[[], None] = lambda: None,
+        live: LiveHook | None = None,
     ) -> None:
         self.store = store
+        self.live = live
         self.folder = folder
         self.topic = topic
         self.max_payload_bytes = max_payload_bytes
@@ -173,6 +176,7 @@ class SpooledUploads:
                         max_payload_bytes=self.max_payload_bytes,
                         wait_for_store=self._wait_for_store,
                         default_message=upload.message,
+                        live=self.live,
                     ):
                         self.wake()
                     if report.fresh_bad or fresh:

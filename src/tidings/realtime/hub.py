@@ -5,13 +5,17 @@
 queue; a queue that is full marks its connection too slow (the gateway closes it with
 4008, and the client resumes from its offset). Publishing goes through `publish`: in one
 process it delivers here directly; `tidings.realtime.relay` replaces that with Redis
-pub/sub across nodes. Live pushes are only a fast path: every message is in the store
-first, and a connection that misses one fills the gap from there. Owns no socket I/O.
+pub/sub across nodes. `nudge` tells a user's connections to read the store (a push may
+have been missed: the relay was resubscribing). Live pushes are only a fast path: every
+message is in the store first, and a connection that misses one fills the gap from there.
+Owns no socket I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 
 from tidings.model import Appended, EventIn
@@ -21,21 +25,37 @@ from tidings.timeutil import to_iso
 Live = tuple[str, int, bytes]  # (user_id, offset, frame)
 
 
+NUDGE = -1  # a queue item's offset meaning "read the store", not a message
+
+
 class Connection:
+    _ids = itertools.count(1)
+
     def __init__(self, user_id: str, max_queue: int, on_overflow: Callable[[], None]) -> None:
         self.user_id = user_id
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_queue)
+        self.id = next(Connection._ids)
+        # One slot more than the bound, for a nudge when the queue is full of messages.
+        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_queue + 1)
+        self.max_queue = max_queue
         self.overflowed = False
+        self.stale = False  # set by a nudge: the sender reads the store before going on
         self._on_overflow = on_overflow
 
     def push(self, offset: int, frame: bytes) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait((offset, frame))
-        except asyncio.QueueFull:
+        if self.queue.qsize() >= self.max_queue:
             self.overflowed = True
             self._on_overflow()
+            return
+        self.queue.put_nowait((offset, frame))
+
+    def nudge(self) -> None:
+        if self.stale or self.overflowed:
+            return
+        self.stale = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((NUDGE, b""))
 
 
 class Hub:
@@ -46,6 +66,9 @@ class Hub:
         # (the Redis relay subscribes and unsubscribes its channel).
         self.on_first: Callable[[str], None] = lambda _user: None
         self.on_last: Callable[[str], None] = lambda _user: None
+        # Called with each connection as it opens / closes (the relay's presence).
+        self.on_add: Callable[[Connection], None] = lambda _conn: None
+        self.on_remove: Callable[[Connection], None] = lambda _conn: None
         # Where published messages go: this node by default, the relay when there is one.
         self.publish: Callable[[Sequence[Live]], None] = self.deliver
 
@@ -55,6 +78,7 @@ class Hub:
         self.total += 1
         if len(conns) == 1:
             self.on_first(conn.user_id)
+        self.on_add(conn)
 
     def remove(self, conn: Connection) -> None:
         conns = self._by_user.get(conn.user_id)
@@ -62,6 +86,7 @@ class Hub:
             return
         conns.discard(conn)
         self.total -= 1
+        self.on_remove(conn)
         if not conns:
             del self._by_user[conn.user_id]
             self.on_last(conn.user_id)
@@ -75,6 +100,14 @@ class Hub:
 
     def users(self) -> list[str]:
         return list(self._by_user)
+
+    def all_connections(self) -> list[Connection]:
+        return [conn for conns in self._by_user.values() for conn in conns]
+
+    def nudge(self, user_id: str) -> None:
+        """Have the user's connections here read the store for what they may have missed."""
+        for conn in self._by_user.get(user_id, ()):
+            conn.nudge()
 
     def deliver(self, messages: Sequence[Live]) -> None:
         for user_id, offset, frame in messages:

@@ -1,0 +1,212 @@
+"""Live inbox messages and presence across API nodes, over Redis.
+
+With `TIDINGS_REDIS_URL`, `RedisRelay` takes over the hub's `publish`, `on_first`,
+`on_last`, `on_add`, `on_remove` and `presence` hooks:
+
+- Messages go on one Redis channel per user (`tidings:inbox:<user>`), and a node
+  subscribes to a user's channel only while it holds a socket of that user, so no node
+  reads every message. The publishing node also delivers to its own sockets directly
+  (and skips its own messages coming back from Redis).
+- Every socket writes a heartbeat into a sorted set per user (`tidings:presence:<user>`,
+  member = connection id, score = expiry in ms), renewed every third of
+  `TIDINGS_WS_PRESENCE_TTL_S`; presence counts the unexpired members, so the users of a
+  crashed node go offline within the TTL.
+
+Redis is a fast path only: every message is in the store before it is published. A push
+lost here shows up as a gap the socket fills from the store; when the subscription is
+(re)made, every socket concerned is nudged to read the store, since what was published
+meanwhile was missed. Publishing never blocks or fails a request; the subscriber
+reconnects by itself. Owns no state of record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tidings.realtime.hub import Connection, Hub, Live
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 0.5
+RECONNECT_MAX_S = 5.0
+POLL_S = 0.05  # how long the listener waits for a message before applying (un)subscribes
+
+
+class _Relayed(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    messages: list[tuple[int, bytes]]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Relayed).decode
+
+
+class RedisRelay:
+    def __init__(
+        self, url: str, hub: Hub, *, presence_ttl_s: float = 30.0, prefix: str = "tidings:"
+    ) -> None:
+        self._client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S
+        )
+        self._hub = hub
+        self._node = secrets.token_hex(8)
+        self._inbox = prefix + "inbox:"
+        self._presence = prefix + "presence:"
+        self._ttl_ms = int(presence_ttl_s * 1000)
+        self._pending: dict[str, bool] = {}  # user -> subscribe (True) / unsubscribe
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._failing = False
+
+    def install(self) -> None:
+        """Take over the hub's hooks and start listening and heartbeating."""
+        hub = self._hub
+        hub.publish = self.publish
+        hub.on_first = lambda user: self._pending.__setitem__(user, True)
+        hub.on_last = lambda user: self._pending.__setitem__(user, False)
+        hub.on_add = lambda conn: self._spawn(self._beat([conn]))
+        hub.on_remove = lambda conn: self._spawn(self._leave(conn))
+        hub.presence = self.presence  # type: ignore[method-assign]
+        self._loops = [
+            asyncio.create_task(self._listen(), name="tidings-relay-listen"),
+            asyncio.create_task(self._heartbeats(), name="tidings-relay-presence"),
+        ]
+
+    # -------------------------------------------------------------- publishing
+    def publish(self, messages: Sequence[Live]) -> None:
+        self._hub.deliver(messages)
+        by_user: dict[str, list[tuple[int, bytes]]] = {}
+        for user, offset, frame in messages:
+            by_user.setdefault(user, []).append((offset, frame))
+        if by_user:
+            self._spawn(self._send(by_user))
+
+    async def _send(self, by_user: dict[str, list[tuple[int, bytes]]]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, items in by_user.items():
+                    pipe.publish(self._inbox + user, _encode(_Relayed(self._node, items)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._warn(exc)
+        else:
+            self._failing = False
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("Redis relay unavailable (%s); sockets catch up from the store", exc)
+        self._failing = True
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -------------------------------------------------------------- subscribing
+    async def _listen(self) -> None:
+        delay = 0.2
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                self._pending.clear()
+                users = self._hub.users()
+                await pubsub.subscribe(*[self._inbox + u for u in users] or [self._inbox])
+                delay = 0.2
+                # Published while we were not listening (at start, or Redis was away):
+                # missed; the sockets read the store.
+                for user in users:
+                    self._hub.nudge(user)
+                while True:
+                    await self._apply(pubsub)
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=POLL_S
+                    )
+                    if message is not None and message["type"] == "message":
+                        self._received(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.debug("Redis relay subscription lost (%s); reconnecting", exc)
+            finally:
+                closer: Callable[[], Awaitable[object]] = pubsub.aclose
+                with contextlib.suppress(Exception):
+                    await closer()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _apply(self, pubsub: aioredis.client.PubSub) -> None:
+        if not self._pending:
+            return
+        changes, self._pending = self._pending, {}
+        on = [u for u, sub in changes.items() if sub and self._hub.connections(u)]
+        off = [u for u, sub in changes.items() if not sub and not self._hub.connections(u)]
+        if on:
+            await pubsub.subscribe(*[self._inbox + u for u in on])
+            # Anything published between the socket's store read and this subscribe
+            # came on no channel we heard: the sockets read the store once more.
+            for user in on:
+                self._hub.nudge(user)
+        if off:
+            await pubsub.unsubscribe(*[self._inbox + u for u in off])
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        try:
+            relayed = _decode(data)
+        except msgspec.DecodeError:
+            return
+        if relayed.node == self._node:
+            return  # delivered here when it was published
+        user = channel.decode()[len(self._inbox) :]
+        self._hub.deliver([(user, offset, frame) for offset, frame in relayed.messages])
+
+    # -------------------------------------------------------------- presence
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            await self._beat(self._hub.all_connections())
+
+    async def _beat(self, conns: Sequence[Connection]) -> None:
+        if not conns:
+            return
+        expires = int(time.time() * 1000) + self._ttl_ms
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for conn in conns:
+                    key = self._presence + conn.user_id
+                    pipe.zadd(key, {f"{self._node}:{conn.id}": expires})
+                    pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._warn(exc)
+
+    async def _leave(self, conn: Connection) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.zrem(self._presence + conn.user_id, f"{self._node}:{conn.id}")
+
+    async def presence(self, user_id: str) -> int:
+        """The user's live sockets on every node; this node's alone if Redis is away."""
+        key = self._presence + user_id
+        now = int(time.time() * 1000)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zcard(key)
+                _, count = await pipe.execute()
+            return int(count)
+        except (RedisError, OSError):
+            return self._hub.connections(user_id)
+
+    async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._client.aclose()
