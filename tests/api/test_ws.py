@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import websockets
+from websockets.asyncio.client import connect
 
 from tests.api.test_api import expect_error, publish, send
 from tests.conftest import Api
@@ -139,3 +141,58 @@ async def test_past_the_connect_rate_a_socket_is_503(api: Api) -> None:
             ) as r:
                 statuses.append(r.status)
     assert statuses.count(503) >= 2 and 101 in statuses, statuses
+
+
+async def test_uploaded_rows_reach_an_open_socket(api: Api) -> None:
+    """Rows from `POST /v1/uploads` land in inboxes and are pushed live, like events."""
+    tok = await token_for(api, "u7")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"{api.url}/v1/ws?user_id=u7&token={tok}") as ws,
+    ):
+        assert await next_frame(ws) == {"type": "welcome", "top": 0}
+        body = "userId,alertMessage\nu7,first\nu8,other\nu7,second\n"
+        status, _ = await api.call(
+            "POST", "/v1/uploads?name=a.csv", data=body, headers={"Content-Type": "text/csv"}
+        )
+        assert status == 202
+        got = [await next_frame(ws) for _ in range(2)]
+        assert [(f["offset"], f["payload"]["message"]) for f in got] == [
+            (1, "first"),
+            (2, "second"),
+        ]
+
+
+@pytest.mark.parametrize("api", [{"ws_send_queue": 4}], indirect=True)
+async def test_a_slow_client_is_closed_with_4008_and_the_others_go_on(api: Api) -> None:
+    """A client that stops reading (websockets' small max_queue stops reading the TCP
+    socket) backs the server up until its send queue fills: it is closed with 4008; a
+    client of the same user on the same node gets every message meanwhile."""
+    tok = await token_for(api, "slow")
+    ws_url = api.url.replace("http://", "ws://") + f"/v1/ws?user_id=slow&token={tok}"
+    big = "x" * 60_000
+    count = 150  # ~9 MB: more than the loopback socket buffers hold
+    async with (
+        connect(ws_url, max_queue=1, max_size=None) as slow,
+        aiohttp.ClientSession() as s,
+        s.ws_connect(ws_url, max_msg_size=0) as fast,
+    ):
+        assert await next_frame(fast) == {"type": "welcome", "top": 0}
+
+        async def read_all() -> list[dict[str, Any]]:
+            return [await next_frame(fast) for _ in range(count)]
+
+        reader = asyncio.create_task(read_all())
+        for n in range(1, count + 1):
+            await publish(api, recipients=["slow"], payload={"n": n, "pad": big})
+        got = await reader
+        assert [f["offset"] for f in got] == list(range(1, count + 1))
+        # The slow one now reads what was buffered, then the close.
+        offsets = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            for _ in range(count + 2):
+                frame = json.loads(await asyncio.wait_for(slow.recv(), 10))
+                if frame["type"] == "message":
+                    offsets.append(frame["offset"])
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+        assert len(offsets) < count and offsets == list(range(1, len(offsets) + 1))
