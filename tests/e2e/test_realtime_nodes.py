@@ -9,7 +9,7 @@
 - `test_redis_restart`: on a Redis of the test's own, stopped while messages are
   published and started again: the relay resubscribes by itself and the sockets get
   what they missed from the store without reconnecting, then live messages again.
-- `test_reconnect_storm`: 120 clients drop and reconnect at random to either node for
+- `test_reconnect_storm`: 100 clients drop and reconnect at random to either node for
   ~12 s while events flow: every client ends with offsets 1..N, no gap, no duplicate.
 
 Each test has a PostgreSQL schema of its own; the shared Redis on 6379 is only used,
@@ -39,6 +39,7 @@ import pytest
 from tests.conftest import drop_schema, postgres_schema, postgres_url
 from tests.e2e.procs import TidingsProcess, free_port
 from tests.e2e.receiver import TidingsApi, eventually
+from tests.e2e.test_scale_out import Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +48,10 @@ PRESENCE_TTL_S = 1.5
 
 
 @dataclass
-class Nodes:
-    workdir: Path
-    database_url: str
-    schema: str
-    redis_url: str
-    procs: list[TidingsProcess] = field(default_factory=list)
-    apis: list[TidingsApi] = field(default_factory=list)
+class Nodes(Cluster):
+    """`tidings api` processes on one schema and one Redis (closed as a `Cluster`)."""
+
+    redis_url: str = SHARED_REDIS
 
     async def start(self, count: int) -> None:
         env = {
@@ -67,16 +65,6 @@ class Nodes:
             await asyncio.to_thread(proc.start)
             self.apis.append(TidingsApi(proc.url))
 
-    async def close(self) -> None:
-        for api in self.apis:
-            await api.close()
-        for proc in self.procs:
-            proc.kill()
-            if proc.starts:  # shown by pytest only when the test failed
-                lines = proc.log_path.read_text(errors="replace").splitlines()
-                print(f"--- {proc.log_path.name} (last 15 lines)", *lines[-15:], sep="\n")
-        await drop_schema(self.schema)
-
 
 @contextlib.asynccontextmanager
 async def nodes_for(
@@ -86,7 +74,7 @@ async def nodes_for(
     require_service("Redis", 6379)
     schema = postgres_schema(tmp_path)
     await drop_schema(schema)
-    nodes = Nodes(tmp_path, postgres_url(schema), schema, redis_url)
+    nodes = Nodes(tmp_path, postgres_url(schema), schema, redis_url=redis_url)
     try:
         yield nodes
     finally:
@@ -309,22 +297,21 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
         await nodes.start(2)
         apis = nodes.apis
         tag = secrets.token_hex(4)
-        users = [f"s{i}_{tag}" for i in range(120)]
+        users = [f"s{i}_{tag}" for i in range(100)]
         followers = [Follower(u, await token(apis[0], u)) for u in users]
         sent: dict[str, int] = dict.fromkeys(users, 0)
         rng = random.Random(15)
         storm_s = 12.0
         deadline = time.monotonic() + storm_s
 
-        async def events() -> None:
+        async def events(lane: int) -> None:
             n = 0
-            while time.monotonic() < deadline and n < 2000:
+            while time.monotonic() < deadline and n < 500:
                 n += 1
-                chosen = rng.sample(users, 8)
-                await publish(apis[n % 2], chosen, n)
+                chosen = rng.sample(users, 10)
+                await publish(apis[(n + lane) % 2], chosen, n)
                 for u in chosen:
                     sent[u] += 1
-                await asyncio.sleep(0.01)
 
         async def storm(f: Follower, session: aiohttp.ClientSession) -> None:
             rounds = 0
@@ -336,12 +323,18 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
 
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            await asyncio.gather(events(), *(storm(f, session) for f in followers))
+            await asyncio.gather(
+                *(events(lane) for lane in range(4)), *(storm(f, session) for f in followers)
+            )
             await asyncio.gather(
                 *(f.until(session, rng.choice(apis).url, sent[f.user], 20) for f in followers)
             )
         for f in followers:
             assert contiguous(f.offsets), (f.user, f.offsets)
             assert len(f.offsets) == sent[f.user], f.user
-        assert sum(sent.values()) > 1000
-        assert sum(f.connects for f in followers) > 1000
+        print(
+            f"storm: {sum(sent.values())} messages, {sum(f.connects for f in followers)} connects"
+        )
+        # Floors low enough for a loaded machine, high enough that the storm was one.
+        assert sum(sent.values()) > 500
+        assert sum(f.connects for f in followers) > 500

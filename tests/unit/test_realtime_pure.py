@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidings.realtime import frames, tokens
+from tidings.realtime.hub import NUDGE, Connection, Hub
 from tidings.realtime.merge import Merger
 
 SECRET = b"s" * 32
@@ -87,3 +88,30 @@ def test_client_frames() -> None:
     ):
         with pytest.raises(frames.FrameError):
             frames.parse_client_frame(bad)
+
+
+async def test_the_hub_bounds_each_queue_and_nudges_even_a_full_one() -> None:
+    hub = Hub()
+    opened: list[str] = []
+    closed: list[str] = []
+    hub.on_first, hub.on_last = opened.append, closed.append
+    slow: list[int] = []
+    a = Connection("u", 2, lambda: slow.append(1))
+    b = Connection("u", 10, lambda: None)
+    hub.add(a)
+    hub.add(b)
+    assert opened == ["u"] and hub.connections("u") == 2 and hub.all_connections()
+    hub.deliver([("u", 1, b"m1"), ("u", 2, b"m2")])
+    hub.nudge("u")  # a full queue still takes the nudge (one slot kept for it)
+    assert a.stale and a.queue.qsize() == 3 and not a.overflowed
+    hub.nudge("u")  # one nudge pending is enough
+    assert a.queue.qsize() == 3
+    hub.deliver([("u", 3, b"m3"), ("other", 1, b"x")])
+    assert a.overflowed and slow == [1]  # its 3rd message finds the queue full
+    assert [a.queue.get_nowait() for _ in range(3)] == [(1, b"m1"), (2, b"m2"), (NUDGE, b"")]
+    assert b.queue.qsize() == 4  # the other connection of the user got everything
+    hub.remove(a)
+    hub.remove(a)  # twice is harmless
+    assert closed == []
+    hub.remove(b)
+    assert closed == ["u"] and hub.total == 0 and await hub.presence("u") == 0

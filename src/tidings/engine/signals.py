@@ -3,8 +3,8 @@
 With `TIDINGS_REDIS_URL`, an API process announces new deliveries and destination changes
 on two channels, and every worker subscribed wakes at once instead of at its next poll.
 That matters most on SQLite, which has no LISTEN/NOTIFY (PostgreSQL's NOTIFY does the same
-job there; both together are harmless). It is also the pub/sub the realtime gateway will
-build on. Redis is an accelerator only: a lost message costs at most one poll interval,
+job there; both together are harmless). `tidings.realtime.relay` carries inbox messages the
+same way. Redis is an accelerator only: a lost message costs at most one poll interval,
 publishing never blocks or fails a request, and the subscriber reconnects by itself. Owns
 no state of record and must never be relied on for correctness.
 """
@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,15 @@ WORK = "work"
 DESTINATIONS = "destinations"
 TIMEOUT_S = 0.5
 RECONNECT_MAX_S = 5.0
+
+
+async def close_quietly(pubsub: PubSub) -> None:
+    """Close a subscription whose connection may be gone already."""
+    # redis < 5.0.2 left aclose untyped and later ones type it; naming the type here
+    # checks on both without an ignore that one of them flags.
+    closer: Callable[[], Awaitable[object]] = pubsub.aclose
+    with contextlib.suppress(Exception):
+        await closer()
 
 
 class RedisSignals:
@@ -89,11 +99,7 @@ class RedisSignals:
             except (RedisError, OSError) as exc:
                 log.debug("Redis signal subscription lost (%s); reconnecting", exc)
             finally:
-                # redis < 5.0.2 left aclose untyped and later ones type it; naming the
-                # type here checks on both without an ignore that one of them flags.
-                closer: Callable[[], Awaitable[object]] = pubsub.aclose
-                with contextlib.suppress(Exception):
-                    await closer()
+                await close_quietly(pubsub)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 

@@ -26,17 +26,18 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
 from tidings.realtime.hub import Connection, Hub, Live
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 0.5
-RECONNECT_MAX_S = 5.0
 POLL_S = 0.05  # how long the listener waits for a message before applying (un)subscribes
 
 
@@ -136,13 +137,11 @@ class RedisRelay:
             except (RedisError, OSError) as exc:
                 log.debug("Redis relay subscription lost (%s); reconnecting", exc)
             finally:
-                closer: Callable[[], Awaitable[object]] = pubsub.aclose
-                with contextlib.suppress(Exception):
-                    await closer()
+                await close_quietly(pubsub)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def _apply(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _apply(self, pubsub: PubSub) -> None:
         if not self._pending:
             return
         changes, self._pending = self._pending, {}
