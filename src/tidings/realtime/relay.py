@@ -14,9 +14,9 @@ With `TIDINGS_REDIS_URL`, `RedisRelay` takes over the hub's `publish`, `on_first
 
 Redis is a fast path only: every message is in the store before it is published. A push
 lost here shows up as a gap the socket fills from the store; when the subscription is
-(re)made, every socket concerned is nudged to read the store, since what was published
-meanwhile was missed. Publishing never blocks or fails a request; the subscriber
-reconnects by itself. Owns no state of record.
+confirmed (a user's first socket here, or after Redis was away), every socket concerned
+is nudged to read the store, since what was published before was missed. Publishing
+never blocks or fails a request; the subscriber reconnects by itself. Owns no state of record.
 """
 
 from __future__ import annotations
@@ -121,17 +121,19 @@ class RedisRelay:
                 users = self._hub.users()
                 await pubsub.subscribe(*[self._inbox + u for u in users] or [self._inbox])
                 delay = 0.2
-                # Published while we were not listening (at start, or Redis was away):
-                # missed; the sockets read the store.
-                for user in users:
-                    self._hub.nudge(user)
                 while True:
                     await self._apply(pubsub)
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=POLL_S
-                    )
-                    if message is not None and message["type"] == "message":
+                    message = await pubsub.get_message(timeout=POLL_S)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
                         self._received(message["channel"], message["data"])
+                    elif message["type"] == "subscribe":
+                        # From here on Redis brings this user's pushes. What was
+                        # published before (while the socket read the store, or while
+                        # Redis was away) came on no channel we heard: the sockets read
+                        # the store once more.
+                        self._hub.nudge(self._user_of(message["channel"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -148,11 +150,7 @@ class RedisRelay:
         on = [u for u, sub in changes.items() if sub and self._hub.connections(u)]
         off = [u for u, sub in changes.items() if not sub and not self._hub.connections(u)]
         if on:
-            await pubsub.subscribe(*[self._inbox + u for u in on])
-            # Anything published between the socket's store read and this subscribe
-            # came on no channel we heard: the sockets read the store once more.
-            for user in on:
-                self._hub.nudge(user)
+            await pubsub.subscribe(*[self._inbox + u for u in on])  # confirmed: a nudge
         if off:
             await pubsub.unsubscribe(*[self._inbox + u for u in off])
 
@@ -163,8 +161,11 @@ class RedisRelay:
             return
         if relayed.node == self._node:
             return  # delivered here when it was published
-        user = channel.decode()[len(self._inbox) :]
+        user = self._user_of(channel)
         self._hub.deliver([(user, offset, frame) for offset, frame in relayed.messages])
+
+    def _user_of(self, channel: bytes) -> str:
+        return channel.decode()[len(self._inbox) :]
 
     # -------------------------------------------------------------- presence
     async def _heartbeats(self) -> None:
