@@ -291,3 +291,18 @@ async def test_a_spooled_upload_left_by_a_stop_is_read_at_the_next_start(tmp_pat
         _, page = await api.call("GET", "/v1/events?topic=file.row")
         rows = [json.loads(json.dumps(e["payload"])) for e in page["items"]]  # type: ignore[index]
         assert sorted(r["user_id"] for r in rows) == ["a", "b"]
+
+
+async def test_a_spooled_uploads_rows_reach_an_open_socket(small_api: Api) -> None:
+    """Rows read from the spool in the background are pushed live like any event's."""
+    status, out = await small_api.call("POST", "/v1/users/u3/token", {"ttl_s": 60})
+    assert status == 200 and isinstance(out, dict)
+    url = f"{small_api.url}/v1/ws?user_id=u3&token={out['token']}"
+    body = "".join(f"u{i % 7},hello {i}\n" for i in range(700))
+    async with small_api.session.ws_connect(url) as ws:
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "welcome"
+        status, queued = await small_api.call("POST", "/v1/uploads?name=s.csv", data=body)
+        assert status == 202 and isinstance(queued, dict) and queued["state"] == "queued"
+        got = [json.loads((await ws.receive(timeout=10)).data) for _ in range(100)]
+    assert [f["offset"] for f in got] == list(range(1, 101))
+    assert [f["payload"]["message"] for f in got] == [f"hello {i}" for i in range(3, 700, 7)]

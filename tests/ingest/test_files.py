@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -19,7 +20,7 @@ import pytest
 from tidings.ingest import files
 from tidings.ingest.files import FolderWatcher
 from tidings.ingest.rows import MAX_LINE, Row, file_identity, row_event
-from tidings.model import Event
+from tidings.model import Appended, Event, EventIn
 from tidings.store.base import Store
 
 
@@ -422,3 +423,23 @@ async def test_a_file_of_bare_ids_takes_the_watch_message(store: Store, folder: 
     await other.scan_once()
     (again,) = await other.scan_once()
     assert (again.events, again.duplicates) == (3, 0)
+
+
+async def test_the_rows_a_file_stores_are_handed_to_the_live_hook(
+    store: Store, folder: Path
+) -> None:
+    """What the gateway pushes to open sockets: each row's inbox message, as stored."""
+    seen: list[tuple[str, int]] = []
+
+    def live(events: Sequence[EventIn], appended: Sequence[Appended]) -> None:
+        assert len(events) == len(appended)
+        seen.extend(pair for a in appended for pair in a.inbox)
+
+    w = await watcher_of(store, folder)
+    w.live = live
+    drop(folder, "a.csv", "u1,one\nu2,two\nu1,three\n")
+    for _ in range(3):  # first seen, settled, read
+        await w.scan_once()
+    assert seen == [("u1", 1), ("u2", 1), ("u1", 2)]
+    page = await store.read_inbox("u1", 0, 10)
+    assert [m.offset for m in page.messages] == [1, 2]
