@@ -149,8 +149,10 @@ async def test_a_folder_of_bare_ids_reaches_every_user_once_at_the_notifiers_rat
         await eventually(
             some_dead,
             20,
-            lambda: f"no alert died while the notifier was down ({notifier.refused_while_down} "
-            f"refused, {notifier.too_many} too many): {proc.log_path.read_text()[-3000:]}",
+            lambda: (
+                f"no alert died while the notifier was down ({notifier.refused_while_down} "
+                f"refused, {notifier.too_many} too many): {proc.log_path.read_text()[-3000:]}"
+            ),
             interval=0.2,
         )
         notifier.down = False

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.model import AttemptResult, RetryPolicy
+from tidings.model import Answer, AttemptResult, RetryPolicy
 from tidings.policy.outcome import decide
 
 NOW = 1_700_000_000_000_000
@@ -22,8 +22,9 @@ def result(
     return AttemptResult(
         at=NOW,
         outcome=outcome,
-        status_code=status,
         retry_after_ms=retry_after_ms,  # type: ignore[arg-type]
+        answer=Answer(status),
+        gone="the receiver answered 410 Gone" if status == 410 else None,
     )
 
 

@@ -19,6 +19,7 @@ from tidings.api.http import (
 from tidings.api.keys import ENGINE, NOTICES
 from tidings.api.wire import DestinationList, ReplayOut, destination_out
 from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
+from tidings.policy.redaction import mask_credentials
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
 from tidings.signing import new_secret
 from tidings.store.base import NotFound, Store
@@ -26,9 +27,8 @@ from tidings.timeutil import US, now_us, parse_iso
 from tidings.transports.ssrf import target_error
 
 routes = web.RouteTableDef()
-_spec = msgspec.json.Decoder(DestinationSpec)
+_spec: msgspec.json.Decoder[DestinationSpec] = msgspec.json.Decoder(DestinationSpec)
 _object = msgspec.json.Decoder(dict[str, Any])
-_SPEC_FIELDS = frozenset(DestinationSpec.__struct_fields__)
 _READ_ONLY = frozenset({"id", "secret", "created_at", "updated_at", "state"})
 ROTATION_GRACE_US = 24 * 3600 * US
 
@@ -94,16 +94,26 @@ async def show(request: web.Request) -> web.Response:
 
 
 def merge_patch(current: DestinationSpec, patch: dict[str, Any]) -> DestinationSpec:
-    """Apply a JSON merge patch (RFC 7396 for `retry`, replacement elsewhere)."""
+    """Apply a JSON merge patch (RFC 7396 for `retry`, replacement elsewhere). The kind
+    stays: its fields are not another kind's. A `url` sent back as answered (its
+    credentials masked) keeps the stored one."""
+    fields = current.__struct_fields__
     for key in patch:
         if key in _READ_ONLY:
             raise FieldError(key, f"{key} cannot be changed")
-        if key not in _SPEC_FIELDS:
-            raise FieldError(key, f"unknown field {key!r}")
+        if key == "kind":
+            if patch[key] != current.kind:
+                raise FieldError(
+                    "kind", "kind cannot be changed; create a destination of the new kind"
+                )
+        elif key not in fields:
+            raise FieldError(key, f"unknown field {key!r} for a {current.kind} destination")
     merged = spec_to_builtins(current)
     for key, value in patch.items():
         if key == "retry" and isinstance(value, dict):
             merged["retry"] = {**merged["retry"], **value}
+        elif key == "url" and value != current.url and value == mask_credentials(current.url):
+            continue
         else:
             merged[key] = value
     try:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import DestinationSpec, EventIn, WebhookSpec
 from tidings.policy.filters import FilterError, compile_filter
 from tidings.policy.topics import pattern_error, topic_error
 
@@ -77,12 +77,8 @@ def check_destination(spec: DestinationSpec) -> None:
             raise FieldError(f"topics[{i}]", f"topic pattern {pattern!r} {problem}")
     if len(set(spec.topics)) != len(spec.topics):
         raise FieldError("topics", "topics must not repeat")
-    if spec.kind == "webhook":
-        if spec.url is None:
-            raise FieldError("url", "a webhook destination needs a url", code="missing_field")
-        problem = url_error(spec.url)
-        if problem:
-            raise FieldError("url", f"url {problem}")
+    if isinstance(spec, WebhookSpec) and (problem := url_error(spec.url)):
+        raise FieldError("url", f"url {problem}")
     if spec.alert_url is not None and (problem := url_error(spec.alert_url)):
         raise FieldError("alert_url", f"alert_url {problem}")
     if spec.filter is not None:
