@@ -15,7 +15,7 @@ from msgspec import Meta, Raw, Struct, field
 MAX_BATCH = 1000
 DeliveryState = Literal["pending", "in_flight", "scheduled", "delivered", "dead"]
 DELIVERY_STATES: tuple[str, ...] = ("pending", "in_flight", "scheduled", "delivered", "dead")
-DestinationKind = Literal["webhook"]
+DestinationKind = Literal["webhook", "redis_stream", "redis_channel", "nats"]
 Ordering = Literal["fifo", "none"]
 BodyShape = Literal["envelope", "data"]
 OnDead = Literal["skip", "block"]
@@ -29,6 +29,7 @@ ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
 MAX_KEY_LENGTH = 255
 Key = Annotated[str, Meta(max_length=MAX_KEY_LENGTH)]
 Url = Annotated[str, Meta(max_length=2048)]
+BusName = Annotated[str, Meta(min_length=1, max_length=255)]  # a stream, channel, subject
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -74,9 +75,36 @@ class WebhookSpec(DestinationBase, frozen=True, tag="webhook"):
     body: BodyShape = "envelope"
 
 
+class RedisStreamSpec(DestinationBase, frozen=True, tag="redis_stream"):
+    """An XADD per delivery (fields id, topic, key, payload, received_at), to `stream`
+    of the Redis server at `url`; trimmed to about `maxlen` entries when set."""
+
+    url: Url
+    stream: BusName
+    maxlen: Annotated[int, Meta(ge=1, le=1 << 62)] | None = None
+
+
+class RedisChannelSpec(DestinationBase, frozen=True, tag="redis_channel"):
+    """A PUBLISH per delivery, to `channel` of the Redis server at `url`, of the body a
+    webhook would carry."""
+
+    url: Url
+    channel: BusName
+    body: BodyShape = "envelope"
+
+
+class NatsSpec(DestinationBase, frozen=True, tag="nats"):
+    """A JetStream publish per delivery, to `subject` (which may hold `{topic}` and
+    `{key}`) on the NATS server at `url`, of the body a webhook would carry."""
+
+    url: Url
+    subject: BusName
+    body: BodyShape = "envelope"
+
+
 # Every kind the API knows, a tagged union on `kind`: what POST /v1/destinations decodes
 # and what the store keeps (as JSON) for each destination.
-DestinationSpec = WebhookSpec
+DestinationSpec = WebhookSpec | RedisStreamSpec | RedisChannelSpec | NatsSpec
 
 
 class Secret(Struct, frozen=True, kw_only=True):

@@ -218,6 +218,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_COMPAT_TOPIC": "legacy.event",
         "TIDINGS_LOG_NOTICE_LIMIT": "3",
         "TIDINGS_LOG_NOTICE_WINDOW_S": "5",
+        "TIDINGS_BUS_ALLOWED_URLS": "redis://10.0.0.5:6379, nats://bus.internal:4222",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -247,6 +248,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         compat_topic="legacy.event",
         log_notice_limit=3,
         log_notice_window_s=5,
+        bus_allowed_urls="redis://10.0.0.5:6379, nats://bus.internal:4222",
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -333,3 +335,12 @@ def test_settings_help_mentions_every_variable() -> None:
         assert name in text
     for doc in SETTING_DOCS:
         assert f"{doc.env}: {doc.meaning}" in text
+
+
+def test_bus_allowed_urls_are_checked_at_load(empty_dir: Path) -> None:
+    settings = load({"TIDINGS_BUS_ALLOWED_URLS": "redis://h:6379,nats://n"}, empty_dir)
+    assert [str(p) for p in settings.bus_prefixes] == ["redis://h:6379", "nats://n:4222"]
+    assert load({}, empty_dir).bus_prefixes == ()
+    for bad in ("http://h:80", "redis://:pw@h:6379", "redis://", "nats://h:4222?x=1"):
+        with pytest.raises(ConfigError, match="bus_allowed_urls"):
+            load({"TIDINGS_BUS_ALLOWED_URLS": bad}, empty_dir)

@@ -18,7 +18,14 @@ from tidings.api.http import (
 )
 from tidings.api.keys import ENGINE, NOTICES
 from tidings.api.wire import DestinationList, ReplayOut, destination_out
-from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
+from tidings.model import (
+    Destination,
+    DestinationSpec,
+    DestinationState,
+    WebhookSpec,
+    spec_to_builtins,
+)
+from tidings.policy.buses import forbidden_error
 from tidings.policy.redaction import mask_credentials
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
 from tidings.signing import new_secret
@@ -54,9 +61,15 @@ REPLAY_CHUNK = 1000  # deliveries re-queued per transaction
 
 
 async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
-    """The SSRF guard at create/patch time (checked again at every connect)."""
+    """The SSRF guard at create/patch time (checked again at every connect) for webhook
+    and alert URLs; a bus URL must be one of TIDINGS_BUS_ALLOWED_URLS instead."""
     settings = request.app[SETTINGS]
-    for field, url in (("url", spec.url), ("alert_url", spec.alert_url)):
+    guarded: list[tuple[str, str | None]] = [("alert_url", spec.alert_url)]
+    if isinstance(spec, WebhookSpec):
+        guarded.insert(0, ("url", spec.url))
+    elif refused := forbidden_error(spec.url, settings.bus_prefixes):
+        raise FieldError("url", refused, code="forbidden_target")
+    for field, url in guarded:
         if url is None:
             continue
         problem = await target_error(
@@ -117,7 +130,7 @@ def merge_patch(current: DestinationSpec, patch: dict[str, Any]) -> DestinationS
         else:
             merged[key] = value
     try:
-        spec = msgspec.convert(merged, DestinationSpec)
+        spec = msgspec.convert(merged, type(current))  # the same kind
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     check_destination(spec)

@@ -17,6 +17,9 @@ from tidings.model import (
     Destination,
     DestinationBase,
     Event,
+    NatsSpec,
+    RedisChannelSpec,
+    RedisStreamSpec,
     Upload,
     UploadState,
     WebhookSpec,
@@ -64,8 +67,31 @@ class WebhookOut(DestinationOutBase, frozen=True, tag="webhook"):
     body: str  # envelope or data
 
 
-DestinationOut = WebhookOut
-_OUT: dict[type[DestinationBase], type[DestinationOutBase]] = {WebhookSpec: WebhookOut}
+class RedisStreamOut(DestinationOutBase, frozen=True, tag="redis_stream"):
+    url: str  # credentials masked
+    stream: str
+    maxlen: int | None
+
+
+class RedisChannelOut(DestinationOutBase, frozen=True, tag="redis_channel"):
+    url: str  # credentials masked
+    channel: str
+    body: str
+
+
+class NatsOut(DestinationOutBase, frozen=True, tag="nats"):
+    url: str  # credentials masked
+    subject: str
+    body: str
+
+
+DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut
+_OUT: dict[type[DestinationBase], type[DestinationOutBase]] = {
+    WebhookSpec: WebhookOut,
+    RedisStreamSpec: RedisStreamOut,
+    RedisChannelSpec: RedisChannelOut,
+    NatsSpec: NatsOut,
+}
 
 
 class AttemptOut(Struct, frozen=True, kw_only=True):

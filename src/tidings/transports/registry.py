@@ -13,7 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tidings.model import DestinationKind
+from tidings.policy.buses import BusPrefix
 from tidings.transports.base import AlertSender, Transport
+from tidings.transports.nats_jetstream import NatsJetStream
+from tidings.transports.redis_channel import RedisChannels
+from tidings.transports.redis_stream import RedisStreams
 from tidings.transports.senders import SenderPool
 from tidings.transports.webhook import Webhooks
 
@@ -27,6 +31,7 @@ class TransportOptions:
     allow_private: bool = False  # the SSRF guard's allowances (webhooks, alerts)
     allow_loopback: bool = False
     sender_processes: int = 0  # webhooks sent from this many child processes
+    bus_allowed: tuple[BusPrefix, ...] = ()  # TIDINGS_BUS_ALLOWED_URLS
 
 
 class Transports(Mapping[str, Transport]):
@@ -72,8 +77,12 @@ def _webhooks(options: TransportOptions) -> Webhooks:
     )
 
 
+# Bus transports send from the worker process itself (sender processes carry webhooks).
 FACTORIES: dict[DestinationKind, Callable[[TransportOptions], Transport]] = {
     "webhook": _webhooks,
+    "redis_stream": lambda options: RedisStreams(options.bus_allowed),
+    "redis_channel": lambda options: RedisChannels(options.bus_allowed),
+    "nats": lambda options: NatsJetStream(options.bus_allowed),
 }
 
 

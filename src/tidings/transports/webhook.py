@@ -30,8 +30,9 @@ from tidings.model import MAX_RESPONSE_BODY, Answer, AttemptResult, Claim, Desti
 from tidings.policy.addresses import Allow
 from tidings.policy.backoff import parse_retry_after
 from tidings.signing import signature_header
-from tidings.timeutil import now_us, to_iso
+from tidings.timeutil import now_us
 from tidings.transports.base import Alert
+from tidings.transports.envelope import envelope as webhook_body
 from tidings.transports.ssrf import GuardedResolver, TargetRefused, check_url_now
 
 __all__ = ["Sender", "WebhookRequest", "WebhookTransport", "Webhooks", "webhook_body"]
@@ -115,21 +116,6 @@ class Webhooks:
                 timeout_s=alert.timeout_s,
             )
         )
-
-
-def webhook_body(topic: str, received_at: int, payload: bytes) -> bytes:
-    """`{"type":topic,"timestamp":iso,"data":payload}` with `payload` spliced verbatim."""
-    return b"".join(
-        (
-            b'{"type":',
-            _encode(topic),
-            b',"timestamp":"',
-            to_iso(received_at).encode("ascii"),
-            b'","data":',
-            payload,
-            b"}",
-        )
-    )
 
 
 @lru_cache(maxsize=256)
