@@ -1030,15 +1030,22 @@ class Runner:
         return arrivals
 
     # ----------------------------------------------------------- throughput
+    def _begin(self, target: str, repeat: int) -> tuple[Path, Run]:
+        """The run's folder and record, once the machine is idle (or --wait-idle ran out)."""
+        args = self.args
+        work = self.root / f"throughput-{target}-{repeat}"
+        work.mkdir()
+        run = Run("throughput", target, repeat, events=args.events)
+        run.deliveries = args.events * args.destinations
+        run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
+        return work, run
+
     def throughput(self, target: str, repeat: int) -> Run:
         if target in STREAM_TARGETS:
             return self.stream_throughput(target, repeat)
         args = self.args
-        work = self.root / f"throughput-{target}-{repeat}"
-        work.mkdir()
-        n, ndest = args.events, args.destinations
-        run = Run("throughput", target, repeat, events=n, deliveries=n * ndest)
-        run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
+        work, run = self._begin(target, repeat)
+        n = args.events
         receiver, receiver_url = self.start_receiver(work)
         watch = [("receiver", receiver, work / "receiver.log")]
         sender: subprocess.Popen[bytes] | None = None
@@ -1118,11 +1125,8 @@ class Runner:
         import redis
 
         args = self.args
-        work = self.root / f"throughput-{target}-{repeat}"
-        work.mkdir()
+        work, run = self._begin(target, repeat)
         n, ndest = args.events, args.destinations
-        run = Run("throughput", target, repeat, events=n, deliveries=n * ndest)
-        run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
         server, redis_url = self.start_redis(work)
         watch = [("redis-server", server, work / "redis.log")]
         client = redis.Redis.from_url(redis_url)

@@ -18,6 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import asyncpg
@@ -32,6 +33,7 @@ from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SQLiteStore
 
 API_KEY = "tdk_test_key"
+S = TypeVar("S", RedisServer, NatsServer)
 
 
 def _port_open(port: int) -> bool:
@@ -143,23 +145,21 @@ async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[A
         await s.close()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own on a free port (append-only file in tmp_path)."""
-    server = RedisServer(workdir=tmp_path / "redis")
+def _running(server: S) -> Iterator[S]:
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port (append-only file in tmp_path)."""
+    yield from _running(RedisServer(workdir=tmp_path / "redis"))
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server with JetStream of the test's own on a free port (store in tmp_path)."""
-    server = NatsServer(workdir=tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+    yield from _running(NatsServer(workdir=tmp_path / "nats"))

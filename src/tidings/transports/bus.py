@@ -11,13 +11,24 @@ apply retry policy or raise for a delivery failure.
 from __future__ import annotations
 
 import time
+from typing import Generic, TypeVar
 
-from tidings.model import Answer, AttemptOutcome, AttemptResult
+from tidings.model import (
+    Answer,
+    AttemptOutcome,
+    AttemptResult,
+    Destination,
+    NatsSpec,
+    RedisChannelSpec,
+    RedisStreamSpec,
+)
 from tidings.policy.buses import BusPrefix, forbidden_error
 from tidings.policy.redaction import mask_credentials
 from tidings.timeutil import now_us
 
-__all__ = ["Attempt", "short"]
+__all__ = ["Attempt", "BusTransport", "short"]
+
+S = TypeVar("S", RedisStreamSpec, RedisChannelSpec, NatsSpec)
 
 MAX_ERROR = 300  # characters of an error's text kept
 
@@ -56,3 +67,25 @@ class Attempt:
         return self.failed(
             "timeout", f"{what} {mask_credentials(url)}: no answer in {timeout_s:g} s"
         )
+
+
+class BusTransport(Generic[S]):
+    """What every bus transport starts with: the allow-list, and each attempt's first
+    steps (`begin`). `spec_type` is the kind's spec."""
+
+    spec_type: type[S]
+
+    def __init__(self, allowed: tuple[BusPrefix, ...]) -> None:
+        self._allowed = allowed
+
+    async def start(self) -> None:
+        return None
+
+    def begin(self, destination: Destination) -> tuple[S, Attempt, AttemptResult | None]:
+        """The spec, the attempt's clock, and `refused` when the allow-list no longer
+        admits the URL (send nothing then)."""
+        spec = destination.spec
+        if not isinstance(spec, self.spec_type):  # the registry routes by kind: a bug
+            raise TypeError(f"not a {self.spec_type.__name__}: {destination.id}")
+        attempt = Attempt()
+        return spec, attempt, attempt.refused(spec.url, self._allowed)

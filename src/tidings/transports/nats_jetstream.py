@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from tidings.model import AttemptResult, Claim, Destination, NatsSpec
 from tidings.policy.buses import BusPrefix, render_subject
 from tidings.policy.redaction import mask_credentials
-from tidings.transports.bus import Attempt, short
+from tidings.transports.bus import BusTransport, short
 from tidings.transports.envelope import body_of
 
 __all__ = ["NatsConnections", "NatsJetStream"]
@@ -48,6 +48,7 @@ class _Connection:
         self.last_error: str | None = None
         self._opening: asyncio.Task[Client] | None = None
         self._lost = False
+        self._closing = False
 
     async def client(self) -> Client:
         """The open client, once it is; raises what opening it raised (the next call
@@ -77,7 +78,7 @@ class _Connection:
         log.debug("NATS %s: %s", self.where, self.last_error)
 
     async def _on_disconnected(self) -> None:
-        if not self._lost:
+        if not self._lost and not self._closing:
             self._lost = True
             log.warning("NATS %s: connection lost; reconnecting", self.where)
 
@@ -86,6 +87,7 @@ class _Connection:
         log.info("NATS %s: reconnected", self.where)
 
     async def close(self) -> None:
+        self._closing = True
         opening, self._opening = self._opening, None
         if opening is None:
             return
@@ -113,27 +115,22 @@ class NatsConnections:
         await asyncio.gather(*(c.close() for c in conns.values()))
 
 
-class NatsJetStream:
+class NatsJetStream(BusTransport[NatsSpec]):
     """The `nats` kind's transport."""
+
+    spec_type = NatsSpec
 
     def __init__(
         self, allowed: tuple[BusPrefix, ...], connections: NatsConnections | None = None
     ) -> None:
-        self._allowed = allowed
+        super().__init__(allowed)
         self._connections = connections or NatsConnections()
-
-    async def start(self) -> None:
-        return None
 
     async def close(self) -> None:
         await self._connections.close()
 
     async def deliver(self, claim: Claim, destination: Destination) -> AttemptResult:
-        spec = destination.spec
-        if not isinstance(spec, NatsSpec):  # the registry routes by kind: a bug
-            raise TypeError(f"not a nats destination: {destination.id}")
-        attempt = Attempt()
-        refused = attempt.refused(spec.url, self._allowed)
+        spec, attempt, refused = self.begin(destination)
         if refused is not None:
             return refused
         timeout_s = spec.timeout_ms / 1000

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -34,14 +34,14 @@ from tidings.model import (
 )
 from tidings.policy.buses import BusPrefix
 from tidings.policy.redaction import mask_credentials
-from tidings.transports.bus import Attempt
+from tidings.transports.bus import BusTransport
 
 __all__ = ["RedisClients", "RedisTransport"]
 
 CONNECT_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 64  # per URL: a destination's max_in_flight beyond it waits for one
 
-S = TypeVar("S", RedisStreamSpec, RedisChannelSpec)
+S = TypeVar("S", RedisStreamSpec, RedisChannelSpec)  # the kinds this base sends
 
 
 class RedisClients:
@@ -71,17 +71,12 @@ class RedisClients:
             await client.aclose(close_connection_pool=True)
 
 
-class RedisTransport(abc.ABC, Generic[S]):
-    """One Redis command per delivery; `spec_type` is the kind's spec."""
-
-    spec_type: type[S]
+class RedisTransport(BusTransport[S], abc.ABC):
+    """One Redis command per delivery."""
 
     def __init__(self, allowed: tuple[BusPrefix, ...], clients: RedisClients | None = None):
-        self._allowed = allowed
+        super().__init__(allowed)
         self._clients = clients or RedisClients()
-
-    async def start(self) -> None:
-        return None
 
     async def close(self) -> None:
         await self._clients.close()
@@ -91,11 +86,7 @@ class RedisTransport(abc.ABC, Generic[S]):
         """Run the delivery's command; answer the reply to keep with the attempt."""
 
     async def deliver(self, claim: Claim, destination: Destination) -> AttemptResult:
-        spec = destination.spec
-        if not isinstance(spec, self.spec_type):  # the registry routes by kind: a bug
-            raise TypeError(f"not a {self.spec_type.__name__}: {destination.id}")
-        attempt = Attempt()
-        refused = attempt.refused(spec.url, self._allowed)
+        spec, attempt, refused = self.begin(destination)
         if refused is not None:
             return refused
         timeout_s = spec.timeout_ms / 1000
