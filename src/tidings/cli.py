@@ -203,7 +203,9 @@ def destinations_show(ref: str, url: str, api_key: str | None) -> None:
 
 
 @destinations.command("create")
-@click.option("--url", "target", required=False, help="Webhook URL.")
+@click.option(
+    "--url", "target", required=False, help="Webhook URL, or a bus URL (redis://, nats://)."
+)
 @click.option(
     "--topic", "topics", multiple=True, required=True, help="Topic or pattern (repeatable)."
 )

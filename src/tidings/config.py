@@ -186,9 +186,10 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc(
         "sender_processes",
-        "child processes a worker sends its webhooks through, so that HTTP runs on "
-        "another core than the store and the engine (default: one per CPU, at most 4; "
-        "0 on a single CPU; 0 = send from the worker process itself)",
+        "child processes a worker sends its webhooks (and alerts) through, so that HTTP "
+        "runs on another core than the store and the engine (default: one per CPU, at "
+        "most 4; 0 on a single CPU; 0 = send from the worker process itself); bus "
+        "destinations are always sent from the worker process",
         default="one per CPU, at most 4; 0 on one CPU",
     ),
     SettingDoc(
