@@ -403,7 +403,8 @@ class Dispatcher:
 
     @staticmethod
     def _mark_paused(entry: _Destination, reason: str) -> None:
-        """Stop claiming for it at once; the store learns of it separately."""
+        """Stop claiming for it at once (the store pauses it with the flush that writes
+        the attempt which paused it, or has already)."""
         entry.current = msgspec.structs.replace(entry.current, state="paused", paused_reason=reason)
 
     # ------------------------------------------------------------------ writing outcomes
