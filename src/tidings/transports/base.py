@@ -13,6 +13,7 @@ failure (only programming errors escape); `deliver` may run many times at once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from msgspec import Struct
@@ -29,8 +30,10 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def deliver(self, claim: Claim, destination: Destination) -> AttemptResult:
-        """One attempt of `claim` to `destination`, reported as it happened."""
+    def deliver(self, claim: Claim, destination: Destination) -> Awaitable[AttemptResult]:
+        """One attempt of `claim` to `destination`, reported as it happened (an `async
+        def`, or a plain one handing back another's awaitable: one frame less per
+        delivery)."""
         ...
 
 
