@@ -53,6 +53,18 @@ Targets, interleaved in each repeat (raw, tidings, celery-<pool>...):
   `--celery-threads` threads or `--celery-procs` processes. The driver enqueues the 4 N
   tasks itself, as an application would (`deliver.apply_async` per delivery); the clock
   starts at the first enqueue, which is included. The best pool is reported as "celery".
+Targets `stream-raw` and `stream-tidings` (`--only stream-raw,stream-tidings`, or
+`--only stream` for both) do the same with Redis streams instead of webhooks: a
+redis-server of the run's own on a free port (`--save "" --appendonly yes`, in the run's
+folder), one stream per destination (`bench-s0` ...), the N events fanned out as 4 N
+entries with the fields Tidings writes (`id`, `topic`, `key`, `payload`,
+`received_at`). `stream-raw`, the ceiling: one process (redis-py asyncio + uvloop) XADDs
+every entry itself, in pipelines of `--xadd-pipeline` commands, one pipeline in flight
+per stream; `stream-tidings`: a `tidings serve` (TIDINGS_BUS_ALLOWED_URLS naming that
+server) with 4 `redis_stream` destinations (fifo, `--max-in-flight`), ingested as for
+webhooks. The figure is 4 N / (the last entry's time, from its stream id, - start);
+checked: every stream holds each event id once (Tidings) and FIFO per key.
+
 Checks, every throughput run: each path received all N event ids (the wait fails after
 `--timeout` s, or after `--stall` s without progress); more requests than ids are
 duplicates and are reported; FIFO per lane (the order of first arrivals of each key's
@@ -140,7 +152,8 @@ from ingest import versions as ingest_versions
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-TARGETS = ("raw", "tidings", "celery")
+TARGETS = ("raw", "tidings", "celery", "stream-raw", "stream-tidings")
+STREAM_TARGETS = ("stream-raw", "stream-tidings")
 POOLS = ("threads", "prefork")
 AIM_RAW_RATIO = 0.6
 AIM_CELERY_FACTOR = 5.0
@@ -332,6 +345,52 @@ def raw_client_main(config_json: str) -> int:
 
     uvloop.run(run())
     Path(cfg["result_file"]).write_text(json.dumps({"errors": errors}))
+    return 0
+
+
+# =============================================================== raw XADD client process
+def xadd_client_main(config_json: str) -> int:
+    """`deliver.py _xadd-client CONFIG`: build every entry, print `ready`, wait for `go T`,
+    then XADD every event to every stream in pipelines of `pipeline` commands, one
+    pipeline in flight per stream (the Redis ceiling of what Tidings does per delivery)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    import uvloop
+
+    cfg = json.loads(config_json)
+    tail = payload_tail(cfg["payload_bytes"])
+    n, size = cfg["events"], cfg["pipeline"]
+    iso = iso_now()
+    entries = [
+        {
+            "id": f"{cfg['id_prefix']}{seq}",
+            "topic": TOPIC,
+            "key": lane_key(seq, cfg["keys"]),
+            "payload": webhook_payload(seq, tail),
+            "received_at": iso,
+        }
+        for seq in range(n)
+    ]
+
+    async def stream(client: Any, name: str) -> None:
+        for first in range(0, n, size):
+            pipe = client.pipeline(transaction=False)
+            for entry in entries[first : first + size]:
+                pipe.xadd(name, entry)
+            await pipe.execute()
+
+    async def run() -> None:
+        client = aioredis.from_url(cfg["url"], max_connections=len(cfg["streams"]) + 1)
+        await client.ping()
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        await asyncio.sleep(max(0.0, float(line.split()[1]) - time.monotonic()))
+        await asyncio.gather(*(stream(client, name) for name in cfg["streams"]))
+        await client.aclose()
+
+    uvloop.run(run())
     return 0
 
 
@@ -697,12 +756,29 @@ class Runner:
             raise BenchError(f"receiver said {line!r}:\n{tail_of(work / 'receiver.log')}")
         return proc, f"http://127.0.0.1:{port}"
 
+    def start_redis(self, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+        """A redis-server of the run's own on a free port, its files in `work`."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        port = free_port()
+        argv = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--dir", str(work),
+        ]  # fmt: skip
+        log = work / "redis.log"
+        proc = self.spawn(argv, log, work)
+        deadline = time.monotonic() + 30
+        while "Ready to accept connections" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not start:\n{tail_of(log)}")
+            time.sleep(0.05)
+        return proc, f"redis://127.0.0.1:{port}/0"
+
     def new_tidings(self, work: Path) -> Tidings:
         """A Tidings not started yet: on PostgreSQL, its schema is chosen here, so that
         `stop_tidings` can drop it even when `start_tidings` fails half-way."""
         return Tidings(work, schema=new_schema() if self.args.database == "postgres" else "")
 
-    def start_tidings(self, t: Tidings) -> None:
+    def start_tidings(self, t: Tidings, extra_env: dict[str, str] | None = None) -> None:
         """`tidings serve` (--workers 0), or `tidings api` then --workers `tidings worker`
         processes on the same database (the API first: it creates the schema)."""
         args, work = self.args, t.work
@@ -724,6 +800,7 @@ class Runner:
         )
         if args.sender_processes is not None:
             env["TIDINGS_SENDER_PROCESSES"] = str(args.sender_processes)
+        env.update(extra_env or {})
         role = "api" if args.workers else "serve"
         name = f"tidings {role}"
         log = work / "server.log"
@@ -808,16 +885,20 @@ class Runner:
     def create_destinations(
         self, url: str, api_key: str, receiver_url: str
     ) -> list[tuple[str, str]]:
-        """(id, secret) of each new destination."""
+        """(id, secret) of each new destination: webhooks to the receiver's /d0 ..., or
+        with a redis:// `receiver_url`, redis_stream destinations to bench-s0 ..."""
         made = []
         for i in range(self.args.destinations):
+            if receiver_url.startswith("redis://"):
+                kind = {"kind": "redis_stream", "url": receiver_url, "stream": f"bench-s{i}"}
+            else:
+                kind = {"kind": "webhook", "url": f"{receiver_url}/d{i}"}
             status, body = http_json(
                 "POST",
                 url + "/v1/destinations",
                 {
                     "name": f"bench-d{i}",
-                    "kind": "webhook",
-                    "url": f"{receiver_url}/d{i}",
+                    **kind,
                     "topics": ["bench.*"],
                     "ordering": "fifo",
                     "max_in_flight": self.args.max_in_flight,
@@ -949,13 +1030,22 @@ class Runner:
         return arrivals
 
     # ----------------------------------------------------------- throughput
-    def throughput(self, target: str, repeat: int) -> Run:
+    def _begin(self, target: str, repeat: int) -> tuple[Path, Run]:
+        """The run's folder and record, once the machine is idle (or --wait-idle ran out)."""
         args = self.args
         work = self.root / f"throughput-{target}-{repeat}"
         work.mkdir()
-        n, ndest = args.events, args.destinations
-        run = Run("throughput", target, repeat, events=n, deliveries=n * ndest)
+        run = Run("throughput", target, repeat, events=args.events)
+        run.deliveries = args.events * args.destinations
         run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
+        return work, run
+
+    def throughput(self, target: str, repeat: int) -> Run:
+        if target in STREAM_TARGETS:
+            return self.stream_throughput(target, repeat)
+        args = self.args
+        work, run = self._begin(target, repeat)
+        n = args.events
         receiver, receiver_url = self.start_receiver(work)
         watch = [("receiver", receiver, work / "receiver.log")]
         sender: subprocess.Popen[bytes] | None = None
@@ -1029,6 +1119,150 @@ class Runner:
                 with contextlib.suppress(Exception):
                     redis_client.flushdb()
         return run
+
+    def stream_throughput(self, target: str, repeat: int) -> Run:
+        """N events x --destinations Redis streams: the raw XADD pipeline, or Tidings."""
+        import redis
+
+        args = self.args
+        work, run = self._begin(target, repeat)
+        n, ndest = args.events, args.destinations
+        server, redis_url = self.start_redis(work)
+        watch = [("redis-server", server, work / "redis.log")]
+        client = redis.Redis.from_url(redis_url)
+        streams = [f"bench-s{i}" for i in range(ndest)]
+        meter = CpuMeter()
+        tidings: Tidings | None = None
+        sender: subprocess.Popen[bytes] | None = None
+        finished = False
+        try:
+            if target == "stream-raw":
+                prefix = f"msg_xadd{repeat}_"
+                cfg = {
+                    "url": redis_url,
+                    "streams": streams,
+                    "events": n,
+                    "keys": args.keys,
+                    "payload_bytes": args.payload_bytes,
+                    "pipeline": args.xadd_pipeline,
+                    "id_prefix": prefix,
+                }
+                sender = self.spawn(
+                    [sys.executable, __file__, "_xadd-client", json.dumps(cfg)],
+                    work / "xadd-client.log",
+                    work,
+                    talks=True,
+                )
+                watch.append(("xadd client", sender, work / "xadd-client.log"))
+                line = read_line(sender, time.monotonic() + 60, "xadd client")
+                if line != "ready":
+                    raise BenchError(f"xadd client said {line!r}")
+                t0 = time.monotonic() + 0.05
+                t0_wall = time.time() + 0.05
+                meter.start({"sender": sender.pid, "bus": server.pid})
+                assert sender.stdin is not None
+                sender.stdin.write(f"go {t0}\n".encode())
+                sender.stdin.close()
+                seq_of = {f"{prefix}{seq}": seq for seq in range(n)}
+            else:
+                tidings = t = self.new_tidings(work)
+                self.describe_tidings(run, t)
+                prefix_env = redis_url.rsplit("/", 1)[0]
+                self.start_tidings(t, {"TIDINGS_BUS_ALLOWED_URLS": prefix_env})
+                watch.extend(t.watch)
+                starts: list[float] = []
+
+                def on_start() -> None:
+                    starts.append(time.time())
+                    meter.start({**t.sessions(), "bus": server.pid}, db=args.database == "postgres")
+
+                t0, seq_of, _ = self._tidings_ingest(run, t.url, t.api_key, redis_url, on_start)
+                t0_wall = starts[-1]
+            last_ms = self.wait_streams(client, streams, n, t0, f"{target} run {repeat + 1}", watch)
+            meter.stop()
+            run.elapsed_s = round(last_ms / 1000 - t0_wall, 4)
+            run.deliveries_per_s = round(run.deliveries / max(1e-9, run.elapsed_s), 1)
+            run.cpu_pct = meter.pct
+            run.foreign_top = meter.foreign_top
+            if tidings is not None:
+                run.cpu_workers_pct = [meter.session_pct[w.pid] for w in tidings.workers]
+            self.check_streams(run, client, streams, seq_of)
+            finished = True
+        finally:
+            client.close()
+            if tidings is not None:
+                keep = args.keep_tmp or not finished or bool(run.problems)
+                run.server_stop = self.stop_tidings(tidings, keep)
+            elif sender is not None:
+                run.server_stop = self.stop(sender, args.stop_timeout)
+            self.stop(server, 10)
+        return run
+
+    def wait_streams(
+        self,
+        client: Any,
+        streams: list[str],
+        expected: int,
+        t0: float,
+        what: str,
+        watch: list[tuple[str, subprocess.Popen[bytes], Path]],
+    ) -> int:
+        """Poll XLEN until every stream holds `expected` entries; answer the newest
+        entry's time (ms, from its id). Fails as `wait_delivered` does."""
+        args = self.args
+        deadline = t0 + args.timeout
+        last_total, last_progress = -1, time.monotonic()
+        while True:
+            lengths = [client.xlen(name) for name in streams]
+            if all(length >= expected for length in lengths):
+                newest = [client.xrevrange(name, count=1)[0][0] for name in streams]
+                return max(int(entry_id.split(b"-")[0]) for entry_id in newest)
+            now = time.monotonic()
+            if sum(lengths) != last_total:
+                last_total, last_progress = sum(lengths), now
+            for name, proc, log in watch:
+                if proc.poll() is not None and not (name == "xadd client" and proc.returncode == 0):
+                    raise BenchError(
+                        f"{what}: {name} exited with {proc.returncode}:\n{tail_of(log)}"
+                    )
+            if now > deadline or now - last_progress > args.stall:
+                tails = "".join(f"\n--- {name} log:\n{tail_of(log, 15)}" for name, _, log in watch)
+                raise BenchError(
+                    f"{what}: the streams hold {lengths} of {expected} entries each{tails}"
+                )
+            time.sleep(0.05)
+
+    def check_streams(
+        self, run: Run, client: Any, streams: list[str], seq_of: dict[str, int]
+    ) -> None:
+        """Every stream holds each event once (duplicates reported), in FIFO per key,
+        with the fields and payload of its event."""
+        tail = payload_tail(self.args.payload_bytes)
+        for name in streams:
+            ids: list[str] = []
+            for _, fields in client.xrange(name):
+                msg_id = fields[b"id"].decode()
+                ids.append(msg_id)
+                seq = seq_of.get(msg_id)
+                if seq is None:
+                    run.problems.append(f"{name}: unknown id {msg_id!r}")
+                    break
+                if len(ids) <= SAMPLES_PER_PATH and (
+                    fields[b"topic"].decode() != TOPIC
+                    or fields[b"key"].decode() != lane_key(seq, self.args.keys)
+                    or fields[b"payload"] != webhook_payload(seq, tail)
+                ):
+                    run.problems.append(f"{name}: entry of {msg_id} has other fields")
+                run.signatures_checked += len(ids) <= SAMPLES_PER_PATH
+            run.received += len(ids)
+            run.unique += len(set(ids))
+            run.per_path[name] = [len(ids), len(set(ids))]
+            if set(ids) != set(seq_of):
+                run.problems.append(f"{name}: {len(set(ids))} distinct ids of {len(seq_of)}")
+            run.fifo_violations += lane_violations(ids, seq_of, self.args.keys)
+        run.duplicates = run.received - run.unique
+        if run.fifo_violations and run.target == "stream-tidings":
+            run.problems.append(f"FIFO broken: {run.fifo_violations} entries overtook")
 
     def _start_raw(
         self, work: Path, receiver_url: str, repeat: int
@@ -1115,7 +1349,7 @@ class Runner:
         run.ingest_s = round(time.monotonic() - t0, 3)
         if len(ids) != args.events or len(set(ids)) != len(ids):
             raise BenchError(f"ingest answered {len(set(ids))} distinct ids for {args.events}")
-        if args.preload:
+        if args.preload and not receiver_url.startswith("redis://"):
             _, stats = http_json("GET", receiver_url + "/stats")
             if stats["requests"]:
                 raise BenchError(f"{stats['requests']} deliveries arrived while paused")
@@ -1358,11 +1592,15 @@ def describe(run: Run, repeats: int) -> str:
 def medians(runs: list[Run]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     through = [r for r in runs if r.scenario == "throughput"]
-    order = ["raw", "tidings", *(f"celery-{p}" for p in POOLS)]
+    order = ["raw", "tidings", *(f"celery-{p}" for p in POOLS), *STREAM_TARGETS]
     for target in sorted({r.target for r in through}, key=order.index):
         mine = [r for r in through if r.target == target]
         name = target.replace("-", "_")
         out[f"{name}_deliveries_per_s"] = round(statistics.median(r.deliveries_per_s for r in mine))
+        if target == "stream-tidings":
+            out["stream_tidings_ingest_s"] = round(
+                statistics.median(r.ingest_s or 0 for r in mine), 3
+            )
         if target == "tidings":
             out["tidings_ingest_s"] = round(statistics.median(r.ingest_s or 0 for r in mine), 3)
             out["tidings_database"] = mine[0].database
@@ -1376,6 +1614,12 @@ def medians(runs: list[Run]) -> dict[str, Any]:
     tidings = out.get("tidings_deliveries_per_s")
     if tidings and out.get("raw_deliveries_per_s"):
         out["tidings_vs_raw"] = round(tidings / out["raw_deliveries_per_s"], 3)
+    streams, xadd = (
+        out.get("stream_tidings_deliveries_per_s"),
+        out.get("stream_raw_deliveries_per_s"),
+    )
+    if streams and xadd:
+        out["stream_tidings_vs_raw"] = round(streams / xadd, 3)
     if tidings and out.get("celery_deliveries_per_s"):
         out["tidings_vs_celery"] = round(tidings / out["celery_deliveries_per_s"], 2)
     if out.get("raw_deliveries_per_s") and out.get("celery_deliveries_per_s"):
@@ -1428,6 +1672,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"tidings / celery: {factor:.1f}x "
             f"({verdict(factor >= AIM_CELERY_FACTOR)} the aim >= {AIM_CELERY_FACTOR:g}x)"
         )
+    if "stream_tidings_vs_raw" in summary:
+        print(f"tidings redis_stream / raw XADD pipeline: {summary['stream_tidings_vs_raw']:.2f}")
     if "raw_vs_celery" in summary:
         print(f"raw ceiling / celery: {summary['raw_vs_celery']:.1f}x")
     if "latency_ack_to_delivery_p99_ms" in summary:
@@ -1506,6 +1752,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="tidings: TIDINGS_SENDER_PROCESSES of each worker (default: Tidings' own "
         "default, one per CPU up to 4); their CPU counts in the worker's column",
     )
+    p.add_argument("--xadd-pipeline", type=int, default=100, help="stream-raw: XADDs per pipeline")
     p.add_argument("--celery-pools", default="threads,prefork", help="threads and/or prefork")
     p.add_argument("--celery-threads", type=int, default=32, help="threads pool concurrency")
     p.add_argument("--celery-procs", type=int, default=2, help="prefork pool processes")
@@ -1534,10 +1781,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    if "stream" in args.only:
+        args.only = [t for t in args.only if t != "stream"] + list(STREAM_TARGETS)
     args.celery_pools = [t.strip() for t in args.celery_pools.split(",") if t.strip()]
     for t in args.only:
         if t not in TARGETS:
-            p.error(f"--only: unknown target {t!r} (raw, tidings, celery)")
+            p.error(f"--only: unknown target {t!r} ({', '.join(TARGETS)}, stream)")
     for pool in args.celery_pools:
         if pool not in POOLS:
             p.error(f"--celery-pools: unknown pool {pool!r} (threads, prefork)")
@@ -1674,6 +1923,8 @@ if __name__ == "__main__":
         sys.exit(receiver_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "_raw-client":
         sys.exit(raw_client_main(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_xadd-client":
+        sys.exit(xadd_client_main(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "_publisher":
         sys.exit(publisher_main(sys.argv[2]))
     sys.exit(main(sys.argv[1:]))

@@ -6,6 +6,8 @@
   SQLite store, with an aiohttp client session that carries the API key.
 - `require_service(name, port)`: skip with a clear reason when a local server is down,
   or fail when TIDINGS_REQUIRE_SERVICES=1 (CI), so a missing server never passes silently.
+- `redis_server`, `nats_server`: a bus server of the test's own (tests/bus_servers.py),
+  skipped, or failed under TIDINGS_REQUIRE_SERVICES=1, when its binary is missing.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import asyncpg
 import pytest
 
+from tests.bus_servers import NatsServer, RedisServer
 from tidings.api.app import create_app, start_site
 from tidings.api.auth import digest
 from tidings.config import Settings
@@ -29,6 +33,7 @@ from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SQLiteStore
 
 API_KEY = "tdk_test_key"
+S = TypeVar("S", RedisServer, NatsServer)
 
 
 def _port_open(port: int) -> bool:
@@ -138,3 +143,23 @@ async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[A
         await session.close()
         await runner.cleanup()
         await s.close()
+
+
+def _running(server: S) -> Iterator[S]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port (append-only file in tmp_path)."""
+    yield from _running(RedisServer(workdir=tmp_path / "redis"))
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with JetStream of the test's own on a free port (store in tmp_path)."""
+    yield from _running(NatsServer(workdir=tmp_path / "nats"))

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from tidings.policy.buses import BusPrefix, parse_allowed
 from tidings.policy.topics import topic_error
 
 
@@ -33,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_key: str | None = None
     allow_private_targets: bool = False
     allow_loopback_targets: bool = False
+    bus_allowed_urls: str = ""
     watch_dir: str | None = None
     watch_topic: str = "file.row"
     compat_topic: str = "event.published"
@@ -61,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
     sender_processes: Annotated[int, Meta(ge=0, le=64)] | None = None
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+
+    @property
+    def bus_prefixes(self) -> tuple[BusPrefix, ...]:
+        """TIDINGS_BUS_ALLOWED_URLS, parsed (`load_settings` checked it)."""
+        return parse_allowed(self.bus_allowed_urls)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,15 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "1 lets webhooks (and alerts) target this host's loopback only: 127.0.0.0/8, ::1 "
         "and names that resolve to them (development; `make run` sets it); other private "
         "and link-local addresses stay refused. The server's first log line says it is on",
+    ),
+    SettingDoc(
+        "bus_allowed_urls",
+        "the operator's own bus servers that redis_stream, redis_channel and nats "
+        "destinations may name: comma-separated scheme://host:port prefixes (redis://, "
+        "rediss://, nats://, tls://; a path, such as a Redis database /2, narrows an entry); "
+        "the SSRF guard does not apply to bus URLs. Unset: bus destinations are refused "
+        "(docs/buses.md)",
+        default="unset (no bus destinations)",
     ),
     SettingDoc(
         "watch_dir",
@@ -219,9 +235,10 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc(
         "sender_processes",
-        "child processes a worker sends its webhooks through, so that HTTP runs on "
-        "another core than the store and the engine (default: one per CPU, at most 4; "
-        "0 on a single CPU; 0 = send from the worker process itself)",
+        "child processes a worker sends its webhooks (and alerts) through, so that HTTP "
+        "runs on another core than the store and the engine (default: one per CPU, at "
+        "most 4; 0 on a single CPU; 0 = send from the worker process itself); bus "
+        "destinations are always sent from the worker process",
         default="one per CPU, at most 4; 0 on one CPU",
     ),
     SettingDoc(
@@ -289,6 +306,10 @@ def load_settings(
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
+    try:
+        parse_allowed(settings.bus_allowed_urls)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting: bus_allowed_urls: {exc}") from None
     for name in ("watch_topic", "compat_topic"):
         topic = getattr(settings, name)
         if problem := topic_error(topic):

@@ -36,7 +36,8 @@ DELIVERIES = Counter(
 )
 ATTEMPT_LATENCY = Histogram(
     "tidings_attempt_latency_seconds",
-    "Time from sending a webhook request to its answer (or failure).",
+    "Time from starting a delivery attempt (a webhook request, a bus command) to its "
+    "answer (or failure).",
     ["destination"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,

@@ -7,7 +7,7 @@ need parsing (topic syntax, URLs, filters) live in `policy.validation`. Must nev
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 from msgspec import Meta, Raw, Struct, field
@@ -15,19 +15,21 @@ from msgspec import Meta, Raw, Struct, field
 MAX_BATCH = 1000
 DeliveryState = Literal["pending", "in_flight", "scheduled", "delivered", "dead"]
 DELIVERY_STATES: tuple[str, ...] = ("pending", "in_flight", "scheduled", "delivered", "dead")
-DestinationKind = Literal["webhook"]
+DestinationKind = Literal["webhook", "redis_stream", "redis_channel", "nats"]
 Ordering = Literal["fifo", "none"]
 BodyShape = Literal["envelope", "data"]
 OnDead = Literal["skip", "block"]
 DestinationState = Literal["active", "paused"]
 AttemptOutcome = Literal[
-    "delivered", "http_error", "timeout", "connection_error", "refused", "lost"
+    "delivered", "http_error", "rejected", "timeout", "connection_error", "refused", "lost"
 ]
 MAX_RESPONSE_BODY = 2048  # bytes of a receiver's answer kept with each attempt
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
 MAX_KEY_LENGTH = 255
 Key = Annotated[str, Meta(max_length=MAX_KEY_LENGTH)]
+Url = Annotated[str, Meta(max_length=2048)]
+BusName = Annotated[str, Meta(min_length=1, max_length=255)]  # a stream, channel, subject
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,13 +43,14 @@ class RetryPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     jitter: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
 
 
-class DestinationSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What a user sets on a destination: the body of POST /v1/destinations."""
+class DestinationBase(
+    Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
+):
+    """What every destination has, whatever its kind: the fields of POST /v1/destinations
+    beside `kind` and the kind's own (a subclass per kind, tagged with it)."""
 
-    kind: DestinationKind
     topics: Annotated[list[str], Meta(min_length=1, max_length=100)]
     name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
-    url: Annotated[str, Meta(max_length=2048)] | None = None
     filter: dict[str, Any] | None = None
     ordering: Ordering = "fifo"
     on_dead: OnDead = "skip"
@@ -55,10 +58,53 @@ class DestinationSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     timeout_ms: Annotated[int, Meta(ge=100, le=300_000)] = 10_000
     rate_limit_per_s: Annotated[float, Meta(gt=0, le=1_000_000)] | None = None
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 16
-    alert_url: Annotated[str, Meta(max_length=2048)] | None = None
+    alert_url: Url | None = None
     enabled: bool = True
+
+    @property
+    def kind(self) -> DestinationKind:
+        """The tag: which transport sends to it."""
+        return cast(DestinationKind, self.__struct_config__.tag)
+
+
+class WebhookSpec(DestinationBase, frozen=True, tag="webhook"):
+    """A signed HTTP POST per delivery (Standard Webhooks)."""
+
+    url: Url
     # "envelope": {"type", "timestamp", "data"}; "data": the payload's bytes alone.
     body: BodyShape = "envelope"
+
+
+class RedisStreamSpec(DestinationBase, frozen=True, tag="redis_stream"):
+    """An XADD per delivery (fields id, topic, key, payload, received_at), to `stream`
+    of the Redis server at `url`; trimmed to about `maxlen` entries when set."""
+
+    url: Url
+    stream: BusName
+    maxlen: Annotated[int, Meta(ge=1, le=1 << 62)] | None = None
+
+
+class RedisChannelSpec(DestinationBase, frozen=True, tag="redis_channel"):
+    """A PUBLISH per delivery, to `channel` of the Redis server at `url`, of the body a
+    webhook would carry."""
+
+    url: Url
+    channel: BusName
+    body: BodyShape = "envelope"
+
+
+class NatsSpec(DestinationBase, frozen=True, tag="nats"):
+    """A JetStream publish per delivery, to `subject` (which may hold `{topic}` and
+    `{key}`) on the NATS server at `url`, of the body a webhook would carry."""
+
+    url: Url
+    subject: BusName
+    body: BodyShape = "envelope"
+
+
+# Every kind the API knows, a tagged union on `kind`: what POST /v1/destinations decodes
+# and what the store keeps (as JSON) for each destination.
+DestinationSpec = WebhookSpec | RedisStreamSpec | RedisChannelSpec | NatsSpec
 
 
 class Secret(Struct, frozen=True, kw_only=True):
@@ -175,21 +221,43 @@ class Delivery(Struct, frozen=True, kw_only=True):
     updated_at: int
 
 
+class Answer(Struct, frozen=True, array_like=True):
+    """What the far end answered, in its own protocol's terms, as its transport read it:
+    kept with the attempt and shown by the API as `status_code` and `response_body`.
+    Nothing but the transport that wrote it reads meaning into it."""
+
+    status_code: int | None = None  # a webhook's HTTP status; a bus has none
+    # At most MAX_RESPONSE_BODY bytes, decoded leniently: the start of a webhook's
+    # response; the id a bus gave the message (a stream entry id, a JetStream sequence).
+    body: str | None = None
+
+
 class AttemptResult(Struct, frozen=True, kw_only=True):
     """What one delivery attempt came to, as a transport reports it (no policy applied).
 
-    `outcome` is `delivered` for any 2xx; `http_error` for another status; `timeout`,
-    `connection_error` (refused, reset, DNS), `refused` (the SSRF guard would not
-    connect), or `lost` (the worker holding the lease vanished mid-attempt).
+    `outcome` is `delivered` once the target acknowledged it (a webhook's 2xx, a bus's
+    ack); `http_error` for a webhook's other status; `rejected` for a bus's error reply;
+    `timeout`, `connection_error` (refused, reset, DNS), `refused` (Tidings would not
+    connect: the SSRF guard, the bus allow-list), or `lost` (the worker holding the lease
+    vanished mid-attempt). `gone` is the target saying it is gone for good (a webhook's
+    410), in words for the operator: the destination is paused with it as the reason.
     """
 
     at: int  # µs, when the attempt started
     outcome: AttemptOutcome
-    status_code: int | None = None
     latency_ms: float = 0.0
     error: str | None = None
-    response_body: str | None = None  # the first MAX_RESPONSE_BODY bytes, decoded leniently
-    retry_after_ms: int | None = None  # from Retry-After on a 429 or 503
+    answer: Answer | None = None
+    retry_after_ms: int | None = None  # the target asked for this wait (a Retry-After)
+    gone: str | None = None
+
+    @property
+    def status_code(self) -> int | None:
+        return None if self.answer is None else self.answer.status_code
+
+    @property
+    def response_body(self) -> str | None:
+        return None if self.answer is None else self.answer.body
 
 
 class Attempt(Struct, frozen=True, kw_only=True):
@@ -216,7 +284,7 @@ class Claim(Struct, frozen=True, kw_only=True):
 
     delivery_id: str
     destination_id: str
-    lane_key: str
+    lane_key: str  # the event's key
     attempt: int  # this attempt's number, 1 for the first
     event_id: str
     topic: str
@@ -255,6 +323,9 @@ class Completion(Struct, frozen=True, kw_only=True):
     next_attempt_at: int | None
     release_lane: bool  # the lane may move on (delivered, or dead and skipped)
     failed: bool  # counts toward the destination's run of consecutive failures
+    # The target is gone for good (the attempt's `gone`, why): the write that records
+    # this completion pauses the destination, with this as the reason.
+    gone: str | None = None
     # Nothing was sent (a claim given back unused): the attempt the claim counted is
     # given back too, and no attempt is recorded.
     unsent: bool = False
@@ -265,7 +336,9 @@ class Completion(Struct, frozen=True, kw_only=True):
 
 class Completed(Struct, frozen=True, kw_only=True):
     applied: int  # completions written (the others had lost their lease)
-    paused: list[str]  # destinations paused by this write (a run of failures)
+    # Destinations this write paused (a run of failures, or a target gone), as stored
+    # after it: their `paused_reason` says which.
+    paused: list[Destination]
     dead: list[str] = field(default_factory=list)  # deliveries this write made dead
 
 

@@ -1,6 +1,6 @@
 """Operator notices: one log line per dead letter, pause and resume of a destination.
 
-The engine (dead letters; pauses after a run of failures or on 410 Gone) and the API (a
+The engine (dead letters; pauses after a run of failures or a target gone) and the API (a
 PATCH that pauses or resumes) call `Notices` once the store has recorded what happened.
 It owns the wording and the fields of those lines, written to the `tidings.notices`
 logger with the fields as `extra` (the JSON format writes each as a field, with `event`
@@ -46,7 +46,7 @@ def _label(d: Destination) -> str:
 
 def _error(c: Completion) -> str:
     a = c.attempt
-    text = a.error or (f"HTTP {a.status_code}" if a.status_code is not None else a.outcome)
+    text = a.error or a.outcome  # a transport words its failures (a webhook's "HTTP 500")
     return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
 
 
@@ -103,7 +103,7 @@ class Notices:
     def paused(
         self, d: Destination, cause: PauseCause, reason: str, c: Completion | None = None
     ) -> None:
-        """`d` was paused: by a run of failed attempts, a 410 Gone (`c` the attempt that
+        """`d` was paused: by a run of failed attempts, its target gone (`c` the attempt that
         paused it, if known), or by the API."""
         level = logging.INFO if cause == "api" else logging.WARNING
         if self._admit(PAUSED, d, level):

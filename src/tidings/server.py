@@ -32,7 +32,8 @@ from tidings.realtime.hub import Hub
 from tidings.realtime.relay import RedisRelay
 from tidings.runtime import run_loop, tune_gc
 from tidings.store.base import Store, open_store
-from tidings.transports.senders import SenderPool, auto_sender_processes
+from tidings.transports.registry import TransportOptions, Transports, build_transports
+from tidings.transports.senders import auto_sender_processes
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = None
-    transport: SenderPool | None = None
+    transports: Transports | None = None
     dispatcher: Dispatcher | None = None
     sweeper: Sweeper | None = None
     watcher: FolderWatcher | None = None
@@ -137,12 +138,15 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             processes = settings.sender_processes
             if processes is None:
                 processes = auto_sender_processes(os.cpu_count())
-            transport = SenderPool(
-                processes=processes,
-                allow_private=settings.allow_private_targets,
-                allow_loopback=settings.allow_loopback_targets,
+            transports = build_transports(
+                TransportOptions(
+                    allow_private=settings.allow_private_targets,
+                    allow_loopback=settings.allow_loopback_targets,
+                    sender_processes=processes,
+                    bus_allowed=settings.bus_prefixes,
+                )
             )
-            await transport.start()
+            await transports.start()
             options = EngineOptions(
                 owner=_worker_id(),
                 pause_after_failures=settings.pause_after_failures,
@@ -152,9 +156,9 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             )
             dispatcher = Dispatcher(
                 store,
-                transport,
+                transports,
                 options,
-                Alerter(transport),
+                Alerter(transports.alerts),
                 limiter=make_limiter(settings.redis_url),
                 notices=notices,
             )
@@ -173,7 +177,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 log.info("metrics on http://%s:%d/metrics", settings.host, port)
             log.info(
                 "delivery worker started",
-                extra={"worker": options.owner, "sender_pids": transport.pids()},
+                extra={"worker": options.owner, "sender_pids": transports.pids()},
             )
         if api_sock is not None:
             digests = await settle_api_key(settings, store)
@@ -218,8 +222,8 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             await sweeper.stop()
         if dispatcher is not None:
             await dispatcher.stop()
-        if transport is not None:
-            await transport.close()
+        if transports is not None:
+            await transports.close()
         if signals is not None:
             await signals.close()
         summaries.cancel()

@@ -7,7 +7,7 @@ import msgspec
 
 from tests.api.test_api import create_destination, expect_error, send
 from tests.conftest import Api
-from tidings.model import AttemptResult, ClaimAsk, Completion
+from tidings.model import Answer, AttemptResult, ClaimAsk, Completion
 from tidings.timeutil import now_us
 
 
@@ -66,7 +66,7 @@ async def test_retry_sends_every_dead_delivery_again(api: Api) -> None:
     claims = (await store.claim("w1", asks, now_us())).claims
     assert len(claims) == 6
     failed = AttemptResult(
-        at=now_us(), outcome="http_error", status_code=500, latency_ms=1.0, error="HTTP 500"
+        at=now_us(), outcome="http_error", answer=Answer(500), latency_ms=1.0, error="HTTP 500"
     )
     await store.complete(
         [

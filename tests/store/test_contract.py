@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import make_store
 from tidings.model import (
+    Answer,
     AttemptResult,
     ClaimAsk,
     Completion,
@@ -25,6 +26,7 @@ from tidings.model import (
     Event,
     EventIn,
     RetryPolicy,
+    WebhookSpec,
 )
 from tidings.store.base import Conflict, InvalidCursor, NotFound, Store, StoreError
 from tidings.timeutil import US, now_us
@@ -39,8 +41,7 @@ def spec(
     filter: dict[str, object] | None = None,
     enabled: bool = True,
 ) -> DestinationSpec:
-    return DestinationSpec(
-        kind="webhook",
+    return WebhookSpec(
         url="https://example.com/hook",
         topics=list(topics),
         name=name,
@@ -441,8 +442,7 @@ async def test_appends_racing_destination_changes_never_fail(store: Store) -> No
 
 
 async def test_create_and_get_destination(store: Store) -> None:
-    full = DestinationSpec(
-        kind="webhook",
+    full = WebhookSpec(
         name="billing",
         url="https://example.com/hook",
         topics=["order.*", "invoice.paid"],
@@ -812,7 +812,7 @@ async def test_every_filter_combination_lists_what_a_scan_finds(store: Store) ->
                 destination_id=a.id,
                 lane_key=claim.lane_key,
                 owner="w",
-                attempt=AttemptResult(at=now, outcome="http_error", status_code=500),
+                attempt=AttemptResult(at=now, outcome="http_error", answer=Answer(500)),
                 state=state,
                 next_attempt_at=now + 60 * US if state == "scheduled" else None,
                 release_lane=state != "scheduled",

@@ -19,7 +19,7 @@ import asyncio
 
 import msgspec
 
-from tidings.model import Appended, Delivery, DestinationSpec, Event, EventIn
+from tidings.model import Appended, Delivery, Event, EventIn, WebhookSpec
 from tidings.store.base import Store
 from tidings.store.postgres import PostgresStore
 
@@ -86,7 +86,7 @@ async def every_delivery(store: Store) -> list[Delivery]:
 
 async def test_a_failing_request_fails_alone_among_concurrent_clients(store: Store) -> None:
     await store.create_destination(
-        DestinationSpec(kind="webhook", url="https://example.com/h", topics=["order.*"]),
+        WebhookSpec(url="https://example.com/h", topics=["order.*"]),
         "whsec_" + "a" * 32,
     )
     kinds = poisons(store)

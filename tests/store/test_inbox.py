@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import make_store
 from tidings.metrics import INBOX_DROPPED
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import EventIn, WebhookSpec
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import now_us
 
@@ -82,7 +82,7 @@ async def test_failing_calls_write_no_message(store: Store) -> None:
     transaction with others that succeed (SQLite's group commit runs them again)."""
     # A filter makes the store decode the payload while routing; bad JSON makes it raise.
     await store.create_destination(
-        DestinationSpec(kind="webhook", url="https://example.com/h", topics=["*"],
+        WebhookSpec(url="https://example.com/h", topics=["*"],
                         filter={"n": {"$exists": True}}),
         "whsec_a",
     )  # fmt: skip

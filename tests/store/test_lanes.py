@@ -13,6 +13,7 @@ import pytest
 
 from tests.store.test_contract import ev, spec
 from tidings.model import (
+    Answer,
     AttemptResult,
     Claim,
     ClaimAsk,
@@ -63,10 +64,9 @@ def completion(
         attempt=AttemptResult(
             at=now_us(),
             outcome="delivered" if ok else "http_error",
-            status_code=status if ok else 500,
             latency_ms=1.5,
             error=None if ok else "HTTP 500",
-            response_body="body",
+            answer=Answer(status if ok else 500, "body"),
         ),
         state=state,
         next_attempt_at=next_at,
@@ -460,11 +460,46 @@ async def test_a_run_of_failures_pauses_and_success_resets(store: Store) -> None
     done = await store.complete([completion(claims[2]), *fail[3:5]], pause_after=3)
     assert done.paused == []  # the success reset the run: 2 failures since
     done = await store.complete(fail[5:], pause_after=3)
-    assert done.paused == [d]
+    assert [p.id for p in done.paused] == [d]
+    assert done.paused[0].state == "paused" and done.paused[0].paused_reason
     paused = await store.get_destination(d)
     assert paused is not None and paused.state == "paused" and paused.paused_reason
     resumed = await store.set_destination_state(d, "active", None)
     assert (resumed.state, resumed.paused_reason) == ("active", None)
+
+
+async def test_a_target_gone_pauses_in_the_same_write(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, *"abc")
+    a, b, c = await claim(store, d)
+    gone = msgspec.structs.replace(
+        completion(a, "scheduled", next_at=now_us() + 60 * US), gone="the target is gone"
+    )
+    # A completion whose lease is lost changes nothing: it pauses nothing either.
+    stale = msgspec.structs.replace(gone, delivery_id=b.delivery_id, owner="someone-else")
+    done = await store.complete([stale], pause_after=0)
+    assert done.paused == []
+    done = await store.complete([gone, completion(c)], pause_after=0)  # never by a run
+    assert [(p.id, p.state, p.paused_reason) for p in done.paused] == [
+        (d, "paused", "the target is gone")
+    ]
+    stored = await store.get_destination(d)
+    assert stored is not None and (stored.state, stored.paused_reason) == (
+        "paused",
+        "the target is gone",
+    )
+    # Paused already: another gone answer pauses (and reports) nothing again.
+    await publish(store, "d")
+    await store.set_destination_state(d, "active", None)
+    (e,) = await claim(store, d)
+    await store.set_destination_state(d, "paused", "by hand")
+    again = msgspec.structs.replace(
+        completion(e, "scheduled", next_at=now_us() + 60 * US), gone="gone again"
+    )
+    done = await store.complete([again], pause_after=0)
+    assert done.paused == []
+    stored = await store.get_destination(d)
+    assert stored is not None and stored.paused_reason == "by hand"
 
 
 async def test_backlog_and_sweep(store: Store) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import EventIn, WebhookSpec
 from tidings.store.base import Conflict, StoreUnavailable
 from tidings.store.sqlite import SQLiteStore
 
@@ -68,7 +68,7 @@ async def in_one_group(
 
 async def test_merged_jobs_get_their_own_answers(store: SQLiteStore) -> None:
     await store.create_destination(
-        DestinationSpec(kind="webhook", url="https://example.com/h", topics=["order.*"]),
+        WebhookSpec(url="https://example.com/h", topics=["order.*"]),
         "whsec_" + "a" * 32,
     )
     calls = [[ev(f"k{i}", f'{{"n": {i}}}'.encode())] for i in range(20)]
@@ -136,7 +136,7 @@ async def test_a_row_the_database_refuses_fails_its_request_alone(store: SQLiteS
 async def test_a_failing_job_fails_alone_beside_other_jobs(store: SQLiteStore) -> None:
     """Ingest jobs merged on either side of another job: the failing one fails alone, the
     other job and the destination it creates count for the ingest jobs after it."""
-    spec = DestinationSpec(kind="webhook", url="https://example.com/h", topics=["order.*"])
+    spec = WebhookSpec(url="https://example.com/h", topics=["order.*"])
     calls: list[list[EventIn] | Callable[[], Awaitable[Any]]] = [
         [ev("ok1")],
         [broken("bad")],
@@ -159,9 +159,7 @@ async def test_a_conflict_fails_alone_and_the_rest_of_its_group_commits(
 ) -> None:
     """A job that fails as designed (a name already taken) in a group of others: they
     commit, each answered as if it had been alone, and the failed one wrote nothing."""
-    spec = DestinationSpec(
-        kind="webhook", url="https://example.com/h", topics=["order.*"], name="taken"
-    )
+    spec = WebhookSpec(url="https://example.com/h", topics=["order.*"], name="taken")
     await store.create_destination(spec, "whsec_" + "a" * 32)
     other = msgspec.structs.replace(spec, name="free")
     calls: list[list[EventIn] | Callable[[], Awaitable[Any]]] = [

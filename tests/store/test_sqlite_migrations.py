@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import EventIn, WebhookSpec
 from tidings.store.sql import migrations
 from tidings.store.sqlite import SQLiteStore
 
@@ -47,7 +47,7 @@ async def test_a_version_2_database_upgrades_and_keeps_its_deliveries(tmp_path: 
     store = SQLiteStore(str(path))
     await store.open()
     try:
-        spec = DestinationSpec(kind="webhook", url="https://example.com/h", topics=["a.*"])
+        spec = WebhookSpec(url="https://example.com/h", topics=["a.*"])
         dest = await store.create_destination(spec, "whsec_" + "a" * 32)
         appended = await store.append_events(
             [EventIn(topic="a.b", key=f"k{i % 2}", payload=msgspec.Raw(b"{}")) for i in range(5)]

@@ -226,6 +226,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         "TIDINGS_WS_SEND_QUEUE": "9",
         "TIDINGS_WS_PING_S": "2",
         "TIDINGS_WS_PRESENCE_TTL_S": "6",
+        "TIDINGS_BUS_ALLOWED_URLS": "redis://10.0.0.5:6379, nats://bus.internal:4222",
     }
     assert load(env, empty_dir) == Settings(
         database_url="postgresql://u@db/tidings",
@@ -263,6 +264,7 @@ def test_every_setting_can_come_from_env(empty_dir: Path) -> None:
         ws_send_queue=9,
         ws_ping_s=2.0,
         ws_presence_ttl_s=6.0,
+        bus_allowed_urls="redis://10.0.0.5:6379, nats://bus.internal:4222",
     )
     assert {f"TIDINGS_{name.upper()}" for name in Settings.__struct_fields__} == set(env)
 
@@ -349,3 +351,12 @@ def test_settings_help_mentions_every_variable() -> None:
         assert name in text
     for doc in SETTING_DOCS:
         assert f"{doc.env}: {doc.meaning}" in text
+
+
+def test_bus_allowed_urls_are_checked_at_load(empty_dir: Path) -> None:
+    settings = load({"TIDINGS_BUS_ALLOWED_URLS": "redis://h:6379,nats://n"}, empty_dir)
+    assert [str(p) for p in settings.bus_prefixes] == ["redis://h:6379", "nats://n:4222"]
+    assert load({}, empty_dir).bus_prefixes == ()
+    for bad in ("http://h:80", "redis://:pw@h:6379", "redis://", "nats://h:4222?x=1"):
+        with pytest.raises(ConfigError, match="bus_allowed_urls"):
+            load({"TIDINGS_BUS_ALLOWED_URLS": bad}, empty_dir)

@@ -7,7 +7,7 @@ import logging
 import msgspec
 import pytest
 
-from tidings.model import AttemptResult, Completion, Destination, DestinationSpec, RetryPolicy
+from tidings.model import Answer, AttemptResult, Completion, Destination, RetryPolicy, WebhookSpec
 from tidings.notices import Notices
 
 FIELDS = (
@@ -60,8 +60,7 @@ def make(
 def dest(name: str | None = "billing", id: str = "dst_1", max_attempts: int = 5) -> Destination:
     return Destination(
         id=id,
-        spec=DestinationSpec(
-            kind="webhook",
+        spec=WebhookSpec(
             topics=["a.*"],
             name=name,
             url="https://u:pw@example.com/hook?token=tdk_leak",
@@ -85,9 +84,8 @@ def done(
         attempt=AttemptResult(
             at=0,
             outcome="http_error" if status else "timeout",
-            status_code=status,
             error=error,
-            response_body="secret answer",
+            answer=Answer(status, "secret answer"),
         ),
         state="dead",
         next_attempt_at=None,

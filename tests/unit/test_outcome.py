@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.model import AttemptResult, RetryPolicy
+from tidings.model import Answer, AttemptResult, RetryPolicy
 from tidings.policy.outcome import decide
 
 NOW = 1_700_000_000_000_000
 POLICY = RetryPolicy(max_attempts=4, initial_ms=100, multiplier=2.0, max_ms=1_000, jitter=0.0)
-FAILURES = ["http_error", "timeout", "connection_error", "refused", "lost"]
+FAILURES = ["http_error", "rejected", "timeout", "connection_error", "refused", "lost"]
 
 
 def result(
@@ -22,8 +22,9 @@ def result(
     return AttemptResult(
         at=NOW,
         outcome=outcome,
-        status_code=status,
         retry_after_ms=retry_after_ms,  # type: ignore[arg-type]
+        answer=Answer(status),
+        gone="the receiver answered 410 Gone" if status == 410 else None,
     )
 
 
@@ -77,6 +78,13 @@ def test_gone_disables_the_destination_and_keeps_the_delivery() -> None:
     assert (t.state, t.disable_destination, t.failed) == ("scheduled", True, True)
     t = decide(result("http_error", 410), 4, POLICY, "block", NOW)
     assert (t.state, t.disable_destination, t.release_lane) == ("dead", True, False)
+
+
+def test_policy_reads_the_gone_signal_not_a_status_code() -> None:
+    bare_410 = AttemptResult(at=NOW, outcome="http_error", answer=Answer(410))
+    assert decide(bare_410, 1, POLICY, "skip", NOW).disable_destination is False
+    bus_gone = AttemptResult(at=NOW, outcome="rejected", gone="the stream was deleted")
+    assert decide(bus_gone, 1, POLICY, "skip", NOW).disable_destination is True
 
 
 @given(

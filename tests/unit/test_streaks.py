@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
+from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for, pause_reason, pauses
 
 
 def test_fold_runs_restarts_at_each_success() -> None:
@@ -40,3 +40,14 @@ def test_folding_in_batches_equals_folding_at_once(
         for dest, run in fold_runs(batch).items():
             stored[dest] = next_streak(stored.get(dest, 0), run)
     assert stored == {d: next_streak(0, r) for d, r in whole.items()}
+
+
+def test_pause_for_a_target_gone_or_a_run() -> None:
+    assert pause_for(1, 0, "active", "the receiver answered 410 Gone") == (
+        "the receiver answered 410 Gone"
+    )
+    assert pause_for(5, 3, "active", "gone") == "gone"  # gone is the reason, before a run
+    assert pause_for(3, 3, "active", None) == "3 consecutive failed attempts"
+    assert pause_for(2, 3, "active", None) is None
+    assert pause_for(9, 0, "active", None) is None  # 0 never pauses by a run
+    assert pause_for(9, 3, "paused", "gone") is None  # paused already

@@ -91,7 +91,8 @@ def test_field_error_shape() -> None:
         ({"key": "k"}, model.EventIn, "topic"),
         ({"topic": "a", "idempotency_key": ""}, model.EventIn, "idempotency_key"),
         ({"topic": "a", "key": "k" * 256}, model.EventIn, "key"),
-        ({"kind": "webhook"}, model.DestinationSpec, "topics"),
+        ({"kind": "webhook", "url": "https://x.example"}, model.DestinationSpec, "topics"),
+        ({"kind": "webhook", "topics": ["a"]}, model.DestinationSpec, "url"),
         ({"topics": ["a"]}, model.DestinationSpec, "kind"),
         ({"kind": "email", "topics": ["a"]}, model.DestinationSpec, "kind"),
         ({"kind": "webhook", "topics": []}, model.DestinationSpec, "topics"),
@@ -134,7 +135,13 @@ def test_from_msgspec_names_the_field(body: Any, type_: Any, field: str) -> None
         ({}, model.EventIn, "topic", "missing_field"),
         ({"events": [{"topic": "a"}, {}]}, model.BatchIn, "events[1].topic", "missing_field"),
         ({"topics": ["a"]}, model.DestinationSpec, "kind", "missing_field"),
-        ({"kind": "webhook"}, model.DestinationSpec, "topics", "missing_field"),
+        (
+            {"kind": "webhook", "url": "https://x.example"},
+            model.DestinationSpec,
+            "topics",
+            "missing_field",
+        ),
+        ({"kind": "webhook", "topics": ["a"]}, model.DestinationSpec, "url", "missing_field"),
         ({"topic": 1}, model.EventIn, "topic", "invalid_field"),
         ({"topic": "a", "nope": 1}, model.EventIn, "nope", "invalid_field"),
         ({"kind": "webhook", "topics": []}, model.DestinationSpec, "topics", "invalid_field"),
@@ -282,9 +289,13 @@ def test_duplicate_topics() -> None:
 
 
 def test_webhook_without_url() -> None:
-    err = check_error(spec(url=None))
+    err = field_of({"kind": "webhook", "topics": ["a"]}, model.DestinationSpec)
     assert err.field == "url"
     assert err.code == "missing_field"
+    assert (
+        field_of({"kind": "webhook", "topics": ["a"], "url": None}, model.DestinationSpec).field
+        == "url"
+    )
 
 
 @pytest.mark.parametrize(
@@ -333,13 +344,13 @@ def test_retry_initial_above_max() -> None:
 def test_first_broken_rule_is_reported() -> None:
     everything_wrong = spec(
         topics=["a", "bad topic", "a"],
-        url=None,
+        url="ftp://example.com",
         filter={"x": {"$gt": 1}},
         retry={"initial_ms": 2000, "max_ms": 1000},
     )
     assert check_error(everything_wrong).field == "topics[1]"
-    assert check_error(spec(topics=["a", "a"], url=None)).field == "topics"
-    assert check_error(spec(url=None, filter={"x": {"$gt": 1}})).field == "url"
+    assert check_error(spec(topics=["a", "a"], url="ftp://example.com")).field == "topics"
+    assert check_error(spec(url="ftp://example.com", filter={"x": {"$gt": 1}})).field == "url"
     assert (
         check_error(spec(filter={"x": {"$gt": 1}}, retry={"initial_ms": 5, "max_ms": 1})).field
         == "filter.x"

@@ -19,7 +19,15 @@ from tidings.api.http import (
 )
 from tidings.api.keys import ENGINE, NOTICES
 from tidings.api.wire import DestinationList, ReplayOut, destination_out
-from tidings.model import Destination, DestinationSpec, DestinationState, spec_to_builtins
+from tidings.model import (
+    Destination,
+    DestinationSpec,
+    DestinationState,
+    WebhookSpec,
+    spec_to_builtins,
+)
+from tidings.policy.buses import forbidden_error
+from tidings.policy.redaction import mask_credentials
 from tidings.policy.validation import FieldError, check_destination, from_msgspec
 from tidings.signing import new_secret
 from tidings.store.base import NotFound, Store
@@ -27,9 +35,8 @@ from tidings.timeutil import US, now_us, parse_iso
 from tidings.transports.ssrf import target_error
 
 routes = web.RouteTableDef()
-_spec = msgspec.json.Decoder(DestinationSpec)
+_spec: msgspec.json.Decoder[DestinationSpec] = msgspec.json.Decoder(DestinationSpec)
 _object = msgspec.json.Decoder(dict[str, Any])
-_SPEC_FIELDS = frozenset(DestinationSpec.__struct_fields__)
 _READ_ONLY = frozenset({"id", "secret", "created_at", "updated_at", "state"})
 ROTATION_GRACE_US = 24 * 3600 * US
 
@@ -55,9 +62,15 @@ REPLAY_CHUNK = 1000  # deliveries re-queued per transaction
 
 
 async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
-    """The SSRF guard at create/patch time (checked again at every connect)."""
+    """The SSRF guard at create/patch time (checked again at every connect) for webhook
+    and alert URLs; a bus URL must be one of TIDINGS_BUS_ALLOWED_URLS instead."""
     settings = request.app[SETTINGS]
-    for field, url in (("url", spec.url), ("alert_url", spec.alert_url)):
+    guarded: list[tuple[str, str | None]] = [("alert_url", spec.alert_url)]
+    if isinstance(spec, WebhookSpec):
+        guarded.insert(0, ("url", spec.url))
+    elif refused := forbidden_error(spec.url, settings.bus_prefixes):
+        raise FieldError("url", refused, code="forbidden_target")
+    for field, url in guarded:
         if url is None:
             continue
         problem = await target_error(
@@ -95,20 +108,30 @@ async def show(request: web.Request) -> web.Response:
 
 
 def merge_patch(current: DestinationSpec, patch: dict[str, Any]) -> DestinationSpec:
-    """Apply a JSON merge patch (RFC 7396 for `retry`, replacement elsewhere)."""
+    """Apply a JSON merge patch (RFC 7396 for `retry`, replacement elsewhere). The kind
+    stays: its fields are not another kind's. A `url` sent back as answered (its
+    credentials masked) keeps the stored one."""
+    fields = current.__struct_fields__
     for key in patch:
         if key in _READ_ONLY:
             raise FieldError(key, f"{key} cannot be changed")
-        if key not in _SPEC_FIELDS:
-            raise FieldError(key, f"unknown field {key!r}")
+        if key == "kind":
+            if patch[key] != current.kind:
+                raise FieldError(
+                    "kind", "kind cannot be changed; create a destination of the new kind"
+                )
+        elif key not in fields:
+            raise FieldError(key, f"unknown field {key!r} for a {current.kind} destination")
     merged = spec_to_builtins(current)
     for key, value in patch.items():
         if key == "retry" and isinstance(value, dict):
             merged["retry"] = {**merged["retry"], **value}
+        elif key == "url" and value != current.url and value == mask_credentials(current.url):
+            continue
         else:
             merged[key] = value
     try:
-        spec = msgspec.convert(merged, DestinationSpec)
+        spec = msgspec.convert(merged, type(current))  # the same kind
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     check_destination(spec)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -10,7 +10,7 @@ from tidings import __version__
 from tidings.api import compat, users, wire, ws
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
-from tidings.model import BatchIn, DestinationSpec, EventIn
+from tidings.model import BatchIn, DestinationBase, DestinationSpec, EventIn
 from tidings.policy.topics import MAX_TOPIC_LENGTH, PATTERN_SCHEMA, TOPIC_SCHEMA
 
 _REF = "#/components/schemas/{name}"
@@ -44,9 +44,11 @@ def _refine(schemas: dict[str, Any]) -> None:
     """What the validators check beyond the structs' types, said in the document too, so
     that clients (and schemathesis) know a topic's form before a 400 tells them."""
     schemas["EventIn"]["properties"]["topic"] = _TOPIC
-    schemas["DestinationSpec"]["properties"]["topics"]["items"] = _PATTERN
-    for field in ("url", "alert_url"):
-        schemas["DestinationSpec"]["properties"][field]["anyOf"][0]["format"] = "uri"
+    for kind in spec_types():
+        properties = schemas[kind.__name__]["properties"]
+        properties["topics"]["items"] = _PATTERN
+        properties["url"]["format"] = "uri"
+        properties["alert_url"]["anyOf"][0]["format"] = "uri"
     for bound in ("since", "until"):
         schemas["ReplayIn"]["properties"][bound]["anyOf"][0]["format"] = "date-time"
 
@@ -282,16 +284,21 @@ def _user_paths(errors: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def spec_types() -> tuple[type[DestinationBase], ...]:
+    """The struct of each destination kind."""
+    return get_args(DestinationSpec) or (DestinationSpec,)
+
+
 def build_openapi() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(
+    (spec, out, *_), components = msgspec.json.schema_components(
         [
+            DestinationSpec,
+            wire.DestinationOut,
             EventIn,
             BatchIn,
-            DestinationSpec,
             wire.ErrorOut,
             wire.AcceptedOut,
             wire.BatchAcceptedOut,
-            wire.DestinationOut,
             wire.DestinationList,
             wire.EventOut,
             wire.EventList,
@@ -315,6 +322,9 @@ def build_openapi() -> dict[str, Any]:
         ],
         ref_template=_REF,
     )
+    # The unions on `kind` (a `$ref` while there is one kind), named for the operations.
+    components["DestinationSpec"] = spec
+    components["DestinationOut"] = out
     _refine(components)
     errors = {"400": _ERR, "401": _ERR, "503": _ERR}
     uploads: dict[str, Any] = {

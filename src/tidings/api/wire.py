@@ -6,12 +6,25 @@ Must never do I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 import msgspec
 from msgspec import Raw, Struct
 
-from tidings.model import Attempt, Delivery, Destination, Event, RetryPolicy, Upload, UploadState
+from tidings.model import (
+    Attempt,
+    Delivery,
+    Destination,
+    DestinationBase,
+    Event,
+    NatsSpec,
+    RedisChannelSpec,
+    RedisStreamSpec,
+    Upload,
+    UploadState,
+    WebhookSpec,
+)
+from tidings.policy.redaction import mask_credentials
 from tidings.timeutil import to_iso
 
 
@@ -37,27 +50,48 @@ class BatchAcceptedOut(Struct, frozen=True):
     duplicates: int
 
 
-class DestinationOut(Struct, frozen=True, kw_only=True):
+class DestinationOutBase(DestinationBase, frozen=True):
+    """A destination as answered: its spec (credentials in URLs masked), and what the
+    server keeps beside it. A subclass per kind adds the kind's own fields."""
+
     id: str
-    name: str | None
-    kind: str
-    url: str | None
-    topics: list[str]
-    filter: dict[str, Any] | None
-    ordering: str
-    on_dead: str
-    retry: RetryPolicy
-    timeout_ms: int
-    rate_limit_per_s: float | None
-    max_in_flight: int
-    alert_url: str | None
-    enabled: bool
-    body: str  # envelope or data
     state: str
     paused_reason: str | None
     secret: str
     created_at: str
     updated_at: str
+
+
+class WebhookOut(DestinationOutBase, frozen=True, tag="webhook"):
+    url: str
+    body: str  # envelope or data
+
+
+class RedisStreamOut(DestinationOutBase, frozen=True, tag="redis_stream"):
+    url: str  # credentials masked
+    stream: str
+    maxlen: int | None
+
+
+class RedisChannelOut(DestinationOutBase, frozen=True, tag="redis_channel"):
+    url: str  # credentials masked
+    channel: str
+    body: str
+
+
+class NatsOut(DestinationOutBase, frozen=True, tag="nats"):
+    url: str  # credentials masked
+    subject: str
+    body: str
+
+
+DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut
+_OUT: dict[type[DestinationBase], type[DestinationOutBase]] = {
+    WebhookSpec: WebhookOut,
+    RedisStreamSpec: RedisStreamOut,
+    RedisChannelSpec: RedisChannelOut,
+    NatsSpec: NatsOut,
+}
 
 
 class AttemptOut(Struct, frozen=True, kw_only=True):
@@ -180,29 +214,19 @@ def upload_out(u: Upload) -> UploadOut:
 
 
 def destination_out(d: Destination) -> DestinationOut:
-    s = d.spec
-    return DestinationOut(
+    spec = d.spec
+    fields = {name: getattr(spec, name) for name in spec.__struct_fields__}
+    fields["url"] = mask_credentials(spec.url)
+    out = _OUT[type(spec)](
+        **fields,
         id=d.id,
-        name=s.name,
-        kind=s.kind,
-        url=s.url,
-        topics=s.topics,
-        filter=s.filter,
-        ordering=s.ordering,
-        on_dead=s.on_dead,
-        retry=s.retry,
-        timeout_ms=s.timeout_ms,
-        rate_limit_per_s=s.rate_limit_per_s,
-        max_in_flight=s.max_in_flight,
-        alert_url=s.alert_url,
-        enabled=s.enabled,
-        body=s.body,
         state=d.state,
         paused_reason=d.paused_reason,
         secret=d.secret,
         created_at=to_iso(d.created_at),
         updated_at=to_iso(d.updated_at),
     )
+    return cast(DestinationOut, out)
 
 
 def attempt_out(a: Attempt) -> AttemptOut:

@@ -1,10 +1,12 @@
-"""Operator alerts: a signed webhook to a destination's `alert_url`.
+"""Operator alerts: a signed webhook to a destination's `alert_url`, whatever its kind.
 
 Sent when deliveries of the destination go dead (one alert per destination per batch of
 outcomes, listing up to `MAX_LISTED` of them) and when the destination is paused (a run
-of failures, or 410 Gone). Alerts are best effort: a few tries in memory, never stored,
-never blocking delivery. They are signed like any webhook of that destination, with the
-types `tidings.deliveries.dead` and `tidings.destination.paused`.
+of failures, or its target gone). Alerts are best effort: a few tries in memory, never
+stored, never blocking delivery. The `AlertSender` (the webhook transport) signs them
+like any webhook of that destination, with the types `tidings.deliveries.dead` and
+`tidings.destination.paused`. Owns what an alert says and when it is tried again; never
+how it is sent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgspec
 from tidings.ids import IdFactory
 from tidings.model import Completion, Destination
 from tidings.timeutil import now_us, to_iso
-from tidings.transports.webhook import Sender, WebhookRequest
+from tidings.transports.base import Alert, AlertSender
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100
@@ -30,8 +32,8 @@ ALERT_PREFIX = "alr_"
 
 
 class Alerter:
-    def __init__(self, transport: Sender) -> None:
-        self._transport = transport
+    def __init__(self, sender: AlertSender) -> None:
+        self._sender = sender
         self._ids = IdFactory()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -69,30 +71,27 @@ class Alerter:
     def _send(self, d: Destination, kind: str, data: dict[str, Any]) -> None:
         if not d.spec.alert_url:
             return
-        request = WebhookRequest(
-            url=d.spec.alert_url,
-            event_id=self._ids.new(ALERT_PREFIX),
-            topic=kind,
-            received_at=now_us(),
-            payload=msgspec.json.encode(data),
-            secrets=d.live_secrets(now_us()),
-            attempt=1,
+        alert = Alert(
+            id=self._ids.new(ALERT_PREFIX),
+            type=kind,
+            at=now_us(),
+            data=msgspec.json.encode(data),
             timeout_s=TIMEOUT_S,
         )
-        task = asyncio.create_task(self._deliver(request))
+        task = asyncio.create_task(self._deliver(alert, d))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, request: WebhookRequest) -> None:
+    async def _deliver(self, alert: Alert, d: Destination) -> None:
         for attempt in range(1, TRIES + 1):
-            result = await self._transport.deliver(
-                msgspec.structs.replace(request, attempt=attempt)
+            result = await self._sender.send_alert(
+                msgspec.structs.replace(alert, attempt=attempt), d
             )
             if result.outcome == "delivered":
                 return
             if attempt < TRIES:
                 await asyncio.sleep(BACKOFF_S[attempt - 1])
-        log.warning("alert %s to %s failed: %s", request.topic, request.url, result.error)
+        log.warning("alert %s to %s failed: %s", alert.type, d.spec.alert_url, result.error)
 
     async def close(self) -> None:
         for task in self._tasks:

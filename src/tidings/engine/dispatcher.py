@@ -17,9 +17,12 @@ Three loops share one event loop:
   policy as any failed attempt.
 
 The loop sleeps until the earliest due time, a wake-up (new events, finished writes) or
-the poll interval, never spinning. It owns no SQL and no HTTP: the store and the
-transport do that. Policy decisions are `policy.outcome.decide`. What the operator must
-see (a dead letter, a pause) goes to `Notices` once the store has written it.
+the poll interval, never spinning. It owns no SQL and no wire protocol: the store and the
+transports do that (one per destination kind, looked up by kind: `transports.base`; a
+kind without a transport here is not claimed). Policy decisions are
+`policy.outcome.decide`. What the operator must see (a dead letter, a pause) goes to
+`Notices` once the store has written it; a pause (a run of failures, or a target gone)
+is written by the same commit as the attempt that caused it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +55,7 @@ from tidings.notices import Notices
 from tidings.policy.outcome import Transition, decide
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import now_us
-from tidings.transports.webhook import Sender, WebhookRequest
+from tidings.transports.base import Transport
 
 log = logging.getLogger(__name__)
 CLAIM_BATCH = 100  # most deliveries one destination claims per round
@@ -75,11 +78,13 @@ class _Destination:
     """A destination as the engine sees it, with its live budget."""
 
     current: Destination
+    transport: Transport | None  # of its kind; None: this process cannot send to it
     in_flight: int = 0  # requests under way
     ready: deque[Claim] = field(default_factory=deque)  # claimed ahead, waiting for a slot
 
-    def update(self, d: Destination) -> None:
+    def update(self, d: Destination, transport: Transport | None) -> None:
         self.current = d
+        self.transport = transport
 
     @property
     def ahead(self) -> int:
@@ -109,7 +114,7 @@ class _Destination:
 @dataclass
 class Dispatcher:
     store: Store
-    transport: Sender
+    transports: Mapping[str, Transport]  # by destination kind
     options: EngineOptions
     alerter: Alerter | None = None
     limiter: RateLimiter = field(default_factory=LocalLimiter)
@@ -183,10 +188,11 @@ class Dispatcher:
         seen = set()
         for d in found:
             seen.add(d.id)
+            transport = self.transports.get(d.spec.kind)
             entry = self._dests.get(d.id)
             if entry is None:
-                entry = self._dests[d.id] = _Destination(current=d)
-            entry.update(d)
+                entry = self._dests[d.id] = _Destination(current=d, transport=transport)
+            entry.update(d, transport)
         for gone in set(self._dests) - seen:
             if self._dests[gone].in_flight == 0 and not self._dests[gone].ready:
                 del self._dests[gone]
@@ -223,7 +229,7 @@ class Dispatcher:
         wanted: dict[str, int] = {}
         for dest_id, entry in self._dests.items():
             d = entry.current
-            if not d.deliverable or d.spec.kind != "webhook":
+            if not d.deliverable or entry.transport is None:
                 continue
             limit = min(entry.room, CLAIM_BATCH)
             if limit > 0:
@@ -328,21 +334,12 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ delivering
     async def _deliver(self, entry: _Destination, claim: Claim) -> None:
-        d = entry.current
+        d, transport = entry.current, entry.transport
         spec = d.spec
         try:
-            request = WebhookRequest(
-                url=spec.url or "",
-                event_id=claim.event_id,
-                topic=claim.topic,
-                received_at=claim.received_at,
-                payload=claim.payload,
-                secrets=d.live_secrets(now_us()),
-                attempt=claim.attempt,
-                timeout_s=spec.timeout_ms / 1000,
-                envelope=spec.body == "envelope",
-            )
-            result = await self.transport.deliver(request)
+            if transport is None:  # claimed, then its kind changed under it: a bug
+                raise RuntimeError(f"no transport for kind {spec.kind}")
+            result = await transport.deliver(claim, d)
         except asyncio.CancelledError:
             # Shutting down mid-request: give the delivery back now rather than leave it
             # to its lease. The receiver may have it already: at least once.
@@ -358,7 +355,7 @@ class Dispatcher:
         child(ATTEMPTS, d.id, result.outcome).inc()
         child(ATTEMPT_LATENCY, d.id).observe(result.latency_ms / 1000)
         transition = decide(result, claim.attempt, spec.retry, spec.on_dead, now_us(), self.rng)
-        done = self._finish(
+        self._finish(
             claim.delivery_id,
             claim.lane_key,
             d,
@@ -368,8 +365,9 @@ class Dispatcher:
             claim.event_id,
             claim.attempt,
         )
-        if transition.disable_destination:
-            self._pause_soon(entry, "the receiver answered 410 Gone", done)
+        if transition.disable_destination and d.state == "active":
+            # Claim no more meanwhile; the flush writes the pause with this attempt.
+            self._mark_paused(entry, result.gone or "the target is gone")
         self._pump(entry)
         if entry.low:
             self._wake.set()
@@ -395,6 +393,7 @@ class Dispatcher:
             next_attempt_at=transition.next_attempt_at,
             release_lane=transition.release_lane,
             failed=transition.failed,
+            gone=result.gone if transition.disable_destination else None,
             event_id=event_id,
             attempt_number=attempt_number,
         )
@@ -404,28 +403,9 @@ class Dispatcher:
 
     @staticmethod
     def _mark_paused(entry: _Destination, reason: str) -> None:
-        """Stop claiming for it at once; the store learns of it separately."""
+        """Stop claiming for it at once (the store pauses it with the flush that writes
+        the attempt which paused it, or has already)."""
         entry.current = msgspec.structs.replace(entry.current, state="paused", paused_reason=reason)
-
-    def _pause_soon(self, entry: _Destination, reason: str, gone: Completion) -> None:
-        """410 Gone: pause it now, here and in the store; `gone` the attempt answered so."""
-        d = entry.current
-        if d.state == "paused":
-            return
-        self._mark_paused(entry, reason)
-
-        async def pause() -> None:
-            try:
-                paused = await self.store.set_destination_state(d.id, "paused", reason)
-            except StoreError as exc:
-                log.warning("could not pause destination %s: %s", d.id, exc)
-                return
-            DESTINATION_PAUSED.inc()
-            self.notices.paused(paused, "gone", reason, gone)
-            if self.alerter is not None:
-                self.alerter.destination_paused(paused)
-
-        self._spawn(pause())
 
     # ------------------------------------------------------------------ writing outcomes
     async def _flush_loop(self) -> None:
@@ -471,31 +451,20 @@ class Dispatcher:
                     self.notices.dead(entry.current, c)
                 if self.alerter is not None:
                     self.alerter.deliveries_dead(entry.current, completions)
-        for dest_id in written.paused:
+        for paused in written.paused:
             DESTINATION_PAUSED.inc()
-            entry = self._dests.get(dest_id)
+            entry = self._dests.get(paused.id)
             if entry is not None:
-                last = next(
-                    (c for c in reversed(batch) if c.destination_id == dest_id and c.failed),
-                    None,
-                )
-                self._mark_paused(entry, "a run of failed attempts")
-                self._spawn(self._announce_pause(entry, last))
-
-    async def _announce_pause(self, entry: _Destination, last: Completion | None) -> None:
-        """Log and alert with the destination as stored (its reason names the run's
-        length); `last` is the failed attempt that ended the run."""
-        try:
-            stored = await self.store.get_destination(entry.current.id)
-        except StoreError as exc:
-            log.warning("could not read paused destination %s: %s", entry.current.id, exc)
-            stored = None
-        if stored is not None:
-            entry.update(stored)
-        d = entry.current
-        self.notices.paused(d, "failures", d.paused_reason or "a run of failed attempts", last)
-        if self.alerter is not None:
-            self.alerter.destination_paused(d)
+                entry.update(paused, entry.transport)
+            # The attempt that paused it: the one saying its target is gone, else the
+            # failure that ended the run.
+            mine = [c for c in batch if c.destination_id == paused.id and c.failed]
+            gone = next((c for c in reversed(mine) if c.gone is not None), None)
+            last = gone or (mine[-1] if mine else None)
+            reason = paused.paused_reason or "a run of failed attempts"
+            self.notices.paused(paused, "gone" if gone else "failures", reason, last)
+            if self.alerter is not None:
+                self.alerter.destination_paused(paused)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = (self._loop or asyncio.get_running_loop()).create_task(coro)

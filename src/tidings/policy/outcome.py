@@ -3,7 +3,9 @@
 `decide` maps (result, attempt number, the destination's policy) to the delivery's next
 state: delivered, scheduled for a retry at a computed time, or dead; whether its lane may
 move on; whether it counts as a failure; and whether the destination must be disabled
-(410 Gone). Must never do I/O; the clock and randomness are passed in.
+(the transport said the target is gone for good: `AttemptResult.gone`). Knows no
+protocol: status codes are the transports' business. Must never do I/O; the clock and
+randomness are passed in.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass
 
 from tidings.model import AttemptResult, CompletionState, OnDead, RetryPolicy
 from tidings.policy.backoff import is_exhausted, next_delay_ms
-
-GONE = 410
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ def decide(
     """The transition after attempt number `attempt` (1 for the first) came to `result`."""
     if result.outcome == "delivered":
         return _DELIVERED  # the common case: frozen, so one will do
-    gone = result.status_code == GONE
+    gone = result.gone is not None
     if is_exhausted(retry, attempt):
         return Transition(
             "dead",

@@ -5,7 +5,9 @@ Authorization headers (Bearer, Basic, or any scheme after `Authorization:`), and
 user-info, query and fragment of any URL (`scheme://user:pass@host/path?token=…`: any of
 those may carry a token) with `***`. The log formatters run every line through it, so a
 secret that reaches a message, an extra field or a traceback is still never written.
-Text without any trigger costs one regex search. Must never do I/O.
+Text without any trigger costs one regex search. `mask_credentials` masks only a URL's
+user-info (a bus URL's password or token), for answers that must show the rest of the
+URL. Must never do I/O.
 """
 
 from __future__ import annotations
@@ -52,3 +54,12 @@ def redact(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: m[1] + MASK, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m[1]} {MASK}", text)
     return _URL.sub(_url, text)
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
+
+
+def mask_credentials(url: str) -> str:
+    """`url` with its user-info, if any, replaced by `***`: `redis://:pw@h:6379/0` ->
+    `redis://***@h:6379/0` (a user name may be a token, so it goes too)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", url, count=1)

@@ -1,8 +1,10 @@
-"""Runs of consecutive failed attempts per destination, and when they pause it.
+"""Runs of consecutive failed attempts per destination, and when a write pauses it.
 
 A store folds a batch of outcomes (in the order they happened) into one `Run` per
 destination, then combines it with the streak it holds: a success in the batch restarts
-the count from the failures after it. Must never do I/O.
+the count from the failures after it. `pause_for` says whether the write pauses the
+destination and why: a run long enough, or an attempt whose target said it is gone.
+Must never do I/O.
 """
 
 from __future__ import annotations
@@ -37,3 +39,13 @@ def pauses(streak: int, pause_after: int, state: str) -> bool:
 
 def pause_reason(streak: int) -> str:
     return f"{streak} consecutive failed attempts"
+
+
+def pause_for(streak: int, pause_after: int, state: str, gone: str | None) -> str | None:
+    """The reason this write pauses the destination, or None: its target gone (`gone`,
+    the transport's words) before a run of failures; only an active one is paused."""
+    if state != "active":
+        return None
+    if gone is not None:
+        return gone
+    return pause_reason(streak) if pauses(streak, pause_after, state) else None

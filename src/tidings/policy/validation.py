@@ -3,7 +3,8 @@
 `FieldError` is what every layer raises for bad input: a machine-readable code, a
 message for people and the dotted path of the offending field. `from_msgspec` turns
 msgspec's decoding errors into one. Must never do I/O (URL checks here are syntactic;
-address checks against private ranges happen at connect time in the transport).
+address checks against private ranges happen at connect time in the transport, and a
+bus URL's allow-list is checked by the API and the bus transports).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import DestinationSpec, EventIn, NatsSpec, RedisStreamSpec, WebhookSpec
+from tidings.policy.buses import bus_url_error, name_error, subject_error
 from tidings.policy.filters import FilterError, compile_filter
 from tidings.policy.jsontext import first_bad_string, format_path, text_problem
 from tidings.policy.topics import pattern_error, topic_error
@@ -78,12 +80,7 @@ def check_destination(spec: DestinationSpec) -> None:
             raise FieldError(f"topics[{i}]", f"topic pattern {pattern!r} {problem}")
     if len(set(spec.topics)) != len(spec.topics):
         raise FieldError("topics", "topics must not repeat")
-    if spec.kind == "webhook":
-        if spec.url is None:
-            raise FieldError("url", "a webhook destination needs a url", code="missing_field")
-        problem = url_error(spec.url)
-        if problem:
-            raise FieldError("url", f"url {problem}")
+    _check_kind(spec)
     if spec.alert_url is not None and (problem := url_error(spec.alert_url)):
         raise FieldError("alert_url", f"alert_url {problem}")
     if spec.filter is not None:
@@ -95,6 +92,27 @@ def check_destination(spec: DestinationSpec) -> None:
             ) from None
     if spec.retry.initial_ms > spec.retry.max_ms:
         raise FieldError("retry.initial_ms", "retry.initial_ms must not exceed retry.max_ms")
+
+
+def _check_kind(spec: DestinationSpec) -> None:
+    """The rules of the kind's own fields (the allow-list of bus URLs is the API's)."""
+    if isinstance(spec, WebhookSpec):
+        if problem := url_error(spec.url):
+            raise FieldError("url", f"url {problem}")
+        return
+    if problem := bus_url_error(spec.url, spec.kind):
+        raise FieldError("url", f"url {problem}")
+    if isinstance(spec, NatsSpec):
+        if problem := subject_error(spec.subject):
+            raise FieldError("subject", f"subject {problem}")
+    else:
+        field, name = (
+            ("stream", spec.stream)
+            if isinstance(spec, RedisStreamSpec)
+            else ("channel", spec.channel)
+        )
+        if problem := name_error(name):
+            raise FieldError(field, f"{field} {problem}")
 
 
 def check_event(event: EventIn, max_payload_bytes: int, field_prefix: str = "") -> None:

@@ -208,8 +208,10 @@ class Store(abc.ABC):
         """Record attempts and move deliveries on, fenced by lease owner, in one commit.
 
         A completion whose delivery is no longer in flight under `owner` records its attempt
-        but changes nothing else. `release_lane` promotes the lane's next delivery. A
-        destination whose run of consecutive failures reaches `pause_after` (> 0) is paused.
+        but changes nothing else. `release_lane` promotes the lane's next delivery. An
+        active destination whose run of consecutive failures reaches `pause_after` (> 0),
+        or one an applied completion says is `gone` (that text its reason), is paused; the
+        answer lists those as stored after the write.
         """
 
     @abc.abstractmethod

@@ -60,7 +60,7 @@ from tidings.model import (
 )
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.routing import Route, Router
-from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
+from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
 from tidings.policy.topics import pattern_prefix
 from tidings.store.base import (
     Conflict,
@@ -785,13 +785,19 @@ class PostgresStore(Store):
                 )
                 await conn.execute(Q["notify"], self.work_channel, "")
             runs = fold_runs((c.destination_id, c.failed) for c in applied)
-            paused = await self._apply_runs(conn, runs, pause_after, now)
+            gone = {c.destination_id: c.gone for c in applied if c.gone is not None}
+            paused = [
+                await self._destination_in(conn, d)
+                for d in await self._apply_runs(conn, runs, gone, pause_after, now)
+            ]
         dead = [c.delivery_id for c in applied if c.state == "dead"]
         return Completed(applied=len(applied), paused=paused, dead=dead)
 
     async def _apply_runs(
-        self, conn: Conn, runs: dict[str, Run], pause_after: int, now: int
+        self, conn: Conn, runs: dict[str, Run], gone: dict[str, str], pause_after: int, now: int
     ) -> list[str]:
+        """Update each destination's failure streak; pause those it or `gone` (why a
+        target is gone, by destination) pause; answer their ids."""
         paused: list[str] = []
         if not runs:
             return paused
@@ -799,12 +805,13 @@ class PostgresStore(Store):
             Q["streaks_for_update"], sorted(runs)
         ):
             streak = next_streak(stored, runs[destination_id])
-            if pauses(streak, pause_after, state):
+            reason = pause_for(streak, pause_after, state, gone.get(destination_id))
+            if reason is not None:
                 await conn.execute(
                     Q["set_destination_state"],
                     destination_id,
                     "paused",
-                    pause_reason(streak),
+                    reason,
                     streak,
                     now,
                 )

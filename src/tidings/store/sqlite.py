@@ -80,7 +80,7 @@ from tidings.model import (
 )
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.routing import Route, Router
-from tidings.policy.streaks import Run, fold_runs, next_streak, pause_reason, pauses
+from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
 from tidings.policy.topics import pattern_prefix
 from tidings.store.base import (
     Conflict,
@@ -1060,33 +1060,48 @@ class SQLiteStore(Store):
                 conn, list({(c.destination_id, c.lane_key) for c in done if c.release_lane}), now
             )
             runs = fold_runs((c.destination_id, c.failed) for c in done)
-            paused = self._apply_runs(conn, runs, pause_after, now)
+            gone = {c.destination_id: c.gone for c in done if c.gone is not None}
+            paused = self._apply_runs(conn, runs, gone, pause_after, now)
             dead = [c.delivery_id for c in done if c.state == "dead"]
-            return Completed(applied=len(done), paused=paused, dead=dead)
+            return Completed(
+                applied=len(done),
+                paused=[self._destination_in(conn, d) for d in paused],
+                dead=dead,
+            )
 
         return await self._write(job, durable=False)
 
     def _apply_runs(
-        self, conn: sqlite3.Connection, runs: dict[str, Run], pause_after: int, now: int
+        self,
+        conn: sqlite3.Connection,
+        runs: dict[str, Run],
+        gone: dict[str, str],
+        pause_after: int,
+        now: int,
     ) -> list[str]:
+        """Update each destination's failure streak; pause those it or `gone` (why a
+        target is gone, by destination) pause; answer their ids."""
         paused: list[str] = []
-        clean = [d for d, run in runs.items() if run.saw_success and run.failures == 0]
+        clean = [
+            d for d, run in runs.items() if run.saw_success and run.failures == 0 and d not in gone
+        ]
         if clean:  # the common case, in one statement
             conn.execute(Q["reset_failure_streaks"], {"ids": _encode(clean)})
         for destination_id, run in runs.items():
-            if run.saw_success and run.failures == 0:
+            if run.saw_success and run.failures == 0 and destination_id not in gone:
                 continue
             current = conn.execute(Q["failure_streak"], {"id": destination_id}).fetchone()
             if current is None:
                 continue
             streak = next_streak(current[0], run)
-            if pauses(streak, pause_after, current[1]):
+            reason = pause_for(streak, pause_after, current[1], gone.get(destination_id))
+            if reason is not None:
                 conn.execute(
                     Q["set_destination_state"],
                     {
                         "id": destination_id,
                         "state": "paused",
-                        "reason": pause_reason(streak),
+                        "reason": reason,
                         "streak": streak,
                         "now": now,
                     },

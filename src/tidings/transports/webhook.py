@@ -1,17 +1,24 @@
 """The webhook transport: one signed HTTP POST per attempt, over a shared connection pool.
 
-Owns the wire form of a webhook (the `{"type", "timestamp", "data"}` envelope with the
-event's payload bytes spliced in verbatim, the Standard Webhooks headers and signature)
-and turning what happened into an `AttemptResult`. Must never re-encode the payload,
-follow redirects, read more than `MAX_RESPONSE_BODY` bytes of a response, apply retry
-policy, or raise for a delivery failure (only programming errors escape). Must never
-connect to a forbidden address unless built with `allow_private=True` (or, for loopback
-addresses alone, `allow_loopback=True`; see `ssrf`).
+`Webhooks` is the transport the engine knows (`transports.base.Transport`, registered as
+kind `webhook`): it turns a claim into a `WebhookRequest` and hands it to a `Sender`, a
+`WebhookTransport` here or a `senders.SenderPool` of sender processes; it also sends the
+alerts of every kind of destination (an `alert_url` is always a webhook).
+`WebhookTransport` owns the wire form of a webhook (the `{"type", "timestamp", "data"}`
+envelope with the event's payload bytes spliced in verbatim, the Standard Webhooks
+headers and signature) and turning what happened into an `AttemptResult` (the HTTP
+status and the start of the answer as its `Answer`; a 410 as `gone`). Must never
+re-encode the payload, follow redirects, read more than `MAX_RESPONSE_BODY` bytes of a
+response, apply retry policy, or raise for a delivery failure (only programming errors
+escape). Must never connect to a forbidden address unless built with
+`allow_private=True` (or, for loopback addresses alone, `allow_loopback=True`; see
+`ssrf`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from functools import lru_cache
 from typing import Protocol
 
@@ -20,17 +27,21 @@ import msgspec
 from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
-from tidings.model import MAX_RESPONSE_BODY, AttemptResult
+from tidings.model import MAX_RESPONSE_BODY, Answer, AttemptResult, Claim, Destination, WebhookSpec
 from tidings.policy.addresses import Allow
 from tidings.policy.backoff import parse_retry_after
 from tidings.signing import signature_header
-from tidings.timeutil import now_us, to_iso
+from tidings.timeutil import now_us
+from tidings.transports.base import Alert
+from tidings.transports.envelope import envelope as webhook_body
 from tidings.transports.ssrf import GuardedResolver, TargetRefused, check_url_now
 
-__all__ = ["Sender", "WebhookRequest", "WebhookTransport", "webhook_body"]
+__all__ = ["Sender", "WebhookRequest", "WebhookTransport", "Webhooks", "webhook_body"]
 
 _MAX_ERROR = 300  # characters of an exception's text kept in AttemptResult.error
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE = 410  # the receiver says it is gone for good: the destination is paused
+GONE_REASON = "the receiver answered 410 Gone"
 _encode = msgspec.json.encode
 
 
@@ -53,22 +64,60 @@ class Sender(Protocol):
     """Anything that sends one attempt and reports it: a `WebhookTransport`, or a
     `senders.SenderPool` that hands attempts to sender processes."""
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     async def deliver(self, req: WebhookRequest) -> AttemptResult: ...
 
 
-def webhook_body(topic: str, received_at: int, payload: bytes) -> bytes:
-    """`{"type":topic,"timestamp":iso,"data":payload}` with `payload` spliced verbatim."""
-    return b"".join(
-        (
-            b'{"type":',
-            _encode(topic),
-            b',"timestamp":"',
-            to_iso(received_at).encode("ascii"),
-            b'","data":',
-            payload,
-            b"}",
+class Webhooks:
+    """The `webhook` kind's transport: a claim becomes a `WebhookRequest` for `sender`."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    async def start(self) -> None:
+        await self.sender.start()
+
+    async def close(self) -> None:
+        await self.sender.close()
+
+    def deliver(self, claim: Claim, destination: Destination) -> Awaitable[AttemptResult]:
+        # Not async: the sender's own coroutine is the attempt (no frame in between).
+        spec = destination.spec
+        if not isinstance(spec, WebhookSpec):  # the registry routes by kind: a bug
+            raise TypeError(f"not a webhook destination: {destination.id}")
+        return self.sender.deliver(
+            WebhookRequest(
+                url=spec.url,
+                event_id=claim.event_id,
+                topic=claim.topic,
+                received_at=claim.received_at,
+                payload=claim.payload,
+                secrets=destination.live_secrets(now_us()),
+                attempt=claim.attempt,
+                timeout_s=spec.timeout_ms / 1000,
+                envelope=spec.body == "envelope",
+            )
         )
-    )
+
+    async def send_alert(self, alert: Alert, destination: Destination) -> AttemptResult:
+        url = destination.spec.alert_url
+        if url is None:
+            raise ValueError(f"destination {destination.id} has no alert_url")
+        return await self.sender.deliver(
+            WebhookRequest(
+                url=url,
+                event_id=alert.id,
+                topic=alert.type,
+                received_at=alert.at,
+                payload=alert.data,
+                secrets=destination.live_secrets(now_us()),
+                attempt=alert.attempt,
+                timeout_s=alert.timeout_s,
+            )
+        )
 
 
 @lru_cache(maxsize=256)
@@ -231,22 +280,18 @@ class WebhookTransport:
         latency_ms = _ms_since(started)
         if 200 <= status < 300:
             return AttemptResult(
-                at=at,
-                outcome="delivered",
-                status_code=status,
-                latency_ms=latency_ms,
-                response_body=text,
+                at=at, outcome="delivered", latency_ms=latency_ms, answer=Answer(status, text)
             )
         return AttemptResult(
             at=at,
             outcome="http_error",
-            status_code=status,
             latency_ms=latency_ms,
             error=f"HTTP {status}",
-            response_body=text,
+            answer=Answer(status, text),
             retry_after_ms=(
                 parse_retry_after(retry_after, time.time()) if retry_after is not None else None
             ),
+            gone=GONE_REASON if status == GONE else None,
         )
 
 
