@@ -326,6 +326,20 @@ async def test_repeated_idempotency_key_within_one_call(store: Store) -> None:
     assert len(await all_events(store)) == 3
     assert len(await all_deliveries(store)) == 3
 
+    # ... and in a call mixing stored keys, new ones and repeats, each is answered as such.
+    mixed = await store.append_events(
+        [
+            ev(key="e", idempotency_key="new-1"),
+            ev(idempotency_key="same"),
+            ev(key="f", idempotency_key="new-1"),
+            ev(key="g", idempotency_key="new-2"),
+        ]
+    )
+    assert [a.duplicate for a in mixed] == [False, True, True, False]
+    assert mixed[1].id == out[0].id and mixed[2].id == mixed[0].id
+    assert sorted(e.key for e in await all_events(store)) == ["a", "b", "d", "e", "g"]
+    assert len(await all_deliveries(store)) == 5
+
 
 async def test_concurrent_repeats_of_one_key_store_one_event(store: Store) -> None:
     results = await asyncio.gather(

@@ -601,19 +601,16 @@ class SQLiteStore(Store):
         seq = max(top or 0, self._last_seq)
         self._routes_at(conn, rev)
         route = self._router.route
+        known = self._known_keys(conn, events)
         for event in events:
             if event.idempotency_key is not None:
                 earlier = first_of_key.get(event.idempotency_key)
                 if earlier is not None:
                     out.append(msgspec.structs.replace(earlier, duplicate=True))
                     continue
-                row = conn.execute(
-                    Q["event_by_idempotency_key"], {"idempotency_key": event.idempotency_key}
-                ).fetchone()
-                if row is not None:
-                    out.append(
-                        Appended(id=row[0], received_at=row[1], deliveries=row[2], duplicate=True)
-                    )
+                stored = known.get(event.idempotency_key)
+                if stored is not None:
+                    out.append(stored)
                     continue
             payload = bytes(event.payload)
             payloads.append(payload)
@@ -659,6 +656,21 @@ class SQLiteStore(Store):
             )
         self._last_received_at = now
         return out
+
+    def _known_keys(
+        self, conn: sqlite3.Connection, events: Sequence[EventIn]
+    ) -> dict[str, Appended]:
+        """The events already stored under the idempotency keys of `events`, as the
+        duplicates' answers, looked up with one statement (a file's chunk has a key per
+        row: one lookup each was a quarter of the writer's time)."""
+        keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
+        if not keys:
+            return {}
+        rows = conn.execute(Q["events_by_idempotency_keys"], {"keys": _encode(keys).decode()})
+        return {
+            key: Appended(id=event_id, received_at=received_at, deliveries=n, duplicate=True)
+            for key, event_id, received_at, n in rows
+        }
 
     def _queue_behind_heads(self, deliveries: list[list[Any]]) -> None:
         """Mark (index 4) each new fifo delivery as queued behind an earlier one of its
