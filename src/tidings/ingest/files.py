@@ -276,12 +276,25 @@ async def store_chunks(
         return prepare(chunk, topic, identity, name, max_payload_bytes, default_message)
 
     future = asyncio.ensure_future(asyncio.to_thread(ahead))
+    storing: asyncio.Future[bool] | None = None
     try:
         while (prepared := await asyncio.shield(future)) is not None:
-            future = asyncio.ensure_future(asyncio.to_thread(ahead))
             report.last_line = prepared.last_line
-            await after(await store_prepared(store, prepared, report, wait_for_store))
+            storing = asyncio.ensure_future(store_prepared(store, prepared, report, wait_for_store))
+            # The append goes first, then the next read: the other way round, the reading
+            # thread holds the GIL when the store's writer wakes, and the writer waits for
+            # it before it can even begin (up to the 5 ms switch interval).
+            await asyncio.sleep(0)
+            future = asyncio.ensure_future(asyncio.to_thread(ahead))
+            wake = await storing
+            storing = None
+            await after(wake)
     finally:
+        if storing is not None:  # cancelled (or failed) while a chunk was being stored
+            storing.cancel()
+            await _outlive(storing)
+            if not storing.cancelled():
+                storing.exception()  # retrieved: the caller gets its own exception
         await _outlive(future)
         if not future.cancelled():
             future.exception()  # retrieved: what the chunk after a failure raised is moot
