@@ -261,6 +261,24 @@ async def test_fan_out_only_to_matching_enabled_destinations(store: Store) -> No
     assert len(await all_deliveries(store)) == total
 
 
+async def test_fan_out_of_many_events_of_a_few_topics_in_one_call(store: Store) -> None:
+    """No destination has a filter: each event of a topic goes where the others of its
+    topic go, and only there."""
+    orders = await store.create_destination(spec(["order.*"], name="orders"), "whsec_a")
+    both = await store.create_destination(spec(["order.paid", "user.*"], name="b"), "whsec_b")
+    topics = ["order.paid", "user.created", "order.created", "nobody"] * 25
+    appended = await store.append_events([ev(t, key=f"k{i}") for i, t in enumerate(topics)])
+    want = {
+        "order.paid": {orders.id, both.id},
+        "user.created": {both.id},
+        "order.created": {orders.id},
+        "nobody": set(),
+    }
+    for topic, a in zip(topics, appended, strict=True):
+        got = {d.destination_id for d in await all_deliveries(store, event_id=a.id)}
+        assert (a.deliveries, got) == (len(want[topic]), want[topic])
+
+
 async def test_destination_changes_apply_to_the_next_append(store: Store) -> None:
     d = await store.create_destination(spec(["a.b"]), "whsec_a")
     (first,) = await store.append_events([ev("a.b")])

@@ -126,6 +126,10 @@ class _Job:
     events: Sequence[EventIn] | None = None  # an ingest job: merged with its neighbours
 
 
+def _no_payload() -> Any:
+    raise AssertionError("a router without filters never reads a payload")
+
+
 def _units(group: list[_Job]) -> list[list[_Job]]:
     """The group in order, consecutive ingest jobs gathered into one unit."""
     units: list[list[_Job]] = []
@@ -601,6 +605,9 @@ class SQLiteStore(Store):
         seq = max(top or 0, self._last_seq)
         self._routes_at(conn, rev)
         route = self._router.route
+        # Without filters, a topic's destinations are those of its first event (a file's
+        # rows all have one topic).
+        by_topic: dict[str, list[str]] | None = {} if self._router.by_topic_only else None
         known = self._known_keys(conn, events)
         for event in events:
             if event.idempotency_key is not None:
@@ -632,7 +639,13 @@ class SQLiteStore(Store):
                 )
             )
             offset += len(payload)
-            targets = route(event.topic, partial(msgspec.json.decode, payload))
+            if by_topic is None:
+                targets = route(event.topic, partial(msgspec.json.decode, payload))
+            else:
+                cached = by_topic.get(event.topic)
+                if cached is None:
+                    cached = by_topic[event.topic] = route(event.topic, _no_payload)
+                targets = cached
             if len(targets) > MAX_MEMBERS:
                 raise StoreError(f"an event may go to at most {MAX_MEMBERS} destinations")
             for i, destination_id in enumerate(targets, 1):
