@@ -19,7 +19,7 @@ LATEST := $(or $(TMPDIR),/tmp)/tidings-latest-venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck fuzz unit docs lock test-latest bench-ingest bench-deliver clean
+.PHONY: run test lint typecheck fuzz unit docs lock test-latest bench-ingest bench-deliver bench-files clean
 
 $(UV):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -76,6 +76,9 @@ bench-ingest: $(STAMP)
 
 bench-deliver: $(STAMP)
 	$(BIN)/python bench/deliver.py
+
+bench-files: $(STAMP)
+	$(BIN)/python bench/files.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

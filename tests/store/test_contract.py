@@ -262,6 +262,24 @@ async def test_fan_out_only_to_matching_enabled_destinations(store: Store) -> No
     assert len(await all_deliveries(store)) == total
 
 
+async def test_fan_out_of_many_events_of_a_few_topics_in_one_call(store: Store) -> None:
+    """No destination has a filter: each event of a topic goes where the others of its
+    topic go, and only there."""
+    orders = await store.create_destination(spec(["order.*"], name="orders"), "whsec_a")
+    both = await store.create_destination(spec(["order.paid", "user.*"], name="b"), "whsec_b")
+    topics = ["order.paid", "user.created", "order.created", "nobody"] * 25
+    appended = await store.append_events([ev(t, key=f"k{i}") for i, t in enumerate(topics)])
+    want = {
+        "order.paid": {orders.id, both.id},
+        "user.created": {both.id},
+        "order.created": {orders.id},
+        "nobody": set(),
+    }
+    for topic, a in zip(topics, appended, strict=True):
+        got = {d.destination_id for d in await all_deliveries(store, event_id=a.id)}
+        assert (a.deliveries, got) == (len(want[topic]), want[topic])
+
+
 async def test_destination_changes_apply_to_the_next_append(store: Store) -> None:
     d = await store.create_destination(spec(["a.b"]), "whsec_a")
     (first,) = await store.append_events([ev("a.b")])
@@ -326,6 +344,20 @@ async def test_repeated_idempotency_key_within_one_call(store: Store) -> None:
     assert [(a.id, a.duplicate) for a in later] == [(out[3].id, True), (out[0].id, True)]
     assert len(await all_events(store)) == 3
     assert len(await all_deliveries(store)) == 3
+
+    # ... and in a call mixing stored keys, new ones and repeats, each is answered as such.
+    mixed = await store.append_events(
+        [
+            ev(key="e", idempotency_key="new-1"),
+            ev(idempotency_key="same"),
+            ev(key="f", idempotency_key="new-1"),
+            ev(key="g", idempotency_key="new-2"),
+        ]
+    )
+    assert [a.duplicate for a in mixed] == [False, True, True, False]
+    assert mixed[1].id == out[0].id and mixed[2].id == mixed[0].id
+    assert sorted(e.key for e in await all_events(store)) == ["a", "b", "d", "e", "g"]
+    assert len(await all_deliveries(store)) == 5
 
 
 async def test_concurrent_repeats_of_one_key_store_one_event(store: Store) -> None:

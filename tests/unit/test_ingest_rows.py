@@ -56,6 +56,33 @@ def test_split_line() -> None:
     assert isinstance(split_line('u1,"He said "hi"'), str)  # a broken quote: strict
 
 
+def csv_fields(text: str) -> list[str] | str:
+    """What the csv module alone makes of a line (split_line's reference)."""
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error as exc:
+        return f"the line is not valid CSV: {exc}"
+
+
+@given(st.text(alphabet=st.sampled_from(list(",\"ab \t\r\n;'\\é")), max_size=30))
+def test_split_line_reads_every_line_as_the_csv_module(text: str) -> None:
+    """The split on commas of a line without quotes, and csv for the others, read every
+    line exactly as the csv module does (the characters csv treats apart among them)."""
+    assert split_line(text) == csv_fields(text)
+
+
+@given(st.text(st.characters(exclude_characters='"\r\n\x00', exclude_categories=["Cs"])))
+def test_split_line_of_any_text_without_quotes(text: str) -> None:
+    assert split_line(text) == csv_fields(text)
+
+
+def test_split_line_of_undecodable_bytes() -> None:
+    # Any byte that was not UTF-8 spoils its line, and no other surrogate does.
+    for ch in ("\udc80", "\udce9", "\udcff"):
+        assert split_line(f"u1,caf{ch}") == "the line is not UTF-8"
+    assert split_line("u1,\udc7f") == ["u1", "\udc7f"]
+
+
 def test_parse_lines_one_row_per_line() -> None:
     text = "\r\n".join(
         [

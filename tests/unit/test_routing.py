@@ -51,6 +51,16 @@ def test_empty_router_routes_nothing() -> None:
     assert router.route("a", failing_loader) == []
 
 
+def test_by_topic_only_while_no_enabled_destination_has_a_filter() -> None:
+    plain = [route("d1", "order.*"), route("d2", "order.paid")]
+    assert Router.build(plain).by_topic_only
+    assert Router.build([]).by_topic_only
+    filtered = route("d3", "order.*", flt={"tier": "gold"})
+    assert not Router.build([*plain, filtered]).by_topic_only
+    off = route("d3", "order.*", flt={"tier": "gold"}, enabled=False)
+    assert Router.build([*plain, off]).by_topic_only
+
+
 def test_exact_match() -> None:
     router = Router.build([route("d1", "order.created"), route("d2", "order.paid")])
     assert router.route("order.created", failing_loader) == ["d1"]

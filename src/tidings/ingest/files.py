@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -148,12 +148,56 @@ async def finish_in_thread(
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():  # a second cancel must not stop the wait either
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([future])
+        await _outlive(future)
         if on_cancel is not None and not future.cancelled() and future.exception() is None:
             on_cancel(future.result())
         raise
+
+
+async def _outlive(future: asyncio.Future[T]) -> None:
+    """Wait for a thread's future to be done, however often the waiter is cancelled."""
+    while not future.done():  # a second cancel must not stop the wait either
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([future])
+
+
+@dataclass
+class Prepared:
+    """A chunk made ready for the store (in a thread): its events, and what it tells the
+    report, noted when its events go to the store."""
+
+    events: list[EventIn]
+    bad: list[BadRow]
+    header_line: int | None
+    last_line: int
+
+
+def prepare(
+    chunk: Chunk,
+    topic: str,
+    identity: str,
+    name: str,
+    max_payload: int,
+    default_message: str,
+) -> Prepared:
+    """A chunk's events (JSON encoding: in a thread, off the event loop), its header and
+    bad rows, rows whose event would exceed the payload limit among them."""
+    events = []
+    bad = []
+    header_line = None
+    for item in chunk:
+        if isinstance(item, Header):
+            header_line = item.line
+        elif isinstance(item, BadRow):
+            bad.append(item)
+        else:
+            event = row_event(item, topic, identity, name, default_message)
+            if len(event.payload) > max_payload:
+                raw = f"{item.user_id},{item.message}"  # the row, not its exact bytes
+                bad.append(BadRow(item.line, "the event would exceed the payload limit", raw))
+            else:
+                events.append(event)
+    return Prepared(events, bad, header_line, chunk[-1].line)
 
 
 async def store_rows(
@@ -172,11 +216,26 @@ async def store_rows(
     """Store a chunk's rows as events and count them (and its bad rows) in `report`.
     Answers whether new events have deliveries (a worker should wake). With
     `wait_for_store`, a store outage is waited out through it instead of raised. Rows
-    without a message take `default_message`. `live` gets what was stored (the
-    gateway pushes the inbox messages to open sockets)."""
-    events = await finish_in_thread(
-        _build_events, chunk, topic, identity, name, report, max_payload_bytes, default_message
+    without a message take `default_message`."""
+    prepared = await finish_in_thread(
+        prepare, chunk, topic, identity, name, max_payload_bytes, default_message
     )
+    return await store_prepared(store, prepared, report, wait_for_store, live)
+
+
+async def store_prepared(
+    store: Store,
+    prepared: Prepared,
+    report: FileReport,
+    wait_for_store: Callable[[Exception], Awaitable[None]] | None,
+    live: LiveHook | None = None,
+) -> bool:
+    """`store_rows` of a chunk prepared already."""
+    if prepared.header_line is not None:
+        report.header_line = prepared.header_line
+    for bad in prepared.bad:
+        report.add_bad(bad)
+    events = prepared.events
     if not events:
         return False
     while True:
@@ -197,31 +256,57 @@ async def store_rows(
     return any(a.deliveries and not a.duplicate for a in appended)
 
 
-def _build_events(
-    chunk: Chunk,
+async def store_chunks(
+    store: Store,
+    chunks: Iterator[Chunk],
     topic: str,
     identity: str,
     name: str,
     report: FileReport,
-    max_payload: int,
+    *,
+    max_payload_bytes: int,
+    wait_for_store: Callable[[Exception], Awaitable[None]],
     default_message: str,
-) -> list[EventIn]:
-    """A chunk's events (JSON encoding: in a thread, off the event loop), its header and
-    bad rows noted in `report`."""
-    events = []
-    for item in chunk:
-        if isinstance(item, Header):
-            report.header_line = item.line
-        elif isinstance(item, BadRow):
-            report.add_bad(item)
-        else:
-            event = row_event(item, topic, identity, name, default_message)
-            if len(event.payload) > max_payload:
-                raw = f"{item.user_id},{item.message}"  # the row, not its exact bytes
-                report.add_bad(BadRow(item.line, "the event would exceed the payload limit", raw))
-            else:
-                events.append(event)
-    return events
+    after: Callable[[bool], Awaitable[None]],
+    live: LiveHook | None = None,
+) -> None:
+    """Store every chunk of a file in order (`store_rows` each), the next one read and
+    encoded in a thread while the store writes the last: the reading and the store's
+    writer work at the same time (at most two chunks in memory). `after(wake)` runs once
+    each chunk is stored, before the next one goes. Returns or raises (cancelled
+    included) only once no thread uses `chunks`, so the caller may close it."""
+
+    def ahead() -> Prepared | None:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        return prepare(chunk, topic, identity, name, max_payload_bytes, default_message)
+
+    future = asyncio.ensure_future(asyncio.to_thread(ahead))
+    storing: asyncio.Future[bool] | None = None
+    try:
+        while (prepared := await asyncio.shield(future)) is not None:
+            report.last_line = prepared.last_line
+            storing = asyncio.ensure_future(
+                store_prepared(store, prepared, report, wait_for_store, live)
+            )
+            # The append goes first, then the next read: the other way round, the reading
+            # thread holds the GIL when the store's writer wakes, and the writer waits for
+            # it before it can even begin (up to the 5 ms switch interval).
+            await asyncio.sleep(0)
+            future = asyncio.ensure_future(asyncio.to_thread(ahead))
+            wake = await storing
+            storing = None
+            await after(wake)
+    finally:
+        if storing is not None:  # cancelled (or failed) while a chunk was being stored
+            storing.cancel()
+            await _outlive(storing)
+            if not storing.cancelled():
+                storing.exception()  # retrieved: the caller gets its own exception
+        await _outlive(future)
+        if not future.cancelled():
+            future.exception()  # retrieved: what the chunk after a failure raised is moot
 
 
 def _close(fd: int | None) -> None:
@@ -466,27 +551,31 @@ class FolderWatcher:
         rejects = self._rejects_of(claimed)
         await finish_in_thread(rejects.parent.mkdir, 0o755, True, True)
         fresh = True  # a file read again (taken over) lists its bad rows anew
+
+        async def stored(wake: bool) -> None:
+            nonlocal fresh
+            if wake:
+                self.wake()
+            if report.fresh_bad or fresh:
+                await finish_in_thread(append_rejects, rejects, report.take_fresh_bad(), fresh)
+                fresh = False
+
         try:
-            while (chunk := await finish_in_thread(next, chunks, None)) is not None:
-                report.last_line = chunk[-1].line
-                if await store_rows(
-                    self.store,
-                    chunk,
-                    self.topic,
-                    identity,
-                    report.file,
-                    report,
-                    max_payload_bytes=self.max_payload_bytes,
-                    wait_for_store=self._wait_for_store,
-                    default_message=self.message,
-                    live=self.live,
-                ):
-                    self.wake()
-                if report.fresh_bad or fresh:
-                    await finish_in_thread(append_rejects, rejects, report.take_fresh_bad(), fresh)
-                    fresh = False
+            await store_chunks(
+                self.store,
+                chunks,
+                self.topic,
+                identity,
+                report.file,
+                report,
+                max_payload_bytes=self.max_payload_bytes,
+                wait_for_store=self._wait_for_store,
+                default_message=self.message,
+                after=stored,
+                live=self.live,
+            )
         finally:
-            chunks.close()  # never while a thread runs it: finish_in_thread waited
+            chunks.close()  # never while a thread runs it: store_chunks waited
         if not await finish_in_thread(_unchanged, fd, signature):
             report.error = (
                 "the file changed while it was read (still being written?): its rows up to "

@@ -31,7 +31,7 @@ from tidings.ingest.files import (
     file_chunks,
     finish_in_thread,
     lock_file,
-    store_rows,
+    store_chunks,
 )
 from tidings.ingest.rows import file_identity, format_of
 from tidings.model import Upload, UploadBadRow, UploadState
@@ -163,29 +163,33 @@ class SpooledUploads:
             rejects = self.folder / f"{upload_id}.rejects.csv"
             chunks = file_chunks(path, file_format)
             fresh = True
+
+            async def stored(wake: bool) -> None:
+                nonlocal fresh
+                if wake:
+                    self.wake()
+                if report.fresh_bad or fresh:
+                    bad = report.take_fresh_bad()
+                    await finish_in_thread(append_rejects, rejects, bad, fresh)
+                    fresh = False
+                await self._save(upload_of(report, upload, "reading"))
+
             try:
-                while (chunk := await finish_in_thread(next, chunks, None)) is not None:
-                    report.last_line = chunk[-1].line
-                    if await store_rows(
-                        self.store,
-                        chunk,
-                        self.topic,
-                        identity,
-                        upload.file,
-                        report,
-                        max_payload_bytes=self.max_payload_bytes,
-                        wait_for_store=self._wait_for_store,
-                        default_message=upload.message,
-                        live=self.live,
-                    ):
-                        self.wake()
-                    if report.fresh_bad or fresh:
-                        bad = report.take_fresh_bad()
-                        await finish_in_thread(append_rejects, rejects, bad, fresh)
-                        fresh = False
-                    await self._save(upload_of(report, upload, "reading"))
+                await store_chunks(
+                    self.store,
+                    chunks,
+                    self.topic,
+                    identity,
+                    upload.file,
+                    report,
+                    max_payload_bytes=self.max_payload_bytes,
+                    wait_for_store=self._wait_for_store,
+                    default_message=upload.message,
+                    after=stored,
+                    live=self.live,
+                )
             finally:
-                chunks.close()
+                chunks.close()  # never while a thread runs it: store_chunks waited
             if not report.bad_rows:
                 await asyncio.to_thread(rejects.unlink, True)
             await self._save(upload_of(report, upload, "done"))

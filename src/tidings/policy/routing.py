@@ -51,6 +51,12 @@ class Router:
                     router._prefixes.append((prefix, route.destination_id))
         return router
 
+    @property
+    def by_topic_only(self) -> bool:
+        """True when no destination has a filter: every event of a topic goes to the same
+        destinations, so a caller routing many events may route each topic once."""
+        return not self._filters
+
     def route(self, topic: str, load_payload: Callable[[], Any]) -> list[str]:
         """Destination ids for this event, each once, in destination creation order."""
         candidates = set(self._exact.get(topic, ()))

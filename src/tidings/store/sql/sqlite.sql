@@ -6,9 +6,12 @@ SELECT value FROM meta WHERE key = :key;
 -- name: insert_meta_if_absent
 INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
 
--- name: event_by_idempotency_key
-SELECT e.id, e.received_at, (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
-FROM events e WHERE e.idempotency_key = :idempotency_key;
+-- name: events_by_idempotency_keys
+-- :keys is a JSON array of idempotency keys: one statement (one GIL hand-over) for all the
+-- keys of an append, each looked up in the UNIQUE index.
+SELECT e.idempotency_key, e.id, e.received_at,
+       (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
+FROM events e WHERE e.idempotency_key IN (SELECT value FROM json_each(:keys));
 
 -- name: max_event_seq_and_rev
 -- One statement (one GIL hand-over) for what every append needs first.
