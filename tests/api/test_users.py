@@ -57,6 +57,7 @@ async def test_inbox_ack(api: Api) -> None:
 async def test_inbox_bad_input_names_the_field(api: Api) -> None:
     for query, field in (
         ("after=x", "after"),
+        ("after=", "after"),
         ("after=-1", "after"),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),

@@ -54,8 +54,10 @@ def user_id_of(request: web.Request) -> str:
 
 def offset_param(request: web.Request, name: str = "after") -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return 0
+    if raw == "":  # as every empty filter: never read as "from the start"
+        raise FieldError(name, f"{name} is empty; give an offset, or leave it out")
     try:
         value = int(raw)
     except ValueError:

@@ -145,7 +145,7 @@ async def serve_socket(request: web.Request, user: str) -> web.StreamResponse:
     reason = tokens.verify(gateway.secret, request.query.get("token", ""), user, int(time.time()))
     if reason is not None:
         raise _unauthorized(reason)
-    after = offset_param(request) if request.query.get("after") else None
+    after = offset_param(request) if "after" in request.query else None
     refused = gateway.admit()
     if refused is not None:
         return error_response(503, "unavailable", refused, headers={"Retry-After": "1"})
