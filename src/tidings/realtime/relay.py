@@ -71,6 +71,7 @@ class RedisRelay:
         """Take over the hub's hooks and start listening and heartbeating."""
         hub = self._hub
         hub.publish = self.publish
+        hub.reaches = lambda _user: True  # a socket on another node may want any of them
         hub.on_first = lambda user: self._pending.__setitem__(user, True)
         hub.on_last = lambda user: self._pending.__setitem__(user, False)
         hub.on_add = lambda conn: self._spawn(self._beat([conn]))
