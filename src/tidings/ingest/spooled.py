@@ -25,13 +25,12 @@ import msgspec
 from tidings.ingest.files import (
     STORE_RETRY_S,
     FileReport,
+    FileSink,
     LiveHook,
-    append_rejects,
     digest_and_stat,
-    file_chunks,
     finish_in_thread,
     lock_file,
-    store_chunks,
+    store_file,
 )
 from tidings.ingest.rows import file_identity, format_of
 from tidings.model import Upload, UploadBadRow, UploadState
@@ -161,35 +160,18 @@ class SpooledUploads:
             digest, _ = await finish_in_thread(digest_and_stat, fd)
             identity = file_identity(digest, upload.message)
             rejects = self.folder / f"{upload_id}.rejects.csv"
-            chunks = file_chunks(path, file_format)
-            fresh = True
+            sink = FileSink(
+                self.store, self.topic, self.max_payload_bytes, self._wait_for_store,
+                self.wake, self.live,
+            )  # fmt: skip
 
-            async def stored(wake: bool) -> None:
-                nonlocal fresh
-                if wake:
-                    self.wake()
-                if report.fresh_bad or fresh:
-                    bad = report.take_fresh_bad()
-                    await finish_in_thread(append_rejects, rejects, bad, fresh)
-                    fresh = False
+            async def saved() -> None:
                 await self._save(upload_of(report, upload, "reading"))
 
-            try:
-                await store_chunks(
-                    self.store,
-                    chunks,
-                    self.topic,
-                    identity,
-                    upload.file,
-                    report,
-                    max_payload_bytes=self.max_payload_bytes,
-                    wait_for_store=self._wait_for_store,
-                    default_message=upload.message,
-                    after=stored,
-                    live=self.live,
-                )
-            finally:
-                chunks.close()  # never while a thread runs it: store_chunks waited
+            await store_file(
+                sink, path, file_format, identity, upload.file, report, rejects,
+                upload.message, saved,
+            )  # fmt: skip
             if not report.bad_rows:
                 await asyncio.to_thread(rejects.unlink, True)
             await self._save(upload_of(report, upload, "done"))
