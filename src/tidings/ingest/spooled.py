@@ -1,6 +1,7 @@
 """Uploads too large to read within their request: spooled to disk, read in the background.
 
-Owns the spool folder (`TIDINGS_UPLOAD_DIR`): a file being received is `ID.FORMAT.part`,
+Owns the spool folder (`TIDINGS_UPLOAD_DIR`) and `Spill`, which takes an upload's bytes as
+they arrive (in memory, then in the spool): a file being received is `ID.FORMAT.part`,
 renamed to `ID.FORMAT` once complete (and its upload recorded as `queued`), read by the
 same code as folder ingest (rows, chunks, keys, bad rows into `ID.rejects.csv`), its
 progress saved in the store after every chunk (what `GET /v1/uploads/{id}` shows), and
@@ -191,3 +192,65 @@ class SpooledUploads:
     async def _wait_for_store(self, exc: Exception) -> None:
         log.warning("spooled uploads: store unavailable (%s); retrying", exc)
         await asyncio.sleep(STORE_RETRY_S)
+
+
+class SpillTooLarge(Exception):
+    """An upload passed the most bytes a spool takes (TIDINGS_MAX_UPLOAD_BYTES)."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(f"more than {most} bytes")
+        self.most = most
+
+
+class Spill:
+    """The bytes of an upload as they arrive: in memory up to `in_memory` bytes, then in
+    a spool file; at most `most` bytes in all."""
+
+    def __init__(self, in_memory: int, most: int, part: Path) -> None:
+        self.in_memory = in_memory
+        self.most = most
+        self.part = part
+        self.size = 0
+        self.buffer = bytearray()
+        self.file: int | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.most:
+            raise SpillTooLarge(self.most)
+        if self.file is None and self.size <= self.in_memory:
+            self.buffer += chunk
+            return
+        if self.file is None:
+            self.file = await asyncio.to_thread(_create, self.part)
+            await asyncio.to_thread(_write_all, self.file, bytes(self.buffer))
+            self.buffer = bytearray()
+        await asyncio.to_thread(_write_all, self.file, chunk)
+
+    async def close(self, *, keep: bool) -> None:
+        if self.file is not None:
+            fd, self.file = self.file, None
+            await asyncio.to_thread(_finish, fd, self.part, keep)
+
+
+def _create(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _finish(fd: int, part: Path, keep: bool) -> None:
+    try:
+        if keep:
+            os.fsync(fd)  # on disk before its upload is answered as accepted
+    finally:
+        os.close(fd)
+    if keep:
+        os.replace(part, part.with_suffix(""))  # ID.csv.part -> ID.csv
+    else:
+        part.unlink(missing_ok=True)
