@@ -211,12 +211,6 @@ def _take_waiting(
 _sync_file: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-# The writer's page cache, in KiB (a negative cache_size): SQLite's default of 2 MiB
-# holds a few thousand pages, and inserts into indexes keyed at random (an inbox by
-# user, deliveries by destination) then read most of their pages from the OS again.
-WRITER_CACHE_KIB = -65536
-
-
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -329,7 +323,6 @@ class SQLiteStore(Store):
             # Commits write the WAL without waiting for the disk; the syncer thread syncs
             # it before any answer (SQLite still syncs around checkpoints and WAL resets).
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA cache_size = {WRITER_CACHE_KIB}")
             self._migrate(conn)
             self._reload_destinations(conn)
             row = conn.execute(Q["max_received_at"]).fetchone()
