@@ -17,6 +17,7 @@ from tidings.model import (
     Destination,
     DestinationBase,
     Event,
+    GroupSpec,
     NatsSpec,
     RedisChannelSpec,
     RedisStreamSpec,
@@ -85,12 +86,17 @@ class NatsOut(DestinationOutBase, frozen=True, tag="nats"):
     body: str
 
 
-DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut
+class GroupOut(DestinationOutBase, frozen=True, tag="group"):
+    lease_ms: int
+
+
+DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut | GroupOut
 _OUT: dict[type[DestinationBase], type[DestinationOutBase]] = {
     WebhookSpec: WebhookOut,
     RedisStreamSpec: RedisStreamOut,
     RedisChannelSpec: RedisChannelOut,
     NatsSpec: NatsOut,
+    GroupSpec: GroupOut,
 }
 
 
@@ -216,7 +222,8 @@ def upload_out(u: Upload) -> UploadOut:
 def destination_out(d: Destination) -> DestinationOut:
     spec = d.spec
     fields = {name: getattr(spec, name) for name in spec.__struct_fields__}
-    fields["url"] = mask_credentials(spec.url)
+    if "url" in fields:  # a pull group has none
+        fields["url"] = mask_credentials(fields["url"])
     out = _OUT[type(spec)](
         **fields,
         id=d.id,
