@@ -54,6 +54,24 @@ OLDEST_PENDING_AGE = Gauge(
     ["destination"],
     registry=REGISTRY,
 )
+GROUP_BACKLOG = Gauge(
+    "tidings_group_backlog",
+    "Deliveries of each pull group waiting to be leased (pending and scheduled).",
+    ["group"],
+    registry=REGISTRY,
+)
+GROUP_LEASED = Gauge(
+    "tidings_group_leased",
+    "Deliveries of each pull group leased to a consumer and not yet acked or nacked.",
+    ["group"],
+    registry=REGISTRY,
+)
+GROUP_OLDEST_PENDING_AGE = Gauge(
+    "tidings_group_oldest_pending_age_seconds",
+    "Age of the oldest unacked delivery of each pull group (0 when there is none).",
+    ["group"],
+    registry=REGISTRY,
+)
 DESTINATION_PAUSED = Counter(
     "tidings_destinations_paused",
     "Destinations paused by the engine (a run of failures, or 410 Gone).",

@@ -156,6 +156,17 @@ class EventList(Struct, frozen=True):
     next: str | None
 
 
+class ChainDeliveryOut(Struct, frozen=True, kw_only=True):
+    """What became of an event at one destination: where a flow stopped, and why."""
+
+    id: str
+    destination_id: str
+    destination_name: str | None  # None: the destination has no name (or is gone)
+    state: str
+    attempts: int
+    last_error: str | None
+
+
 class ChainNodeOut(Struct, frozen=True, kw_only=True):
     id: str
     topic: str
@@ -165,6 +176,7 @@ class ChainNodeOut(Struct, frozen=True, kw_only=True):
     correlation_id: str | None
     parent_id: str | None  # the causation_id when that event is in this tree
     depth: int  # 0 for a root
+    deliveries: list[ChainDeliveryOut]  # the event's deliveries, oldest destination first
 
 
 class ChainOut(Struct, frozen=True, kw_only=True):
