@@ -85,7 +85,7 @@ async def test_errors_are_json_and_name_the_field(api: Api) -> None:
     await make_group(api)
     status, err = await api.call("POST", "/v1/groups/nope/lease", {})
     assert status == 404 and isinstance(err, dict) and err["error"]["code"] == "not_found"
-    status, hook = await api.call(
+    status, _ = await api.call(
         "POST",
         "/v1/destinations",
         {"kind": "webhook", "name": "hook", "url": "https://example.com/", "topics": ["x"]},
@@ -141,7 +141,7 @@ async def test_nack_records_the_error_and_the_dead_letter_endpoints_work(api: Ap
         ("nacked", "KeyError: 'x'"),
         ("nacked", "KeyError: 'y'"),
     ]
-    status, dead = await api.call("GET", f"/v1/deliveries?destination_id=billing&state=dead")
+    status, dead = await api.call("GET", "/v1/deliveries?destination_id=billing&state=dead")
     assert status == 200 and isinstance(dead, dict)
     assert [x["id"] for x in dead["items"]] == [item["delivery_id"]]
     status, _ = await api.call("POST", f"/v1/deliveries/{item['delivery_id']}/retry")
@@ -167,7 +167,7 @@ async def test_an_expired_lease_is_a_lost_attempt_and_comes_back(api: Api) -> No
     stale = await settle(api, "ack", ids=[item["lease_id"]])
     assert stale == {"ok": [], "lost": [item["lease_id"]]}
     status, d = await api.call("GET", f"/v1/deliveries/{item['delivery_id']}")
-    assert isinstance(d, dict) and d["state"] == "in_flight"
+    assert status == 200 and isinstance(d, dict) and d["state"] == "in_flight"
     assert [a["outcome"] for a in d["attempts"]] == ["lost"]
     assert (await settle(api, "ack", ids=[back["lease_id"]]))["ok"] == [back["lease_id"]]
 
