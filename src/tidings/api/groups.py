@@ -33,23 +33,23 @@ LeaseMs = Annotated[int, Meta(ge=1000, le=MAX_LEASE_MS)]
 Ids = Annotated[list[str], Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class LeaseIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GroupLeaseIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max: Annotated[int, Meta(ge=1, le=MAX_BATCH)] = 10
     lease_ms: LeaseMs | None = None  # default: the group's
     wait_ms: Annotated[int, Meta(ge=0, le=MAX_WAIT_MS)] = 0
 
 
-class AckIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GroupAckIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ids: Ids  # lease ids
 
 
-class NackIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GroupNackIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ids: Ids
     delay_ms: Annotated[int, Meta(ge=0, le=604_800_000)] | None = None  # default: backoff
     error: Annotated[str, Meta(max_length=MAX_ERROR)] | None = None
 
 
-class ExtendIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GroupExtendIn(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ids: Ids
     lease_ms: LeaseMs
 
@@ -72,19 +72,19 @@ class LeaseItemOut(Struct, frozen=True, kw_only=True):
     event: LeasedEventOut
 
 
-class LeaseOut(Struct, frozen=True, kw_only=True):
+class GroupLeaseOut(Struct, frozen=True, kw_only=True):
     items: list[LeaseItemOut]
 
 
-class SettledOut(Struct, frozen=True, kw_only=True):
+class GroupSettledOut(Struct, frozen=True, kw_only=True):
     ok: list[str]  # lease ids held and settled
     lost: list[str]  # lease ids that had expired or moved on: nothing changed
 
 
-_lease = msgspec.json.Decoder(LeaseIn)
-_ack = msgspec.json.Decoder(AckIn)
-_nack = msgspec.json.Decoder(NackIn)
-_extend = msgspec.json.Decoder(ExtendIn)
+_lease = msgspec.json.Decoder(GroupLeaseIn)
+_ack = msgspec.json.Decoder(GroupAckIn)
+_nack = msgspec.json.Decoder(GroupNackIn)
+_extend = msgspec.json.Decoder(GroupExtendIn)
 
 
 def lease_id(ref: LeaseRef) -> str:
@@ -154,11 +154,11 @@ async def lease(request: web.Request) -> web.Response:
         if d.deliverable:
             got = await store.lease_group(d.id, body.max, lease_us, now_us())
             if got.leases:
-                return json_response(LeaseOut(items=[_item(x) for x in got.leases]))
+                return json_response(GroupLeaseOut(items=[_item(x) for x in got.leases]))
             next_due = got.next_due
         left = deadline - time.monotonic()
         if left <= 0 or _gone(request):
-            return json_response(LeaseOut(items=[]))
+            return json_response(GroupLeaseOut(items=[]))
         timeout = min(left, fallback)
         if next_due is not None:
             timeout = min(timeout, max(0.001, (next_due - now_us()) / 1e6))
@@ -169,7 +169,7 @@ async def lease(request: web.Request) -> web.Response:
 
 def _settled_out(refs_ok: list[LeaseRef], refs_lost: list[LeaseRef]) -> web.Response:
     return json_response(
-        SettledOut(ok=[lease_id(r) for r in refs_ok], lost=[lease_id(r) for r in refs_lost])
+        GroupSettledOut(ok=[lease_id(r) for r in refs_ok], lost=[lease_id(r) for r in refs_lost])
     )
 
 

@@ -319,24 +319,24 @@ def _group_paths(errors: dict[str, Any]) -> dict[str, Any]:
         "/v1/groups/{name}/lease": operation(
             "Lease up to `max` due deliveries of a pull group (only lane heads in a fifo "
             "group), waiting up to `wait_ms` for some",
-            "LeaseIn",
-            "LeaseOut",
+            "GroupLeaseIn",
+            "GroupLeaseOut",
         ),
         "/v1/groups/{name}/ack": operation(
             "Acknowledge leases: delivered, their lanes move on; " + settled + "(`lost`)",
-            "AckIn",
-            "SettledOut",
+            "GroupAckIn",
+            "GroupSettledOut",
         ),
         "/v1/groups/{name}/nack": operation(
             "Fail leases (an attempt with `error`): retried after `delay_ms` or the "
             "group's backoff, dead after max_attempts; " + settled + "(`lost`)",
-            "NackIn",
-            "SettledOut",
+            "GroupNackIn",
+            "GroupSettledOut",
         ),
         "/v1/groups/{name}/extend": operation(
             "Extend leases to `lease_ms` from now; " + settled + "(`lost`)",
-            "ExtendIn",
-            "SettledOut",
+            "GroupExtendIn",
+            "GroupSettledOut",
         ),
     }
 
@@ -376,12 +376,12 @@ def build_openapi() -> dict[str, Any]:
             ws.TokenIn,
             ws.TokenOut,
             ws.PresenceOut,
-            groups.LeaseIn,
-            groups.LeaseOut,
-            groups.AckIn,
-            groups.NackIn,
-            groups.ExtendIn,
-            groups.SettledOut,
+            groups.GroupLeaseIn,
+            groups.GroupLeaseOut,
+            groups.GroupAckIn,
+            groups.GroupNackIn,
+            groups.GroupExtendIn,
+            groups.GroupSettledOut,
         ],
         ref_template=_REF,
     )
