@@ -104,7 +104,15 @@ def check_destination(spec: DestinationSpec) -> None:
 def _check_kind(spec: DestinationSpec) -> None:
     """The rules of the kind's own fields (the allow-list of bus URLs is the API's)."""
     if isinstance(spec, GroupSpec):
-        return  # its name and lease are shapes (model.GroupSpec); it has no URL
+        # Its name and lease are shapes (model.GroupSpec); nothing is sent to it, so what
+        # only shapes sending has no meaning here: refused rather than silently ignored.
+        if spec.rate_limit_per_s is not None:
+            raise FieldError(
+                "rate_limit_per_s", "a group has no rate limit: its consumers lease what they can"
+            )
+        if spec.alert_url is not None:
+            raise FieldError("alert_url", "a group sends no alerts (yet): leave alert_url out")
+        return
     if isinstance(spec, WebhookSpec):
         if problem := url_error(spec.url):
             raise FieldError("url", f"url {problem}")
