@@ -50,6 +50,10 @@ async def test_a_group_is_a_destination_without_url(api: Api) -> None:
         "POST", "/v1/destinations", {"kind": "group", "name": "g", "topics": ["a"], "url": "x"}
     )
     assert status == 400 and isinstance(err, dict) and err["error"]["field"] == "url"
+    for field, value in (("rate_limit_per_s", 5), ("alert_url", "https://example.com/a")):
+        body = {"kind": "group", "name": "g2", "topics": ["a"], field: value}
+        status, err = await api.call("POST", "/v1/destinations", body)
+        assert status == 400 and isinstance(err, dict) and err["error"]["field"] == field
     status, patched = await api.call("PATCH", f"/v1/destinations/{out['id']}", {"lease_ms": 9000})
     assert status == 200 and isinstance(patched, dict) and patched["lease_ms"] == 9000
 
