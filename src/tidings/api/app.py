@@ -66,6 +66,7 @@ def create_app(
     waker = app[GROUP_WAKER] = group_waker or GroupWaker()
     app[ENGINE] = _WakingGroups(engine or NoEngine(), waker)
     app[_REAPER] = GroupReaper(store, waker)
+    app[groups.GROUP_CACHE] = {}
     app[NOTICES] = notices or Notices()
     app[SPOOL] = SpooledUploads(
         store,
@@ -109,7 +110,7 @@ class _WakingGroups:
         self._engine.wake()
 
     def destinations_changed(self) -> None:
-        self._waker.wake()
+        self._waker.destinations_changed()
         self._engine.destinations_changed()
 
 

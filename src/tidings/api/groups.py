@@ -107,9 +107,30 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
+GROUP_CACHE_S = 1.0  # how stale a group's policy may be after another node changed it
+# name -> (read at, the waker's generation then, the group): filled by `_group`.
+GROUP_CACHE = web.AppKey("group_cache", dict[str, tuple[float, int, Destination]])
+
+
 async def _group(request: web.Request) -> tuple[Destination, GroupSpec]:
+    """The group named in the path, read at most once a second per name (a lease or an
+    ack is a few hundred microseconds of work: a read of its destination each time would
+    be a good part of it); a change made through this process is seen at once."""
     name = request.match_info["name"]
-    d = await request.app[STORE].get_destination(name)
+    cache = request.app[GROUP_CACHE]
+    generation = request.app[GROUP_WAKER].generation
+    now = time.monotonic()
+    hit = cache.get(name)
+    if hit is not None and hit[1] == generation and now - hit[0] < GROUP_CACHE_S:
+        d: Destination | None = hit[2]
+    else:
+        d = await request.app[STORE].get_destination(name)
+        if d is not None and isinstance(d.spec, GroupSpec):
+            if len(cache) > 10_000:  # names that come and go: never grow without bound
+                cache.clear()
+            cache[name] = (now, generation, d)
+        else:
+            cache.pop(name, None)
     if d is None or not isinstance(d.spec, GroupSpec):
         raise not_found("group", name)
     return d, d.spec

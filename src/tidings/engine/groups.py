@@ -29,10 +29,16 @@ FALLBACK_S = 1.0  # a long poll looks again this often without a wake-up (never 
 
 
 class GroupWaker:
-    """Every waiter of the moment wakes at the next `wake()`."""
+    """Every waiter of the moment wakes at the next `wake()`; `generation` counts this
+    process's changes of destinations (what a cache of groups checks against)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.generation = 0
+
+    def destinations_changed(self) -> None:
+        self.generation += 1
+        self.wake()
 
     def wake(self) -> None:
         event, self._event = self._event, asyncio.Event()
