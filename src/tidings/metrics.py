@@ -24,7 +24,8 @@ EVENTS_INGESTED = Counter(
 ATTEMPTS = Counter(
     "tidings_delivery_attempts",
     "Delivery attempts by destination and outcome "
-    "(delivered, http_error, timeout, connection_error, refused, lost).",
+    "(delivered, http_error, timeout, connection_error, refused, lost; a pull group's "
+    "nacked too).",
     ["destination", "outcome"],
     registry=REGISTRY,
 )

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import Api
+import aiohttp
+
+from tests.conftest import API_KEY, Api
+from tidings.api.app import create_app, start_site
+from tidings.api.auth import digest
+from tidings.config import Settings
+from tidings.store.sqlite import SQLiteStore
 
 
 async def make_group(api: Api, **fields: Any) -> dict[str, Any]:
@@ -186,7 +193,7 @@ async def test_unordered_group_leases_every_key_at_once(api: Api) -> None:
 
 
 async def test_metrics_per_group(api: Api) -> None:
-    await make_group(api)
+    group = await make_group(api)
     await publish(api, "a", 1)
     await publish(api, "b", 1)
     await publish(api, "b", 2)
@@ -196,6 +203,38 @@ async def test_metrics_per_group(api: Api) -> None:
     assert 'tidings_group_backlog{group="billing"} 2.0' in text
     assert 'tidings_group_leased{group="billing"} 1.0' in text
     assert 'tidings_group_oldest_pending_age_seconds{group="billing"}' in text
+    (item,) = await lease(api, max=1)
+    await settle(api, "ack", ids=[item["lease_id"]])
+    status, text = await api.call("GET", "/metrics")
+    assert isinstance(text, str)
+    series = f'tidings_delivery_attempts_total{{destination="{group["id"]}",outcome="delivered"}}'
+    assert f"{series} 1.0" in text
+
+
+async def test_stopping_the_server_ends_long_polls(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", port=0, api_key=API_KEY)
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.open()
+    runner, port = await start_site(create_app(settings, store, [digest(API_KEY)]), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as s:
+            body = {"kind": "group", "name": "g", "topics": ["a"]}
+            async with s.post(url + "/v1/destinations", json=body) as r:
+                assert r.status == 201
+
+            async def poll() -> tuple[int, object]:
+                async with s.post(url + "/v1/groups/g/lease", json={"wait_ms": 20_000}) as r:
+                    return r.status, await r.json()
+
+            waiting = asyncio.create_task(poll())
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            await runner.cleanup()
+            assert await asyncio.wait_for(waiting, 5) == (200, {"items": []})
+            assert time.monotonic() - started < 3
+    finally:
+        await store.close()
 
 
 async def test_chain_shows_each_events_deliveries(api: Api) -> None:

@@ -85,6 +85,7 @@ def create_app(
     app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
     app.on_startup.append(_start_reaper)
+    app.on_shutdown.append(_end_long_polls)
     app.on_cleanup.append(_stop_spool)
     app.on_cleanup.append(_stop_reaper)
     query.install(app)
@@ -118,6 +119,11 @@ async def _start_reaper(app: web.Application) -> None:
     # Other nodes' new work (PostgreSQL NOTIFY) wakes this node's long polls too.
     await app[STORE].listen(app[GROUP_WAKER].wake, lambda: None)
     app[_REAPER].start()
+
+
+async def _end_long_polls(app: web.Application) -> None:
+    """Before the server waits for requests to end: a long poll answers at once."""
+    app[GROUP_WAKER].close()
 
 
 async def _stop_reaper(app: web.Application) -> None:

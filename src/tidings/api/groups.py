@@ -21,6 +21,7 @@ from msgspec import Meta, Raw, Struct
 from tidings.api.http import SETTINGS, STORE, decode, json_response, not_found, read_body
 from tidings.api.keys import ENGINE, GROUP_WAKER
 from tidings.engine.groups import FALLBACK_S, failure_plan
+from tidings.metrics import ATTEMPTS, DELIVERIES, child
 from tidings.model import MAX_BATCH, MAX_LEASE_MS, Destination, GroupSpec, Lease, LeaseRef
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.validation import FieldError
@@ -178,7 +179,7 @@ async def lease(request: web.Request) -> web.Response:
                 return json_response(GroupLeaseOut(items=[_item(x) for x in got.leases]))
             next_due = got.next_due
         left = deadline - time.monotonic()
-        if left <= 0 or _gone(request):
+        if left <= 0 or _gone(request) or waker.closing:
             return json_response(GroupLeaseOut(items=[]))
         timeout = min(left, fallback)
         if next_due is not None:
@@ -201,6 +202,8 @@ async def ack(request: web.Request) -> web.Response:
     d, _ = await _group(request)
     done = await request.app[STORE].ack_leases(d.id, refs, now_us())
     if done.ok:
+        child(ATTEMPTS, d.id, "delivered").inc(len(done.ok))
+        child(DELIVERIES, d.id, "delivered").inc(len(done.ok))
         request.app[ENGINE].wake()  # a lane may have moved on: its next head is due
     return _settled_out(done.ok, done.lost)
 
@@ -215,6 +218,9 @@ async def nack(request: web.Request) -> web.Response:
         plan = FailurePlan(retry=spec.retry, on_dead=spec.on_dead, delay_ms=body.delay_ms)
     done = await request.app[STORE].nack_leases(d.id, refs, plan, body.error, now_us())
     if done.ok:
+        child(ATTEMPTS, d.id, "nacked").inc(len(done.ok))
+        if done.dead:
+            child(DELIVERIES, d.id, "dead").inc(len(done.dead))
         request.app[ENGINE].wake()
     return _settled_out(done.ok, done.lost)
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 
+from tidings.metrics import ATTEMPTS, DELIVERIES, child
 from tidings.model import Destination, GroupSpec
 from tidings.policy.outcome import FailurePlan
 from tidings.store.base import Store, StoreError
@@ -35,6 +36,11 @@ class GroupWaker:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.generation = 0
+        self.closing = False  # the server is stopping: long polls answer now
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake()
 
     def destinations_changed(self) -> None:
         self.generation += 1
@@ -99,6 +105,10 @@ class GroupReaper:
         while True:
             done = await self.store.expire_leases(d.id, plan, now_us(), REAP_BATCH)
             total += len(done.ok)
+            if done.ok:
+                child(ATTEMPTS, d.id, "lost").inc(len(done.ok))
+            if done.dead:
+                child(DELIVERIES, d.id, "dead").inc(len(done.dead))
             for delivery_id in done.dead:
                 log.warning(
                     "delivery %s of group %s is dead: its lease expired on its last attempt",
