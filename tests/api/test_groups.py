@@ -80,6 +80,8 @@ async def test_lease_ack_in_lane_order(api: Api) -> None:
         "id", "topic", "key", "payload", "received_at", "causation_id", "correlation_id"
     }  # fmt: skip
     assert await lease(api) == []  # the lane's next waits for its head
+    async with api.session.post(api.url + "/v1/groups/billing/lease") as r:  # no body
+        assert r.status == 200 and await r.json() == {"items": []}
     assert await settle(api, "ack", ids=[item["lease_id"]]) == {
         "ok": [item["lease_id"]],
         "lost": [],

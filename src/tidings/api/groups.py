@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Raw, Struct
 
+from tidings.api.body import read_bytes
 from tidings.api.http import SETTINGS, STORE, decode, json_response, not_found, read_body
 from tidings.api.keys import ENGINE, GROUP_WAKER
 from tidings.engine.groups import FALLBACK_S, failure_plan
@@ -163,8 +164,10 @@ def _gone(request: web.Request) -> bool:
 
 @routes.post("/v1/groups/{name}/lease")
 async def lease(request: web.Request) -> web.Response:
-    """Lease up to `max` due lane heads; with none due, wait up to `wait_ms` for some."""
-    body = decode(await read_body(request), _lease)
+    """Lease up to `max` due lane heads; with none due, wait up to `wait_ms` for some.
+    An empty body takes every default."""
+    raw = await read_bytes(request)
+    body = decode(raw, _lease) if raw.strip() else GroupLeaseIn()
     d, spec = await _group(request)
     store, waker = request.app[STORE], request.app[GROUP_WAKER]
     lease_us = (body.lease_ms or spec.lease_ms) * 1000

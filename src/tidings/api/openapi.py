@@ -301,13 +301,13 @@ _GROUP_NAME = {
 def _group_paths(errors: dict[str, Any]) -> dict[str, Any]:
     """Pull groups (issue 16): lease, ack, nack, extend."""
 
-    def operation(summary: str, body: str, out: str) -> dict[str, Any]:
+    def operation(summary: str, body: str, out: str, required: bool = True) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "parameters": [_GROUP_NAME],
                 "requestBody": {
-                    "required": True,
+                    "required": required,
                     "content": {"application/json": {"schema": _ref(body)}},
                 },
                 "responses": {"200": _json(_ref(out)), "404": _ERR, **errors},
@@ -321,6 +321,7 @@ def _group_paths(errors: dict[str, Any]) -> dict[str, Any]:
             "group), waiting up to `wait_ms` for some",
             "GroupLeaseIn",
             "GroupLeaseOut",
+            required=False,  # empty: every default
         ),
         "/v1/groups/{name}/ack": operation(
             "Acknowledge leases: delivered, their lanes move on; " + settled + "(`lost`)",
