@@ -8,11 +8,12 @@ servers of the tests' own (tests/bus_servers.py) and a real `tidings serve`.
   the append-only file kept it across the kill. Pub/sub keeps nothing, so the channel
   subscriber misses what was published while it was away; what it got is in order per
   user, and every delivery of both destinations is recorded delivered.
-- NATS JetStream with the server restarted mid-run: the stream holds every event once
-  (its message count, and each `Nats-Msg-Id`), in order per key; a publish retried after
-  the restart is stored once (JetStream drops the duplicate by its message id). The
-  restart is a graceful one (SIGTERM): what a server killed outright may lose of what it
-  had acknowledged is the server's own durability, not Tidings'.
+- NATS JetStream with the server restarted mid-run, gracefully (SIGTERM) and killed
+  outright (SIGKILL): the stream holds every event once (its message count, and each
+  `Nats-Msg-Id`), in order per key; a publish retried after the restart is stored once
+  (JetStream drops the duplicate by its message id). A process kill keeps what the server
+  had written to its files (the kernel has it); a power loss could lose what its file
+  store had not yet synced, which is the server's own durability setting, not Tidings'.
 """
 
 from __future__ import annotations
@@ -232,8 +233,9 @@ async def test_seed_000_publish_event_to_a_channel_and_a_stream_across_a_redis_k
 # ------------------------------------------------------------------ NATS JetStream
 
 
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_nats_jetstream_across_a_server_restart_stores_each_event_once(
-    tmp_path: Path, nats_server: NatsServer
+    tmp_path: Path, nats_server: NatsServer, how: str
 ) -> None:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
@@ -250,7 +252,7 @@ async def test_nats_jetstream_across_a_server_restart_stores_each_event_once(
         )
 
         async def restart() -> None:  # while events keep coming
-            await asyncio.to_thread(nats_server.stop)
+            await asyncio.to_thread(nats_server.stop if how == "sigterm" else nats_server.kill)
             await asyncio.sleep(1.5)
             await asyncio.to_thread(nats_server.start)
 
