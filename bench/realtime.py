@@ -28,7 +28,8 @@ What one run does
       everything: each delivery tried 8 times on the default exponential backoff from
       100 ms (ordering "none", destinations never pause themselves:
       TIDINGS_PAUSE_AFTER_FAILURES=0): realtime p99 with and without the storm, and the
-      attempts the storm made;
+      attempts the storm made; then the storm alone again on a fresh server for each
+      further `--sender-nice` value (TIDINGS_SENDER_NICE, default `0,10`);
 - a progress line on standard error; the last line of standard output is a JSON object
   with every figure (`--save` also writes bench/results/realtime-<timestamp>.json).
 
@@ -116,7 +117,7 @@ async def bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[Any]:
 
 # ----------------------------------------------------------------- the server
 class Server:
-    def __init__(self, work: Path, args: argparse.Namespace) -> None:
+    def __init__(self, work: Path, args: argparse.Namespace, nice: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = "tdk_bench_" + secrets.token_urlsafe(12)
@@ -134,6 +135,7 @@ class Server:
             # (d): failing destinations keep failing instead of pausing themselves after
             # 100 failures, which would end the storm within seconds.
             TIDINGS_PAUSE_AFTER_FAILURES="0",
+            TIDINGS_SENDER_NICE=str(nice),
         )
         self.log = work / "server.log"
         with open(self.log, "wb") as out:
@@ -520,12 +522,11 @@ async def scenario_storm(
 
 
 # ----------------------------------------------------------------- driver
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    scenarios = set(args.scenarios.split(","))
-    out: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+async def run(args: argparse.Namespace, scenarios: set[str], nice: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        server = Server(work, args)
+        server = Server(work, args, nice)
         connector = aiohttp.TCPConnector(limit=0)
         held: list[asyncio.Task[None]] = []
         try:
@@ -578,12 +579,13 @@ def verdicts(out: dict[str, Any]) -> list[str]:
             f"(c) churn: {c['messages']} messages, {c['connects']} connects, lost {c['lost']},"
             f" duplicated {c['duplicated']} (aim 0, 0)"
         )
-    if "storm" in out:
-        s = out["storm"]
-        lines.append(
-            f"(d) realtime p99 {s['calm']['p99_ms']} ms alone, {s['storm']['p99_ms']} ms in a"
-            f" storm of {s['storm_attempts']} failing attempts: x{s['p99_ratio']} (aim <= 2)"
-        )
+    for name, s in out.items():
+        if name.startswith("storm"):
+            lines.append(
+                f"(d) sender nice {s['sender_nice']}: realtime p99 {s['calm']['p99_ms']} ms"
+                f" alone, {s['storm']['p99_ms']} ms in a storm of {s['storm_attempts']} failing"
+                f" attempts: x{s['p99_ratio']} (aim <= 2)"
+            )
     return lines
 
 
@@ -598,7 +600,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--churn-clients", type=int, default=200)
     p.add_argument("--churn-s", type=float, default=20.0)
     p.add_argument("--churn-rate", type=float, default=50.0, help="(c) events/s")
-    p.add_argument("--storm-rate", type=float, default=50.0, help="(d) failing events/s")
+    p.add_argument("--storm-rate", type=float, default=100.0, help="(d) failing events/s")
+    p.add_argument(
+        "--sender-nice",
+        default="0,10",
+        help="(d) TIDINGS_SENDER_NICE values, comma-separated: the storm again for each",
+    )
     p.add_argument("--save", action="store_true")
     args = p.parse_args(argv)
     args.fanout = min(args.fanout, 1000)  # an event has at most 1000 recipients
@@ -612,7 +619,15 @@ def main(argv: list[str]) -> int:
         failing_receiver_main(int(argv[1]))
         return 0
     args = parse_args(argv)
-    out = asyncio.run(run(args))
+    scenarios = set(args.scenarios.split(","))
+    nices = [int(n) for n in args.sender_nice.split(",")]
+    out: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    out.update(asyncio.run(run(args, scenarios, nices[0])))
+    if "storm" in scenarios:
+        out["storm"]["sender_nice"] = nices[0]
+        for nice in nices[1:]:  # the storm again, on a server of its own
+            again = asyncio.run(run(args, {"storm"}, nice))["storm"]
+            out[f"storm_sender_nice_{nice}"] = {**again, "sender_nice": nice}
     for line in verdicts(out):
         print(line)
     if args.save:

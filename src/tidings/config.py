@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     poll_interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1_000
     drain_timeout_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 10_000
     sender_processes: Annotated[int, Meta(ge=0, le=64)] | None = None
+    sender_nice: Annotated[int, Meta(ge=0, le=19)] = 0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
 
     @property
@@ -240,6 +241,13 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "most 4; 0 on a single CPU; 0 = send from the worker process itself); bus "
         "destinations are always sent from the worker process",
         default="one per CPU, at most 4; 0 on one CPU",
+    ),
+    SettingDoc(
+        "sender_nice",
+        "how much lower the sender processes' CPU priority is than the process that "
+        "starts them (0-19, added to its nice value): on a machine whose cores are busy, "
+        "webhook sending (a retry storm included) then yields to the API, the WebSocket "
+        "gateway and the engine (default 0, the same priority)",
     ),
     SettingDoc(
         "metrics_port",

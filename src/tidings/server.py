@@ -154,6 +154,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                     allow_private=settings.allow_private_targets,
                     allow_loopback=settings.allow_loopback_targets,
                     sender_processes=processes,
+                    sender_nice=settings.sender_nice,
                     bus_allowed=settings.bus_prefixes,
                 )
             )

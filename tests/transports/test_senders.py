@@ -312,3 +312,19 @@ def _local_ports(pid: int) -> set[int]:
         except OSError:
             continue
     return ports
+
+
+async def test_sender_processes_run_at_the_lower_priority_asked(receiver: Receiver) -> None:
+    """TIDINGS_SENDER_NICE: the children's nice value is this process's plus it, and they
+    still send."""
+    lower = SenderPool(processes=2, allow_private=True, nice=5)
+    await lower.start()
+    try:
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        pids = lower.pids()
+        assert len(pids) == 2
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(ours + 5, 19)] * 2
+        result = await within(lower.deliver(request(receiver.url("/ok"))))
+        assert result.outcome == "delivered"
+    finally:
+        await lower.close()

@@ -31,6 +31,7 @@ class TransportOptions:
     allow_private: bool = False  # the SSRF guard's allowances (webhooks, alerts)
     allow_loopback: bool = False
     sender_processes: int = 0  # webhooks sent from this many child processes
+    sender_nice: int = 0  # their CPU priority below this process (TIDINGS_SENDER_NICE)
     bus_allowed: tuple[BusPrefix, ...] = ()  # TIDINGS_BUS_ALLOWED_URLS
 
 
@@ -73,6 +74,7 @@ def _webhooks(options: TransportOptions) -> Webhooks:
             processes=options.sender_processes,
             allow_private=options.allow_private,
             allow_loopback=options.allow_loopback,
+            nice=options.sender_nice,
         )
     )
 

@@ -82,8 +82,12 @@ async def serve(fd: int, allow: Allow) -> None:
 
 def main(argv: list[str]) -> None:
     allowances = "|".join(a.value for a in Allow)
-    if len(argv) != 3 or argv[2] not in {a.value for a in Allow}:
-        raise SystemExit(f"usage: python -m tidings.transports.sender_process FD {allowances}")
+    if len(argv) not in (3, 4) or argv[2] not in {a.value for a in Allow}:
+        raise SystemExit(
+            f"usage: python -m tidings.transports.sender_process FD {allowances} [NICE]"
+        )
+    if len(argv) == 4 and int(argv[3]):
+        os.nice(int(argv[3]))  # TIDINGS_SENDER_NICE: below the API process that spawned us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(

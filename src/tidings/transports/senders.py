@@ -80,9 +80,10 @@ def _lost(error: str) -> AttemptResult:
 class _Child:
     """One sender process and the attempts it holds."""
 
-    def __init__(self, number: int, allow: Allow) -> None:
+    def __init__(self, number: int, allow: Allow, nice: int = 0) -> None:
         self.number = number
         self.allow = allow
+        self.nice = nice
         self.proc: asyncio.subprocess.Process | None = None
         self.proto: FramedProtocol | None = None
         self.pending: dict[int, asyncio.Future[AttemptResult]] = {}
@@ -110,6 +111,7 @@ class _Child:
                 "tidings.transports.sender_process",
                 str(theirs.fileno()),
                 self.allow.value,
+                str(self.nice),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -225,11 +227,16 @@ class SenderPool:
     """
 
     def __init__(
-        self, *, processes: int, allow_private: bool, allow_loopback: bool = False
+        self,
+        *,
+        processes: int,
+        allow_private: bool,
+        allow_loopback: bool = False,
+        nice: int = 0,
     ) -> None:
         self.local = WebhookTransport(allow_private=allow_private, allow_loopback=allow_loopback)
         allow = Allow.of(private=allow_private, loopback=allow_loopback)
-        self._children = [_Child(i + 1, allow) for i in range(processes)]
+        self._children = [_Child(i + 1, allow, nice) for i in range(processes)]
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children if c.proc is not None and c.up]
