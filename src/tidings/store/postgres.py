@@ -36,8 +36,10 @@ import msgspec
 from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
+    Activity,
     Appended,
     Attempt,
+    AttemptSample,
     Backlog,
     Claim,
     ClaimAsk,
@@ -990,6 +992,36 @@ class PostgresStore(Store):
     async def backlog(self) -> list[Backlog]:
         async with self._conn() as conn:
             return backlog_of(await conn.fetch(Q["backlog"]))
+
+    async def activity(self, after_event_seq: int | None, after_attempt_seq: int | None) -> Activity:
+        async with self._conn() as conn:
+            tops = await conn.fetchrow(Q["activity_tops"])
+            events = 0
+            if after_event_seq is not None:
+                events = int(await conn.fetchval(Q["events_after"], after_event_seq))
+            outcomes: dict[str, int] = {}
+            if after_attempt_seq is not None:
+                rows = await conn.fetch(Q["outcomes_after"], after_attempt_seq)
+                outcomes = {str(r[0]): int(r[1]) for r in rows}
+        return Activity(
+            event_seq=int(tops[0] or 0),
+            attempt_seq=int(tops[1] or 0),
+            events=events,
+            outcomes=outcomes,
+        )
+
+    async def recent_attempts(self, limit: int) -> list[AttemptSample]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["recent_attempts"], limit)
+        return [AttemptSample(r[0], r[1], float(r[2])) for r in rows]
+
+    async def count_deliveries(
+        self, destination_id: str, state: str, since: int | None, until: int | None, cap: int
+    ) -> int:
+        async with self._conn() as conn:
+            return int(
+                await conn.fetchval(Q["count_deliveries"], destination_id, state, since, until, cap)
+            )
 
 
 __all__ = ["PostgresStore"]

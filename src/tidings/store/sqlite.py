@@ -56,8 +56,10 @@ from tidings.ids import (
 )
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
+    Activity,
     Appended,
     Attempt,
+    AttemptSample,
     Backlog,
     Claim,
     ClaimAsk,
@@ -1324,6 +1326,44 @@ class SQLiteStore(Store):
 
     async def backlog(self) -> list[Backlog]:
         return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
+
+    async def activity(self, after_event_seq: int | None, after_attempt_seq: int | None) -> Activity:
+        def read(conn: sqlite3.Connection) -> Activity:
+            event_top, attempt_top = conn.execute(Q["activity_tops"]).fetchone()
+            events = 0
+            if after_event_seq is not None:
+                events = conn.execute(Q["events_after"], {"after": after_event_seq}).fetchone()[0]
+            outcomes: dict[str, int] = {}
+            if after_attempt_seq is not None:
+                rows = conn.execute(Q["outcomes_after"], {"after": after_attempt_seq})
+                outcomes = {str(r[0]): int(r[1]) for r in rows}
+            return Activity(
+                event_seq=event_top or 0,
+                attempt_seq=attempt_top or 0,
+                events=int(events),
+                outcomes=outcomes,
+            )
+
+        return await self._read(read)
+
+    async def recent_attempts(self, limit: int) -> list[AttemptSample]:
+        rows = await self._read(
+            lambda c: c.execute(Q["recent_attempts"], {"limit": limit}).fetchall()
+        )
+        return [AttemptSample(r[0], r[1], float(r[2])) for r in rows]
+
+    async def count_deliveries(
+        self, destination_id: str, state: str, since: int | None, until: int | None, cap: int
+    ) -> int:
+        params = {
+            "destination_id": destination_id,
+            "state": state,
+            "since": since,
+            "until": until,
+            "cap": cap,
+        }
+        row = await self._read(lambda c: c.execute(Q["count_deliveries"], params).fetchone())
+        return int(row[0])
 
 
 __all__ = ["SQLiteStore", "StoreError"]

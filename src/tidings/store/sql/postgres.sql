@@ -441,3 +441,31 @@ DELETE FROM inbox WHERE (event_seq, user_id) IN (
     FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
     JOIN events e ON e.seq = o.event_seq
     WHERE e.received_at < $1);
+
+
+-- ---------------------------------------------------------------- dashboard (issue 17)
+
+-- name: activity_tops
+-- Both are the primary keys' last entries: no scan.
+SELECT (SELECT max(seq) FROM events), (SELECT max(seq) FROM attempts);
+
+-- name: events_after
+SELECT count(*) FROM events WHERE seq > $1;
+
+-- name: outcomes_after
+SELECT outcome, count(*) FROM attempts WHERE seq > $1 GROUP BY outcome;
+
+-- name: recent_attempts
+-- The newest attempts by primary key, each joined to its delivery by primary key.
+SELECT d.destination_id, a.outcome, a.latency_ms
+FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+ORDER BY a.seq DESC LIMIT $1;
+
+-- name: count_deliveries
+-- A range of deliveries_by_destination, stopped at the cap.
+SELECT count(*) FROM (
+  SELECT 1 FROM deliveries
+  WHERE destination_id = $1 AND state = $2
+    AND ($3::bigint IS NULL OR created_at >= $3)
+    AND ($4::bigint IS NULL OR created_at < $4)
+  LIMIT $5) AS capped;
