@@ -50,3 +50,19 @@ async def test_count_deliveries_by_state_and_time_up_to_a_cap(store: Store) -> N
     assert await store.count_deliveries(d, "pending", None, before, 100) == 0
     assert await store.count_deliveries(d, "dead", None, None, 100) == 0
     assert await store.count_deliveries(other, "pending", None, None, 100) == 4
+
+
+async def test_event_seq_at_finds_the_first_event_of_a_time(store: Store) -> None:
+    assert await store.event_seq_at(now_us()) is None
+    first = now_us()
+    for k in "abcde":
+        await publish(store, k)
+    events = (await store.list_events(None, 10, None)).items[::-1]
+    assert await store.event_seq_at(0) == events[0].seq
+    assert await store.event_seq_at(first) == events[0].seq
+    for e in events:
+        assert await store.event_seq_at(e.received_at) == e.seq
+        assert await store.event_seq_at(e.received_at + 1) in (
+            None if e is events[-1] else events[events.index(e) + 1].seq,
+        )
+    assert await store.event_seq_at(events[-1].received_at + 1) is None

@@ -25,6 +25,7 @@ from tidings.api.keys import (
 )
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
+from tidings.dashboard import views as dashboard
 from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
 from tidings.realtime.hub import Hub
@@ -72,6 +73,7 @@ def create_app(
     for module in (events, destinations, deliveries, uploads, users, ws, compat, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
+    dashboard.install(app)
     return app
 
 

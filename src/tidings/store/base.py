@@ -297,9 +297,16 @@ class Store(abc.ABC):
     # -- the dashboard's aggregates (issue 17): each an index range or a key lookup, so
     # they answer as fast with a million deliveries as with ten.
     @abc.abstractmethod
-    async def activity(self, after_event_seq: int | None, after_attempt_seq: int | None) -> Activity:
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
         """The last event and attempt seq, the number of events after `after_event_seq` and
         the attempts after `after_attempt_seq` by outcome (zero and empty when None)."""
+
+    @abc.abstractmethod
+    async def event_seq_at(self, at: int) -> int | None:
+        """The seq of the first event received at or after `at` (µs), None when there is
+        none: a time range of events as a range of seq (received_at grows with seq)."""
 
     @abc.abstractmethod
     async def recent_attempts(self, limit: int) -> list[AttemptSample]:

@@ -969,21 +969,7 @@ class PostgresStore(Store):
 
     async def sweep(self, cutoff: int, limit: int) -> int:
         async with self._tx() as conn:
-            bounds = await conn.fetchrow(Q["event_seq_bounds"])
-            low, high = (None, None) if bounds is None else (bounds[0], bounds[1])
-            if low is None or high is None:
-                return 0
-            # received_at grows with seq (nearly: concurrent commits may interleave by a
-            # few ms), so a binary search finds the last event older than the cutoff.
-            last = None
-            while low <= high:
-                mid = (low + high) // 2
-                row = await conn.fetchrow(Q["event_received_at_from"], mid)
-                if row is not None and row[1] < cutoff:
-                    last = row[0]
-                    low = row[0] + 1
-                else:
-                    high = mid - 1
+            last = await _last_seq_before(conn, cutoff)
             if last is None:
                 return 0
             status = await conn.execute(Q["sweep_events_upto"], last, limit)
@@ -993,9 +979,12 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             return backlog_of(await conn.fetch(Q["backlog"]))
 
-    async def activity(self, after_event_seq: int | None, after_attempt_seq: int | None) -> Activity:
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
         async with self._conn() as conn:
             tops = await conn.fetchrow(Q["activity_tops"])
+            assert tops is not None  # two aggregates: always one row
             events = 0
             if after_event_seq is not None:
                 events = int(await conn.fetchval(Q["events_after"], after_event_seq))
@@ -1010,6 +999,12 @@ class PostgresStore(Store):
             outcomes=outcomes,
         )
 
+    async def event_seq_at(self, at: int) -> int | None:
+        async with self._conn() as conn:
+            last = await _last_seq_before(conn, at)
+            row = await conn.fetchrow(Q["event_received_at_from"], (last or 0) + 1)
+        return None if row is None else int(row[0])
+
     async def recent_attempts(self, limit: int) -> list[AttemptSample]:
         async with self._conn() as conn:
             rows = await conn.fetch(Q["recent_attempts"], limit)
@@ -1022,6 +1017,25 @@ class PostgresStore(Store):
             return int(
                 await conn.fetchval(Q["count_deliveries"], destination_id, state, since, until, cap)
             )
+
+
+async def _last_seq_before(conn: Any, cutoff: int) -> int | None:
+    """The last event seq received before `cutoff`. received_at grows with seq (nearly:
+    concurrent commits may interleave by a few ms): a binary search, not a scan."""
+    bounds = await conn.fetchrow(Q["event_seq_bounds"])
+    low, high = (None, None) if bounds is None else (bounds[0], bounds[1])
+    if low is None or high is None:
+        return None
+    last = None
+    while low <= high:
+        mid = (low + high) // 2
+        row = await conn.fetchrow(Q["event_received_at_from"], mid)
+        if row is not None and row[1] < cutoff:
+            last = int(row[0])
+            low = row[0] + 1
+        else:
+            high = mid - 1
+    return last
 
 
 __all__ = ["PostgresStore"]

@@ -1302,20 +1302,7 @@ class SQLiteStore(Store):
 
     async def sweep(self, cutoff: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            # received_at never decreases along seq: binary-search the last seq before the
-            # cutoff instead of scanning the table (there is no index on received_at).
-            low, high = conn.execute(Q["event_seq_bounds"]).fetchone()
-            if low is None:
-                return 0
-            last = None
-            while low <= high:
-                mid = (low + high) // 2
-                row = conn.execute(Q["event_received_at_from"], {"seq": mid}).fetchone()
-                if row is not None and row[1] < cutoff:
-                    last = row[0]
-                    low = row[0] + 1
-                else:
-                    high = mid - 1
+            last = _last_seq_before(conn, cutoff)
             if last is None:
                 return 0
             return int(
@@ -1327,7 +1314,9 @@ class SQLiteStore(Store):
     async def backlog(self) -> list[Backlog]:
         return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
 
-    async def activity(self, after_event_seq: int | None, after_attempt_seq: int | None) -> Activity:
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
         def read(conn: sqlite3.Connection) -> Activity:
             event_top, attempt_top = conn.execute(Q["activity_tops"]).fetchone()
             events = 0
@@ -1343,6 +1332,14 @@ class SQLiteStore(Store):
                 events=int(events),
                 outcomes=outcomes,
             )
+
+        return await self._read(read)
+
+    async def event_seq_at(self, at: int) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            last = _last_seq_before(conn, at)
+            row = conn.execute(Q["event_received_at_from"], {"seq": (last or 0) + 1}).fetchone()
+            return None if row is None else int(row[0])
 
         return await self._read(read)
 
@@ -1364,6 +1361,24 @@ class SQLiteStore(Store):
         }
         row = await self._read(lambda c: c.execute(Q["count_deliveries"], params).fetchone())
         return int(row[0])
+
+
+def _last_seq_before(conn: sqlite3.Connection, cutoff: int) -> int | None:
+    """The last event seq received before `cutoff`. received_at never decreases along
+    seq: a binary search instead of a scan (there is no index on received_at)."""
+    low, high = conn.execute(Q["event_seq_bounds"]).fetchone()
+    if low is None:
+        return None
+    last = None
+    while low <= high:
+        mid = (low + high) // 2
+        row = conn.execute(Q["event_received_at_from"], {"seq": mid}).fetchone()
+        if row is not None and row[1] < cutoff:
+            last = int(row[0])
+            low = row[0] + 1
+        else:
+            high = mid - 1
+    return last
 
 
 __all__ = ["SQLiteStore", "StoreError"]
