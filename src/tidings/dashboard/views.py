@@ -89,6 +89,15 @@ class Tasks:
 TASKS = web.AppKey("dashboard_tasks", Tasks)
 
 
+# Set when the server begins its graceful shutdown: open event streams end at once (a
+# browser's EventSource reconnects elsewhere) instead of holding the shutdown up.
+CLOSING = web.AppKey("dashboard_closing", asyncio.Event)
+
+
+async def _closing(app: web.Application) -> None:
+    app[CLOSING].set()
+
+
 async def _stop_jobs(app: web.Application) -> None:
     running = list(app[TASKS].running)
     for task in running:
@@ -101,6 +110,7 @@ def install(app: web.Application) -> None:
     app[REVOKED] = {}
     app[JOBS] = {}
     app[TASKS] = Tasks()
+    app[CLOSING] = asyncio.Event()
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("tidings.dashboard", "templates"),
         autoescape=True,
@@ -112,6 +122,7 @@ def install(app: web.Application) -> None:
     env.filters["ms"] = lambda x: "—" if x is None else f"{x:.0f} ms"
     app[TEMPLATES] = env
     app.on_startup.append(load_secret)
+    app.on_shutdown.append(_closing)
     app.on_cleanup.append(_stop_jobs)
     app.add_routes(routes)
 
@@ -233,15 +244,17 @@ async def stream(request: web.Request) -> web.StreamResponse:
     before: figures.Sample | None = None
     # Bounded: a tab left open for days reconnects (EventSource does) every hour.
     deadline = time.monotonic() + 3600
-    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-        while time.monotonic() < deadline:
+    closing = request.app[CLOSING]
+    with contextlib.suppress(ConnectionResetError):
+        while time.monotonic() < deadline and not closing.is_set():
             if current_session(request) is None:
                 await response.write(b"event: signedout\ndata: {}\n\n")
                 break
             data, before = await figures.overview(store, before, time.monotonic())
             payload = json.dumps(data.as_json(), separators=(",", ":"))
             await response.write(f"event: overview\ndata: {payload}\n\n".encode())
-            await asyncio.sleep(STREAM_EVERY_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), STREAM_EVERY_S)
     return response
 
 
