@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.e2e.procs import API_KEY, TidingsProcess
 from tests.e2e.receiver import Receiver, TidingsApi
@@ -43,7 +44,9 @@ def tidings(tmp_path: Path) -> Iterator[TidingsProcess]:
     proc = TidingsProcess(
         tmp_path,
         f"sqlite:///{tmp_path / 'dashboard.db'}",
-        extra_env={"TIDINGS_ALLOW_LOOPBACK_TARGETS": "1"},
+        # No sender processes: webhooks go out from the worker itself, and the
+        # process starts in a fraction of the time (a few deliveries need no more).
+        extra_env={"TIDINGS_ALLOW_LOOPBACK_TARGETS": "1", "TIDINGS_SENDER_PROCESSES": "0"},
     )
     proc.start()
     try:
@@ -52,7 +55,12 @@ def tidings(tmp_path: Path) -> Iterator[TidingsProcess]:
         proc.stop()
 
 
-@pytest.fixture
+# Every async fixture and test of this folder runs in one event loop per module, so one
+# Chromium serves the module's tests (each in a fresh context: no cookie carries over).
+LOOP = "module"
+
+
+@pytest_asyncio.fixture(loop_scope=LOOP)
 async def api(tidings: TidingsProcess) -> AsyncIterator[TidingsApi]:
     client = TidingsApi(tidings.url)
     try:
@@ -61,7 +69,7 @@ async def api(tidings: TidingsProcess) -> AsyncIterator[TidingsApi]:
         await client.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope=LOOP)
 async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver().start()
     try:
@@ -70,7 +78,7 @@ async def receiver() -> AsyncIterator[Receiver]:
         await r.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope=LOOP)
 async def browser() -> AsyncIterator[Any]:
     path = chromium_or_skip()
     from playwright.async_api import async_playwright
@@ -83,7 +91,7 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope=LOOP)
 async def page(browser: Any) -> AsyncIterator[Any]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)

@@ -16,7 +16,7 @@ from tests.browser.conftest import sign_in
 from tests.e2e.procs import TidingsProcess
 from tests.e2e.receiver import Receiver, TidingsApi, always, eventually, ok
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def dead_destination(api: TidingsApi, receiver: Receiver, path: str = "/hook") -> str:
@@ -32,7 +32,7 @@ async def dead_destination(api: TidingsApi, receiver: Receiver, path: str = "/ho
 
 
 async def test_sign_in_refuses_a_wrong_key_then_signs_in_and_out(
-    page: Any, tidings: TidingsProcess
+    tidings: TidingsProcess, page: Any
 ) -> None:
     await page.goto(tidings.url + "/ui/events")
     await expect(page).to_have_url(re.compile(r"/ui/signin\?next="))
@@ -59,7 +59,7 @@ async def test_sign_in_refuses_a_wrong_key_then_signs_in_and_out(
 
 
 async def test_overview_shows_an_event_arrive_without_reloading(
-    page: Any, tidings: TidingsProcess, api: TidingsApi, receiver: Receiver
+    tidings: TidingsProcess, api: TidingsApi, receiver: Receiver, page: Any
 ) -> None:
     receiver.set("/hook", ok())
     await api.create_destination(url=receiver.url("/hook"), topics=["order.*"])
@@ -76,7 +76,7 @@ async def test_overview_shows_an_event_arrive_without_reloading(
 
 
 async def test_a_dead_delivery_retried_turns_delivered(
-    page: Any, tidings: TidingsProcess, api: TidingsApi, receiver: Receiver
+    tidings: TidingsProcess, api: TidingsApi, receiver: Receiver, page: Any
 ) -> None:
     await dead_destination(api, receiver)
     event = await api.publish("order.created", "k1", {"n": 1})
@@ -123,7 +123,7 @@ async def test_a_dead_delivery_retried_turns_delivered(
 
 
 async def test_pause_resume_and_replay_with_its_preview(
-    page: Any, tidings: TidingsProcess, api: TidingsApi, receiver: Receiver
+    tidings: TidingsProcess, api: TidingsApi, receiver: Receiver, page: Any
 ) -> None:
     destination_id = await dead_destination(api, receiver)
     event = await api.publish("order.created", "k1", {"n": 1})
@@ -159,7 +159,7 @@ async def test_pause_resume_and_replay_with_its_preview(
 
 
 async def test_a_chain_is_drawn_with_each_node_colored_by_its_deliveries(
-    page: Any, tidings: TidingsProcess, api: TidingsApi, receiver: Receiver
+    tidings: TidingsProcess, api: TidingsApi, receiver: Receiver, page: Any
 ) -> None:
     receiver.set("/ok", ok())
     await api.create_destination(url=receiver.url("/ok"), topics=["order.*"])

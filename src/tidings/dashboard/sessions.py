@@ -35,7 +35,6 @@ META_SECRET = "dashboard_session_secret"
 SECRET = web.AppKey("dashboard_secret", bytearray)
 # Nonces signed out in this process, until their cookie would have expired anyway.
 REVOKED = web.AppKey("dashboard_revoked", dict[str, int])
-SESSION = "dashboard_session"  # request key: the checked Session
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,8 +90,8 @@ def start_session(request: web.Request, response: web.StreamResponse, key_digest
 
 
 def end_session(request: web.Request, response: web.StreamResponse) -> None:
-    session = request.get(SESSION)
-    if isinstance(session, Session):
+    session = current_session(request)
+    if session is not None:
         revoked = request.app[REVOKED]
         now = _now()
         for nonce, until in list(revoked.items()):
@@ -103,8 +102,10 @@ def end_session(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def csrf_of(request: web.Request) -> str:
-    session = request.get(SESSION)
-    if not isinstance(session, Session):
+    # Checked again rather than carried on the request: an HMAC is cheaper than a
+    # request key's ceremony, and aiohttp's RequestKey is newer than the range we allow.
+    session = current_session(request)
+    if session is None:
         return ""
     return csrf_token(bytes(request.app[SECRET]), session.token)
 
@@ -125,7 +126,6 @@ def page(handler: Page) -> Page:
             ):
                 raise web.HTTPSeeOther(signin_url(request))
             return web.Response(status=401, text="sign in first: /ui/signin")
-        request[SESSION] = session
         if request.method == "POST":
             presented = request.headers.get("X-CSRF-Token", "")
             if not presented and request.content_type in (
