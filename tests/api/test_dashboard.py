@@ -5,8 +5,11 @@ HttpOnly and SameSite=Strict, and dies at sign-out; every POST needs its CSRF to
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -200,3 +203,35 @@ async def test_event_filters_page_by_cursor_and_time(
         assert (await r.text()).count('href="/ui/events/evt_') == 1
     async with browser.get(api.url + "/ui/events?since=yesterday") as r:
         assert r.status == 400
+
+
+@pytest.mark.parametrize("api", [{"watch_dir": "/tmp/tidings-dashboard-test-watch"}], indirect=True)
+async def test_uploads_and_watched_reports_are_listed(
+    api: Api, browser: aiohttp.ClientSession
+) -> None:
+    watched = Path(api.settings.watch_dir or "")
+    shutil.rmtree(watched, ignore_errors=True)
+    done = watched / "done"
+    done.mkdir(parents=True)
+    try:
+        await check_uploads_page(api, browser, done)
+    finally:
+        shutil.rmtree(watched, ignore_errors=True)
+
+
+async def check_uploads_page(api: Api, browser: aiohttp.ClientSession, done: Path) -> None:
+    report = {"file": "alerts.csv", "rows": 7, "events": 6, "duplicates": 1, "bad_rows": 0}
+    (done / "alerts.csv.report.json").write_text(json.dumps(report))
+    status, body = await api.call(
+        "POST", "/v1/uploads?name=users.csv", data=b"alice,hi\nbob,hello\n,nobody\n"
+    )
+    assert status == 202, body
+    assert isinstance(body, dict)
+    await sign_in(api, browser)
+    async with browser.get(api.url + "/ui/uploads") as r:
+        text = await r.text()
+    assert body["upload_id"] in text and "users.csv" in text
+    assert "alerts.csv" in text and "<td>7</td>" in text
+    async with browser.get(api.url + "/ui/uploads?id=" + body["upload_id"]) as r:
+        text = await r.text()
+    assert "the user id (first field) is empty" in text

@@ -66,3 +66,20 @@ async def test_event_seq_at_finds_the_first_event_of_a_time(store: Store) -> Non
             None if e is events[-1] else events[events.index(e) + 1].seq,
         )
     assert await store.event_seq_at(events[-1].received_at + 1) is None
+
+
+async def test_uploads_list_newest_first_by_id(store: Store) -> None:
+    from tidings.model import Upload
+
+    assert await store.list_uploads(10, None) == []
+    for i in (1, 3, 2):
+        await store.save_upload(Upload(id=f"upl_{i}", file=f"f{i}.csv", state="done"))
+    await store.save_upload(Upload(id="upl_2", file="f2.csv", state="failed"))  # replaced
+    listed = await store.list_uploads(10, None)
+    assert [(u.id, u.state) for u in listed] == [
+        ("upl_3", "done"),
+        ("upl_2", "failed"),
+        ("upl_1", "done"),
+    ]
+    assert [u.id for u in await store.list_uploads(1, None)] == ["upl_3"]
+    assert [u.id for u in await store.list_uploads(10, "upl_3")] == ["upl_2", "upl_1"]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from tidings import __version__
 from tidings.api.destinations import ROTATION_GRACE_US, replay_all
-from tidings.api.keys import ENGINE, NOTICES, STORE
+from tidings.api.keys import ENGINE, NOTICES, SETTINGS, STORE
 from tidings.api.ws import GATEWAY
 from tidings.dashboard import figures
 from tidings.dashboard.sessions import (
@@ -640,6 +641,46 @@ async def users(request: web.Request) -> web.Response:
 @routes.get("/ui/uploads")
 @page
 async def uploads(request: web.Request) -> web.Response:
+    store = request.app[STORE]
     upload_id = request.query.get("id", "").strip()
-    upload = await request.app[STORE].get_upload(upload_id) if upload_id else None
-    return render(request, "uploads.html", upload_id=upload_id, upload=upload)
+    upload = await store.get_upload(upload_id) if upload_id else None
+    before = request.query.get("before") or None
+    recent = await store.list_uploads(PAGE + 1, before)
+    more = len(recent) > PAGE
+    del recent[PAGE:]
+    watch_dir = request.app[SETTINGS].watch_dir
+    watched = await asyncio.to_thread(watched_reports, Path(watch_dir)) if watch_dir else []
+    return render(
+        request,
+        "uploads.html",
+        upload_id=upload_id,
+        upload=upload,
+        recent=recent,
+        next=f"?before={recent[-1].id}" if more else None,
+        watch_dir=watch_dir or "",
+        watched=watched,
+    )
+
+
+WATCHED_SHOWN = 50
+
+
+def watched_reports(folder: Path) -> list[dict[str, Any]]:
+    """The newest reports the folder ingest left beside its files (done/ and failed/),
+    newest first. Runs in a thread: it reads the disk."""
+    found: list[tuple[float, str, Path]] = []
+    for sub in ("done", "failed"):
+        with contextlib.suppress(OSError):
+            for path in (folder / sub).glob("*.report.json"):
+                with contextlib.suppress(OSError):
+                    found.append((path.stat().st_mtime, sub, path))
+    found.sort(reverse=True)
+    out = []
+    for _, sub, path in found[:WATCHED_SHOWN]:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(report, dict):
+            out.append({**report, "folder": sub})
+    return out

@@ -270,6 +270,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_upload(self, upload_id: str) -> Upload | None: ...
 
+    @abc.abstractmethod
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        """Uploads newest first (their ids sort by time), those with ids below `before`."""
+
     # -- inboxes (issue 15): `append_events` writes one message per recipient
     # at the user's next offset (1, 2, 3, ... per user, no gap, never reused), in the
     # event's own transaction; the offsets go back in `Appended.inbox`.

@@ -949,6 +949,11 @@ class PostgresStore(Store):
             report = await conn.fetchval(Q["get_upload"], upload_id)
         return None if report is None else msgspec.json.decode(report, type=Upload)
 
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["list_uploads"], before, limit)
+        return [msgspec.json.decode(r[0], type=Upload) for r in rows]
+
     async def purge_delivery(self, delivery_id: str) -> bool:
         async with self._tx() as conn:
             try:

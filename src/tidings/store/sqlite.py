@@ -1285,6 +1285,12 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["get_upload"], {"id": upload_id}).fetchone())
         return None if row is None else msgspec.json.decode(row[0], type=Upload)
 
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        rows = await self._read(
+            lambda c: c.execute(Q["list_uploads"], {"before": before, "limit": limit}).fetchall()
+        )
+        return [msgspec.json.decode(r[0], type=Upload) for r in rows]
+
     async def purge_delivery(self, delivery_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()

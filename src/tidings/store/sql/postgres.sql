@@ -469,3 +469,7 @@ SELECT count(*) FROM (
     AND ($3::bigint IS NULL OR created_at >= $3)
     AND ($4::bigint IS NULL OR created_at < $4)
   LIMIT $5) AS capped;
+
+-- name: list_uploads
+-- Newest first: upload ids sort by creation time (the primary key's order).
+SELECT report FROM uploads WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2;

@@ -466,3 +466,7 @@ SELECT count(*) FROM (
     AND (:since IS NULL OR created_at >= :since)
     AND (:until IS NULL OR created_at < :until)
   LIMIT :cap);
+
+-- name: list_uploads
+-- Newest first: upload ids sort by creation time (the primary key's order).
+SELECT report FROM uploads WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit;
