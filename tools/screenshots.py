@@ -29,17 +29,11 @@ import aiohttp
 from aiohttp import web
 from playwright.async_api import async_playwright
 
+# The flags the browser tests launch Chromium with (one list for both).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.browser.conftest import CHROMIUM_ARGS as ARGS
+
 KEY = "tdk_screenshots"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:

@@ -69,6 +69,7 @@ async def api(tidings: TidingsProcess) -> AsyncIterator[TidingsApi]:
         await client.close()
 
 
+# tests/e2e's receiver, in this folder's module-wide loop (a fixture runs in one loop).
 @pytest_asyncio.fixture(loop_scope=LOOP)
 async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver().start()

@@ -191,3 +191,49 @@ async def test_a_chain_is_drawn_with_each_node_colored_by_its_deliveries(
     # A node is a link to its event.
     await svg.locator(f'[data-node="{ids[2]}"]').click()
     await expect(page).to_have_url(f"{tidings.url}/ui/events/{ids[2]}")
+
+
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, button, textarea')].filter(el => {
+  const named = el.getAttribute('aria-label') || (el.labels && el.labels.length)
+    || (el.tagName === 'BUTTON' && el.textContent.trim());
+  return !named;
+}).map(el => el.outerHTML)"""
+
+
+async def test_every_page_labels_its_controls_and_fits_a_narrow_screen(
+    tidings: TidingsProcess, api: TidingsApi, receiver: Receiver, browser: Any
+) -> None:
+    receiver.set("/hook", ok())
+    await api.create_destination(name="billing", url=receiver.url("/hook"), topics=["order.*"])
+    event = await api.publish("order.created", "k1", {"n": 1})
+    context = await browser.new_context(viewport={"width": 390, "height": 844})
+    page = await context.new_page()
+    try:
+        await sign_in(page, tidings.url)
+        await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        for path in (
+            "/",
+            "/ui/destinations",
+            "/ui/events",
+            f"/ui/events/{event['id']}",
+            "/ui/dead",
+            "/ui/users?user=alice",
+            "/ui/uploads",
+        ):
+            await page.goto(tidings.url + path)
+            assert await page.evaluate(UNLABELLED) == [], path
+            # Wide tables scroll inside their box; the page itself does not.
+            width = await page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
+        # The keyboard's first stop is the skip link; Enter on a focused link follows it.
+        await page.goto(tidings.url + "/ui/destinations")
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("() => document.activeElement.textContent") == (
+            "Skip to content"
+        )
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(tidings.url + "/")
+    finally:
+        await context.close()
