@@ -71,7 +71,14 @@ def start_tidings(workdir: Path, port: int) -> subprocess.Popen[bytes]:
         "TIDINGS_SENDER_PROCESSES": "0",
         "TIDINGS_LOG_LEVEL": "warning",
         "TIDINGS_UPLOAD_DIR": str(workdir / "uploads"),
+        "TIDINGS_WATCH_DIR": str(workdir / "watch"),
+        "TIDINGS_WATCH_INTERVAL_MS": "100",
     }
+    # A file waiting in the watched folder, old enough to be read at once.
+    (workdir / "watch").mkdir()
+    dropped = workdir / "watch" / "signups.csv"
+    dropped.write_text("user_id,message\ncarol,Welcome\ndave,Welcome\n,no user\n")
+    os.utime(dropped, (time.time() - 60, time.time() - 60))
     log = (workdir / "tidings.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tidings.cli", "serve"],
@@ -172,8 +179,9 @@ async def fill(url: str, hook: int) -> dict[str, Any]:
             data=b"user_id,message\nalice,Order 1 placed\nbob,Order 2 placed\n,no user\n",
             headers={"Content-Type": "text/csv"},
         )
+        token = await call("POST", "/v1/users/alice/token", {"ttl_s": 600})
         await asyncio.sleep(2.5)  # deliveries land, crm's die
-        return {"chain": chain, "upload": upload["upload_id"]}
+        return {"chain": chain, "upload": upload["upload_id"], "token": token["token"]}
 
 
 async def publish_for(url: str, seconds: float) -> None:
@@ -218,16 +226,19 @@ async def shoot(url: str, facts: dict[str, Any], out: Path, chromium: str) -> li
         await page.wait_for_timeout(4500)
         await snap("overview")
         await traffic
-        for name, path in (
-            ("destinations", "/ui/destinations"),
-            ("events", "/ui/events"),
-            ("event", f"/ui/events/{facts['chain'][1]}"),
-            ("dead", "/ui/dead"),
-            ("users", "/ui/users?user=alice"),
-            ("uploads", f"/ui/uploads?id={facts['upload']}"),
-        ):
-            await page.goto(url + path)
-            await snap(name)
+        # alice has a socket open, so that her page shows her online.
+        socket_url = f"{url}/v1/ws?user_id=alice&token={facts['token']}&after=4"
+        async with aiohttp.ClientSession() as ws_client, ws_client.ws_connect(socket_url):
+            for name, path in (
+                ("destinations", "/ui/destinations"),
+                ("events", "/ui/events"),
+                ("event", f"/ui/events/{facts['chain'][1]}"),
+                ("dead", "/ui/dead"),
+                ("users", "/ui/users?user=alice"),
+                ("uploads", "/ui/uploads"),
+            ):
+                await page.goto(url + path)
+                await snap(name)
         phone = await browser.new_context(viewport={"width": 390, "height": 844})
         page = await phone.new_page()
         await page.goto(url + "/")

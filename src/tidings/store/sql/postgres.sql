@@ -378,9 +378,18 @@ DELETE FROM events WHERE seq IN (
   ORDER BY e.seq LIMIT $2);
 
 -- name: backlog
-SELECT destination_id, state, count(*), min(created_at) FROM deliveries
-WHERE state IN ('pending', 'scheduled', 'in_flight')
-GROUP BY destination_id, state;
+-- Per destination and state, a count over a range of deliveries_by_destination and the
+-- oldest as the range's first entry (created_at grows with seq): one row read for it,
+-- not one per delivery in the backlog.
+SELECT id, state, n, oldest FROM (
+  SELECT t.id, s.state,
+    (SELECT count(*) FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT d.created_at FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+  FROM destinations t
+  CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
+) AS b WHERE n > 0;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;

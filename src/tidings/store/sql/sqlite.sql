@@ -280,12 +280,18 @@ WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: backlog
--- Destination by destination (CROSS JOIN keeps that order), each a range of
--- deliveries_by_destination: the work grows with the backlog, not with the table.
-SELECT d.destination_id, d.state, count(*), min(d.created_at)
-FROM destinations t CROSS JOIN deliveries d
-WHERE d.destination_id = t.id AND d.state IN ('pending', 'scheduled', 'in_flight')
-GROUP BY d.destination_id, d.state;
+-- Per destination and state, a count over a range of deliveries_by_destination (the index
+-- alone: the work grows with the backlog, not with the table) and the oldest as the
+-- range's first entry (created_at grows with seq: one row read, not one per delivery).
+SELECT id, state, n, oldest FROM (
+  SELECT t.id, s.state,
+    (SELECT count(*) FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT d.created_at FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+  FROM destinations t
+  CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'scheduled' UNION ALL SELECT 'in_flight') s
+) WHERE n > 0;
 
 -- name: bump_destinations_rev
 -- Every change to destinations bumps this, so writers in other processes reload routes.
