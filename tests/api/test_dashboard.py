@@ -148,8 +148,9 @@ async def test_every_post_needs_its_csrf_token(api: Api, browser: aiohttp.Client
 
 
 async def test_retry_everything_reports_progress_until_done(
-    api: Api, browser: aiohttp.ClientSession
+    api: Api, browser: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("tidings.dashboard.views.RETRY_CHUNK", 7)  # 30 take 5 chunks
     d = await dest(api.store)
     await publish(api.store, *[f"k{i}" for i in range(30)])
     claims = await claim(api.store, d)
