@@ -96,6 +96,10 @@
     source.onerror = function () {
       status.className = "live off";
       status.textContent = "Live updates lost; reconnecting…";
+      // Closed for good (a 401: the session ended): reload, which signs in again.
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(function () { window.location.reload(); }, 3000);
+      }
     };
   }
   function job() {
