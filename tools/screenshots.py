@@ -238,7 +238,7 @@ async def shoot(url: str, facts: dict[str, Any], out: Path, chromium: str) -> li
                 ("uploads", "/ui/uploads"),
             ):
                 await page.goto(url + path)
-                await snap(name)
+                await snap(name, full=name not in ("events", "dead"))  # long lists: a screen
         phone = await browser.new_context(viewport={"width": 390, "height": 844})
         page = await phone.new_page()
         await page.goto(url + "/")
