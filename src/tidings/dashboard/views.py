@@ -28,6 +28,7 @@ from aiohttp import web
 
 from tidings import __version__
 from tidings.api.destinations import ROTATION_GRACE_US, replay_all
+from tidings.api.destinations import _time_field as time_field
 from tidings.api.keys import ENGINE, NOTICES, SETTINGS, STORE
 from tidings.api.ws import GATEWAY
 from tidings.dashboard import figures
@@ -48,7 +49,7 @@ from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError
 from tidings.signing import new_secret
 from tidings.store.base import Conflict, InvalidCursor, NotFound, Store, encode_cursor
-from tidings.timeutil import US, now_us, parse_iso, to_iso
+from tidings.timeutil import US, now_us, to_iso
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -324,12 +325,8 @@ async def rotate(request: web.Request) -> web.StreamResponse:
 
 
 def _time(value: str, field: str) -> int | None:
-    if not value:
-        return None
-    try:
-        return parse_iso(value)
-    except ValueError:
-        raise FieldError(field, f"{field} must be a time like 2026-01-31T12:00") from None
+    """A form's time field (an empty one is no bound), read as the API reads it."""
+    return time_field(value or None, field)
 
 
 @routes.get("/ui/destinations/{id}/replay")
