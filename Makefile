@@ -19,7 +19,7 @@ LATEST := $(or $(TMPDIR),/tmp)/tidings-latest-venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck fuzz unit docs lock test-latest bench-ingest bench-deliver bench-files clean
+.PHONY: run test lint typecheck fuzz unit docs lock test-latest bench-ingest bench-deliver bench-files bench-dashboard screenshots clean
 
 $(UV):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -79,6 +79,14 @@ bench-deliver: $(STAMP)
 
 bench-files: $(STAMP)
 	$(BIN)/python bench/files.py
+
+bench-dashboard: $(STAMP)
+	$(BIN)/python bench/dashboard.py
+
+# The dashboard's pictures in docs/img/ (a Tidings and a receiver of its own, headless
+# Chromium: Debian's `chromium` package, no browser download).
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py --out docs/img
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

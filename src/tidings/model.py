@@ -429,6 +429,24 @@ class Retried(Struct, frozen=True, kw_only=True):
     conflicts: list[str]  # pending or in flight already
 
 
+class Activity(Struct, frozen=True, kw_only=True):
+    """The store's tops (last event and attempt seq) and what came after given tops: the
+    dashboard turns two of these into rates (issue 17)."""
+
+    event_seq: int
+    attempt_seq: int
+    events: int  # events with seq above the `after_event_seq` asked (0 when none asked)
+    outcomes: dict[str, int]  # attempts above `after_attempt_seq`, by outcome
+
+
+class AttemptSample(Struct, frozen=True, array_like=True):
+    """One recent attempt, for a destination's health: success rate and latency."""
+
+    destination_id: str
+    outcome: str
+    latency_ms: float
+
+
 class Backlog(Struct, frozen=True, kw_only=True):
     destination_id: str
     pending: int

@@ -37,6 +37,7 @@ from tidings.api.keys import (
 )
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
+from tidings.dashboard import views as dashboard
 from tidings.engine.groups import GroupReaper, GroupWaker
 from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
@@ -92,6 +93,7 @@ def create_app(
     for module in (events, destinations, deliveries, groups, uploads, users, ws, compat, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
+    dashboard.install(app)
     return app
 
 

@@ -97,7 +97,7 @@ _OPERATION_IDS = {
     ("get", "/readyz"): "readyz",
     ("get", "/openapi.json"): "openapi",
     ("get", "/docs"): "docs",
-    ("get", "/"): "startPage",
+    ("get", "/"): "dashboard",
 }
 
 # Response links: the id an answer carries, and the calls that take it (so that tools
@@ -727,9 +727,12 @@ def build_openapi() -> dict[str, Any]:
         },
         "/": {
             "get": {
-                "summary": "Home page",
+                "summary": "The dashboard (a browser session; without one, the sign-in form)",
                 "security": [],
-                "responses": {"200": {"description": "OK", "content": {"text/html": {}}}},
+                "responses": {
+                    "200": {"description": "OK", "content": {"text/html": {}}},
+                    "303": {"description": "To the sign-in form: /ui/signin"},
+                },
             }
         },
     }

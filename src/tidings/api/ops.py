@@ -1,4 +1,5 @@
-"""Routes: health, readiness, the OpenAPI document, its HTML reference and the home page."""
+"""Routes: health, readiness, the OpenAPI document and its HTML reference (`/` is the
+dashboard: tidings.dashboard)."""
 
 from __future__ import annotations
 
@@ -142,19 +143,3 @@ def render_docs(spec: dict[str, Any]) -> str:
 @routes.get("/docs")
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=render_docs(request.app[OPENAPI]), content_type="text/html")
-
-
-@routes.get("/")
-async def home(request: web.Request) -> web.Response:
-    return web.Response(
-        text=(
-            "<!doctype html><html><head><meta charset='utf-8'><title>Tidings</title></head>"
-            "<body style='font:15px system-ui;max-width:720px;margin:2em auto'>"
-            f"<h1>Tidings {html.escape(__version__)}</h1><p>Durable event fan-out.</p><ul>"
-            "<li><a href='/docs'>API reference</a></li>"
-            "<li><a href='/openapi.json'>OpenAPI document</a></li>"
-            "<li><a href='/healthz'>/healthz</a> · <a href='/readyz'>/readyz</a></li>"
-            "</ul></body></html>"
-        ),
-        content_type="text/html",
-    )

@@ -18,8 +18,10 @@ import binascii
 from collections.abc import Callable, Sequence
 
 from tidings.model import (
+    Activity,
     Appended,
     Attempt,
+    AttemptSample,
     Backlog,
     ClaimAsk,
     ClaimBatch,
@@ -276,6 +278,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_upload(self, upload_id: str) -> Upload | None: ...
 
+    @abc.abstractmethod
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        """Uploads newest first (their ids sort by time), those with ids below `before`."""
+
     # -- inboxes (issue 15): `append_events` writes one message per recipient
     # at the user's next offset (1, 2, 3, ... per user, no gap, never reused), in the
     # event's own transaction; the offsets go back in `Appended.inbox`.
@@ -343,6 +349,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:
         """Undelivered work per destination (pending, scheduled, in flight; oldest)."""
+
+    # -- the dashboard's aggregates (issue 17): each an index range or a key lookup, so
+    # they answer as fast with a million deliveries as with ten.
+    @abc.abstractmethod
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
+        """The last event and attempt seq, the number of events after `after_event_seq` and
+        the attempts after `after_attempt_seq` by outcome (zero and empty when None)."""
+
+    @abc.abstractmethod
+    async def event_seq_at(self, at: int) -> int | None:
+        """The seq of the first event received at or after `at` (µs), None when there is
+        none: a time range of events as a range of seq (received_at grows with seq)."""
+
+    @abc.abstractmethod
+    async def recent_attempts(self, limit: int) -> list[AttemptSample]:
+        """The newest `limit` attempts of all destinations, newest first."""
+
+    @abc.abstractmethod
+    async def count_deliveries(
+        self, destination_id: str, state: str, since: int | None, until: int | None, cap: int
+    ) -> int:
+        """How many of a destination's deliveries in `state` were created in [since,
+        until), counting no further than `cap`."""
 
 
 def first_per_delivery(completions: Sequence[Completion]) -> list[Completion]:

@@ -36,8 +36,10 @@ import msgspec
 from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
+    Activity,
     Appended,
     Attempt,
+    AttemptSample,
     Backlog,
     Claim,
     ClaimAsk,
@@ -962,6 +964,11 @@ class PostgresStore(Store):
             report = await conn.fetchval(Q["get_upload"], upload_id)
         return None if report is None else msgspec.json.decode(report, type=Upload)
 
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["list_uploads"], before, limit)
+        return [msgspec.json.decode(r[0], type=Upload) for r in rows]
+
     async def purge_delivery(self, delivery_id: str) -> bool:
         async with self._tx() as conn:
             try:
@@ -982,21 +989,7 @@ class PostgresStore(Store):
 
     async def sweep(self, cutoff: int, limit: int) -> int:
         async with self._tx() as conn:
-            bounds = await conn.fetchrow(Q["event_seq_bounds"])
-            low, high = (None, None) if bounds is None else (bounds[0], bounds[1])
-            if low is None or high is None:
-                return 0
-            # received_at grows with seq (nearly: concurrent commits may interleave by a
-            # few ms), so a binary search finds the last event older than the cutoff.
-            last = None
-            while low <= high:
-                mid = (low + high) // 2
-                row = await conn.fetchrow(Q["event_received_at_from"], mid)
-                if row is not None and row[1] < cutoff:
-                    last = row[0]
-                    low = row[0] + 1
-                else:
-                    high = mid - 1
+            last = await _last_seq_before(conn, cutoff)
             if last is None:
                 return 0
             status = await conn.execute(Q["sweep_events_upto"], last, limit)
@@ -1142,6 +1135,64 @@ class PostgresStore(Store):
     async def backlog(self) -> list[Backlog]:
         async with self._conn() as conn:
             return backlog_of(await conn.fetch(Q["backlog"]))
+
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
+        async with self._conn() as conn:
+            tops = await conn.fetchrow(Q["activity_tops"])
+            assert tops is not None  # two aggregates: always one row
+            events = 0
+            if after_event_seq is not None:
+                events = int(await conn.fetchval(Q["events_after"], after_event_seq))
+            outcomes: dict[str, int] = {}
+            if after_attempt_seq is not None:
+                rows = await conn.fetch(Q["outcomes_after"], after_attempt_seq)
+                outcomes = {str(r[0]): int(r[1]) for r in rows}
+        return Activity(
+            event_seq=int(tops[0] or 0),
+            attempt_seq=int(tops[1] or 0),
+            events=events,
+            outcomes=outcomes,
+        )
+
+    async def event_seq_at(self, at: int) -> int | None:
+        async with self._conn() as conn:
+            last = await _last_seq_before(conn, at)
+            row = await conn.fetchrow(Q["event_received_at_from"], (last or 0) + 1)
+        return None if row is None else int(row[0])
+
+    async def recent_attempts(self, limit: int) -> list[AttemptSample]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["recent_attempts"], limit)
+        return [AttemptSample(r[0], r[1], float(r[2])) for r in rows]
+
+    async def count_deliveries(
+        self, destination_id: str, state: str, since: int | None, until: int | None, cap: int
+    ) -> int:
+        async with self._conn() as conn:
+            return int(
+                await conn.fetchval(Q["count_deliveries"], destination_id, state, since, until, cap)
+            )
+
+
+async def _last_seq_before(conn: Any, cutoff: int) -> int | None:
+    """The last event seq received before `cutoff`. received_at grows with seq (nearly:
+    concurrent commits may interleave by a few ms): a binary search, not a scan."""
+    bounds = await conn.fetchrow(Q["event_seq_bounds"])
+    low, high = (None, None) if bounds is None else (bounds[0], bounds[1])
+    if low is None or high is None:
+        return None
+    last = None
+    while low <= high:
+        mid = (low + high) // 2
+        row = await conn.fetchrow(Q["event_received_at_from"], mid)
+        if row is not None and row[1] < cutoff:
+            last = int(row[0])
+            low = row[0] + 1
+        else:
+            high = mid - 1
+    return last
 
 
 __all__ = ["PostgresStore"]

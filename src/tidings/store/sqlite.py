@@ -56,8 +56,10 @@ from tidings.ids import (
 )
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
+    Activity,
     Appended,
     Attempt,
+    AttemptSample,
     Backlog,
     Claim,
     ClaimAsk,
@@ -1297,6 +1299,12 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["get_upload"], {"id": upload_id}).fetchone())
         return None if row is None else msgspec.json.decode(row[0], type=Upload)
 
+    async def list_uploads(self, limit: int, before: str | None) -> list[Upload]:
+        rows = await self._read(
+            lambda c: c.execute(Q["list_uploads"], {"before": before, "limit": limit}).fetchall()
+        )
+        return [msgspec.json.decode(r[0], type=Upload) for r in rows]
+
     async def purge_delivery(self, delivery_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             row = conn.execute(Q["delivery_for_requeue"], {"id": delivery_id}).fetchone()
@@ -1314,20 +1322,7 @@ class SQLiteStore(Store):
 
     async def sweep(self, cutoff: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            # received_at never decreases along seq: binary-search the last seq before the
-            # cutoff instead of scanning the table (there is no index on received_at).
-            low, high = conn.execute(Q["event_seq_bounds"]).fetchone()
-            if low is None:
-                return 0
-            last = None
-            while low <= high:
-                mid = (low + high) // 2
-                row = conn.execute(Q["event_received_at_from"], {"seq": mid}).fetchone()
-                if row is not None and row[1] < cutoff:
-                    last = row[0]
-                    low = row[0] + 1
-                else:
-                    high = mid - 1
+            last = _last_seq_before(conn, cutoff)
             if last is None:
                 return 0
             return int(
@@ -1475,6 +1470,72 @@ class SQLiteStore(Store):
 
     async def backlog(self) -> list[Backlog]:
         return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
+
+    async def activity(
+        self, after_event_seq: int | None, after_attempt_seq: int | None
+    ) -> Activity:
+        def read(conn: sqlite3.Connection) -> Activity:
+            event_top, attempt_top = conn.execute(Q["activity_tops"]).fetchone()
+            events = 0
+            if after_event_seq is not None:
+                events = conn.execute(Q["events_after"], {"after": after_event_seq}).fetchone()[0]
+            outcomes: dict[str, int] = {}
+            if after_attempt_seq is not None:
+                rows = conn.execute(Q["outcomes_after"], {"after": after_attempt_seq})
+                outcomes = {str(r[0]): int(r[1]) for r in rows}
+            return Activity(
+                event_seq=event_top or 0,
+                attempt_seq=attempt_top or 0,
+                events=int(events),
+                outcomes=outcomes,
+            )
+
+        return await self._read(read)
+
+    async def event_seq_at(self, at: int) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            last = _last_seq_before(conn, at)
+            row = conn.execute(Q["event_received_at_from"], {"seq": (last or 0) + 1}).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._read(read)
+
+    async def recent_attempts(self, limit: int) -> list[AttemptSample]:
+        rows = await self._read(
+            lambda c: c.execute(Q["recent_attempts"], {"limit": limit}).fetchall()
+        )
+        return [AttemptSample(r[0], r[1], float(r[2])) for r in rows]
+
+    async def count_deliveries(
+        self, destination_id: str, state: str, since: int | None, until: int | None, cap: int
+    ) -> int:
+        params = {
+            "destination_id": destination_id,
+            "state": state,
+            "since": since,
+            "until": until,
+            "cap": cap,
+        }
+        row = await self._read(lambda c: c.execute(Q["count_deliveries"], params).fetchone())
+        return int(row[0])
+
+
+def _last_seq_before(conn: sqlite3.Connection, cutoff: int) -> int | None:
+    """The last event seq received before `cutoff`. received_at never decreases along
+    seq: a binary search instead of a scan (there is no index on received_at)."""
+    low, high = conn.execute(Q["event_seq_bounds"]).fetchone()
+    if low is None:
+        return None
+    last = None
+    while low <= high:
+        mid = (low + high) // 2
+        row = conn.execute(Q["event_received_at_from"], {"seq": mid}).fetchone()
+        if row is not None and row[1] < cutoff:
+            last = int(row[0])
+            low = row[0] + 1
+        else:
+            high = mid - 1
+    return last
 
 
 __all__ = ["SQLiteStore", "StoreError"]

@@ -379,9 +379,18 @@ DELETE FROM events WHERE seq IN (
   ORDER BY e.seq LIMIT $2);
 
 -- name: backlog
-SELECT destination_id, state, count(*), min(created_at) FROM deliveries
-WHERE state IN ('pending', 'scheduled', 'in_flight')
-GROUP BY destination_id, state;
+-- Per destination and state, a count over a range of deliveries_by_destination and the
+-- oldest as the range's first entry (created_at grows with seq): one row read for it,
+-- not one per delivery in the backlog.
+SELECT id, state, n, oldest FROM (
+  SELECT t.id, s.state,
+    (SELECT count(*) FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT d.created_at FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+  FROM destinations t
+  CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
+) AS b WHERE n > 0;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;
@@ -499,3 +508,34 @@ SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
 FROM events e JOIN deliveries d ON d.event_seq = e.seq
 WHERE e.id = ANY($1::text[])
 ORDER BY e.seq, d.seq;
+
+-- ---------------------------------------------------------------- dashboard (issue 17)
+
+-- name: activity_tops
+-- Both are the primary keys' last entries: no scan.
+SELECT (SELECT max(seq) FROM events), (SELECT max(seq) FROM attempts);
+
+-- name: events_after
+SELECT count(*) FROM events WHERE seq > $1;
+
+-- name: outcomes_after
+SELECT outcome, count(*) FROM attempts WHERE seq > $1 GROUP BY outcome;
+
+-- name: recent_attempts
+-- The newest attempts by primary key, each joined to its delivery by primary key.
+SELECT d.destination_id, a.outcome, a.latency_ms
+FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+ORDER BY a.seq DESC LIMIT $1;
+
+-- name: count_deliveries
+-- A range of deliveries_by_destination, stopped at the cap.
+SELECT count(*) FROM (
+  SELECT 1 FROM deliveries
+  WHERE destination_id = $1 AND state = $2
+    AND ($3::bigint IS NULL OR created_at >= $3)
+    AND ($4::bigint IS NULL OR created_at < $4)
+  LIMIT $5) AS capped;
+
+-- name: list_uploads
+-- Newest first: upload ids sort by creation time (the primary key's order).
+SELECT report FROM uploads WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2;

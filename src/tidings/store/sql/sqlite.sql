@@ -281,12 +281,18 @@ WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: backlog
--- Destination by destination (CROSS JOIN keeps that order), each a range of
--- deliveries_by_destination: the work grows with the backlog, not with the table.
-SELECT d.destination_id, d.state, count(*), min(d.created_at)
-FROM destinations t CROSS JOIN deliveries d
-WHERE d.destination_id = t.id AND d.state IN ('pending', 'scheduled', 'in_flight')
-GROUP BY d.destination_id, d.state;
+-- Per destination and state, a count over a range of deliveries_by_destination (the index
+-- alone: the work grows with the backlog, not with the table) and the oldest as the
+-- range's first entry (created_at grows with seq: one row read, not one per delivery).
+SELECT id, state, n, oldest FROM (
+  SELECT t.id, s.state,
+    (SELECT count(*) FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT d.created_at FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+  FROM destinations t
+  CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'scheduled' UNION ALL SELECT 'in_flight') s
+) WHERE n > 0;
 
 -- name: bump_destinations_rev
 -- Every change to destinations bumps this, so writers in other processes reload routes.
@@ -485,3 +491,34 @@ SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
 FROM events e JOIN deliveries d ON d.event_seq = e.seq
 WHERE e.id IN (SELECT value FROM json_each(:ids))
 ORDER BY e.seq, d.seq;
+
+-- ---------------------------------------------------------------- dashboard (issue 17)
+
+-- name: activity_tops
+-- Both are the primary keys' last entries: no scan.
+SELECT (SELECT max(seq) FROM events), (SELECT max(seq) FROM attempts);
+
+-- name: events_after
+SELECT count(*) FROM events WHERE seq > :after;
+
+-- name: outcomes_after
+SELECT outcome, count(*) FROM attempts WHERE seq > :after GROUP BY outcome;
+
+-- name: recent_attempts
+-- The newest attempts by primary key, each joined to its delivery by primary key.
+SELECT d.destination_id, a.outcome, a.latency_ms
+FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+ORDER BY a.seq DESC LIMIT :limit;
+
+-- name: count_deliveries
+-- A range of deliveries_by_destination, stopped at :cap.
+SELECT count(*) FROM (
+  SELECT 1 FROM deliveries
+  WHERE destination_id = :destination_id AND state = :state
+    AND (:since IS NULL OR created_at >= :since)
+    AND (:until IS NULL OR created_at < :until)
+  LIMIT :cap);
+
+-- name: list_uploads
+-- Newest first: upload ids sort by creation time (the primary key's order).
+SELECT report FROM uploads WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit;

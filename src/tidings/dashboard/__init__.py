@@ -1,0 +1,1 @@
+"""The dashboard at `/` (issue 17): pages, sessions and figures; see views.py."""
