@@ -3,7 +3,7 @@
 Owns the calls (one method each) and running them: pooled connections (one
 `httpx2.AsyncClient`), retries by `Retries`, answers decoded into the Structs of
 `_models`, failures raised as `TidingsError`. `_sync_client.py` is generated from this
-file by `_gen_sync.py` (`make sdk`): edit this one. Must never block the event loop.
+file by tools/gen_sync_client.py (`make sdk`): edit this one. Must never block the event loop.
 """
 
 from __future__ import annotations

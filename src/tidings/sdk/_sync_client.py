@@ -1,10 +1,10 @@
-# Generated from _async_client.py by _gen_sync.py (make sdk): do not edit.
+# Generated from _async_client.py by tools/gen_sync_client.py (make sdk): do not edit.
 """`Client`: every call of the Tidings API, typed, blocking (one call at a time).
 
 Owns the calls (one method each) and running them: pooled connections (one
-`httpx2.Client`), retries by `Retries`, answers decoded into the Structs of
-`_models`, failures raised as `TidingsError`. `_sync_client.py` is generated from this
-file by `_gen_sync.py` (`make sdk`): edit this one. Must never be used inside an event loop.
+`httpx2.Client`), retries by `Retries`, answers decoded into the Structs of `_models`,
+failures raised as `TidingsError`. Generated from `_async_client.py`: edit that one.
+Never call it on an event loop (that is `Client`'s place).
 """
 
 from __future__ import annotations

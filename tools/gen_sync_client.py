@@ -1,9 +1,9 @@
-"""Writes `_sync_client.py` (the blocking `Client`) from `_async_client.py`, so the two
-clients cannot drift: `python -m tidings.sdk._gen_sync` (`make sdk`); a test fails when
-the written file is stale.
+"""`make sdk`: write src/tidings/sdk/_sync_client.py (the blocking `Client`) from
+_async_client.py, so the two clients cannot drift; tests/sdk fails while the committed
+file differs from what this writes (`--check` says so too).
 
 Owns the rewriting rules only (the unasync idea: drop `async`/`await`, swap the async
-names for the blocking ones). Must never be imported by the SDK itself.
+names for the blocking ones). Never imported by the SDK itself.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "src" / "tidings" / "sdk"
 SOURCE = HERE / "_async_client.py"
 TARGET = HERE / "_sync_client.py"
 
@@ -28,18 +28,19 @@ _WORDS = [
     ("asyncio.sleep", "time.sleep"),
     ("import asyncio", "import time"),
 ]
-_DOCSTRING = (
-    '"""`AsyncClient`: every call of the Tidings API, typed, for asyncio code.',
-    '"""`Client`: every call of the Tidings API, typed, blocking (one call at a time).',
-)
-HEADER = "# Generated from _async_client.py by _gen_sync.py (make sdk): do not edit.\n"
+_DOCSTRING = '''"""`Client`: every call of the Tidings API, typed, blocking (one call at a time).
+
+Owns the calls (one method each) and running them: pooled connections (one
+`httpx2.Client`), retries by `Retries`, answers decoded into the Structs of `_models`,
+failures raised as `TidingsError`. Generated from `_async_client.py`: edit that one.
+Never call it on an event loop (that is `AsyncClient`'s place).
+"""
+'''
+HEADER = "# Generated from _async_client.py by tools/gen_sync_client.py (make sdk): do not edit.\n"
 
 
 def render(source: str) -> str:
-    text = source.replace(*_DOCSTRING)
-    text = text.replace(
-        "Must never block the event loop.", "Must never be used inside an event loop."
-    )
+    text = _DOCSTRING + source[source.index('"""\n', 3) + 4 :]
     text = re.sub(r"\basync (def|with|for)\b", r"\1", text)
     text = re.sub(r"\bawait ", "", text)
     for old, new in _WORDS:
