@@ -33,7 +33,7 @@ _DOCSTRING = '''"""`Client`: every call of the Tidings API, typed, blocking (one
 Owns the calls (one method each) and running them: pooled connections (one
 `httpx2.Client`), retries by `Retries`, answers decoded into the Structs of `_models`,
 failures raised as `TidingsError`. Generated from `_async_client.py`: edit that one.
-Never call it on an event loop (that is `AsyncClient`'s place).
+Never call it on an event loop (the async client is for that).
 """
 '''
 HEADER = "# Generated from _async_client.py by tools/gen_sync_client.py (make sdk): do not edit.\n"

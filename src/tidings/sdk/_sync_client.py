@@ -4,7 +4,7 @@
 Owns the calls (one method each) and running them: pooled connections (one
 `httpx2.Client`), retries by `Retries`, answers decoded into the Structs of `_models`,
 failures raised as `TidingsError`. Generated from `_async_client.py`: edit that one.
-Never call it on an event loop (that is `Client`'s place).
+Never call it on an event loop (the async client is for that).
 """
 
 from __future__ import annotations
