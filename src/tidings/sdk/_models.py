@@ -22,9 +22,10 @@ class _Model(Struct, frozen=True, kw_only=True, omit_defaults=True):
     subclass repeats `frozen` and `kw_only`: msgspec applies kw_only per class)."""
 
 
-class RetryPolicy(_Model, frozen=True, kw_only=True):
+class RetryPolicy(Struct, frozen=True, kw_only=True):
     """A destination's backoff: attempt n waits min(max_ms, initial_ms * multiplier**(n-1)),
-    spread by ±jitter; dead after `max_attempts` sends."""
+    spread by ±jitter; dead after `max_attempts` sends. Every field is always encoded
+    (the server's defaults are these, and its answers name them all)."""
 
     max_attempts: int = 8
     initial_ms: int = 500
