@@ -103,7 +103,9 @@ class AsyncClient:
             except httpx2.TransportError as exc:
                 delay = self.retries.after_failure(call, attempt, exc)
                 if delay is None:
-                    raise transport_error(self.base_url, exc) from exc
+                    raise transport_error(
+                        self.base_url, call.timeout_s or self.timeout, exc
+                    ) from exc
             else:
                 delay = None
                 if not response.is_success:
@@ -116,7 +118,7 @@ class AsyncClient:
             await asyncio.sleep(delay)
 
     async def _call(self, call: Call, into: type[T]) -> T:
-        return decode(await self._send(call), into)
+        return decode(await self._send(call), into, self.base_url)
 
     # Operations
 
@@ -310,7 +312,7 @@ class AsyncClient:
             replayable=True,
         )
         response = await self._send(call)
-        published = decode(response, Published)
+        published = decode(response, Published, self.base_url)
         if response.status_code == 200:  # the key's first event, nothing created
             return Published(
                 id=published.id,

@@ -32,20 +32,23 @@ _encode = msgspec.json.Encoder().encode
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-def decode(response: httpx2.Response, into: type[T]) -> T:
-    """The answer as `into`; an answer that is not one raises `invalid_response`."""
+def decode(response: httpx2.Response, into: type[T], base_url: str) -> T:
+    """The answer as `into`. An answer that is not JSON raises `not_json`, JSON without
+    the fields of the API `unexpected_answer` (a server that is not Tidings, or another
+    version)."""
     decoder = _decoders.get(into)
     if decoder is None:
         decoder = _decoders[into] = msgspec.json.Decoder(into)
     try:
         return decoder.decode(response.content)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise TidingsError(
-            "invalid_response",
-            f"the answer of {response.request.url} is not what Tidings answers ({exc}): "
-            "is base_url a Tidings of this version?",
-            status=response.status_code,
-        ) from None
+    except msgspec.ValidationError as exc:
+        code, message = (
+            "unexpected_answer",
+            f"unexpected answer from {base_url} ({exc})",
+        )
+    except msgspec.DecodeError:
+        code, message = "not_json", f"the answer of {response.request.url} is not JSON"
+    raise TidingsError(code, message, status=response.status_code)
 
 
 def segment(ref: str) -> str:
@@ -154,12 +157,27 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def transport_error(base_url: str, exc: httpx2.TransportError) -> TidingsError:
-    """The error of a call that got no answer at all."""
+def transport_error(base_url: str, timeout_s: float, exc: httpx2.TransportError) -> TidingsError:
+    """The error of a call that got no answer at all: `timeout`, or `connection_error`
+    naming the system's reason (`connection refused`) when there is one."""
     if isinstance(exc, httpx2.TimeoutException):
-        return TidingsError("timeout", f"no answer from Tidings at {base_url} in time ({exc})")
-    why = str(exc) or type(exc).__name__
-    return TidingsError("connection_error", f"cannot reach Tidings at {base_url} ({why})")
+        return TidingsError(
+            "timeout", f"no answer from Tidings at {base_url} within {timeout_s:g} s"
+        )
+    return TidingsError("connection_error", f"cannot reach Tidings at {base_url} ({_reason(exc)})")
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS's words for a failure (`connection refused`), found down the chain of
+    causes httpx2 wraps around it, else the exception's own text."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain of causes is short; never loop on a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
 
 
 def check(response: httpx2.Response) -> httpx2.Response:

@@ -13,10 +13,12 @@ import msgspec
 class TidingsError(Exception):
     """A call that failed.
 
-    `status` is the HTTP status (None when no answer came: then `code` is
-    `connection_error` or `timeout`), `code` the API's snake_case code
-    (`invalid_field`, `not_found`, `conflict`, ...), `field` the offending field or
-    None, `message` the API's sentence.
+    `status` is the HTTP status, None when no answer came (`code` is then
+    `connection_error` or `timeout`); `code` the API's snake_case code (`invalid_field`,
+    `not_found`, `conflict`, ...), or the SDK's for an answer that is not the API's:
+    `http_error` (an error without the API's JSON body, a proxy's page), `not_json`,
+    `unexpected_answer` (JSON without the API's fields); `field` the offending field or
+    None; `message` the API's sentence.
     """
 
     def __init__(

@@ -104,7 +104,9 @@ class Client:
             except httpx2.TransportError as exc:
                 delay = self.retries.after_failure(call, attempt, exc)
                 if delay is None:
-                    raise transport_error(self.base_url, exc) from exc
+                    raise transport_error(
+                        self.base_url, call.timeout_s or self.timeout, exc
+                    ) from exc
             else:
                 delay = None
                 if not response.is_success:
@@ -117,7 +119,7 @@ class Client:
             time.sleep(delay)
 
     def _call(self, call: Call, into: type[T]) -> T:
-        return decode(self._send(call), into)
+        return decode(self._send(call), into, self.base_url)
 
     # Operations
 
@@ -311,7 +313,7 @@ class Client:
             replayable=True,
         )
         response = self._send(call)
-        published = decode(response, Published)
+        published = decode(response, Published, self.base_url)
         if response.status_code == 200:  # the key's first event, nothing created
             return Published(
                 id=published.id,
