@@ -534,9 +534,13 @@ class AsyncClient:
         waiting up to `wait_ms` (0 to 30000) for some when none is ready."""
         path = f"/v1/groups/{segment(group)}/lease"
         spec = fields({"max": max, "lease_ms": lease_ms, "wait_ms": wait_ms})
-        wait_s = (wait_ms or 0) / 1000
+        # The long poll's own timeout; not max(): `max` is the API's field here.
+        long_poll_s = (wait_ms or 0) / 1000 + LONG_POLL_MARGIN_S
         call = Call(
-            "POST", path, json=spec, timeout_s=max_(self.timeout, wait_s + LONG_POLL_MARGIN_S)
+            "POST",
+            path,
+            json=spec,
+            timeout_s=long_poll_s if long_poll_s > self.timeout else self.timeout,
         )
         return await self._call(call, Leased)
 
@@ -565,6 +569,3 @@ class AsyncClient:
         path = f"/v1/groups/{segment(group)}/extend"
         spec = {"ids": list(ids), "lease_ms": lease_ms}
         return await self._call(Call("POST", path, json=spec, replayable=True), Settled)
-
-
-max_ = max  # `lease` has a parameter named `max`, as the API's field
