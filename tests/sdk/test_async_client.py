@@ -109,6 +109,18 @@ async def test_structs_encode_back_to_the_answers(api: Api, client: AsyncClient)
         assert msgspec.to_builtins(struct) == raw
 
 
+async def test_any_payload_the_server_keeps_decodes(api: Api, client: AsyncClient) -> None:
+    # Valid JSON the server stores as sent, though no double holds 1e400.
+    status, _ = await api.call(
+        "POST",
+        "/v1/events",
+        data=b'{"topic": "odd", "payload": [1e400, 0.5, 12345678901234567890123]}',
+    )
+    assert status == 202
+    (event,) = (await client.list_events(topic="odd")).items
+    assert event.payload == [float("inf"), 0.5, 12345678901234567890123]
+
+
 async def test_errors(api: Api, client: AsyncClient) -> None:
     with pytest.raises(TidingsError) as err:
         await client.publish_batch([{"topic": "ok"}, {"topic": "bad topic"}])

@@ -38,7 +38,9 @@ def decode(response: httpx2.Response, into: type[T], base_url: str) -> T:
     version)."""
     decoder = _decoders.get(into)
     if decoder is None:
-        decoder = _decoders[into] = msgspec.json.Decoder(into)
+        # float_hook: a payload's floats as Python's json reads them, so that one the
+        # server keeps but a double cannot hold (1e400) reads as inf, not as an error.
+        decoder = _decoders[into] = msgspec.json.Decoder(into, float_hook=float)
     try:
         return decoder.decode(response.content)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
