@@ -9,10 +9,12 @@ What one invocation does
   bench/ingest.py (reads the body, answers a canned 202: what is left is the client's own
   cost), and `tidings`, a real `tidings serve` on a fresh SQLite file;
 - for each server, concurrency and repeat, runs each client for `--duration` seconds
-  after a 1 s warm-up, interleaved (aiohttp, sdk-async, aiohttp, sdk-async, ...), and
+  after a 1 s warm-up, interleaved (aiohttp, httpx2, sdk-async, aiohttp, ...), and
   counts the publishes answered 202 inside the window:
   - `aiohttp`: one ClientSession, each ~200-byte event encoded and each answer decoded
     with msgspec (what bench/ingest.py's load generator does, in-process);
+  - `httpx2`: the same requests through a bare `httpx2.AsyncClient` (the SDK's HTTP
+    library alone: what the SDK adds is the difference to `sdk-async`);
   - `sdk-async`: `AsyncClient.publish(...)`: encodes the event, makes an idempotency
     key, sends, decodes into `Published`;
   - `sdk-sync` (concurrency 1 only): `Client.publish(...)` in a loop;
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2
 import msgspec
 
 import tidings
@@ -69,6 +72,21 @@ async def run_aiohttp(url: str, concurrency: int, duration: float) -> int:
             async with session.post(url + "/v1/events", data=body) as r:
                 decode(await r.read())
                 assert r.status == 202, r.status
+
+        return await _window(one, concurrency, duration)
+
+
+async def run_httpx2(url: str, concurrency: int, duration: float) -> int:
+    """The SDK's HTTP library alone: the aiohttp run's requests through httpx2."""
+    decode = msgspec.json.Decoder(_Published).decode
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient(base_url=url, headers=headers) as http:
+
+        async def one(n: int) -> None:
+            event = {"topic": "bench.sdk", "key": f"k{n}", "payload": payload(n)}
+            r = await http.post("/v1/events", content=msgspec.json.encode(event))
+            decode(r.content)
+            assert r.status_code == 202, r.status_code
 
         return await _window(one, concurrency, duration)
 
@@ -142,6 +160,8 @@ def one_run(client: str, url: str, concurrency: int, duration: float) -> float:
     """Publishes/s of one client for one window."""
     if client == "aiohttp":
         done = asyncio.run(run_aiohttp(url, concurrency, duration))
+    elif client == "httpx2":
+        done = asyncio.run(run_httpx2(url, concurrency, duration))
     elif client == "sdk-async":
         done = asyncio.run(run_sdk_async(url, concurrency, duration))
     else:
@@ -163,7 +183,7 @@ def main(argv: list[str]) -> int:
             proc, url = start_server(kind, work)
             try:
                 for c in args.concurrency:
-                    clients = ["aiohttp", "sdk-async"] + (["sdk-sync"] if c == 1 else [])
+                    clients = ["aiohttp", "httpx2", "sdk-async"] + (["sdk-sync"] if c == 1 else [])
                     for repeat in range(args.repeats):
                         for client in clients:
                             rate = one_run(client, url, c, args.duration)
