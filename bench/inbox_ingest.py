@@ -10,25 +10,39 @@ schema of --postgres-url, dropped after), creates two webhook destinations subsc
 alternates batches without and with recipients (`--batches` of each; recipients drawn
 from `--users` users, 10 distinct per event) and reports the median milliseconds per
 batch of each kind and their ratio. This is the store's own time (the HTTP layer, the
-same for both kinds, is left out, so the ratio is the strictest one). The last line of
-standard output is a JSON object with every figure.
+same for both kinds, is left out, so the ratio is the strictest one).
+
+`--http` measures what a client sees instead: a real `tidings serve` subprocess on a fresh
+SQLite file (or a fresh PostgreSQL schema with `--database postgres`), the same two
+(paused) destinations, and `POST /v1/events/batch` requests of the same batches, bodies
+encoded before the clock starts, sent one at a time over one keep-alive connection: the
+median milliseconds per request of each kind and their ratio. This is the time the issue's
+"today's batch ingest" names (bench/ingest.py's batch scenario).
+
+    .venv/bin/python bench/inbox_ingest.py --http --database sqlite
+
+The last line of standard output is a JSON object with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import os
 import random
 import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import msgspec
 
-from tidings.model import DestinationSpec, EventIn
+from tidings.model import EventIn, WebhookSpec
 from tidings.store.base import Store, open_store
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -52,9 +66,7 @@ async def run_one(store: Store, args: argparse.Namespace) -> dict[str, float]:
     await store.open()
     try:
         for name in ("a", "b"):
-            spec = DestinationSpec(
-                kind="webhook", url="https://example.com/h", topics=["bench.*"], name=name
-            )
+            spec = WebhookSpec(url="https://example.com/h", topics=["bench.*"], name=name)
             await store.create_destination(spec, "whsec_bench")
         rng = random.Random(7)
         tail = b"x" * args.pad  # ~1 KB events by default, as bench/ingest.py sends
@@ -73,6 +85,85 @@ async def run_one(store: Store, args: argparse.Namespace) -> dict[str, float]:
                 "ratio": round(with_ / without, 2)}  # fmt: skip
     finally:
         await store.close()
+
+
+def batch_body(events: list[EventIn]) -> bytes:
+    return msgspec.json.encode(
+        {
+            "events": [
+                {"topic": e.topic, "key": e.key, "payload": e.payload, "recipients": e.recipients}
+                for e in events
+            ]
+        }
+    )
+
+
+def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """The same alternation against a real `tidings serve`, through POST /v1/events/batch."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ingest import free_port, http_json, stop_process  # bench/ingest.py's helpers
+
+    port, key = free_port(), "tdk_bench_" + secrets.token_urlsafe(12)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(
+        TIDINGS_DATABASE_URL=database_url,
+        TIDINGS_API_KEY=key,
+        TIDINGS_PORT=str(port),
+        TIDINGS_LOG_LEVEL="warning",
+    )
+    with open(work / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tidings.cli", "serve"], cwd=work, env=env,
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http_json("GET", base + "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit((work / "server.log").read_text()[-2000:])
+            time.sleep(0.05)
+        for name in ("a", "b"):  # paused: deliveries are written, nothing is sent
+            body = {"name": name, "kind": "webhook", "url": "https://example.com/h",
+                    "topics": ["bench.*"]}  # fmt: skip
+            status, answer = http_json("POST", base + "/v1/destinations", body, key)
+            assert status == 201, answer
+            url = f"{base}/v1/destinations/{answer['id']}"
+            status, answer = http_json("PATCH", url, {"state": "paused"}, key)
+            assert status == 200, answer
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+        def post(body: bytes) -> float:
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/events/batch", body, headers)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 202:
+                raise SystemExit(f"{response.status}: {answer[:300]!r}")
+            return (time.perf_counter() - t0) * 1000
+
+        rng = random.Random(7)
+        tail = b"x" * args.pad
+        times: dict[int, list[float]] = {0: [], args.recipients: []}
+        for _ in range(args.warmup):
+            post(batch_body(batch(args.size, args.recipients, args.users, rng, tail)))
+        for _ in range(args.batches):
+            for recipients in (0, args.recipients):
+                body = batch_body(batch(args.size, recipients, args.users, rng, tail))
+                times[recipients].append(post(body))
+        conn.close()
+    finally:
+        stop_process(server, 20)
+    without = statistics.median(times[0])
+    with_ = statistics.median(times[args.recipients])
+    return {"without_ms": round(without, 2), "with_ms": round(with_, 2),
+            "ratio": round(with_ / without, 2)}  # fmt: skip
 
 
 async def drop_schema(url: str, schema: str) -> None:
@@ -95,8 +186,26 @@ async def main() -> None:
     parser.add_argument("--recipients", type=int, default=10)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--pad", type=int, default=900, help="payload padding bytes")
+    parser.add_argument("--http", action="store_true", help="through a real `tidings serve`")
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}
+    if args.http:
+        if args.database in ("sqlite", "both"):
+            with tempfile.TemporaryDirectory() as tmp:
+                db = f"sqlite:///{Path(tmp) / 'b.db'}"
+                out["sqlite_http"] = run_http(db, args, Path(tmp))
+            print("sqlite over HTTP", out["sqlite_http"], flush=True)
+        if args.database in ("postgres", "both"):
+            schema = f"bench_{secrets.token_hex(4)}"
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    db = f"{args.postgres_url}?schema={schema}"
+                    out["postgres_http"] = run_http(db, args, Path(tmp))
+            finally:
+                await drop_schema(args.postgres_url, schema)
+            print("postgres over HTTP", out["postgres_http"], flush=True)
+        print(json.dumps({"batch_size": args.size, "recipients": args.recipients, **out}))
+        return
     if args.database in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             out["sqlite"] = await run_one(open_store(f"sqlite:///{Path(tmp) / 'b.db'}"), args)

@@ -35,9 +35,9 @@ def _server_options(fn: Any) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tidings")
 def main() -> None:
-    """Tidings: durable event fan-out to signed HTTP webhooks, Redis and NATS buses, and
-    users' inboxes and WebSockets, at least once, in order per key, with retries, dead
-    letters and replay.
+    """Tidings: durable event fan-out to signed HTTP webhooks, Redis and NATS buses,
+    users' inboxes and WebSockets, and pull groups leased by consumers, at least once,
+    in order per key, with retries, dead letters and replay.
 
     `serve` runs it (API and delivery workers in one process, SQLite in ./tidings.db by
     default); `api` and `worker` run the two halves apart. The other commands talk to a

@@ -24,7 +24,8 @@ EVENTS_INGESTED = Counter(
 ATTEMPTS = Counter(
     "tidings_delivery_attempts",
     "Delivery attempts by destination and outcome "
-    "(delivered, http_error, timeout, connection_error, refused, lost).",
+    "(delivered, http_error, timeout, connection_error, refused, lost; a pull group's "
+    "nacked too).",
     ["destination", "outcome"],
     registry=REGISTRY,
 )
@@ -52,6 +53,24 @@ OLDEST_PENDING_AGE = Gauge(
     "tidings_oldest_pending_age_seconds",
     "Age of the oldest undelivered delivery of each destination.",
     ["destination"],
+    registry=REGISTRY,
+)
+GROUP_BACKLOG = Gauge(
+    "tidings_group_backlog",
+    "Deliveries of each pull group waiting to be leased (pending and scheduled).",
+    ["group"],
+    registry=REGISTRY,
+)
+GROUP_LEASED = Gauge(
+    "tidings_group_leased",
+    "Deliveries of each pull group leased to a consumer and not yet acked or nacked.",
+    ["group"],
+    registry=REGISTRY,
+)
+GROUP_OLDEST_PENDING_AGE = Gauge(
+    "tidings_group_oldest_pending_age_seconds",
+    "Age of the oldest unacked delivery of each pull group (0 when there is none).",
+    ["group"],
     registry=REGISTRY,
 )
 DESTINATION_PAUSED = Counter(

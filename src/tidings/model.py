@@ -15,13 +15,20 @@ from msgspec import Meta, Raw, Struct, field
 MAX_BATCH = 1000
 DeliveryState = Literal["pending", "in_flight", "scheduled", "delivered", "dead"]
 DELIVERY_STATES: tuple[str, ...] = ("pending", "in_flight", "scheduled", "delivered", "dead")
-DestinationKind = Literal["webhook", "redis_stream", "redis_channel", "nats"]
+DestinationKind = Literal["webhook", "redis_stream", "redis_channel", "nats", "group"]
 Ordering = Literal["fifo", "none"]
 BodyShape = Literal["envelope", "data"]
 OnDead = Literal["skip", "block"]
 DestinationState = Literal["active", "paused"]
 AttemptOutcome = Literal[
-    "delivered", "http_error", "rejected", "timeout", "connection_error", "refused", "lost"
+    "delivered",
+    "http_error",
+    "rejected",
+    "timeout",
+    "connection_error",
+    "refused",
+    "lost",
+    "nacked",
 ]
 MAX_RESPONSE_BODY = 2048  # bytes of a receiver's answer kept with each attempt
 
@@ -102,9 +109,21 @@ class NatsSpec(DestinationBase, frozen=True, tag="nats"):
     body: BodyShape = "envelope"
 
 
+MAX_LEASE_MS = 3_600_000  # an hour: a handler holding one longer extends it
+
+
+class GroupSpec(DestinationBase, frozen=True, tag="group"):
+    """A pull group: its deliveries wait in the store until a consumer leases them
+    (`POST /v1/groups/{name}/lease`) for `lease_ms`, then acks or nacks each. No URL:
+    nothing is sent. `name` is required, it is the group's address."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+    lease_ms: Annotated[int, Meta(ge=1000, le=MAX_LEASE_MS)] = 30_000
+
+
 # Every kind the API knows, a tagged union on `kind`: what POST /v1/destinations decodes
 # and what the store keeps (as JSON) for each destination.
-DestinationSpec = WebhookSpec | RedisStreamSpec | RedisChannelSpec | NatsSpec
+DestinationSpec = WebhookSpec | RedisStreamSpec | RedisChannelSpec | NatsSpec | GroupSpec
 
 
 class Secret(Struct, frozen=True, kw_only=True):
@@ -308,6 +327,38 @@ class LostLease(Struct, frozen=True, kw_only=True):
     event_id: str = ""
 
 
+class LeaseRef(Struct, frozen=True, kw_only=True):
+    """One consumer's hold on a delivery of a pull group: the delivery and the token of
+    the lease call that handed it out. A later lease of the same delivery has another
+    token, so an ack or nack naming this one after it moved on is told apart (`lost`)."""
+
+    delivery_id: str
+    token: str
+
+
+class Lease(Struct, frozen=True, kw_only=True):
+    """A delivery of a pull group handed to a consumer until `expires_at` (µs)."""
+
+    ref: LeaseRef
+    attempt: int  # this attempt's number, 1 for the first
+    expires_at: int
+    event: Event
+
+
+class Leased(Struct, frozen=True, kw_only=True):
+    leases: list[Lease]
+    next_due: int | None  # earliest due time of the group's heads left unleased (µs)
+
+
+class Settled(Struct, frozen=True, kw_only=True):
+    """What an ack, nack, extend (or expiry) of leases did: `ok` were held and changed,
+    `lost` were not (expired, or leased again since), `dead` the deliveries made dead."""
+
+    ok: list[LeaseRef] = field(default_factory=list)
+    lost: list[LeaseRef] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+
 CompletionState = Literal["delivered", "scheduled", "dead"]
 
 
@@ -392,6 +443,11 @@ T = TypeVar("T")
 class Page(Struct, Generic[T], frozen=True):
     items: list[T]
     next: str | None
+
+
+def spec_url(spec: DestinationSpec) -> str | None:
+    """The URL a destination sends to; None for a pull group (nothing is sent)."""
+    return None if isinstance(spec, GroupSpec) else spec.url
 
 
 def spec_to_builtins(spec: DestinationSpec) -> dict[str, Any]:

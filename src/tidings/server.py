@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tidings.api.ws import push_live
 from tidings.config import Settings
 from tidings.engine.alerts import Alerter
 from tidings.engine.dispatcher import Dispatcher, EngineOptions
+from tidings.engine.groups import GroupWaker
 from tidings.engine.limits import make_limiter
 from tidings.engine.retention import Sweeper
 from tidings.engine.signals import RedisSignals
@@ -92,6 +94,14 @@ class _EngineLinks:
             self._signals.destinations()
 
 
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        second()
+
+    return call
+
+
 def _worker_id() -> str:
     return f"wkr_{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(4)}"
 
@@ -132,6 +142,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     relay: RedisRelay | None = None
     signals = RedisSignals(settings.redis_url) if settings.redis_url else None
     notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)
+    waker = GroupWaker()
     summaries = asyncio.create_task(notices.flush_every(1.0), name="tidings-log-summaries")
     try:
         if "worker" in roles:
@@ -164,7 +175,9 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             )
             await dispatcher.start()
             if signals is not None:
-                signals.subscribe(dispatcher.wake, dispatcher.destinations_changed)
+                signals.subscribe(
+                    _both(dispatcher.wake, waker.wake), dispatcher.destinations_changed
+                )
             sweeper = Sweeper(
                 store,
                 settings.retention_ttl_s,
@@ -188,7 +201,10 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                     settings.redis_url, hub, presence_ttl_s=settings.ws_presence_ttl_s
                 )
                 relay.install()
-            app = create_app(settings, store, digests, links, notices, hub)
+            if signals is not None and dispatcher is None:
+                # Other nodes' new work wakes this node's long polls of pull groups.
+                signals.subscribe(waker.wake, waker.wake)
+            app = create_app(settings, store, digests, links, notices, hub, waker)
             runner, port = await serve_on(app, api_sock)
             log.info(
                 "listening on http://%s:%d",

@@ -162,12 +162,18 @@ async def test_openapi_describes_each_kind(api: Api) -> None:
     document = (await send(api, "GET", "/openapi.json")).body
     schemas = document["components"]["schemas"]
     for union, members in (
-        ("DestinationSpec", ("WebhookSpec", "RedisStreamSpec", "RedisChannelSpec", "NatsSpec")),
-        ("DestinationOut", ("WebhookOut", "RedisStreamOut", "RedisChannelOut", "NatsOut")),
+        (
+            "DestinationSpec",
+            ("WebhookSpec", "RedisStreamSpec", "RedisChannelSpec", "NatsSpec", "GroupSpec"),
+        ),
+        (
+            "DestinationOut",
+            ("WebhookOut", "RedisStreamOut", "RedisChannelOut", "NatsOut", "GroupOut"),
+        ),
     ):
         mapping = schemas[union]["discriminator"]["mapping"]
         assert schemas[union]["discriminator"]["propertyName"] == "kind"
-        assert sorted(mapping) == ["nats", "redis_channel", "redis_stream", "webhook"]
+        assert sorted(mapping) == ["group", "nats", "redis_channel", "redis_stream", "webhook"]
         assert {ref.rsplit("/", 1)[1] for ref in mapping.values()} == set(members)
     assert set(schemas["RedisStreamSpec"]["required"]) == {"kind", "url", "stream", "topics"}
     assert set(schemas["NatsSpec"]["required"]) == {"kind", "url", "subject", "topics"}

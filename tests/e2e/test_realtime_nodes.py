@@ -9,8 +9,8 @@
 - `test_redis_restart`: on a Redis of the test's own, stopped while messages are
   published and started again: the relay resubscribes by itself and the sockets get
   what they missed from the store without reconnecting, then live messages again.
-- `test_reconnect_storm`: 100 clients drop and reconnect at random to either node for
-  ~12 s while events flow: every client ends with offsets 1..N, no gap, no duplicate.
+- `test_reconnect_storm`: 200 clients drop and reconnect at random to either node for
+  20 s while events flow: every client ends with offsets 1..N, no gap, no duplicate.
 
 Each test has a PostgreSQL schema of its own; the shared Redis on 6379 is only used,
 never stopped (user ids are unique per test). Every wait is bounded and every process
@@ -297,16 +297,16 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
         await nodes.start(2)
         apis = nodes.apis
         tag = secrets.token_hex(4)
-        users = [f"s{i}_{tag}" for i in range(100)]
+        users = [f"s{i}_{tag}" for i in range(200)]
         followers = [Follower(u, await token(apis[0], u)) for u in users]
         sent: dict[str, int] = dict.fromkeys(users, 0)
         rng = random.Random(15)
-        storm_s = 12.0
+        storm_s = 20.0
         deadline = time.monotonic() + storm_s
 
         async def events(lane: int) -> None:
             n = 0
-            while time.monotonic() < deadline and n < 500:
+            while time.monotonic() < deadline and n < 1000:
                 n += 1
                 chosen = rng.sample(users, 10)
                 await publish(apis[(n + lane) % 2], chosen, n)
@@ -315,7 +315,7 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
 
         async def storm(f: Follower, session: aiohttp.ClientSession) -> None:
             rounds = 0
-            while time.monotonic() < deadline and rounds < 200:
+            while time.monotonic() < deadline and rounds < 400:
                 rounds += 1
                 if not await f.follow(session, rng.choice(apis).url, rng.uniform(0.05, 1.0)):
                     await asyncio.sleep(0.1)
@@ -327,7 +327,7 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
                 *(events(lane) for lane in range(4)), *(storm(f, session) for f in followers)
             )
             await asyncio.gather(
-                *(f.until(session, rng.choice(apis).url, sent[f.user], 20) for f in followers)
+                *(f.until(session, rng.choice(apis).url, sent[f.user], 30) for f in followers)
             )
         for f in followers:
             assert contiguous(f.offsets), (f.user, f.offsets)
@@ -337,4 +337,4 @@ async def test_reconnect_storm(tmp_path: Path, require_service: Callable[[str, i
         )
         # Floors low enough for a loaded machine, high enough that the storm was one.
         assert sum(sent.values()) > 500
-        assert sum(f.connects for f in followers) > 500
+        assert sum(f.connects for f in followers) > 1000

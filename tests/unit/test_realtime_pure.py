@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidings.model import Appended, EventIn
 from tidings.realtime import frames, tokens
-from tidings.realtime.hub import NUDGE, Connection, Hub
+from tidings.realtime.hub import NUDGE, Connection, Hub, live_messages
 from tidings.realtime.merge import Merger
 
 SECRET = b"s" * 32
@@ -115,3 +117,23 @@ async def test_the_hub_bounds_each_queue_and_nudges_even_a_full_one() -> None:
     assert closed == []
     hub.remove(b)
     assert closed == ["u"] and hub.total == 0 and await hub.presence("u") == 0
+
+
+async def test_a_push_builds_frames_only_for_users_it_can_reach() -> None:
+    hub = Hub()
+    hub.add(Connection("u2", 10, lambda: None))
+    events = [
+        EventIn(topic="t", key="k", payload=msgspec.Raw(b'{"n": %d}' % i), recipients=["u1", "u2"])
+        for i in range(3)
+    ]
+    appended = [
+        Appended(id=f"evt_{i}", received_at=0, deliveries=0, inbox=(("u1", i + 1), ("u2", i + 1)))
+        for i in range(3)
+    ]
+    alone = live_messages(events, appended, hub.reaches)  # no relay: u2 only
+    assert [(user, offset) for user, offset, _ in alone] == [("u2", 1), ("u2", 2), ("u2", 3)]
+    assert msgspec.json.decode(alone[1][2])["payload"] == {"n": 1}
+    relayed = live_messages(events, appended)  # the relay's: everyone
+    assert len(relayed) == 6
+    hub.remove(next(iter(hub.all_connections())))
+    assert live_messages(events, appended, hub.reaches) == []

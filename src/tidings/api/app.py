@@ -9,11 +9,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tidings.api import compat, deliveries, destinations, events, ops, query, uploads, users, ws
+from tidings.api import (
+    compat,
+    deliveries,
+    destinations,
+    events,
+    groups,
+    ops,
+    query,
+    uploads,
+    users,
+    ws,
+)
 from tidings.api.auth import auth_middleware
 from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
 from tidings.api.keys import (
     ENGINE,
+    GROUP_WAKER,
     KEY_DIGESTS,
     NOTICES,
     OPENAPI,
@@ -25,6 +37,7 @@ from tidings.api.keys import (
 )
 from tidings.api.openapi import build_openapi
 from tidings.config import Settings
+from tidings.engine.groups import GroupReaper, GroupWaker
 from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
 from tidings.realtime.hub import Hub
@@ -40,6 +53,7 @@ def create_app(
     engine: EngineLink | None = None,
     notices: Notices | None = None,
     hub: Hub | None = None,
+    group_waker: GroupWaker | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
@@ -49,7 +63,10 @@ def create_app(
     app[SETTINGS] = settings
     app[KEY_DIGESTS] = tuple(key_digests)
     app[OPENAPI] = build_openapi()
-    app[ENGINE] = engine or NoEngine()
+    waker = app[GROUP_WAKER] = group_waker or GroupWaker()
+    app[ENGINE] = _WakingGroups(engine or NoEngine(), waker)
+    app[_REAPER] = GroupReaper(store, waker)
+    app[groups.GROUP_CACHE] = {}
     app[NOTICES] = notices or Notices()
     app[SPOOL] = SpooledUploads(
         store,
@@ -67,12 +84,50 @@ def create_app(
     )
     app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
+    app.on_startup.append(_start_reaper)
+    app.on_shutdown.append(_end_long_polls)
     app.on_cleanup.append(_stop_spool)
+    app.on_cleanup.append(_stop_reaper)
     query.install(app)
-    for module in (events, destinations, deliveries, uploads, users, ws, compat, ops):
+    for module in (events, destinations, deliveries, groups, uploads, users, ws, compat, ops):
         app.add_routes(module.routes)
     app.add_routes(ops.probe_routes)
     return app
+
+
+_REAPER = web.AppKey("group_reaper", GroupReaper)
+
+
+class _WakingGroups:
+    """The engine link, which also wakes this process's long polls of pull groups: what
+    makes deliveries due for a worker makes them due for a consumer too."""
+
+    def __init__(self, engine: EngineLink, waker: GroupWaker) -> None:
+        self._engine = engine
+        self._waker = waker
+
+    def wake(self) -> None:
+        self._waker.wake()
+        self._engine.wake()
+
+    def destinations_changed(self) -> None:
+        self._waker.destinations_changed()
+        self._engine.destinations_changed()
+
+
+async def _start_reaper(app: web.Application) -> None:
+    # Other nodes' new work (PostgreSQL NOTIFY) wakes this node's long polls too.
+    await app[STORE].listen(app[GROUP_WAKER].wake, lambda: None)
+    app[_REAPER].start()
+
+
+async def _end_long_polls(app: web.Application) -> None:
+    """Before the server waits for requests to end: a long poll answers at once."""
+    app[GROUP_WAKER].close()
+
+
+async def _stop_reaper(app: web.Application) -> None:
+    await app[_REAPER].stop()
 
 
 async def _start_spool(app: web.Application) -> None:

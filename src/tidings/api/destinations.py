@@ -23,8 +23,10 @@ from tidings.model import (
     Destination,
     DestinationSpec,
     DestinationState,
+    GroupSpec,
     WebhookSpec,
     spec_to_builtins,
+    spec_url,
 )
 from tidings.policy.buses import forbidden_error
 from tidings.policy.redaction import mask_credentials
@@ -68,7 +70,9 @@ async def _check_targets(request: web.Request, spec: DestinationSpec) -> None:
     guarded: list[tuple[str, str | None]] = [("alert_url", spec.alert_url)]
     if isinstance(spec, WebhookSpec):
         guarded.insert(0, ("url", spec.url))
-    elif refused := forbidden_error(spec.url, settings.bus_prefixes):
+    elif not isinstance(spec, GroupSpec) and (
+        refused := forbidden_error(spec.url, settings.bus_prefixes)
+    ):
         raise FieldError("url", refused, code="forbidden_target")
     for field, url in guarded:
         if url is None:
@@ -126,7 +130,7 @@ def merge_patch(current: DestinationSpec, patch: dict[str, Any]) -> DestinationS
     for key, value in patch.items():
         if key == "retry" and isinstance(value, dict):
             merged["retry"] = {**merged["retry"], **value}
-        elif key == "url" and value != current.url and value == mask_credentials(current.url):
+        elif key == "url" and (url := spec_url(current)) and value == mask_credentials(url) != url:
             continue
         else:
             merged[key] = value
@@ -154,7 +158,7 @@ async def patch(request: web.Request) -> web.Response:
     current = await _find(request)
     state = _state_change(current, patch_body)
     spec = merge_patch(current.spec, patch_body)
-    if spec.url != current.spec.url or spec.alert_url != current.spec.alert_url:
+    if spec_url(spec) != spec_url(current.spec) or spec.alert_url != current.spec.alert_url:
         await _check_targets(request, spec)
     store = request.app[STORE]
     try:

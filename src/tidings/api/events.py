@@ -21,6 +21,7 @@ from tidings.api.keys import ENGINE
 from tidings.api.wire import (
     AcceptedOut,
     BatchAcceptedOut,
+    ChainDeliveryOut,
     ChainNodeOut,
     ChainOut,
     EventList,
@@ -177,6 +178,22 @@ async def event_chain(request: web.Request) -> web.Response:
     del events[limit:]
     if truncated:
         events += await _line_of_causes(store, asked, correlation, {e.id for e in events})
+    # Every outcome of the chain with one query, and the destinations' names with another.
+    outcomes: dict[str, list[ChainDeliveryOut]] = {}
+    found = await store.deliveries_of_events([e.id for e in events])
+    if found:
+        names = {d.id: d.spec.name for d in await store.all_destinations()}
+        for d in found:
+            outcomes.setdefault(d.event_id, []).append(
+                ChainDeliveryOut(
+                    id=d.id,
+                    destination_id=d.destination_id,
+                    destination_name=names.get(d.destination_id),
+                    state=d.state,
+                    attempts=d.attempts,
+                    last_error=d.last_error,
+                )
+            )
     return json_response(
         ChainOut(
             correlation_id=correlation,
@@ -190,6 +207,7 @@ async def event_chain(request: web.Request) -> web.Response:
                     correlation_id=n.event.correlation_id,
                     parent_id=n.parent_id,
                     depth=n.depth,
+                    deliveries=outcomes.get(n.event.id, []),
                 )
                 for n in causation_tree(events)
             ],

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from tidings.config import Settings
+from tidings.engine.groups import GroupWaker
 from tidings.ingest.spooled import SpooledUploads
 from tidings.notices import Notices
 from tidings.store.base import Store
@@ -38,3 +39,4 @@ class NoEngine:
 ENGINE = web.AppKey("engine", EngineLink)
 NOTICES = web.AppKey("notices", Notices)  # the operator's log lines of this process
 SPOOL = web.AppKey("spool", SpooledUploads)  # uploads too large to read in the request
+GROUP_WAKER = web.AppKey("group_waker", GroupWaker)  # long polls of pull groups wait on it

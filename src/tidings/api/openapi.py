@@ -7,7 +7,7 @@ from typing import Any, get_args
 import msgspec
 
 from tidings import __version__
-from tidings.api import compat, users, wire, ws
+from tidings.api import compat, groups, users, wire, ws
 from tidings.api.deliveries import RetryManyIn
 from tidings.api.destinations import ReplayIn
 from tidings.model import BatchIn, DestinationBase, DestinationSpec, EventIn
@@ -47,7 +47,8 @@ def _refine(schemas: dict[str, Any]) -> None:
     for kind in spec_types():
         properties = schemas[kind.__name__]["properties"]
         properties["topics"]["items"] = _PATTERN
-        properties["url"]["format"] = "uri"
+        if "url" in properties:  # a pull group has none
+            properties["url"]["format"] = "uri"
         properties["alert_url"]["anyOf"][0]["format"] = "uri"
     for bound in ("since", "until"):
         schemas["ReplayIn"]["properties"][bound]["anyOf"][0]["format"] = "date-time"
@@ -74,6 +75,10 @@ _OPERATION_IDS = {
     ("delete", "/v1/deliveries/{id}"): "purgeDelivery",
     ("post", "/v1/deliveries/{id}/retry"): "retryDelivery",
     ("post", "/v1/deliveries/retry"): "retryDeliveries",
+    ("post", "/v1/groups/{name}/lease"): "leaseGroup",
+    ("post", "/v1/groups/{name}/ack"): "ackLeases",
+    ("post", "/v1/groups/{name}/nack"): "nackLeases",
+    ("post", "/v1/groups/{name}/extend"): "extendLeases",
     ("get", "/v1/users/{user_id}/inbox"): "readInbox",
     ("post", "/v1/users/{user_id}/inbox/ack"): "ackInbox",
     ("post", "/v1/users/{user_id}/token"): "socketToken",
@@ -284,6 +289,59 @@ def _user_paths(errors: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_GROUP_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the group's name (a destination of kind group)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+
+def _group_paths(errors: dict[str, Any]) -> dict[str, Any]:
+    """Pull groups (issue 16): lease, ack, nack, extend."""
+
+    def operation(summary: str, body: str, out: str, required: bool = True) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": [_GROUP_NAME],
+                "requestBody": {
+                    "required": required,
+                    "content": {"application/json": {"schema": _ref(body)}},
+                },
+                "responses": {"200": _json(_ref(out)), "404": _ERR, **errors},
+            }
+        }
+
+    settled = "answers which lease ids were held (`ok`) and which had expired or moved on "
+    return {
+        "/v1/groups/{name}/lease": operation(
+            "Lease up to `max` due deliveries of a pull group (only lane heads in a fifo "
+            "group), waiting up to `wait_ms` for some",
+            "GroupLeaseIn",
+            "GroupLeaseOut",
+            required=False,  # empty: every default
+        ),
+        "/v1/groups/{name}/ack": operation(
+            "Acknowledge leases: delivered, their lanes move on; " + settled + "(`lost`)",
+            "GroupAckIn",
+            "GroupSettledOut",
+        ),
+        "/v1/groups/{name}/nack": operation(
+            "Fail leases (an attempt with `error`): retried after `delay_ms` or the "
+            "group's backoff, dead after max_attempts; " + settled + "(`lost`)",
+            "GroupNackIn",
+            "GroupSettledOut",
+        ),
+        "/v1/groups/{name}/extend": operation(
+            "Extend leases to `lease_ms` from now; " + settled + "(`lost`)",
+            "GroupExtendIn",
+            "GroupSettledOut",
+        ),
+    }
+
+
 def spec_types() -> tuple[type[DestinationBase], ...]:
     """The struct of each destination kind."""
     return get_args(DestinationSpec) or (DestinationSpec,)
@@ -319,6 +377,12 @@ def build_openapi() -> dict[str, Any]:
             ws.TokenIn,
             ws.TokenOut,
             ws.PresenceOut,
+            groups.GroupLeaseIn,
+            groups.GroupLeaseOut,
+            groups.GroupAckIn,
+            groups.GroupNackIn,
+            groups.GroupExtendIn,
+            groups.GroupSettledOut,
         ],
         ref_template=_REF,
     )
@@ -606,6 +670,7 @@ def build_openapi() -> dict[str, Any]:
             }
         },
         **_user_paths(errors),
+        **_group_paths(errors),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of this process",

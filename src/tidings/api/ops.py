@@ -13,7 +13,15 @@ from tidings import __version__
 from tidings.api.errors import error_response
 from tidings.api.http import json_response
 from tidings.api.keys import OPENAPI, STORE
-from tidings.metrics import BACKLOG, OLDEST_PENDING_AGE, REGISTRY
+from tidings.metrics import (
+    BACKLOG,
+    GROUP_BACKLOG,
+    GROUP_LEASED,
+    GROUP_OLDEST_PENDING_AGE,
+    OLDEST_PENDING_AGE,
+    REGISTRY,
+)
+from tidings.model import Backlog, Destination, GroupSpec
 from tidings.store.base import StoreUnavailable
 from tidings.timeutil import US, now_us
 
@@ -39,8 +47,10 @@ async def readyz(request: web.Request) -> web.Response:
 @probe_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; backlog gauges are read from the store at each scrape."""
+    store = request.app[STORE]
     try:
-        backlog = await request.app[STORE].backlog()
+        backlog = await store.backlog()
+        destinations = await store.all_destinations()
     except StoreUnavailable:
         backlog = None
     if backlog is not None:
@@ -54,9 +64,28 @@ async def metrics(request: web.Request) -> web.Response:
                 OLDEST_PENDING_AGE.labels(b.destination_id).set(
                     max(0.0, (now - b.oldest_created_at) / US)
                 )
+        _group_gauges(backlog, destinations, now)
     return web.Response(
         body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+def _group_gauges(backlog: list[Backlog], destinations: list[Destination], now: int) -> None:
+    """Per pull group, by name: waiting, leased, the oldest's age (0s for an idle group)."""
+    by_id = {b.destination_id: b for b in backlog}
+    for gauge in (GROUP_BACKLOG, GROUP_LEASED, GROUP_OLDEST_PENDING_AGE):
+        gauge.clear()
+    for d in destinations:
+        if not isinstance(d.spec, GroupSpec):
+            continue
+        b = by_id.get(d.id)
+        name = d.spec.name
+        GROUP_BACKLOG.labels(name).set(0 if b is None else b.pending + b.scheduled)
+        GROUP_LEASED.labels(name).set(0 if b is None else b.in_flight)
+        oldest = None if b is None else b.oldest_created_at
+        GROUP_OLDEST_PENDING_AGE.labels(name).set(
+            0.0 if oldest is None else max(0.0, (now - oldest) / US)
+        )
 
 
 @routes.get("/openapi.json")

@@ -11,14 +11,11 @@ a file again (after a timeout, a 503) adds only what the earlier try did not.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import posixpath
 import urllib.parse
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 
 import msgspec
 from aiohttp import BodyPartReader, web
@@ -33,7 +30,7 @@ from tidings.api.ws import push_live
 from tidings.ids import IdFactory
 from tidings.ingest.files import FileReport, finish_in_thread, parse_text, store_rows
 from tidings.ingest.rows import MAX_MESSAGE, FileFormat, clean_name, file_identity, format_of
-from tidings.ingest.spooled import upload_of
+from tidings.ingest.spooled import Spill, SpillTooLarge, upload_of
 from tidings.model import Upload
 from tidings.policy.validation import FieldError
 from tidings.timeutil import now_us
@@ -114,7 +111,7 @@ async def _source(request: web.Request) -> tuple[str, str, AsyncIterator[bytes] 
         )
     name = _name(request.query.get("name"))
     # Undone as it arrives (a gzip or deflate Content-Encoding), bounded by the upload
-    # limit; _Spill keeps what passes TIDINGS_MAX_REQUEST_BYTES on disk.
+    # limit; Spill keeps what passes TIDINGS_MAX_REQUEST_BYTES on disk.
     settings = request.app[SETTINGS]
     if is_coded(request):
         # A compressed body stays within TIDINGS_MAX_REQUEST_BYTES once undone: a few
@@ -156,65 +153,6 @@ async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-class _Spill:
-    """The bytes of an upload as they arrive: in memory up to `in_memory` bytes, then in
-    a spool file; at most `most` bytes in all."""
-
-    def __init__(self, in_memory: int, most: int, part: Path) -> None:
-        self.in_memory = in_memory
-        self.most = most
-        self.part = part
-        self.size = 0
-        self.buffer = bytearray()
-        self.file: int | None = None
-
-    async def feed(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.most:
-            raise ApiError(
-                413,
-                "payload_too_large",
-                f"the upload exceeds {self.most} bytes (TIDINGS_MAX_UPLOAD_BYTES)",
-                "file",
-            )
-        if self.file is None and self.size <= self.in_memory:
-            self.buffer += chunk
-            return
-        if self.file is None:
-            self.file = await asyncio.to_thread(_create, self.part)
-            await asyncio.to_thread(_write_all, self.file, bytes(self.buffer))
-            self.buffer = bytearray()
-        await asyncio.to_thread(_write_all, self.file, chunk)
-
-    async def close(self, *, keep: bool) -> None:
-        if self.file is not None:
-            fd, self.file = self.file, None
-            await asyncio.to_thread(_finish, fd, self.part, keep)
-
-
-def _create(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _finish(fd: int, part: Path, keep: bool) -> None:
-    try:
-        if keep:
-            os.fsync(fd)  # on disk before its upload is answered as accepted
-    finally:
-        os.close(fd)
-    if keep:
-        os.replace(part, part.with_suffix(""))  # ID.csv.part -> ID.csv
-    else:
-        part.unlink(missing_ok=True)
-
-
 def _prepare(data: bytes, message: str) -> tuple[str, str]:
     """(file identity, text). Bytes that are not UTF-8 spoil only their own rows."""
     return file_identity(hashlib.sha256(data).digest(), message), data.decode(
@@ -242,7 +180,7 @@ async def upload(request: web.Request) -> web.Response:
         data = source
     else:
         spool = request.app[SPOOL]
-        spill = _Spill(
+        spill = Spill(
             settings.max_request_bytes,
             settings.max_upload_bytes,
             spool.part_path(upload_id, file_format),
@@ -250,7 +188,15 @@ async def upload(request: web.Request) -> web.Response:
         keep = False
         try:
             async for chunk in source:
-                await spill.feed(chunk)
+                try:
+                    await spill.feed(chunk)
+                except SpillTooLarge as exc:
+                    raise ApiError(
+                        413,
+                        "payload_too_large",
+                        f"the upload exceeds {exc.most} bytes (TIDINGS_MAX_UPLOAD_BYTES)",
+                        "file",
+                    ) from exc
             if spill.file is not None:
                 queued = msgspec.structs.replace(base, state="queued", bytes=spill.size)
                 await request.app[STORE].save_upload(queued)

@@ -17,6 +17,7 @@ from tidings.model import (
     Destination,
     DestinationBase,
     Event,
+    GroupSpec,
     NatsSpec,
     RedisChannelSpec,
     RedisStreamSpec,
@@ -85,12 +86,17 @@ class NatsOut(DestinationOutBase, frozen=True, tag="nats"):
     body: str
 
 
-DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut
+class GroupOut(DestinationOutBase, frozen=True, tag="group"):
+    lease_ms: int
+
+
+DestinationOut = WebhookOut | RedisStreamOut | RedisChannelOut | NatsOut | GroupOut
 _OUT: dict[type[DestinationBase], type[DestinationOutBase]] = {
     WebhookSpec: WebhookOut,
     RedisStreamSpec: RedisStreamOut,
     RedisChannelSpec: RedisChannelOut,
     NatsSpec: NatsOut,
+    GroupSpec: GroupOut,
 }
 
 
@@ -150,6 +156,17 @@ class EventList(Struct, frozen=True):
     next: str | None
 
 
+class ChainDeliveryOut(Struct, frozen=True, kw_only=True):
+    """What became of an event at one destination: where a flow stopped, and why."""
+
+    id: str
+    destination_id: str
+    destination_name: str | None  # None: the destination has no name (or is gone)
+    state: str
+    attempts: int
+    last_error: str | None
+
+
 class ChainNodeOut(Struct, frozen=True, kw_only=True):
     id: str
     topic: str
@@ -159,6 +176,7 @@ class ChainNodeOut(Struct, frozen=True, kw_only=True):
     correlation_id: str | None
     parent_id: str | None  # the causation_id when that event is in this tree
     depth: int  # 0 for a root
+    deliveries: list[ChainDeliveryOut]  # the event's deliveries, oldest destination first
 
 
 class ChainOut(Struct, frozen=True, kw_only=True):
@@ -216,7 +234,8 @@ def upload_out(u: Upload) -> UploadOut:
 def destination_out(d: Destination) -> DestinationOut:
     spec = d.spec
     fields = {name: getattr(spec, name) for name in spec.__struct_fields__}
-    fields["url"] = mask_credentials(spec.url)
+    if "url" in fields:  # a pull group has none
+        fields["url"] = mask_credentials(fields["url"])
     out = _OUT[type(spec)](
         **fields,
         id=d.id,

@@ -75,7 +75,10 @@ def push_live(
     this node or, through the relay, on others). They are stored already: a push lost
     here is read from the store by the socket that notices the gap, or on reconnect."""
     if any(a.inbox for a in appended):
-        app[GATEWAY].hub.publish(live_messages(events, appended))
+        hub = app[GATEWAY].hub
+        messages = live_messages(events, appended, hub.reaches)
+        if messages:
+            hub.publish(messages)
 
 
 async def load_secret(app: web.Application) -> None:

@@ -19,7 +19,8 @@ Three loops share one event loop:
 The loop sleeps until the earliest due time, a wake-up (new events, finished writes) or
 the poll interval, never spinning. It owns no SQL and no wire protocol: the store and the
 transports do that (one per destination kind, looked up by kind: `transports.base`; a
-kind without a transport here is not claimed). Policy decisions are
+kind without a transport here is not claimed, nor are its leases taken back: a pull
+group's deliveries are leased by its consumers through `api.groups`). Policy decisions are
 `policy.outcome.decide`. What the operator must see (a dead letter, a pause) goes to
 `Notices` once the store has written it; a pause (a run of failures, or a target gone)
 is written by the same commit as the attempt that caused it.
@@ -483,8 +484,14 @@ class Dispatcher:
             await asyncio.sleep(self.options.refresh_interval_s)
 
     async def _recover_lost(self) -> None:
-        """Deliveries whose lease expired failed their attempt: retry them by policy."""
-        lost = await self.store.expired_leases(now_us(), LOST_BATCH)
+        """Deliveries whose lease expired failed their attempt: retry them by policy.
+
+        Only of destinations this process sends to: the leases of a kind without a
+        transport here (a pull group's, held by its consumers) are not the engine's."""
+        sent = [d for d, entry in self._dests.items() if entry.transport is not None]
+        if not sent:
+            return
+        lost = await self.store.expired_leases(now_us(), LOST_BATCH, sent)
         for lease in lost:
             if lease.owner == self.options.owner and lease.delivery_id in self._unwritten:
                 continue  # ours, running or with its outcome about to be written

@@ -309,6 +309,64 @@ async def store_chunks(
             future.exception()  # retrieved: what the chunk after a failure raised is moot
 
 
+@dataclass(frozen=True)
+class FileSink:
+    """Where a file's rows go and who hears of progress: the store and the settings
+    `store_chunks` takes, `wake` (new deliveries were written) and `live` (inbox pushes)."""
+
+    store: Store
+    topic: str
+    max_payload_bytes: int
+    wait_for_store: Callable[[Exception], Awaitable[None]]
+    wake: Callable[[], None]
+    live: LiveHook | None = None
+
+
+async def store_file(
+    sink: FileSink,
+    path: Path,
+    file_format: FileFormat,
+    identity: str,
+    name: str,
+    report: FileReport,
+    rejects: Path,
+    default_message: str,
+    saved: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Store a claimed file's rows in order (`store_chunks`), its bad rows appended to
+    `rejects` after each chunk (the file starts anew: a file read again lists them
+    again), then `saved()` if given; the file's chunks are closed when it returns."""
+    chunks = file_chunks(path, file_format)
+    fresh = True
+
+    async def stored(wake: bool) -> None:
+        nonlocal fresh
+        if wake:
+            sink.wake()
+        if report.fresh_bad or fresh:
+            await finish_in_thread(append_rejects, rejects, report.take_fresh_bad(), fresh)
+            fresh = False
+        if saved is not None:
+            await saved()
+
+    try:
+        await store_chunks(
+            sink.store,
+            chunks,
+            sink.topic,
+            identity,
+            name,
+            report,
+            max_payload_bytes=sink.max_payload_bytes,
+            wait_for_store=sink.wait_for_store,
+            default_message=default_message,
+            after=stored,
+            live=sink.live,
+        )
+    finally:
+        chunks.close()  # never while a thread runs it: store_chunks waited
+
+
 def _close(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)
@@ -547,35 +605,15 @@ class FolderWatcher:
     async def _ingest(self, claimed: Path, fd: int, report: FileReport) -> None:
         digest, signature = await finish_in_thread(digest_and_stat, fd)
         identity = file_identity(digest, self.message)
-        chunks = file_chunks(claimed, report.format)
         rejects = self._rejects_of(claimed)
         await finish_in_thread(rejects.parent.mkdir, 0o755, True, True)
-        fresh = True  # a file read again (taken over) lists its bad rows anew
-
-        async def stored(wake: bool) -> None:
-            nonlocal fresh
-            if wake:
-                self.wake()
-            if report.fresh_bad or fresh:
-                await finish_in_thread(append_rejects, rejects, report.take_fresh_bad(), fresh)
-                fresh = False
-
-        try:
-            await store_chunks(
-                self.store,
-                chunks,
-                self.topic,
-                identity,
-                report.file,
-                report,
-                max_payload_bytes=self.max_payload_bytes,
-                wait_for_store=self._wait_for_store,
-                default_message=self.message,
-                after=stored,
-                live=self.live,
-            )
-        finally:
-            chunks.close()  # never while a thread runs it: store_chunks waited
+        sink = FileSink(
+            self.store, self.topic, self.max_payload_bytes, self._wait_for_store, self.wake,
+            self.live,
+        )  # fmt: skip
+        await store_file(
+            sink, claimed, report.format, identity, report.file, report, rejects, self.message
+        )
         if not await finish_in_thread(_unchanged, fd, signature):
             report.error = (
                 "the file changed while it was read (still being written?): its rows up to "

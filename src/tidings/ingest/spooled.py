@@ -1,6 +1,7 @@
 """Uploads too large to read within their request: spooled to disk, read in the background.
 
-Owns the spool folder (`TIDINGS_UPLOAD_DIR`): a file being received is `ID.FORMAT.part`,
+Owns the spool folder (`TIDINGS_UPLOAD_DIR`) and `Spill`, which takes an upload's bytes as
+they arrive (in memory, then in the spool): a file being received is `ID.FORMAT.part`,
 renamed to `ID.FORMAT` once complete (and its upload recorded as `queued`), read by the
 same code as folder ingest (rows, chunks, keys, bad rows into `ID.rejects.csv`), its
 progress saved in the store after every chunk (what `GET /v1/uploads/{id}` shows), and
@@ -25,13 +26,12 @@ import msgspec
 from tidings.ingest.files import (
     STORE_RETRY_S,
     FileReport,
+    FileSink,
     LiveHook,
-    append_rejects,
     digest_and_stat,
-    file_chunks,
     finish_in_thread,
     lock_file,
-    store_chunks,
+    store_file,
 )
 from tidings.ingest.rows import file_identity, format_of
 from tidings.model import Upload, UploadBadRow, UploadState
@@ -161,35 +161,18 @@ class SpooledUploads:
             digest, _ = await finish_in_thread(digest_and_stat, fd)
             identity = file_identity(digest, upload.message)
             rejects = self.folder / f"{upload_id}.rejects.csv"
-            chunks = file_chunks(path, file_format)
-            fresh = True
+            sink = FileSink(
+                self.store, self.topic, self.max_payload_bytes, self._wait_for_store,
+                self.wake, self.live,
+            )  # fmt: skip
 
-            async def stored(wake: bool) -> None:
-                nonlocal fresh
-                if wake:
-                    self.wake()
-                if report.fresh_bad or fresh:
-                    bad = report.take_fresh_bad()
-                    await finish_in_thread(append_rejects, rejects, bad, fresh)
-                    fresh = False
+            async def saved() -> None:
                 await self._save(upload_of(report, upload, "reading"))
 
-            try:
-                await store_chunks(
-                    self.store,
-                    chunks,
-                    self.topic,
-                    identity,
-                    upload.file,
-                    report,
-                    max_payload_bytes=self.max_payload_bytes,
-                    wait_for_store=self._wait_for_store,
-                    default_message=upload.message,
-                    after=stored,
-                    live=self.live,
-                )
-            finally:
-                chunks.close()  # never while a thread runs it: store_chunks waited
+            await store_file(
+                sink, path, file_format, identity, upload.file, report, rejects,
+                upload.message, saved,
+            )  # fmt: skip
             if not report.bad_rows:
                 await asyncio.to_thread(rejects.unlink, True)
             await self._save(upload_of(report, upload, "done"))
@@ -209,3 +192,65 @@ class SpooledUploads:
     async def _wait_for_store(self, exc: Exception) -> None:
         log.warning("spooled uploads: store unavailable (%s); retrying", exc)
         await asyncio.sleep(STORE_RETRY_S)
+
+
+class SpillTooLarge(Exception):
+    """An upload passed the most bytes a spool takes (TIDINGS_MAX_UPLOAD_BYTES)."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(f"more than {most} bytes")
+        self.most = most
+
+
+class Spill:
+    """The bytes of an upload as they arrive: in memory up to `in_memory` bytes, then in
+    a spool file; at most `most` bytes in all."""
+
+    def __init__(self, in_memory: int, most: int, part: Path) -> None:
+        self.in_memory = in_memory
+        self.most = most
+        self.part = part
+        self.size = 0
+        self.buffer = bytearray()
+        self.file: int | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.most:
+            raise SpillTooLarge(self.most)
+        if self.file is None and self.size <= self.in_memory:
+            self.buffer += chunk
+            return
+        if self.file is None:
+            self.file = await asyncio.to_thread(_create, self.part)
+            await asyncio.to_thread(_write_all, self.file, bytes(self.buffer))
+            self.buffer = bytearray()
+        await asyncio.to_thread(_write_all, self.file, chunk)
+
+    async def close(self, *, keep: bool) -> None:
+        if self.file is not None:
+            fd, self.file = self.file, None
+            await asyncio.to_thread(_finish, fd, self.part, keep)
+
+
+def _create(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _finish(fd: int, part: Path, keep: bool) -> None:
+    try:
+        if keep:
+            os.fsync(fd)  # on disk before its upload is answered as accepted
+    finally:
+        os.close(fd)
+    if keep:
+        os.replace(part, part.with_suffix(""))  # ID.csv.part -> ID.csv
+    else:
+        part.unlink(missing_ok=True)

@@ -29,6 +29,22 @@ class Transition:
 _DELIVERED = Transition("delivered", None, release_lane=True, failed=False)
 
 
+@dataclass(frozen=True, slots=True)
+class FailurePlan:
+    """What a failed attempt of a pull group's delivery (a nack, an expired lease) turns
+    into, by its attempt number: `decide` with the group's policy; `delay_ms` is a wait
+    the consumer asked for (a nack's), capped by `retry.max_ms` like a Retry-After."""
+
+    retry: RetryPolicy
+    on_dead: OnDead
+    delay_ms: int | None = None
+    rng: random.Random | None = None
+
+    def after(self, attempt: int, now: int) -> Transition:
+        result = AttemptResult(at=now, outcome="nacked", retry_after_ms=self.delay_ms)
+        return decide(result, attempt, self.retry, self.on_dead, now, self.rng)
+
+
 def decide(
     result: AttemptResult,
     attempt: int,

@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tidings.model import DestinationSpec, EventIn, NatsSpec, RedisStreamSpec, WebhookSpec
+from tidings.model import (
+    DestinationSpec,
+    EventIn,
+    GroupSpec,
+    NatsSpec,
+    RedisStreamSpec,
+    WebhookSpec,
+)
 from tidings.policy.buses import bus_url_error, name_error, subject_error
 from tidings.policy.filters import FilterError, compile_filter
 from tidings.policy.jsontext import first_bad_string, format_path, text_problem
@@ -96,6 +103,16 @@ def check_destination(spec: DestinationSpec) -> None:
 
 def _check_kind(spec: DestinationSpec) -> None:
     """The rules of the kind's own fields (the allow-list of bus URLs is the API's)."""
+    if isinstance(spec, GroupSpec):
+        # Its name and lease are shapes (model.GroupSpec); nothing is sent to it, so what
+        # only shapes sending has no meaning here: refused rather than silently ignored.
+        if spec.rate_limit_per_s is not None:
+            raise FieldError(
+                "rate_limit_per_s", "a group has no rate limit: its consumers lease what they can"
+            )
+        if spec.alert_url is not None:
+            raise FieldError("alert_url", "a group sends no alerts (yet): leave alert_url out")
+        return
     if isinstance(spec, WebhookSpec):
         if problem := url_error(spec.url):
             raise FieldError("url", f"url {problem}")

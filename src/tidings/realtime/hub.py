@@ -71,6 +71,10 @@ class Hub:
         self.on_remove: Callable[[Connection], None] = lambda _conn: None
         # Where published messages go: this node by default, the relay when there is one.
         self.publish: Callable[[Sequence[Live]], None] = self.deliver
+        # Whether a push for this user can reach anyone: alone, only the users with a
+        # socket here (so a batch for offline users builds no frames at all); the relay
+        # answers yes for everyone, since a socket on another node may want it.
+        self.reaches: Callable[[str], bool] = self._by_user.__contains__
 
     def add(self, conn: Connection) -> None:
         conns = self._by_user.setdefault(conn.user_id, set())
@@ -115,15 +119,23 @@ class Hub:
                 conn.push(offset, frame)
 
 
-def live_messages(events: Sequence[EventIn], appended: Sequence[Appended]) -> list[Live]:
-    """The message frames an append wrote, one per (recipient, offset)."""
+def live_messages(
+    events: Sequence[EventIn],
+    appended: Sequence[Appended],
+    reaches: Callable[[str], bool] = lambda _user: True,
+) -> list[Live]:
+    """The message frames an append wrote, one per (recipient, offset), for the
+    recipients `reaches` names."""
     out: list[Live] = []
     for event, a in zip(events, appended, strict=True):
         if a.duplicate or not a.inbox:
             continue
+        wanted = [(user_id, offset) for user_id, offset in a.inbox if reaches(user_id)]
+        if not wanted:
+            continue
         received = to_iso(a.received_at)
         payload = bytes(event.payload)
-        for user_id, offset in a.inbox:
+        for user_id, offset in wanted:
             out.append(
                 (user_id, offset, message_frame(offset, a.id, event.topic, payload, received))
             )

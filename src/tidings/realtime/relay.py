@@ -17,20 +17,23 @@ lost here shows up as a gap the socket fills from the store; when the subscripti
 confirmed (a user's first socket here, or after Redis was away), every socket concerned
 is nudged to read the store, since what was published before was missed. Publishing
 never blocks or fails a request; the subscriber reconnects by itself. Owns no state of record.
+
+Writes (publishes, a socket's first heartbeat, its leaving) are queued and sent by one
+task, a pipeline per round: a reconnect storm of thousands of sockets costs a few round
+trips, not a connection each (redis-py's pool holds at most 100).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import RedisError
 
 from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
@@ -63,7 +66,11 @@ class RedisRelay:
         self._presence = prefix + "presence:"
         self._ttl_ms = int(presence_ttl_s * 1000)
         self._pending: dict[str, bool] = {}  # user -> subscribe (True) / unsubscribe
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Waiting for the writer: messages by user, sockets that opened / closed.
+        self._outbox: dict[str, list[tuple[int, bytes]]] = {}
+        self._joined: list[Connection] = []
+        self._left: list[Connection] = []
+        self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._failing = False
 
@@ -71,30 +78,54 @@ class RedisRelay:
         """Take over the hub's hooks and start listening and heartbeating."""
         hub = self._hub
         hub.publish = self.publish
+        hub.reaches = lambda _user: True  # a socket on another node may want any of them
         hub.on_first = lambda user: self._pending.__setitem__(user, True)
         hub.on_last = lambda user: self._pending.__setitem__(user, False)
-        hub.on_add = lambda conn: self._spawn(self._beat([conn]))
-        hub.on_remove = lambda conn: self._spawn(self._leave(conn))
+        hub.on_add = self._joined_now
+        hub.on_remove = self._left_now
         hub.presence = self.presence  # type: ignore[method-assign]
         self._loops = [
             asyncio.create_task(self._listen(), name="tidings-relay-listen"),
             asyncio.create_task(self._heartbeats(), name="tidings-relay-presence"),
+            asyncio.create_task(self._writer(), name="tidings-relay-writer"),
         ]
+
+    def _joined_now(self, conn: Connection) -> None:
+        self._joined.append(conn)
+        self._wake.set()
+
+    def _left_now(self, conn: Connection) -> None:
+        self._left.append(conn)
+        self._wake.set()
 
     # -------------------------------------------------------------- publishing
     def publish(self, messages: Sequence[Live]) -> None:
         self._hub.deliver(messages)
-        by_user: dict[str, list[tuple[int, bytes]]] = {}
         for user, offset, frame in messages:
-            by_user.setdefault(user, []).append((offset, frame))
-        if by_user:
-            self._spawn(self._send(by_user))
+            self._outbox.setdefault(user, []).append((offset, frame))
+        if messages:
+            self._wake.set()
 
-    async def _send(self, by_user: dict[str, list[tuple[int, bytes]]]) -> None:
+    async def _writer(self) -> None:
+        """Send what waits, in order, one pipeline per round."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        joined, self._joined = self._joined, []
+        left, self._left = self._left, []
+        if not (outbox or joined or left):
+            return
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for user, items in by_user.items():
+                for user, items in outbox.items():
                     pipe.publish(self._inbox + user, _encode(_Relayed(self._node, items)))
+                self._queue_beats(pipe, joined)  # before the leaves: one may be both
+                for conn in left:
+                    pipe.zrem(self._presence + conn.user_id, f"{self._node}:{conn.id}")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(exc)
@@ -105,11 +136,6 @@ class RedisRelay:
         if not self._failing:
             log.warning("Redis relay unavailable (%s); sockets catch up from the store", exc)
         self._failing = True
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -------------------------------------------------------------- subscribing
     async def _listen(self) -> None:
@@ -173,23 +199,22 @@ class RedisRelay:
             await asyncio.sleep(self._ttl_ms / 3000)
             await self._beat(self._hub.all_connections())
 
+    def _queue_beats(self, pipe: Pipeline, conns: Sequence[Connection]) -> None:
+        expires = int(time.time() * 1000) + self._ttl_ms
+        for conn in conns:
+            key = self._presence + conn.user_id
+            pipe.zadd(key, {f"{self._node}:{conn.id}": expires})
+            pipe.pexpire(key, self._ttl_ms)
+
     async def _beat(self, conns: Sequence[Connection]) -> None:
         if not conns:
             return
-        expires = int(time.time() * 1000) + self._ttl_ms
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for conn in conns:
-                    key = self._presence + conn.user_id
-                    pipe.zadd(key, {f"{self._node}:{conn.id}": expires})
-                    pipe.pexpire(key, self._ttl_ms)
+                self._queue_beats(pipe, conns)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(exc)
-
-    async def _leave(self, conn: Connection) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.zrem(self._presence + conn.user_id, f"{self._node}:{conn.id}")
 
     async def presence(self, user_id: str) -> int:
         """The user's live sockets on every node; this node's alone if Redis is away."""
@@ -208,5 +233,5 @@ class RedisRelay:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._flush()  # the last leaves, so presence drops at once
         await self._client.aclose()

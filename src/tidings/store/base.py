@@ -33,11 +33,15 @@ from tidings.model import (
     EventIn,
     EventLink,
     InboxPage,
+    Leased,
+    LeaseRef,
     LostLease,
     Page,
     Retried,
+    Settled,
     Upload,
 )
+from tidings.policy.outcome import FailurePlan
 
 
 class StoreError(Exception):
@@ -215,7 +219,11 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def expired_leases(self, now: int, limit: int) -> list[LostLease]: ...
+    async def expired_leases(
+        self, now: int, limit: int, destination_ids: Sequence[str] | None = None
+    ) -> list[LostLease]:
+        """In-flight deliveries whose lease expired by `now`, earliest first, of the
+        given destinations only when `destination_ids` is not None."""
 
     @abc.abstractmethod
     async def set_destination_state(
@@ -287,6 +295,50 @@ class Store(abc.ABC):
     async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
         """Delete up to `limit` messages acked before `acked_before` and up to `limit`
         received before `received_before`; answer how many."""
+
+    # -- pull groups (issue 16): a group's deliveries are leased by consumers, not claimed
+    # by workers. A lease is the lane rule of `claim` (only heads; two callers never get
+    # one delivery), under a fresh token per call stored as the lease owner; every other
+    # operation is fenced by (delivery, token, unexpired), so one that names a lease that
+    # expired or moved on changes nothing and is answered `lost`.
+    @abc.abstractmethod
+    async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:
+        """Lease at most `limit` due heads of the group, earliest due first, until
+        `now + lease_us`: each turns `in_flight` and its `attempts` grows by one."""
+
+    @abc.abstractmethod
+    async def ack_leases(self, destination_id: str, refs: Sequence[LeaseRef], now: int) -> Settled:
+        """Held leases are delivered (an attempt `delivered` recorded; the lane moves on)."""
+
+    @abc.abstractmethod
+    async def nack_leases(
+        self,
+        destination_id: str,
+        refs: Sequence[LeaseRef],
+        plan: FailurePlan,
+        error: str | None,
+        now: int,
+    ) -> Settled:
+        """Held leases failed their attempt (outcome `nacked`, `error` its text): each is
+        scheduled or dead as `plan.after(attempt)` says."""
+
+    @abc.abstractmethod
+    async def extend_leases(
+        self, destination_id: str, refs: Sequence[LeaseRef], lease_us: int, now: int
+    ) -> Settled:
+        """Held leases now expire at `now + lease_us`."""
+
+    @abc.abstractmethod
+    async def expire_leases(
+        self, destination_id: str, plan: FailurePlan, now: int, limit: int
+    ) -> Settled:
+        """Up to `limit` of the group's leases expired by `now` failed their attempt
+        (outcome `lost`): scheduled or dead as `plan.after(attempt)` says; `ok` lists them."""
+
+    @abc.abstractmethod
+    async def deliveries_of_events(self, event_ids: Sequence[str]) -> list[Delivery]:
+        """Every delivery of these events (one query, for a chain's outcomes), by event
+        then destination order."""
 
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:

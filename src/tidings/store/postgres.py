@@ -52,13 +52,17 @@ from tidings.model import (
     EventIn,
     EventLink,
     InboxPage,
+    Leased,
+    LeaseRef,
     LostLease,
     Page,
     Retried,
     Secret,
+    Settled,
     Upload,
 )
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
+from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
 from tidings.policy.topics import pattern_prefix
@@ -69,6 +73,14 @@ from tidings.store.base import (
     StoreError,
     StoreUnavailable,
     first_per_delivery,
+)
+from tidings.store.leases import (
+    LEASE_EXPIRED,
+    expired_of,
+    lease_moves,
+    leased,
+    new_token,
+    split_held,
 )
 from tidings.store.rows import (
     attempt_row,
@@ -822,9 +834,12 @@ class PostgresStore(Store):
             await self._destinations_changed(conn)
         return paused
 
-    async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
+    async def expired_leases(
+        self, now: int, limit: int, destination_ids: Sequence[str] | None = None
+    ) -> list[LostLease]:
+        ids = None if destination_ids is None else list(destination_ids)
         async with self._conn() as conn:
-            rows = await conn.fetch(Q["expired_leases"], now, limit)
+            rows = await conn.fetch(Q["expired_leases"], now, limit, ids)
         return [
             LostLease(
                 delivery_id=r[1],
@@ -986,6 +1001,143 @@ class PostgresStore(Store):
                 return 0
             status = await conn.execute(Q["sweep_events_upto"], last, limit)
             return int(status.split()[-1])
+
+    # ---------------------------------------------------------------- pull groups (issue 16)
+    async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:
+        token = new_token()
+        expires = now + lease_us
+        async with self._tx(durable=False) as conn:
+            rows = await conn.fetch(
+                Q["lease_group_heads"], destination_id, now, limit, token, expires
+            )
+            next_due = await conn.fetchval(Q["next_due"], destination_id)
+        return Leased(
+            leases=[leased(r[0], r[1], token, expires, r[2:], bytes(r[6])) for r in rows],
+            next_due=next_due,
+        )
+
+    async def _lock_lanes(self, conn: Conn, destination_id: str, lanes: Sequence[str]) -> None:
+        """Lane locks first, row locks after (the order every writer takes them in)."""
+        keys = sorted({lock_key(destination_id, lane) for lane in lanes})
+        if keys:
+            await conn.fetchval(Q["lock_lanes"], keys)
+
+    async def _held(
+        self, conn: Conn, destination_id: str, refs: Sequence[LeaseRef], now: int
+    ) -> tuple[list[tuple[LeaseRef, str, int]], list[LeaseRef], dict[str, int]]:
+        """(held, lost, seq by delivery id), the held ones locked, their lanes too."""
+        ids = [r.delivery_id for r in refs]
+        lanes = await conn.fetch(Q["lanes_of_deliveries"], ids, destination_id)
+        await self._lock_lanes(conn, destination_id, [r[0] for r in lanes])
+        rows = await conn.fetch(Q["held_leases"], ids, destination_id, now)
+        held, lost = split_held(refs, rows)
+        return held, lost, {r[0]: r[4] for r in rows}
+
+    async def _settle(
+        self,
+        conn: Conn,
+        destination_id: str,
+        settled: Sequence[tuple[LeaseRef, str, int]],
+        seqs: dict[str, int],
+        outcome: str,
+        error: str | None,
+        plan: FailurePlan | None,
+        now: int,
+    ) -> list[str]:
+        """Record an attempt for each held lease and move its delivery on: delivered when
+        `plan` is None, else as the plan says; answer the deliveries made dead."""
+        if not settled:
+            return []
+        n = len(settled)
+        await conn.execute(
+            Q["insert_attempts"],
+            [seqs[ref.delivery_id] for ref, _, _ in settled],
+            [now] * n,
+            [outcome] * n,
+            [None] * n,
+            [0.0] * n,
+            [error] * n,
+            [None] * n,
+        )
+        moves = lease_moves(settled, plan, error, now)
+        cols: list[list[Any]] = [[] for _ in range(5)]
+        for (state, next_at, holds, last_error), ids in moves.by_state.items():
+            for delivery_id in ids:
+                for column, value in zip(
+                    cols, (seqs[delivery_id], state, next_at, holds, last_error), strict=True
+                ):
+                    column.append(value)
+        await conn.execute(Q["complete_deliveries"], *cols, now)
+        if moves.released:
+            await conn.execute(
+                Q["promote_lanes"], [destination_id] * len(moves.released), moves.released, now
+            )
+            await conn.execute(Q["notify"], self.work_channel, "")
+        return moves.dead
+
+    async def ack_leases(self, destination_id: str, refs: Sequence[LeaseRef], now: int) -> Settled:
+        async with self._tx(durable=False) as conn:
+            held, lost, seqs = await self._held(conn, destination_id, refs, now)
+            await self._settle(conn, destination_id, held, seqs, "delivered", None, None, now)
+        return Settled(ok=[h[0] for h in held], lost=lost)
+
+    async def nack_leases(
+        self,
+        destination_id: str,
+        refs: Sequence[LeaseRef],
+        plan: FailurePlan,
+        error: str | None,
+        now: int,
+    ) -> Settled:
+        async with self._tx(durable=False) as conn:
+            held, lost, seqs = await self._held(conn, destination_id, refs, now)
+            dead = await self._settle(conn, destination_id, held, seqs, "nacked", error, plan, now)
+        return Settled(ok=[h[0] for h in held], lost=lost, dead=dead)
+
+    async def extend_leases(
+        self, destination_id: str, refs: Sequence[LeaseRef], lease_us: int, now: int
+    ) -> Settled:
+        async with self._tx(durable=False) as conn:
+            rows = await conn.fetch(
+                Q["held_leases"], [r.delivery_id for r in refs], destination_id, now
+            )
+            held, lost = split_held(refs, rows)
+            seqs = {r[0]: r[4] for r in rows}
+            if held:
+                await conn.execute(
+                    Q["extend_leases"],
+                    [seqs[ref.delivery_id] for ref, _, _ in held],
+                    now + lease_us,
+                    now,
+                )
+        return Settled(ok=[h[0] for h in held], lost=lost)
+
+    async def expire_leases(
+        self, destination_id: str, plan: FailurePlan, now: int, limit: int
+    ) -> Settled:
+        async with self._tx(durable=False) as conn:
+            lanes = await conn.fetch(Q["expired_group_lanes"], destination_id, now, limit)
+            if not lanes:
+                return Settled()
+            await self._lock_lanes(conn, destination_id, [r[0] for r in lanes])
+            rows = await conn.fetch(Q["expired_group_leases"], destination_id, now, limit)
+            expired = expired_of(rows)
+            dead = await self._settle(
+                conn,
+                destination_id,
+                expired,
+                {r[0]: r[4] for r in rows},
+                "lost",
+                LEASE_EXPIRED,
+                plan,
+                now,
+            )
+        return Settled(ok=[e[0] for e in expired], dead=dead)
+
+    async def deliveries_of_events(self, event_ids: Sequence[str]) -> list[Delivery]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["deliveries_of_events"], list(event_ids))
+        return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
         async with self._conn() as conn:

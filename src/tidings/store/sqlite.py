@@ -72,13 +72,17 @@ from tidings.model import (
     EventIn,
     EventLink,
     InboxPage,
+    Leased,
+    LeaseRef,
     LostLease,
     Page,
     Retried,
     Secret,
+    Settled,
     Upload,
 )
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
+from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
 from tidings.policy.topics import pattern_prefix
@@ -89,6 +93,14 @@ from tidings.store.base import (
     StoreError,
     StoreUnavailable,
     first_per_delivery,
+)
+from tidings.store.leases import (
+    LEASE_EXPIRED,
+    expired_of,
+    lease_moves,
+    leased,
+    new_token,
+    split_held,
 )
 from tidings.store.rows import (
     attempt_row,
@@ -1164,10 +1176,12 @@ class SQLiteStore(Store):
         holders = conn.execute(Q["lane_holders"], {"destination_id": dest_id}).fetchall()
         conn.executemany(Q["queue_behind"], [{"seq": seq} for seq in queued_behind_heads(holders)])
 
-    async def expired_leases(self, now: int, limit: int) -> list[LostLease]:
-        rows = await self._read(
-            lambda c: c.execute(Q["expired_leases"], {"now": now, "limit": limit}).fetchall()
-        )
+    async def expired_leases(
+        self, now: int, limit: int, destination_ids: Sequence[str] | None = None
+    ) -> list[LostLease]:
+        ids = None if destination_ids is None else _encode(list(destination_ids)).decode()
+        params = {"now": now, "limit": limit, "ids": ids}
+        rows = await self._read(lambda c: c.execute(Q["expired_leases"], params).fetchall())
         return [
             LostLease(
                 delivery_id=r[1],
@@ -1321,6 +1335,143 @@ class SQLiteStore(Store):
             )
 
         return await self._write(job)
+
+    # ---------------------------------------------------------------- pull groups (issue 16)
+    async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:
+        token = new_token()
+
+        def job(conn: sqlite3.Connection) -> Leased:
+            (found,) = conn.execute(
+                Q["group_heads_json"],
+                {"destination_id": destination_id, "now": now, "limit": limit},
+            ).fetchone()
+            rows = _rows_decoder.decode(found)
+            expires = now + lease_us
+            if rows:
+                conn.execute(
+                    Q["lease_many"],
+                    {
+                        "seqs": _encode([r[0] for r in rows]),
+                        "owner": token,
+                        "expires": expires,
+                        "now": now,
+                    },
+                )
+            (next_due,) = conn.execute(
+                Q["group_next_due"], {"destination_id": destination_id}
+            ).fetchone()
+            return Leased(
+                leases=[
+                    leased(r[1], r[2] + 1, token, expires, r[3:], bytes.fromhex(r[7])) for r in rows
+                ],
+                next_due=next_due,
+            )
+
+        return await self._write(job, durable=False)
+
+    def _held(
+        self, conn: sqlite3.Connection, destination_id: str, refs: Sequence[LeaseRef], now: int
+    ) -> tuple[list[tuple[LeaseRef, str, int]], list[LeaseRef]]:
+        """(held, lost): each held ref with its lane key and attempt count."""
+        (found,) = conn.execute(
+            Q["held_leases_json"],
+            {
+                "ids": _encode([r.delivery_id for r in refs]),
+                "destination_id": destination_id,
+                "now": now,
+            },
+        ).fetchone()
+        return split_held(refs, _rows_decoder.decode(found))
+
+    def _settle(
+        self,
+        conn: sqlite3.Connection,
+        destination_id: str,
+        settled: Sequence[tuple[LeaseRef, str, int]],
+        outcome: str,
+        error: str | None,
+        plan: FailurePlan | None,
+        now: int,
+    ) -> list[str]:
+        """Record an attempt for each held lease and move its delivery on: delivered when
+        `plan` is None, else as the plan says; answer the deliveries made dead."""
+        if not settled:
+            return []
+        attempts = [
+            [ref.delivery_id, now, outcome, None, 0.0, error, None] for ref, _, _ in settled
+        ]
+        conn.execute(Q["insert_attempts_json"], {"rows": _encode(attempts)})
+        moves = lease_moves(settled, plan, error, now)
+        for (state, next_at, holds, last_error), ids in moves.by_state.items():
+            conn.execute(
+                Q["complete_many"],
+                {
+                    "state": state,
+                    "next_attempt_at": next_at,
+                    "holds_lane": holds,
+                    "last_error": last_error,
+                    "now": now,
+                    "ids": _encode(ids),
+                },
+            )
+        self._promote(conn, [(destination_id, lane) for lane in moves.released], now)
+        return moves.dead
+
+    async def ack_leases(self, destination_id: str, refs: Sequence[LeaseRef], now: int) -> Settled:
+        def job(conn: sqlite3.Connection) -> Settled:
+            held, lost = self._held(conn, destination_id, refs, now)
+            self._settle(conn, destination_id, held, "delivered", None, None, now)
+            return Settled(ok=[h[0] for h in held], lost=lost)
+
+        return await self._write(job, durable=False)
+
+    async def nack_leases(
+        self,
+        destination_id: str,
+        refs: Sequence[LeaseRef],
+        plan: FailurePlan,
+        error: str | None,
+        now: int,
+    ) -> Settled:
+        def job(conn: sqlite3.Connection) -> Settled:
+            held, lost = self._held(conn, destination_id, refs, now)
+            dead = self._settle(conn, destination_id, held, "nacked", error, plan, now)
+            return Settled(ok=[h[0] for h in held], lost=lost, dead=dead)
+
+        return await self._write(job, durable=False)
+
+    async def extend_leases(
+        self, destination_id: str, refs: Sequence[LeaseRef], lease_us: int, now: int
+    ) -> Settled:
+        def job(conn: sqlite3.Connection) -> Settled:
+            held, lost = self._held(conn, destination_id, refs, now)
+            if held:
+                ids = _encode([ref.delivery_id for ref, _, _ in held])
+                conn.execute(Q["extend_many"], {"ids": ids, "expires": now + lease_us, "now": now})
+            return Settled(ok=[h[0] for h in held], lost=lost)
+
+        return await self._write(job, durable=False)
+
+    async def expire_leases(
+        self, destination_id: str, plan: FailurePlan, now: int, limit: int
+    ) -> Settled:
+        def job(conn: sqlite3.Connection) -> Settled:
+            (found,) = conn.execute(
+                Q["expired_group_leases_json"],
+                {"destination_id": destination_id, "now": now, "limit": limit},
+            ).fetchone()
+            expired = expired_of(_rows_decoder.decode(found))
+            dead = self._settle(conn, destination_id, expired, "lost", LEASE_EXPIRED, plan, now)
+            return Settled(ok=[e[0] for e in expired], dead=dead)
+
+        return await self._write(job, durable=False)
+
+    async def deliveries_of_events(self, event_ids: Sequence[str]) -> list[Delivery]:
+        params = {"ids": _encode(list(event_ids)).decode()}
+        rows = await self._read(
+            lambda c: c.execute(Q["deliveries_of_events_json"], params).fetchall()
+        )
+        return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
         return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))

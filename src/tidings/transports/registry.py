@@ -21,7 +21,7 @@ from tidings.transports.redis_stream import RedisStreams
 from tidings.transports.senders import SenderPool
 from tidings.transports.webhook import Webhooks
 
-__all__ = ["FACTORIES", "TransportOptions", "Transports", "build_transports"]
+__all__ = ["FACTORIES", "PULL_KINDS", "TransportOptions", "Transports", "build_transports"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,10 @@ def _webhooks(options: TransportOptions) -> Webhooks:
         )
     )
 
+
+# Kinds whose deliveries nobody sends: consumers lease them (`api.groups`). They have no
+# transport, so the engine, which claims only for kinds it has one for, leaves them be.
+PULL_KINDS: frozenset[DestinationKind] = frozenset({"group"})
 
 # Bus transports send from the worker process itself (sender processes carry webhooks).
 FACTORIES: dict[DestinationKind, Callable[[TransportOptions], Transport]] = {

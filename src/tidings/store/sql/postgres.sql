@@ -250,6 +250,7 @@ WHERE destination_id = $1 AND holds_lane = 1 AND state IN ('pending', 'scheduled
 SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner, e.id
 FROM deliveries d JOIN events e ON e.seq = d.event_seq
 WHERE d.state = 'in_flight' AND d.lease_expires_at <= $1
+  AND ($3::text[] IS NULL OR d.destination_id = ANY($3::text[]))
 ORDER BY d.lease_expires_at LIMIT $2;
 
 -- name: deliveries_for_completion
@@ -441,3 +442,60 @@ DELETE FROM inbox WHERE (event_seq, user_id) IN (
     FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
     JOIN events e ON e.seq = o.event_seq
     WHERE e.received_at < $1);
+
+-- ---------------------------------------------------------------- pull groups (issue 16)
+-- A group's deliveries walk the same lanes and states as any other; a consumer's lease
+-- sets lease_owner to the lease call's token, and every later step is fenced by it.
+
+-- name: lease_group_heads
+-- Due lane heads of group $1, leased under token $4 until $5, with the events a consumer
+-- handles. SKIP LOCKED: a head another consumer is leasing right now is left to it.
+WITH due AS (
+    SELECT seq FROM deliveries
+    WHERE destination_id = $1 AND holds_lane = 1
+      AND state IN ('pending', 'scheduled') AND next_attempt_at <= $2
+    ORDER BY next_attempt_at LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE deliveries d
+    SET state = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
+        lease_expires_at = $5, updated_at = $2
+    FROM due WHERE d.seq = due.seq
+    RETURNING d.id, d.attempts, d.event_seq, d.next_attempt_at
+)
+SELECT l.id, l.attempts, e.seq, e.id, e.topic, e.key, e.payload, e.received_at,
+       e.causation_id, e.correlation_id
+FROM leased l JOIN events e ON e.seq = l.event_seq
+ORDER BY l.next_attempt_at;
+
+-- name: lanes_of_deliveries
+SELECT DISTINCT lane_key FROM deliveries WHERE id = ANY($1::text[]) AND destination_id = $2;
+
+-- name: held_leases
+-- The deliveries of group $2 among $1 in flight under a lease that has not expired.
+SELECT id, lane_key, attempts, lease_owner, seq FROM deliveries
+WHERE id = ANY($1::text[]) AND destination_id = $2
+  AND state = 'in_flight' AND lease_expires_at > $3
+ORDER BY seq FOR UPDATE;
+
+-- name: expired_group_lanes
+SELECT DISTINCT lane_key FROM (
+    SELECT lane_key FROM deliveries
+    WHERE state = 'in_flight' AND lease_expires_at <= $2 AND destination_id = $1
+    ORDER BY lease_expires_at LIMIT $3) AS x;
+
+-- name: expired_group_leases
+SELECT id, lane_key, attempts, lease_owner, seq FROM deliveries
+WHERE state = 'in_flight' AND lease_expires_at <= $2 AND destination_id = $1
+ORDER BY lease_expires_at LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: extend_leases
+UPDATE deliveries SET lease_expires_at = $2, updated_at = $3 WHERE seq = ANY($1::bigint[]);
+
+-- name: deliveries_of_events
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM events e JOIN deliveries d ON d.event_seq = e.seq
+WHERE e.id = ANY($1::text[])
+ORDER BY e.seq, d.seq;

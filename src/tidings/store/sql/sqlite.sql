@@ -203,6 +203,7 @@ WHERE destination_id = :destination_id AND lane_key = :lane_key AND holds_lane =
 SELECT d.seq, d.id, d.destination_id, d.lane_key, d.attempts, d.lease_owner, e.id
 FROM deliveries d JOIN events e ON e.seq = d.event_seq
 WHERE d.state = 'in_flight' AND d.lease_expires_at <= :now
+  AND (:ids IS NULL OR d.destination_id IN (SELECT value FROM json_each(:ids)))
 ORDER BY d.lease_expires_at LIMIT :limit;
 
 -- name: attempts_of
@@ -438,3 +439,49 @@ DELETE FROM inbox WHERE (event_seq, user_id) IN (
     FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT :limit) o
     JOIN events e ON e.seq = o.event_seq
     WHERE e.received_at < :cutoff);
+
+-- ---------------------------------------------------------------- pull groups (issue 16)
+-- A group's deliveries walk the same lanes and states as any other; a consumer's lease
+-- sets lease_owner to the lease call's token, and every later step is fenced by it.
+
+-- name: group_heads_json
+-- Due lane heads of a group, earliest due first, with the events a consumer handles.
+SELECT json_group_array(json_array(seq, id, attempts, event_seq, event_id, topic, key,
+                                   hex(payload), received_at, causation_id, correlation_id))
+FROM (SELECT d.seq, d.id, d.attempts, d.event_seq, e.id AS event_id, e.topic, e.key,
+             e.payload, e.received_at, e.causation_id, e.correlation_id
+      FROM deliveries d JOIN events e ON e.seq = d.event_seq
+      WHERE d.destination_id = :destination_id AND d.holds_lane = 1
+        AND d.state IN ('pending', 'scheduled') AND d.next_attempt_at <= :now
+      ORDER BY d.next_attempt_at LIMIT :limit);
+
+-- name: group_next_due
+SELECT min(next_attempt_at) FROM deliveries
+WHERE destination_id = :destination_id AND holds_lane = 1
+  AND state IN ('pending', 'scheduled');
+
+-- name: held_leases_json
+-- [[id, lane_key, attempts, lease_owner], ...] of those deliveries (ids in :ids) of the
+-- group in flight under a lease that has not expired.
+SELECT json_group_array(json_array(id, lane_key, attempts, lease_owner)) FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids)) AND destination_id = :destination_id
+  AND +state = 'in_flight' AND lease_expires_at > :now;
+
+-- name: expired_group_leases_json
+SELECT json_group_array(json_array(id, lane_key, attempts, lease_owner))
+FROM (SELECT id, lane_key, attempts, lease_owner FROM deliveries
+      WHERE state = 'in_flight' AND lease_expires_at <= :now
+        AND destination_id = :destination_id
+      ORDER BY lease_expires_at LIMIT :limit);
+
+-- name: extend_many
+UPDATE deliveries SET lease_expires_at = :expires, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: deliveries_of_events_json
+-- :ids is a JSON array of event ids.
+SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+       d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+FROM events e JOIN deliveries d ON d.event_seq = e.seq
+WHERE e.id IN (SELECT value FROM json_each(:ids))
+ORDER BY e.seq, d.seq;
