@@ -142,20 +142,6 @@ async def test_errors(api: Api, client: AsyncClient) -> None:
     assert repr(err.value).startswith("TidingsError(code='unauthorized', status=401")
 
 
-async def test_pull_group_calls_reach_their_routes(client: AsyncClient) -> None:
-    """`lease`, `ack`, `nack`, `extend` go to /v1/groups/{name}/...; a group that does not
-    exist is a 404 (their live tests come with the group destinations)."""
-    for call in (
-        client.lease("no-such-group", max=5, wait_ms=0),
-        client.ack("no-such-group", ["dlv_x"]),
-        client.nack("no-such-group", ["dlv_x"], delay_ms=10, error="boom"),
-        client.extend("no-such-group", ["dlv_x"], lease_ms=1000),
-    ):
-        with pytest.raises(TidingsError) as err:
-            await call
-        assert (err.value.status, err.value.code) == (404, "not_found")
-
-
 def test_bad_base_url(api: Api) -> None:
     with pytest.raises(ValueError, match="not an http"):
         AsyncClient("localhost:8080")

@@ -202,3 +202,16 @@ def test_errors_carry_code_field_status(client: Client, server: TidingsProcess) 
         wrong.list_events()
     assert (err.value.status, err.value.code) == (401, "unauthorized")
     assert "unauthorized" in str(err.value) and "HTTP 401" in str(err.value)
+
+
+def test_pull_group(client: Client) -> None:
+    client.create_destination("group", ["job.*"], name="workers", ordering="none")
+    sent = client.publish_batch([EventIn(topic="job.run", payload=i) for i in range(3)])
+    leased = client.lease("workers", max=2, wait_ms=1000).items
+    assert len(leased) == 2 and {x.event.id for x in leased} <= set(sent.ids)
+    assert client.extend("workers", [leased[0].lease_id], lease_ms=10_000).lost == []
+    settled = client.ack("workers", [x.lease_id for x in leased])
+    assert sorted(settled.ok) == sorted(x.lease_id for x in leased)
+    (last,) = client.lease("workers", max=10).items
+    assert client.nack("workers", [last.lease_id], delay_ms=60_000, error="later").ok
+    assert client.lease("workers", wait_ms=0).items == []  # the nacked one waits its delay

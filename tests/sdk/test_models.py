@@ -1,6 +1,6 @@
-"""The Structs of the pull-group calls decode the shapes API.md gives (their live tests
-come with the group destinations), and a Destination of a kind the SDK does not know
-still decodes (a newer server's)."""
+"""The Structs of the pull-group calls decode the server's shapes (the live calls are in
+test_groups.py), and a Destination with a field the SDK does not know still decodes (a
+newer server's)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import msgspec
 
 from tidings import Destination, Leased, Settled
 
-LEASED = b"""{"items": [{"delivery_id": "dlv_1", "attempt": 2,
+LEASED = b"""{"items": [{"lease_id": "dlv_1.0000000000000001", "delivery_id": "dlv_1", "attempt": 2,
   "lease_expires_at": "2026-12-06T22:00:30.000000Z",
   "event": {"id": "evt_1", "topic": "order.created", "key": "u1", "payload": {"n": 1},
             "received_at": "2026-12-06T22:00:00.000000Z", "causation_id": null,
@@ -17,7 +17,11 @@ LEASED = b"""{"items": [{"delivery_id": "dlv_1", "attempt": 2,
 
 def test_a_lease_answer() -> None:
     (lease,) = msgspec.json.decode(LEASED, type=Leased).items
-    assert (lease.delivery_id, lease.attempt) == ("dlv_1", 2)
+    assert (lease.lease_id, lease.delivery_id, lease.attempt) == (
+        "dlv_1.0000000000000001",
+        "dlv_1",
+        2,
+    )
     assert (lease.event.payload, lease.event.correlation_id) == ({"n": 1}, "evt_0")
 
 

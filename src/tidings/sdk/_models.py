@@ -250,8 +250,11 @@ class LeasedEvent(_Model, frozen=True, kw_only=True):
 
 
 class Lease(_Model, frozen=True, kw_only=True):
-    """One delivery of a pull group held by this consumer until `lease_expires_at`."""
+    """One delivery of a pull group held by this consumer until `lease_expires_at`;
+    `lease_id` is what `ack`, `nack` and `extend` take (it names this lease, not the
+    delivery: a lease that expired and went to another consumer has a new one)."""
 
+    lease_id: str
     delivery_id: str
     attempt: int
     lease_expires_at: str
@@ -263,7 +266,7 @@ class Leased(_Model, frozen=True, kw_only=True):
 
 
 class Settled(_Model, frozen=True, kw_only=True):
-    """The answer of ack, nack and extend: the ids done, and those whose lease had
+    """The answer of ack, nack and extend: the lease ids done, and those whose lease had
     already expired or moved on (nothing changed for them)."""
 
     ok: list[str]

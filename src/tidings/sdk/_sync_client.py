@@ -542,7 +542,7 @@ class Client:
         return self._call(call, Leased)
 
     def ack(self, group: str, ids: Sequence[str]) -> Settled:
-        """`POST /v1/groups/{name}/ack`: these leased deliveries are done."""
+        """`POST /v1/groups/{name}/ack`: these leases (`Lease.lease_id`) are done."""
         path = f"/v1/groups/{segment(group)}/ack"
         call = Call("POST", path, json={"ids": list(ids)}, replayable=True)
         return self._call(call, Settled)
@@ -555,8 +555,8 @@ class Client:
         delay_ms: int | None = None,
         error: str | None = None,
     ) -> Settled:
-        """`POST /v1/groups/{name}/nack`: failed attempts, retried on the group's backoff
-        (or after `delay_ms`); `error` is recorded as the attempt's error."""
+        """`POST /v1/groups/{name}/nack`: these leases' attempts failed; retried on the
+        group's backoff (or after `delay_ms`); `error` is recorded as the attempt's error."""
         path = f"/v1/groups/{segment(group)}/nack"
         spec = fields({"ids": list(ids), "delay_ms": delay_ms, "error": error})
         return self._call(Call("POST", path, json=spec, replayable=True), Settled)
