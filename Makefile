@@ -57,6 +57,10 @@ unit: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python tools/gen_docs.py
 
+# The blocking SDK client, generated from the async one (tests/sdk fails while stale).
+sdk: $(STAMP)
+	$(BIN)/python tools/gen_sync_client.py
+
 # Refresh uv.lock to the newest releases the ranges allow (then run `make test`).
 lock: | $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)

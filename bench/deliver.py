@@ -136,12 +136,14 @@ from ingest import (
     event_body,
     free_port,
     http_json,
+    is_healthy,
     machine_cpu,
     new_schema,
     payload_tail,
     percentile,
     postgres_version,
     read_line,
+    sdk,
     stop_process,
     tail_of,
     wait_idle,
@@ -149,6 +151,7 @@ from ingest import (
     write_results,
 )
 from ingest import versions as ingest_versions
+from tidings import TidingsError
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -810,9 +813,8 @@ class Runner:
         while True:
             if proc.poll() is not None:
                 raise BenchError(f"{name} exited with {proc.returncode}:\n{tail_of(log)}")
-            with contextlib.suppress(OSError):
-                if http_json("GET", t.url + "/healthz", timeout=2)[0] == 200:
-                    break
+            if is_healthy(t.url):
+                break
             if time.monotonic() > deadline:
                 raise BenchError(f"{name} not healthy after 30 s:\n{tail_of(log)}")
             time.sleep(0.05)
@@ -893,32 +895,26 @@ class Runner:
                 kind = {"kind": "redis_stream", "url": receiver_url, "stream": f"bench-s{i}"}
             else:
                 kind = {"kind": "webhook", "url": f"{receiver_url}/d{i}"}
-            status, body = http_json(
-                "POST",
-                url + "/v1/destinations",
-                {
-                    "name": f"bench-d{i}",
-                    **kind,
-                    "topics": ["bench.*"],
-                    "ordering": "fifo",
-                    "max_in_flight": self.args.max_in_flight,
-                },
-                api_key,
-            )
-            if status != 201:
-                raise BenchError(f"creating a destination answered {status}: {body!r}")
-            made.append((body["id"], body["secret"]))
+            spec = {"name": f"bench-d{i}", "max_in_flight": self.args.max_in_flight, **kind}
+            with sdk(url, api_key) as client:
+                try:
+                    body = client.create_destination(
+                        spec.pop("kind"), ["bench.*"], ordering="fifo", extra=spec
+                    )
+                except TidingsError as exc:
+                    raise BenchError(f"creating a destination: {exc}") from None
+            made.append((body.id, body.secret))
         return made
 
     def set_state(self, url: str, api_key: str, dest_id: str, state: str) -> None:
-        status, body = http_json(
-            "PATCH", f"{url}/v1/destinations/{dest_id}", {"state": state}, api_key
-        )
-        if status != 200:
-            raise BenchError(
-                f"--preload needs PATCH /v1/destinations/{{id}} {{'state': {state!r}}}; "
-                f"the server answered {status}: {body!r}"
-            )
+        with sdk(url, api_key) as client:
+            try:
+                client.update_destination(dest_id, state=state)
+            except TidingsError as exc:
+                raise BenchError(
+                    f"--preload needs PATCH /v1/destinations/{{id}} {{'state': {state!r}}}; "
+                    f"the server answered {exc}"
+                ) from None
 
     # ----------------------------------------------------------- waiting and checking
     def wait_delivered(

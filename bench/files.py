@@ -83,9 +83,10 @@ from ingest import (
     drop_schema,
     foreign_cpu,
     free_port,
-    http_json,
+    is_healthy,
     machine_cpu,
     new_schema,
+    paused_destinations,
     pg_call,
     postgres_version,
     processes_cpu,
@@ -326,34 +327,13 @@ class Runner:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BenchError(f"server exited with {proc.returncode}:\n{tail_of(log)}")
-            with contextlib.suppress(OSError):
-                status, _ = http_json("GET", url + "/healthz", timeout=2)
-                if status == 200:
-                    return
+            if is_healthy(url):
+                return
             time.sleep(0.05)
         raise BenchError(f"server not healthy after 30 s:\n{tail_of(log)}")
 
     def _create_destinations(self, url: str, api_key: str) -> None:
-        for i in range(self.opts.destinations):
-            status, body = http_json(
-                "POST",
-                url + "/v1/destinations",
-                {
-                    "kind": "webhook",
-                    "name": f"bench-{i + 1}",
-                    "url": "http://127.0.0.1:9/hook",
-                    "topics": ["file.*"],
-                },
-                api_key,
-            )
-            if status != 201:
-                raise BenchError(f"creating a destination answered {status}: {body!r}")
-            # Paused: the deliveries are written with the events, and never sent.
-            status, body = http_json(
-                "PATCH", f"{url}/v1/destinations/{body['id']}", {"state": "paused"}, api_key
-            )
-            if status != 200:
-                raise BenchError(f"pausing a destination answered {status}: {body!r}")
+        paused_destinations(url, api_key, self.opts.destinations, ["file.*"])
 
     def _any_row(self, work: Path, schema: str) -> bool:
         """Whether the store holds a row yet (cheap: polled every POLL_S)."""

@@ -73,6 +73,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import tidings
+
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 RESULTS = HERE / "results"
@@ -309,9 +311,43 @@ def tail_of(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def sdk(
+    url: str, api_key: str | None = None, timeout: float = 10, retries: int = 3
+) -> tidings.Client:
+    """The SDK's client of the Tidings under test (the calls that set a run up, not the
+    load: that is the raw aiohttp generator above, the same against both servers)."""
+    policy = tidings.Retries(max_retries=retries)
+    return tidings.Client(url, api_key=api_key or "", timeout=timeout, retries=policy)
+
+
+def is_healthy(url: str) -> bool:
+    """Whether a Tidings answers /healthz now (one try: the caller polls)."""
+    with sdk(url, timeout=2, retries=0) as client:
+        try:
+            client.health()
+        except tidings.TidingsError:
+            return False
+    return True
+
+
+def paused_destinations(url: str, api_key: str, count: int, topics: list[str]) -> None:
+    """`count` webhook destinations of `topics`, paused: the deliveries are written with
+    the events and never sent, so a run measures ingest alone."""
+    with sdk(url, api_key) as client:
+        try:
+            for i in range(count):
+                made = client.create_destination(
+                    "webhook", topics, name=f"bench-{i + 1}", url="http://127.0.0.1:9/hook"
+                )
+                client.update_destination(made.id, state="paused")
+        except tidings.TidingsError as exc:
+            raise BenchError(f"setting up the destinations: {exc}") from None
+
+
 def http_json(
     method: str, url: str, body: Any = None, api_key: str | None = None, timeout: float = 10
 ) -> tuple[int, Any]:
+    """A JSON call to what is not a Tidings (a receiver's /stats, the raw ceiling)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -613,10 +649,8 @@ class Runner:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BenchError(f"server exited with {proc.returncode}:\n{tail_of(log)}")
-            with contextlib.suppress(OSError):
-                status, _ = http_json("GET", url + "/healthz", timeout=2)
-                if status == 200:
-                    return
+            if is_healthy(url):
+                return
             time.sleep(0.05)
         raise BenchError(f"server not healthy after 30 s:\n{tail_of(log)}")
 
@@ -689,30 +723,8 @@ class Runner:
         try:
             self._wait_healthy(server, url, log)
             if target == "tidings":
-                for i in range(DESTINATIONS):
-                    status, body = http_json(
-                        "POST",
-                        url + "/v1/destinations",
-                        {
-                            "kind": "webhook",
-                            "name": f"bench-{i + 1}",
-                            "url": "http://127.0.0.1:9/hook",
-                            "topics": ["bench.*"],
-                        },
-                        api_key,
-                    )
-                    if status != 201:
-                        raise BenchError(f"creating a destination answered {status}: {body!r}")
-                    # Paused: deliveries are written at ingest but not sent, so this measures
-                    # ingest alone (bench/deliver.py measures delivery).
-                    status, body = http_json(
-                        "PATCH",
-                        f"{url}/v1/destinations/{body['id']}",
-                        {"state": "paused"},
-                        api_key,
-                    )
-                    if status != 200:
-                        raise BenchError(f"pausing a destination answered {status}: {body!r}")
+                # Paused: bench/deliver.py measures delivery.
+                paused_destinations(url, api_key, DESTINATIONS, ["bench.*"])
                 analyzer.start()
             processes, tasks = opts.clients[scenario]
             configs = []

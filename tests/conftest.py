@@ -3,7 +3,7 @@
 - `store`: an open store, once per backend (SQLite, and PostgreSQL in a schema of its
   own on the local server). Every test using it is a contract test both backends pass.
 - `api`: the real aiohttp application served on 127.0.0.1 (random port) over a fresh
-  SQLite store, with an aiohttp client session that carries the API key.
+  SQLite store: `api.sdk` (the SDK's AsyncClient of it) and `api.call` (raw requests).
 - `require_service(name, port)`: skip with a clear reason when a local server is down,
   or fail when TIDINGS_REQUIRE_SERVICES=1 (CI), so a missing server never passes silently.
 - `redis_server`, `nats_server`: a bus server of the test's own (tests/bus_servers.py),
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -25,6 +26,7 @@ import asyncpg
 import pytest
 
 from tests.bus_servers import NatsServer, RedisServer
+from tidings import AsyncClient
 from tidings.api.app import create_app, start_site
 from tidings.api.auth import digest
 from tidings.config import Settings
@@ -107,10 +109,22 @@ async def store(
 
 @dataclass
 class Api:
+    """The in-process API: `sdk`, the SDK's `AsyncClient` of it (the typed calls), and
+    `call`, a raw request answering (status, body), for the tests of the HTTP protocol
+    itself (status codes, malformed requests, exact bodies)."""
+
     url: str
     session: aiohttp.ClientSession
     store: Store
     settings: Settings
+
+    @functools.cached_property
+    def sdk(self) -> AsyncClient:
+        return AsyncClient(self.url, api_key=API_KEY)
+
+    async def close_sdk(self) -> None:
+        if "sdk" in self.__dict__:
+            await self.sdk.aclose()
 
     async def call(
         self, method: str, path: str, json: object = None, **kwargs: object
@@ -138,8 +152,10 @@ async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[A
     runner, port = await start_site(create_app(settings, s, [digest(API_KEY)]), "127.0.0.1", 0)
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
     try:
-        yield Api(f"http://127.0.0.1:{port}", session, s, settings)
+        api = Api(f"http://127.0.0.1:{port}", session, s, settings)
+        yield api
     finally:
+        await api.close_sdk()
         await session.close()
         await runner.cleanup()
         await s.close()

@@ -17,6 +17,7 @@ import os
 import zlib
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.api.test_api import create_destination, destination_body, expect_error, send
@@ -31,10 +32,7 @@ def nest(n: int) -> str:
 
 
 async def stored_events(api: Api) -> list[dict[str, Any]]:
-    status, page = await api.call("GET", "/v1/events?limit=1000")
-    assert status == 200 and isinstance(page, dict)
-    items: list[dict[str, Any]] = page["items"]
-    return items
+    return [dict(msgspec.to_builtins(e)) async for e in api.sdk.iter_events()]
 
 
 async def post_raw(api: Api, path: str, body: bytes, method: str = "POST", **headers: str) -> Any:

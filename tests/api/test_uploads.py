@@ -21,9 +21,7 @@ from tidings.store.sqlite import SQLiteStore
 
 
 async def file_rows(api: Api) -> list[dict[str, object]]:
-    status, page = await api.call("GET", "/v1/events?topic=file.row&limit=1000")
-    assert status == 200 and isinstance(page, dict)
-    return [msgspec.json.decode(msgspec.json.encode(e["payload"])) for e in page["items"]]
+    return [e.payload async for e in api.sdk.iter_events(topic="file.row")]
 
 
 async def test_a_raw_csv_body(api: Api) -> None:
@@ -217,9 +215,11 @@ class _api_at:
         app = create_app(settings, self.store, [digest(API_KEY)])
         self.runner, port = await start_site(app, "127.0.0.1", 0)
         self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
-        return Api(f"http://127.0.0.1:{port}", self.session, self.store, settings)
+        self.api = Api(f"http://127.0.0.1:{port}", self.session, self.store, settings)
+        return self.api
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.api.close_sdk()
         await self.session.close()
         await self.runner.cleanup()
         await self.store.close()
@@ -227,10 +227,9 @@ class _api_at:
 
 async def wait_done(api: Api, upload_id: str, within_s: float = 20.0) -> dict[str, object]:
     for _ in range(int(within_s / 0.05)):
-        status, shown = await api.call("GET", f"/v1/uploads/{upload_id}")
-        assert status == 200 and isinstance(shown, dict), shown
-        if shown["state"] in ("done", "failed"):
-            return shown
+        shown = await api.sdk.get_upload(upload_id)
+        if shown.state in ("done", "failed"):
+            return dict(msgspec.to_builtins(shown))
         await asyncio.sleep(0.05)
     raise AssertionError(f"upload {upload_id} not read within {within_s} s")
 

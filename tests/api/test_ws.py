@@ -24,10 +24,8 @@ UPGRADE = {
 }
 
 
-async def token_for(api: Api, user: str, **body: Any) -> str:
-    status, out = await api.call("POST", f"/v1/users/{user}/token", body or None)
-    assert status == 200, out
-    return str(out["token"])  # type: ignore[index]
+async def token_for(api: Api, user: str, ttl_s: int | None = None) -> str:
+    return (await api.sdk.create_token(user, ttl_s=ttl_s)).token
 
 
 async def next_frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:

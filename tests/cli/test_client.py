@@ -58,7 +58,7 @@ def _run(server: _Server, answer: tuple[int, str, bytes], *args: str) -> str:
 def test_json_without_the_api_fields(canned: _Server) -> None:
     line = _run(canned, (200, "application/json", b'{"hello": 1}'), "events", "list")
     assert line == (
-        "tidings: unexpected answer from URL (KeyError: 'items'): "
+        "tidings: unexpected answer from URL (Object missing required field `items`): "
         "is --url (TIDINGS_URL) a Tidings of this version?"
     )
 

@@ -10,6 +10,7 @@ the test with its log.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,23 +21,17 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import tidings
 
 API_KEY = "tdk_e2e_key"
 
 
-def api_call(method: str, url: str, body: object = None, timeout: float = 10) -> Any:
-    """A `/v1` call with the e2e key, blocking (these tests drive processes, not a loop):
-    the answer's JSON (None if empty); an HTTP error raises urllib's HTTPError."""
-    request = urllib.request.Request(
-        url,
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else None
+@functools.cache
+def sdk(url: str) -> tidings.Client:
+    """The SDK's blocking client of a process at `url`, with the e2e key (one per URL,
+    kept for the session: these tests drive processes, not a loop)."""
+    return tidings.Client(url, api_key=API_KEY, timeout=10)
 
 
 def free_port() -> int:

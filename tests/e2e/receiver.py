@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.e2e.procs import API_KEY
+from tidings import AsyncClient, Retries, TidingsError
 
 Predicate = Callable[[Any], bool]
 
@@ -322,22 +324,28 @@ async def eventually(
 
 # ---------------------------------------------------------------------------- the API
 class TidingsApi:
-    """JSON calls to a Tidings process; every call answers (status, parsed body)."""
+    """A Tidings process through the SDK (`sdk`, a `tidings.AsyncClient`): helpers that
+    answer the API's JSON (dicts, as the tests compare them), and `call` for raw
+    protocol (status codes, byte-exact bodies). The SDK does not retry here: a test that
+    kills a server sees the failed request as it happened (a `TidingsError`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.sdk = AsyncClient(url, api_key=API_KEY, timeout=15, retries=Retries(max_retries=0))
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {API_KEY}"},
             timeout=aiohttp.ClientTimeout(total=15),
         )
 
     async def close(self) -> None:
+        await self.sdk.aclose()
         await self.session.close()
 
     async def call(
         self, method: str, path: str, body: Any = None, data: bytes | None = None
     ) -> tuple[int, Any]:
-        """`body` goes out as JSON; `data` as raw bytes (for byte-exact payloads)."""
+        """A raw request: `body` goes out as JSON; `data` as raw bytes (for byte-exact
+        payloads); answers (status, parsed body)."""
         kwargs: dict[str, Any] = {}
         if data is not None:
             kwargs["data"] = data
@@ -352,57 +360,39 @@ class TidingsApi:
                 return r.status, text
 
     async def create_destination(self, **spec: Any) -> dict[str, Any]:
-        status, body = await self.call("POST", "/v1/destinations", {"kind": "webhook", **spec})
-        assert status == 201, f"creating destination {spec}: {status} {body}"
-        return dict(body)
+        spec = {"kind": "webhook", **spec}
+        kind, topics = spec.pop("kind"), spec.pop("topics")
+        return _json(await self.sdk.create_destination(kind, topics, extra=spec))
 
     async def publish(self, topic: str, key: str, payload: Any) -> dict[str, Any]:
-        status, body = await self.call(
-            "POST", "/v1/events", {"topic": topic, "key": key, "payload": payload}
-        )
-        assert status == 202, f"publish: {status} {body}"
-        return dict(body)
+        return _json(await self.sdk.publish(topic, payload, key=key))
 
     async def publish_batch(self, events: list[dict[str, Any]]) -> list[str]:
-        status, body = await self.call("POST", "/v1/events/batch", {"events": events})
-        assert status == 202, f"publish batch: {status} {body}"
-        return list(body["ids"])
+        return (await self.sdk.publish_batch(events)).ids
 
     async def destination(self, destination_id: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/v1/destinations/{destination_id}")
-        assert status == 200, f"GET destination: {status} {body}"
-        return dict(body)
+        return _json(await self.sdk.get_destination(destination_id))
 
     async def delivery(self, delivery_id: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/v1/deliveries/{delivery_id}")
-        assert status == 200, f"GET delivery: {status} {body}"
-        return dict(body)
+        return _json(await self.sdk.get_delivery(delivery_id))
 
     async def deliveries(
         self, destination_id: str, state: str | None = None
     ) -> list[dict[str, Any]]:
         """Every delivery of a destination (all pages), optionally of one state."""
-        out: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(1000):
-            query = f"destination_id={destination_id}&limit=1000"
-            if state:
-                query += f"&state={state}"
-            if cursor:
-                query += f"&cursor={cursor}"
-            status, body = await self.call("GET", f"/v1/deliveries?{query}")
-            assert status == 200, f"GET deliveries: {status} {body}"
-            out.extend(body["items"])
-            cursor = body["next"]
-            if cursor is None:
-                return out
-        raise AssertionError("GET /v1/deliveries never ended")
+        found = self.sdk.iter_deliveries(destination_id=destination_id, state=state)
+        return [_json(d) async for d in found]
 
     async def states(self, destination_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in await self.deliveries(destination_id):
             counts[d["state"]] = counts.get(d["state"], 0) + 1
         return counts
+
+
+def _json(struct: Any) -> dict[str, Any]:
+    """A Struct the SDK answered, as the API's JSON."""
+    return dict(msgspec.to_builtins(struct))
 
 
 # ---------------------------------------------------------------------------- publishing
@@ -434,7 +424,7 @@ async def publish_lanes(
             sent = time.monotonic()
             try:
                 ack = await api.publish(topic, key, {"key": key, "n": n})
-            except (aiohttp.ClientError, TimeoutError):
+            except (TidingsError, aiohttp.ClientError, TimeoutError):
                 if tolerate_errors:
                     return
                 raise

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.procs import API_KEY, TidingsProcess, api_call, free_port
+from tests.e2e.procs import API_KEY, TidingsProcess, free_port, sdk
 from tests.e2e.receiver import Receiver, always, eventually, ok
+from tidings.commands.client import api_json
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +149,7 @@ def test_the_old_url_flag_of_create_sends_nothing(server: TidingsProcess) -> Non
     )  # fmt: skip
     assert done.returncode == 2
     assert "--target (the webhook's URL) is required; --url is the server's" in done.stderr
-    assert api_call("GET", server.url + "/v1/destinations")["items"] == []
+    assert sdk(server.url).list_destinations().items == []
 
 
 def test_every_error_is_one_line(server: TidingsProcess) -> None:
@@ -200,31 +201,31 @@ def test_pause_resume_rotate_and_delete(server: TidingsProcess) -> None:
     )  # fmt: skip
     paused = ok_run("destinations", "pause", "ops", url=url)
     assert paused.stdout.strip() == f"paused ops ({created['id']})"
-    assert api_call("GET", f"{url}/v1/destinations/ops")["state"] == "paused"
+    assert sdk(url).get_destination("ops").state == "paused"
     resumed = json.loads(ok_run("destinations", "resume", "ops", "--json", url=url).stdout)
     assert resumed["state"] == "active" and resumed["secret"] == "whsec_…"
-    assert api_call("GET", f"{url}/v1/destinations/ops")["state"] == "active"
+    assert sdk(url).get_destination("ops").state == "active"
 
     updated = ok_run(
         "destinations", "update", "ops", "--max-attempts", "3", "--topic", "x.y", url=url
     )
     assert updated.stdout.strip() == f"updated ops ({created['id']})"
-    now = api_call("GET", f"{url}/v1/destinations/ops")
+    now = api_json(sdk(url).get_destination("ops"))
     assert now["retry"]["max_attempts"] == 3 and now["topics"] == ["x.y"]
     assert now["retry"]["initial_ms"] == created["retry"]["initial_ms"]  # merged, not replaced
 
     rotated = ok_run("destinations", "rotate-secret", "ops", url=url)
     fields = record_of(rotated.stdout)
     assert fields["secret"].startswith("whsec_") and fields["secret"] != created["secret"]
-    assert api_call("GET", f"{url}/v1/destinations/ops")["secret"] == fields["secret"]
+    assert sdk(url).get_destination("ops").secret == fields["secret"]
     assert "24 h" in rotated.stderr
 
     refused = tidings("destinations", "delete", "ops", url=url, stdin="")
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert api_call("GET", f"{url}/v1/destinations/ops")["id"] == created["id"]
+    assert sdk(url).get_destination("ops").id == created["id"]
     deleted = ok_run("destinations", "delete", "ops", "--yes", url=url)
     assert deleted.stdout.strip() == "deleted ops"
-    assert api_call("GET", f"{url}/v1/destinations")["items"] == []
+    assert sdk(url).list_destinations().items == []
 
 
 def test_events_deliveries_and_chains(server: TidingsProcess) -> None:
@@ -324,8 +325,8 @@ def test_events_deliveries_and_chains(server: TidingsProcess) -> None:
     _wait_states(url, dest["id"], {"dead"}, 3)
     purged = ok_run("deliveries", "purge", one, url=url)
     assert purged.stdout.strip() == f"purged {one}"
-    left = api_call("GET", f"{url}/v1/deliveries?destination_id=down")["items"]
-    assert sorted(d["id"] for d in left) == sorted(d["id"] for d in deliveries if d["id"] != one)
+    left = sdk(url).list_deliveries(destination_id="down").items
+    assert sorted(d.id for d in left) == sorted(d["id"] for d in deliveries if d["id"] != one)
 
 
 def _wait_states(
@@ -334,7 +335,7 @@ def _wait_states(
     deadline = time.monotonic() + timeout
     items: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        items = api_call("GET", f"{url}/v1/deliveries?destination_id={destination}")["items"]
+        items = api_json(sdk(url).list_deliveries(destination_id=destination).items)
         if len(items) >= n and all(d["state"] in states for d in items):
             return items
         time.sleep(0.1)
@@ -362,7 +363,7 @@ async def test_replay_sends_the_dead_again(tmp_path: Path) -> None:
             (await cli("publish", "r.x", "--key", f"k{i}", "-q")).stdout.strip() for i in range(3)
         ]
         await eventually(
-            lambda: len(api_call("GET", f"{proc.url}/v1/deliveries?state=dead")["items"]) == 3,
+            lambda: len(sdk(proc.url).list_deliveries(state="dead").items) == 3,
             20,
             "3 dead deliveries",
         )
@@ -382,10 +383,7 @@ async def test_replay_sends_the_dead_again(tmp_path: Path) -> None:
             lambda: f"delivered {receiver.delivered_ids('/hook')}",
         )
         await eventually(
-            lambda: (
-                {d["state"] for d in api_call("GET", f"{proc.url}/v1/deliveries")["items"]}
-                == {"delivered"}
-            ),
+            lambda: {d.state for d in sdk(proc.url).list_deliveries().items} == {"delivered"},
             20,
             "the replayed deliveries delivered",
         )
@@ -409,17 +407,17 @@ def test_upload_prints_its_report(server: TidingsProcess, tmp_path: Path) -> Non
     )  # fmt: skip
     bad = rows(report[1])
     assert bad[0] == ["LINE", "REASON"] and bad[1][0] == "4"
-    events = api_call("GET", f"{url}/v1/events?limit=100")["items"]
+    events = api_json(sdk(url).list_events(limit=100).items)
     assert sorted(e["key"] for e in events) == ["u1", "u2", "u3"]
 
     again = json.loads(ok_run("upload", str(rows_csv), "--json", url=url).stdout)
     assert (again["rows"], again["events"], again["duplicates"]) == (3, 0, 3)
-    assert len(api_call("GET", f"{url}/v1/events?limit=100")["items"]) == 3
+    assert len(sdk(url).list_events(limit=100).items) == 3
 
     piped = tidings("upload", "-", "--name", "more.csv", "--json", url=url, stdin="u4,hey\nu5\n")
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout)["file"] == "more.csv"
-    assert len(api_call("GET", f"{url}/v1/events?limit=100")["items"]) == 5
+    assert len(sdk(url).list_events(limit=100).items) == 5
 
     shown = ok_run("uploads", "show", again["upload_id"], url=url)
     assert record_of(shown.stdout.split("\n\n")[0])["upload_id"] == again["upload_id"]
@@ -472,9 +470,9 @@ def test_ingest_sends_files_with_rate_and_eta_and_prints_the_totals(tmp_path: Pa
         assert "rows/s" in sent[-1]
         read = [line for line in progress if line.startswith("reading big.csv, lines read: ")]
         assert read[-1].startswith("reading big.csv, lines read: 3000/3000, ")
-        events = api_call("GET", f"{proc.url}/v1/events?topic=file.row&key=j2")["items"]
+        events = api_json(sdk(proc.url).list_events(topic="file.row", key="j2").items)
         assert events[0]["payload"]["alertMessage"] == "own"
-        bare = api_call("GET", f"{proc.url}/v1/events?topic=file.row&key=u7")["items"]
+        bare = api_json(sdk(proc.url).list_events(topic="file.row", key="u7").items)
         assert bare[0]["payload"]["alertMessage"] == "Server down"
         again = json.loads(ok_run("ingest", str(small), "--json", url=proc.url).stdout)
         assert [(r["events"], r["duplicates"]) for r in again] == [(2, 0)]  # no message now
@@ -510,7 +508,7 @@ def _wait_dead(url: str, n: int, timeout: float = 20.0) -> list[dict[str, object
     deadline = time.monotonic() + timeout
     items: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        items = api_call("GET", url + "/v1/deliveries?state=dead&limit=1000")["items"]
+        items = api_json(sdk(url).list_deliveries(state="dead", limit=1000).items)
         if len(items) >= n:
             return items
         time.sleep(0.1)
@@ -599,22 +597,9 @@ def test_bench_publishes_and_measures(tmp_path: Path) -> None:
     assert unreachable.returncode == 1 and "cannot reach Tidings" in unreachable.stderr
 
 
-def _paged(url: str) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    cursor: str | None = None
-    for _ in range(100):
-        sep = "&" if "?" in url else "?"
-        page = api_call("GET", url + sep + "limit=1000" + (f"&cursor={cursor}" if cursor else ""))
-        out.extend(page["items"])
-        cursor = page["next"]
-        if cursor is None:
-            return out
-    raise AssertionError("more than 100 pages")
-
-
 def _events_of_topic(base: str, topic: str) -> list[dict[str, object]]:
-    return _paged(f"{base}/v1/events?topic={topic}")
+    return api_json(list(sdk(base).iter_events(topic=topic)))  # type: ignore[no-any-return]
 
 
 def _deliveries_of(base: str, destination_id: str) -> list[dict[str, object]]:
-    return _paged(f"{base}/v1/deliveries?destination_id={destination_id}")
+    return api_json(list(sdk(base).iter_deliveries(destination_id=destination_id)))  # type: ignore[no-any-return]

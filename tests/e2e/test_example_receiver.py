@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import TidingsProcess, api_call, free_port
+from tests.e2e.procs import TidingsProcess, free_port, sdk
+from tidings import Delivery
 
 pytestmark = pytest.mark.e2e
 
@@ -47,67 +48,43 @@ def test_the_receiver_prints_verified_events_and_refuses_others(
 ) -> None:
     port = free_port()
     hook = f"http://127.0.0.1:{port}/hook"
-    demo = api_call(
-        "POST",
-        tidings.url + "/v1/destinations",
-        {"kind": "webhook", "name": "demo", "url": hook, "topics": ["order.*"]},
-    )
-    assert demo["secret"].startswith("whsec_")
+    client = sdk(tidings.url)
+    demo = client.create_destination("webhook", ["order.*"], name="demo", url=hook)
+    assert demo.secret.startswith("whsec_")
     out_path, err_path = tmp_path / "receiver.out", tmp_path / "receiver.err"
     receiver = subprocess.Popen(
         [sys.executable, str(RECEIVER), "--port", str(port)],
-        env={**os.environ, "WEBHOOK_SECRET": demo["secret"]},
+        env={**os.environ, "WEBHOOK_SECRET": demo.secret},
         stdout=out_path.open("wb"),
         stderr=err_path.open("wb"),
     )
     try:
         wait_for("the receiver to listen", lambda: "listening" in out_path.read_text())
-        first = api_call(
-            "POST",
-            tidings.url + "/v1/events",
-            {"topic": "order.created", "key": "user-1", "payload": {"total": 12}},
-        )
-        second = api_call(
-            "POST",
-            tidings.url + "/v1/events",
-            {"topic": "order.paid", "key": "user-1", "payload": {"total": 12, "paid": True}},
-        )
+        first = client.publish("order.created", {"total": 12}, key="user-1")
+        second = client.publish("order.paid", {"total": 12, "paid": True}, key="user-1")
 
         def verified() -> list[str]:
             return [x for x in out_path.read_text().splitlines() if x.startswith("verified")]
 
         wait_for("two verified events", lambda: len(verified()) == 2)
         assert verified() == [
-            f'verified order.created {first["id"]} attempt 1: {{"total": 12}}',
-            f'verified order.paid {second["id"]} attempt 1: {{"total": 12, "paid": true}}',
+            f'verified order.created {first.id} attempt 1: {{"total": 12}}',
+            f'verified order.paid {second.id} attempt 1: {{"total": 12, "paid": true}}',
         ]
 
         # A destination whose secret the receiver does not hold: refused, so retried.
-        api_call(
-            "POST",
-            tidings.url + "/v1/destinations",
-            {
-                "kind": "webhook",
-                "name": "stranger",
-                "url": hook,
-                "topics": ["audit.*"],
-                "retry": {"max_attempts": 1},
-            },
+        client.create_destination(
+            "webhook", ["audit.*"], name="stranger", url=hook, retry={"max_attempts": 1}
         )
-        forged = api_call(
-            "POST", tidings.url + "/v1/events", {"topic": "audit.login", "payload": {}}
-        )
+        forged = client.publish("audit.login", {})
 
-        def dead() -> list[dict[str, object]]:
-            found = api_call(
-                "GET", tidings.url + "/v1/deliveries?destination_id=stranger&state=dead"
-            )
-            return list(found["items"])
+        def dead() -> list[Delivery]:
+            return client.list_deliveries(destination_id="stranger", state="dead").items
 
         wait_for("the refused delivery to go dead", lambda: len(dead()) == 1)
-        delivery = api_call("GET", tidings.url + f"/v1/deliveries/{dead()[0]['id']}")
-        assert delivery["event_id"] == forged["id"]
-        assert [a["status_code"] for a in delivery["attempts"]] == [401]
+        delivery = client.get_delivery(dead()[0].id)
+        assert delivery.event_id == forged.id and delivery.attempts is not None
+        assert [a.status_code for a in delivery.attempts] == [401]
         assert "rejected /hook: no signature matches" in err_path.read_text()
         assert len(verified()) == 2  # nothing unverified was printed as an event
     finally:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import TidingsProcess, api_call
+from tests.e2e.procs import TidingsProcess, sdk
 
 pytestmark = pytest.mark.e2e
 ROWS = 100_000  # the top of the file sizes WDS was built for
 
 
 def stored_rows(url: str) -> int:
-    return len(api_call("GET", url + "/v1/events?topic=file.row&limit=1", timeout=5)["items"])
+    return len(sdk(url).list_events(topic="file.row", limit=1).items)
 
 
 def test_sigkill_mid_file_neither_skips_nor_repeats_a_row(tmp_path: Path) -> None:

@@ -10,14 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.conftest import drop_schema, postgres_schema, postgres_url
 from tests.e2e.procs import API_KEY, TidingsProcess
+from tidings import AsyncClient, Lease
 
 pytestmark = pytest.mark.e2e
-HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.mark.parametrize("via", ["postgresql", "redis"])
@@ -37,34 +36,28 @@ async def test_a_long_poll_is_woken_by_a_publish_on_another_node(
     poller = TidingsProcess(tmp_path, db, role="api", extra_env=env)
     poller.start()
     try:
-        async with aiohttp.ClientSession(headers=HEADERS) as s:
-            body = {"kind": "group", "name": "blog", "topics": ["user.*"]}
-            async with s.post(publisher.url + "/v1/destinations", json=body) as r:
-                assert r.status == 201, await r.text()
+        async with (
+            AsyncClient(publisher.url, api_key=API_KEY) as pub,
+            AsyncClient(poller.url, api_key=API_KEY) as pol,
+        ):
+            await pub.create_destination("group", ["user.*"], name="blog")
             lags = []
             for i in range(3):
 
-                async def poll() -> tuple[float, list[dict[str, object]]]:
-                    async with s.post(
-                        poller.url + "/v1/groups/blog/lease", json={"wait_ms": 10_000}
-                    ) as r:
-                        assert r.status == 200
-                        items = (await r.json())["items"]
-                        return time.monotonic(), items
+                async def poll() -> tuple[float, list[Lease]]:
+                    items = (await pol.lease("blog", wait_ms=10_000)).items
+                    return time.monotonic(), items
 
                 waiting = asyncio.create_task(poll())
                 await asyncio.sleep(0.3)  # the poll has looked once and waits
                 assert not waiting.done()
                 published = time.monotonic()
-                event = {"topic": "user.renamed", "key": f"u{i}", "payload": {"i": i}}
-                async with s.post(publisher.url + "/v1/events", json=event) as r:
-                    assert r.status == 202
+                await pub.publish("user.renamed", {"i": i}, key=f"u{i}")
                 answered, items = await asyncio.wait_for(waiting, 15)
-                assert len(items) == 1 and items[0]["event"]["payload"] == {"i": i}  # type: ignore[index]
+                assert len(items) == 1 and items[0].event.payload == {"i": i}
                 lags.append(answered - published)
-                ack = {"ids": [items[0]["lease_id"]]}
-                async with s.post(poller.url + "/v1/groups/blog/ack", json=ack) as r:
-                    assert (await r.json())["ok"] == ack["ids"]
+                ids = [items[0].lease_id]
+                assert (await pol.ack("blog", ids)).ok == ids
         # Well within the one-second fallback poll, every time.
         assert max(lags) < 0.5, lags
     finally:

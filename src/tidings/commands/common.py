@@ -3,7 +3,8 @@ printing a list or a record, and progress on stderr.
 
 Owns the spelling of the shared options (one `--url` everywhere, from TIDINGS_URL) and
 where output goes: results on stdout (a table with a header row, or `--json`), notes and
-progress on stderr. Formatting itself is tidings.clitable's; HTTP is commands.client's.
+progress on stderr. Formatting itself is tidings.clitable's; calls are the SDK's
+(through commands.client).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import IO, Any
 
 import click
 
+from tidings import TidingsError
 from tidings.clitable import Column, rate_and_eta, record, table
-from tidings.commands.client import Client, CliError
+from tidings.commands.client import Client, CliError, Fetch
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 LIST_DEFAULT = 100
@@ -32,8 +34,11 @@ def client_command(fn: Command) -> Command:
 
     @functools.wraps(fn)
     def run(*args: Any, url: str, api_key: str | None, **kwargs: Any) -> Any:
+        client = Client(url, api_key)
         try:
-            return fn(*args, client=Client(url, api_key), **kwargs)
+            return fn(*args, client=client, **kwargs)
+        except TidingsError as exc:
+            raise client.error(exc) from None
         except (KeyError, TypeError, AttributeError) as exc:
             # An answer without the fields of the API: a server that is not Tidings.
             raise CliError(
@@ -44,6 +49,8 @@ def client_command(fn: Command) -> Command:
             # `tidings events list | head`: the reader left; no traceback, nothing more.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
+        finally:
+            client.close()
 
     run = click.option(
         "--api-key",
@@ -90,8 +97,7 @@ def note(text: str) -> None:
 
 def print_list(
     client: Client,
-    path: str,
-    query: dict[str, str],
+    fetch: Fetch,
     *,
     limit: int,
     cursor: str | None,
@@ -102,7 +108,7 @@ def print_list(
 ) -> None:
     """Up to `limit` items of a list as a table (or `--json`, `{"items", "next"}`), and on
     stderr the cursor to go on from when there are more."""
-    items, after = client.collect(path, query, limit, cursor)
+    items, after = client.collect(fetch, limit, cursor)
     if as_json:
         print_json(to_json({"items": items, "next": after}))
     else:

@@ -12,7 +12,7 @@ import sys
 import click
 
 from tidings.clitable import Column
-from tidings.commands.client import PAGE_MOST, Client, quote
+from tidings.commands.client import PAGE_MOST, Client, Fetch, api_json
 from tidings.commands.common import (
     Progress,
     client_command,
@@ -62,8 +62,16 @@ ATTEMPT_COLUMNS = [
 _destination = click.option("--destination", help="Only this destination (id or name).")
 
 
-def _query(**filters: str | None) -> dict[str, str]:
-    return {name: value for name, value in filters.items() if value is not None}
+def _lister(
+    client: Client,
+    destination_id: str | None,
+    state: str | None = None,
+    event_id: str | None = None,
+) -> Fetch:
+    """One page of `GET /v1/deliveries` with these filters, by (size, cursor)."""
+    return lambda size, after: client.sdk.list_deliveries(
+        destination_id=destination_id, state=state, event_id=event_id, limit=size, cursor=after
+    )
 
 
 def retry_ids(client: Client, ids: list[str]) -> tuple[int, int, int]:
@@ -73,10 +81,10 @@ def retry_ids(client: Client, ids: list[str]) -> tuple[int, int, int]:
     progress = Progress("retrying", total=len(ids)) if len(ids) > RETRY_BATCH else None
     for i in range(0, len(ids), RETRY_BATCH):
         batch = ids[i : i + RETRY_BATCH]
-        answer = client.request("POST", "/v1/deliveries/retry", body={"ids": batch})
-        retried += answer["retried"]
-        missing += len(answer["not_found"])
-        conflicts += len(answer["conflicts"])
+        answer = client.sdk.retry_deliveries(batch)
+        retried += answer.retried
+        missing += len(answer.not_found)
+        conflicts += len(answer.conflicts)
         if progress is not None:
             progress.advance(len(batch))
     if progress is not None:
@@ -116,8 +124,7 @@ def list_(
     """List deliveries, newest first."""
     print_list(
         client,
-        "/v1/deliveries",
-        _query(destination_id=destination, state=state, event_id=event_id),
+        _lister(client, destination, state, event_id),
         limit=limit,
         cursor=cursor,
         as_json=as_json,
@@ -132,7 +139,7 @@ def list_(
 @client_command
 def show(client: Client, delivery_id: str, as_json: bool) -> None:
     """Show one delivery and its attempts."""
-    found = client.get(f"/v1/deliveries/{quote(delivery_id)}")
+    found = api_json(client.sdk.get_delivery(delivery_id))
     print_detail(found, as_json, "attempts", ATTEMPT_COLUMNS)
 
 
@@ -159,7 +166,7 @@ def purge(client: Client, ids: tuple[str, ...]) -> None:
     A lane they block (on_dead block) moves on.
     """
     for delivery_id in ids:
-        client.request("DELETE", f"/v1/deliveries/{quote(delivery_id)}")
+        client.sdk.purge_delivery(delivery_id)
         click.echo(f"purged {delivery_id}")
 
 
@@ -179,8 +186,7 @@ def dlq_list(
     """List dead deliveries, newest first."""
     print_list(
         client,
-        "/v1/deliveries",
-        _query(state="dead", destination_id=destination),
+        _lister(client, destination, state="dead"),
         limit=limit,
         cursor=cursor,
         as_json=as_json,
@@ -216,11 +222,9 @@ def dlq_retry(
         # Every id first: retrying while paging would move the cursor under our feet.
         finding = Progress("finding dead deliveries")
         found = []
-        for items, _ in client.pages(
-            "/v1/deliveries", _query(state="dead", destination_id=destination), size=page_size
-        ):
-            found.extend(d["id"] for d in items)
-            finding.advance(len(items))
+        for page in client.pages(_lister(client, destination, state="dead"), size=page_size):
+            found.extend(d.id for d in page.items)
+            finding.advance(len(page.items))
         finding.finish()
         # The list is newest first; the oldest go first so that an earlier batch never
         # starts a lane on younger deliveries than a later batch brings back.

@@ -18,7 +18,7 @@ import click
 
 from tidings.clitable import Column, mask_secret, masked, plural
 from tidings.commands.args import time_arg
-from tidings.commands.client import Client, CliError, quote
+from tidings.commands.client import Client, CliError, api_json
 from tidings.commands.common import (
     body_json,
     client_command,
@@ -41,10 +41,6 @@ COLUMNS = [
 _show_secret = click.option(
     "--show-secret", is_flag=True, help="Print the signing secret whole (it is masked otherwise)."
 )
-
-
-def _path(ref: str, tail: str = "") -> str:
-    return f"/v1/destinations/{quote(ref)}{tail}"
 
 
 def _label(d: dict[str, Any]) -> str:
@@ -76,8 +72,7 @@ def list_(client: Client, limit: int, cursor: str | None, as_json: bool, show_se
     """List destinations, newest first."""
     print_list(
         client,
-        "/v1/destinations",
-        {},
+        lambda size, after: client.sdk.list_destinations(limit=size, cursor=after),
         limit=limit,
         cursor=cursor,
         as_json=as_json,
@@ -94,7 +89,7 @@ def list_(client: Client, limit: int, cursor: str | None, as_json: bool, show_se
 @client_command
 def show(client: Client, ref: str, as_json: bool, show_secret: bool) -> None:
     """Show one destination, its secret masked."""
-    found = client.get(_path(ref))
+    found = api_json(client.sdk.get_destination(ref))
     if as_json:
         print_json(found if show_secret else masked(found))
     else:
@@ -193,7 +188,8 @@ def create(client: Client, as_json: bool, **options: Any) -> None:
         raise click.UsageError("--target (the webhook's URL) is required; --url is the server's")
     if not body.get("topics"):
         raise click.UsageError("--topic is required (repeat it for more topics)")
-    created = client.request("POST", "/v1/destinations", body=body)
+    kind, topics = body.pop("kind"), body.pop("topics")
+    created = api_json(client.sdk.create_destination(kind, topics, extra=body))
     if as_json:
         print_json(created)
     else:
@@ -214,7 +210,7 @@ def update(client: Client, ref: str, as_json: bool, **options: Any) -> None:
     body = _body(**options)
     if not body:
         raise click.UsageError("give at least one field to change")
-    _print_changed(client.request("PATCH", _path(ref), body=body), as_json, "updated")
+    _print_changed(api_json(client.sdk.update_destination(ref, extra=body)), as_json, "updated")
 
 
 def _print_changed(d: dict[str, Any], as_json: bool, verb: str) -> None:
@@ -233,7 +229,7 @@ def pause(client: Client, ref: str, as_json: bool) -> None:
 
     Events published meanwhile still create its deliveries; they wait.
     """
-    changed = client.request("PATCH", _path(ref), body={"state": "paused"})
+    changed = api_json(client.sdk.update_destination(ref, state="paused"))
     _print_changed(changed, as_json, "paused")
 
 
@@ -247,7 +243,7 @@ def resume(client: Client, ref: str, as_json: bool) -> None:
     Also one that paused itself (after TIDINGS_PAUSE_AFTER_FAILURES failed attempts in a
     row, or a 410).
     """
-    changed = client.request("PATCH", _path(ref), body={"state": "active"})
+    changed = api_json(client.sdk.update_destination(ref, state="active"))
     _print_changed(changed, as_json, "resumed")
 
 
@@ -261,7 +257,7 @@ def rotate_secret(client: Client, ref: str, as_json: bool) -> None:
     For 24 h requests carry signatures of the old secret too, so receivers can switch
     over.
     """
-    rotated = client.request("POST", _path(ref, "/rotate-secret"))
+    rotated = api_json(client.sdk.rotate_secret(ref))
     if as_json:
         print_json(rotated)
     else:
@@ -298,16 +294,16 @@ def replay(
     they were created.
     """
     now = datetime.now(UTC)
-    body: dict[str, Any] = {"state": state}
-    if since is not None:
-        body["since"] = time_arg(since, now)
-    if until is not None:
-        body["until"] = time_arg(until, now)
-    answer = client.request("POST", _path(ref, "/replay"), body=body)
+    answer = client.sdk.replay(
+        ref,
+        state=state,
+        since=None if since is None else time_arg(since, now),
+        until=None if until is None else time_arg(until, now),
+    )
     if as_json:
-        print_json(answer)
+        print_json(api_json(answer))
     else:
-        n = answer["replayed"]
+        n = answer.replayed
         click.echo(f"replayed {plural(n, state + ' delivery', state + ' deliveries')}")
 
 
@@ -323,9 +319,9 @@ def delete(client: Client, ref: str, yes: bool) -> None:
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not at a terminal: give --yes to delete without asking")
-        found = client.get(_path(ref))
+        found = api_json(client.sdk.get_destination(ref))
         if not click.confirm(f"delete {_label(found)} and its deliveries?", err=True):
             raise CliError("not deleted")
         ref = str(found["id"])
-    client.request("DELETE", _path(ref))
+    client.sdk.delete_destination(ref)
     click.echo(f"deleted {ref}")

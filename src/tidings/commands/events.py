@@ -7,12 +7,10 @@ Owns those commands' options and output; the shapes are the API's (`GET /v1/even
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from tidings.clitable import Column, plural, table
-from tidings.commands.client import Client, quote
+from tidings.commands.client import Client, api_json
 from tidings.commands.common import (
     body_json,
     client_command,
@@ -74,27 +72,27 @@ def publish(
 
     Example: tidings publish order.created --key user-1 --data '{"total": 12}'
     """
-    body: dict[str, Any] = {"topic": topic, "key": key, "payload": body_json(data, "--data")}
+    payload = body_json(data, "--data")
     if causation_id is not None and correlation_id is None:
-        # As the SDK does: an event caused by another joins that one's correlation.
-        cause = client.get(f"/v1/events/{quote(causation_id)}")
-        correlation_id = cause["correlation_id"] or cause["id"]
-    for field, value in (
-        ("idempotency_key", idempotency_key),
-        ("causation_id", causation_id),
-        ("correlation_id", correlation_id),
-    ):
-        if value is not None:
-            body[field] = value
-    if recipients:
-        body["recipients"] = list(recipients)
-    accepted = client.request("POST", "/v1/events", body=body)
+        # As the Consumer does: an event caused by another joins that one's correlation.
+        cause = client.sdk.get_event(causation_id)
+        correlation_id = cause.correlation_id or cause.id
+    accepted = client.sdk.publish(
+        topic,
+        payload,
+        key=key,
+        recipients=list(recipients) or None,
+        idempotency_key=idempotency_key,
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+    )
     if as_json:
-        print_json(accepted)
+        # The API's answer: whether the key was used before is the status, not a field.
+        print_json({k: v for k, v in api_json(accepted).items() if k != "duplicate"})
     elif quiet:
-        click.echo(accepted["id"])
+        click.echo(accepted.id)
     else:
-        click.echo(f"published {accepted['id']} to {plural(accepted['deliveries'], 'destination')}")
+        click.echo(f"published {accepted.id} to {plural(accepted.deliveries, 'destination')}")
 
 
 @click.group(short_help="List events, show one, show its causation chain.")
@@ -119,15 +117,11 @@ def list_(
     as_json: bool,
 ) -> None:
     """List events, newest first."""
-    query = {
-        name: value
-        for name, value in (("topic", topic), ("key", key), ("correlation_id", correlation_id))
-        if value is not None
-    }
     print_list(
         client,
-        "/v1/events",
-        query,
+        lambda size, after: client.sdk.list_events(
+            topic=topic, key=key, correlation_id=correlation_id, limit=size, cursor=after
+        ),
         limit=limit,
         cursor=cursor,
         as_json=as_json,
@@ -142,7 +136,7 @@ def list_(
 @client_command
 def show(client: Client, event_id: str, as_json: bool) -> None:
     """Show one event with its payload and deliveries."""
-    event = client.get(f"/v1/events/{quote(event_id)}")
+    event = api_json(client.sdk.get_event(event_id))
     print_detail(event, as_json, "deliveries", EVENT_DELIVERY_COLUMNS)
 
 
@@ -163,12 +157,12 @@ def chain(client: Client, event_id: str, limit: int, as_json: bool) -> None:
     Each event is indented under the one that caused it, oldest first. The tree is the
     event's correlation (its `correlation_id`, or its own id).
     """
-    answer = client.get(f"/v1/events/{quote(event_id)}/chain", {"limit": str(limit)})
+    chain = client.sdk.get_chain(event_id, limit=limit)
     if as_json:
-        print_json(answer)
+        print_json(api_json(chain))
         return
-    click.echo(table(answer["items"], CHAIN_COLUMNS))
-    summary = f"correlation {answer['correlation_id']}: {plural(len(answer['items']), 'event')}"
-    if answer["truncated"]:
+    click.echo(table(api_json(chain.items), CHAIN_COLUMNS))
+    summary = f"correlation {chain.correlation_id}: {plural(len(chain.items), 'event')}"
+    if chain.truncated:
         summary += " (truncated: the oldest ones and ID's causes; raise --limit)"
     note(summary)

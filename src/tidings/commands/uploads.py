@@ -13,14 +13,14 @@ import json
 import os
 import sys
 import time
-import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import click
 
 from tidings.clitable import Column
-from tidings.commands.client import Client, CliError, quote
+from tidings.commands.client import Client, CliError, api_json
 from tidings.commands.common import (
     Progress,
     client_command,
@@ -30,6 +30,7 @@ from tidings.commands.common import (
 )
 
 UPLOAD_TIMEOUT_S = 600.0  # per socket operation while a large file goes up
+CHUNK = 1 << 16  # bytes read from the file per send
 POLL_S = 0.5
 FINISHED = ("done", "failed")
 BAD_COLUMNS = [Column("LINE", "line", align="right"), Column("REASON", "reason", most=100)]
@@ -39,17 +40,13 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
     print_detail(report, as_json, "bad", BAD_COLUMNS, "bad rows (the first 100)", always=False)
 
 
-class _Counting:
-    """A binary file whose reads advance a progress count by the lines they hold."""
-
-    def __init__(self, handle: BinaryIO, progress: Progress | None) -> None:
-        self.handle, self.progress = handle, progress
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        if self.progress is not None and data:
-            self.progress.advance(data.count(b"\n"))
-        return data
+def _chunks(handle: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
+    """A binary file's bytes, CHUNK at a time, each advancing a progress count by the
+    lines it holds."""
+    while data := handle.read(CHUNK):
+        if progress is not None:
+            progress.advance(data.count(b"\n"))
+        yield data
 
 
 def _lines_in(path: Path) -> int:
@@ -68,23 +65,23 @@ def _send(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """POST one file (or stdin for `-`) as the raw body; answer the upload's report."""
-    path = "/v1/uploads" + ("?" + urllib.parse.urlencode(query) if query else "")
-    sender = Client(client.url, client.api_key, timeout=max(client.timeout, UPLOAD_TIMEOUT_S))
-    headers = {"Content-Type": "application/octet-stream"}
+    asked: dict[str, Any] = {
+        "name": query.get("name"),
+        "message": query.get("message"),
+        "format": query.get("format"),
+        "timeout_s": max(client.timeout, UPLOAD_TIMEOUT_S),
+    }
     if str(file) == "-":
-        report: dict[str, Any] = sender.request(
-            "POST", path, data=sys.stdin.buffer.read(), headers=headers
-        )
-        return report
+        report = client.sdk.upload(sys.stdin.buffer.read(), **asked)
+        return api_json(report)  # type: ignore[no-any-return]
     try:
         handle = file.open("rb")
     except OSError as exc:
         raise click.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="FILE") from None
     with handle:
-        headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
-        body = cast(IO[bytes], _Counting(handle, progress))
-        report = sender.request("POST", path, data=body, headers=headers)
-    return report
+        size = os.fstat(handle.fileno()).st_size
+        report = client.sdk.upload(_chunks(handle, progress), **asked, content_length=size)
+    return api_json(report)  # type: ignore[no-any-return]
 
 
 def _wait(
@@ -107,7 +104,7 @@ def _wait(
             )
         time.sleep(POLL_S)
         seen = progress.done
-        report = client.get(f"/v1/uploads/{quote(upload_id)}")
+        report = api_json(client.sdk.get_upload(upload_id))
         progress.advance(max(0, int(report["last_line"]) - seen))
     progress.finish()
     return report
@@ -248,4 +245,4 @@ def show(client: Client, upload_id: str, as_json: bool) -> None:
 
     The state is queued, reading, done or failed.
     """
-    print_report(client.get(f"/v1/uploads/{quote(upload_id)}"), as_json)
+    print_report(api_json(client.sdk.get_upload(upload_id)), as_json)
