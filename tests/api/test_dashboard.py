@@ -14,6 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.api.test_groups import lease, make_group
+from tests.api.test_groups import publish as publish_to_group
 from tests.conftest import API_KEY, Api
 from tests.e2e.receiver import eventually
 from tests.store.test_lanes import claim, completion, dest, publish
@@ -236,3 +238,21 @@ async def check_uploads_page(api: Api, browser: aiohttp.ClientSession, done: Pat
     async with browser.get(api.url + "/ui/uploads?id=" + body["upload_id"]) as r:
         text = await r.text()
     assert "the user id (first field) is empty" in text
+
+
+async def test_pull_groups_show_waiting_and_leased(
+    api: Api, browser: aiohttp.ClientSession
+) -> None:
+    await sign_in(api, browser)
+    async with browser.get(api.url + "/ui/destinations") as r:
+        assert "No pull group" in await r.text()
+    await make_group(api, ordering="none")
+    for n in range(5):
+        await publish_to_group(api, f"k{n}", n)
+    assert len(await lease(api, max=2)) == 2
+    async with browser.get(api.url + "/ui/destinations") as r:
+        text = await r.text()
+    row = re.search(r'<tr data-group="billing">(.*?)</tr>', text, re.S)
+    assert row, text
+    assert re.search(r"<td data-waiting>3</td>", row.group(1))
+    assert re.search(r"<td data-leased>2</td>", row.group(1))

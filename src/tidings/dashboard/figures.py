@@ -36,6 +36,11 @@ class DestinationRow:
     oldest_age_s: float | None
     dead: int
     health: Health | None
+    leased: int = 0  # in flight: for a pull group, held by consumers
+
+    @property
+    def waiting(self) -> int:
+        return self.backlog - self.leased
 
     @property
     def name(self) -> str:
@@ -95,6 +100,7 @@ async def destination_rows(store: Store, with_health: bool = True) -> list[Desti
                 oldest_age_s=None if b is None else age_s(b.oldest_created_at, now),
                 dead=await store.count_deliveries(d.id, "dead", None, None, DEAD_CAP),
                 health=health.get(d.id),
+                leased=0 if b is None else b.in_flight,
             )
         )
     return rows

@@ -43,7 +43,7 @@ from tidings.dashboard.sessions import (
     page,
     start_session,
 )
-from tidings.model import Attempt, Delivery, Event, EventLink
+from tidings.model import Attempt, Delivery, Event, EventLink, GroupSpec
 from tidings.policy.chains import causation_tree, correlation_of
 from tidings.policy.topics import pattern_error
 from tidings.policy.validation import FieldError
@@ -269,9 +269,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 @page
 async def destinations(request: web.Request) -> web.Response:
     rows = await figures.destination_rows(request.app[STORE])
-    # Pull groups (the `group` kind) are being built on another branch: listed here once
-    # that kind exists; compared as text so that this page needs no change then.
-    groups = [r for r in rows if str(r.destination.spec.kind) == "group"]
+    groups = [r for r in rows if isinstance(r.destination.spec, GroupSpec)]
     return render(
         request,
         "destinations.html",
