@@ -29,6 +29,9 @@ class ConfigError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database_url: str = "sqlite:///./tidings.db"
     redis_url: str | None = None
+    redis_prefix: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\s]+$")] = (
+        "tidings:"
+    )
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
     api_key: str | None = None
@@ -91,6 +94,12 @@ SETTING_DOCS: tuple[SettingDoc, ...] = (
         "redis://...; makes rate_limit_per_s cluster-wide across worker processes "
         "(without it, each worker enforces the limit on its own) and lets API processes "
         "wake workers in other processes at once",
+    ),
+    SettingDoc(
+        "redis_prefix",
+        "what every Redis key and channel Tidings uses begins with (rate limits, wake-ups, "
+        "inbox pushes, presence), so that two deployments can share one Redis server: give "
+        "each its own (default tidings:)",
     ),
     SettingDoc("host", "address the API listens on (default 127.0.0.1)"),
     SettingDoc("port", "port the API listens on (default 8080; 0 picks a free port)"),

@@ -140,7 +140,11 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     sweeper: Sweeper | None = None
     watcher: FolderWatcher | None = None
     relay: RedisRelay | None = None
-    signals = RedisSignals(settings.redis_url) if settings.redis_url else None
+    signals = (
+        RedisSignals(settings.redis_url, prefix=settings.redis_prefix + "signal:")
+        if settings.redis_url
+        else None
+    )
     notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)
     waker = GroupWaker()
     summaries = asyncio.create_task(notices.flush_every(1.0), name="tidings-log-summaries")
@@ -171,7 +175,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
                 transports,
                 options,
                 Alerter(transports.alerts),
-                limiter=make_limiter(settings.redis_url),
+                limiter=make_limiter(settings.redis_url, settings.redis_prefix),
                 notices=notices,
             )
             await dispatcher.start()
@@ -199,7 +203,10 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
             hub = Hub()
             if settings.redis_url:
                 relay = RedisRelay(
-                    settings.redis_url, hub, presence_ttl_s=settings.ws_presence_ttl_s
+                    settings.redis_url,
+                    hub,
+                    presence_ttl_s=settings.ws_presence_ttl_s,
+                    prefix=settings.redis_prefix,
                 )
                 relay.install()
             if signals is not None and dispatcher is None:

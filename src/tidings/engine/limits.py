@@ -298,11 +298,11 @@ class RedisLimiter:
             )
 
 
-def make_limiter(redis_url: str | None) -> RateLimiter:
+def make_limiter(redis_url: str | None, prefix: str = "tidings:") -> RateLimiter:
     """Cluster-wide limits through Redis when a URL is configured, else per process."""
     if redis_url is None:
         return LocalLimiter()
-    return RedisLimiter(redis_url, fallback=LocalLimiter())
+    return RedisLimiter(redis_url, prefix=prefix + "rl:", fallback=LocalLimiter())
 
 
 __all__ = ["Grant", "LocalLimiter", "RateLimiter", "RedisLimiter", "make_limiter"]
