@@ -88,7 +88,33 @@ INBOX_SWEPT = Counter(
     "Inbox messages deleted by retention (acked, or older than TIDINGS_INBOX_TTL_S).",
     registry=REGISTRY,
 )
-
+WS_SOCKETS = Gauge(
+    "tidings_ws_sockets",
+    "WebSocket connections this process holds.",
+    registry=REGISTRY,
+)
+WS_REFUSED = Counter(
+    "tidings_ws_refused",
+    "WebSocket upgrades refused, by reason: token (401), capacity or rate (503).",
+    ["reason"],
+    registry=REGISTRY,
+)
+WS_CLOSED_SLOW = Counter(
+    "tidings_ws_closed_slow",
+    "Sockets closed with 4008 because their send queue filled (the client resumes).",
+    registry=REGISTRY,
+)
+WS_FRAMES = Counter(
+    "tidings_ws_frames",
+    "Message frames sent to sockets, by source: live (pushed) or store (catch-up, gaps).",
+    ["source"],
+    registry=REGISTRY,
+)
+RELAY_ERRORS = Counter(
+    "tidings_relay_errors",
+    "Failed Redis relay writes (pushes, presence); sockets catch up from the store.",
+    registry=REGISTRY,
+)
 
 M = TypeVar("M", bound=MetricWrapperBase)
 _children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}

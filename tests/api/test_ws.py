@@ -194,3 +194,34 @@ async def test_a_slow_client_is_closed_with_4008_and_the_others_go_on(api: Api) 
                     offsets.append(frame["offset"])
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
         assert len(offsets) < count and offsets == list(range(1, len(offsets) + 1))
+
+
+async def metric(api: Api, line_start: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(api.url + "/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+async def test_socket_metrics(api: Api) -> None:
+    """tidings_ws_sockets, tidings_ws_frames by source, tidings_ws_refused by reason."""
+    frames_store = await metric(api, 'tidings_ws_frames_total{source="store"}')
+    frames_live = await metric(api, 'tidings_ws_frames_total{source="live"}')
+    refused = await metric(api, 'tidings_ws_refused_total{reason="token"}')
+    await publish(api, recipients=["m1"])
+    tok = await token_for(api, "m1")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"{api.url}/v1/ws?user_id=m1&token={tok}&after=0") as ws,
+    ):
+        assert (await next_frame(ws))["type"] == "welcome"
+        assert (await next_frame(ws))["offset"] == 1  # from the store
+        await publish(api, recipients=["m1"])
+        assert (await next_frame(ws))["offset"] == 2  # live
+        assert await metric(api, "tidings_ws_sockets") >= 1
+        assert await metric(api, 'tidings_ws_frames_total{source="store"}') == frames_store + 1
+        assert await metric(api, 'tidings_ws_frames_total{source="live"}') == frames_live + 1
+        reply = await send(api, "GET", "/v1/ws?user_id=m1&token=forged", headers=UPGRADE)
+        assert reply.status == 401
+    assert await metric(api, 'tidings_ws_refused_total{reason="token"}') == refused + 1

@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from tidings.api.errors import ApiError, error_response
 from tidings.api.http import SETTINGS, STORE, decode, json_response
 from tidings.api.users import offset_param, user_id_of
+from tidings.metrics import WS_CLOSED_SLOW, WS_FRAMES, WS_REFUSED, WS_SOCKETS
 from tidings.model import MAX_KEY_LENGTH, Appended, EventIn, InboxMessage
 from tidings.policy.ratelimit import TokenBucket
 from tidings.policy.validation import FieldError
@@ -54,18 +55,21 @@ class Gateway:
         self.queue = queue
         self._connects = TokenBucket(rate=connect_rate, burst=max(1.0, connect_rate))
 
-    def admit(self) -> str | None:
-        """None when one more socket may open now; else why not (for the 503)."""
+    def admit(self) -> tuple[str, str] | None:
+        """None when one more socket may open now; else why not, as a metric label and a
+        message (for the 503)."""
         if self.hub.total >= self.max_connections:
-            return "this node holds its most sockets (TIDINGS_WS_MAX_CONNECTIONS)"
+            return "capacity", "this node holds its most sockets (TIDINGS_WS_MAX_CONNECTIONS)"
         now = time.monotonic()
         if self._connects.available(now) < 1:
-            return "too many sockets opening at once; retry in a moment"
+            return "rate", "too many sockets opening at once; retry in a moment"
         self._connects.take(1, now)
         return None
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+LIVE_FRAMES = WS_FRAMES.labels("live")
+STORE_FRAMES = WS_FRAMES.labels("store")
 
 
 def push_live(
@@ -147,11 +151,14 @@ async def serve_socket(request: web.Request, user: str) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     reason = tokens.verify(gateway.secret, request.query.get("token", ""), user, int(time.time()))
     if reason is not None:
+        WS_REFUSED.labels("token").inc()
         raise _unauthorized(reason)
     after = offset_param(request) if "after" in request.query else None
     refused = gateway.admit()
     if refused is not None:
-        return error_response(503, "unavailable", refused, headers={"Retry-After": "1"})
+        label, message = refused
+        WS_REFUSED.labels(label).inc()
+        return error_response(503, "unavailable", message, headers={"Retry-After": "1"})
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_ping_s, max_msg_size=frames.MAX_CLIENT_FRAME, compress=False
     )
@@ -159,11 +166,13 @@ async def serve_socket(request: web.Request, user: str) -> web.StreamResponse:
     closing: list[asyncio.Task[None]] = []
 
     def too_slow() -> None:
+        WS_CLOSED_SLOW.inc()
         closing.append(asyncio.create_task(_close_slow(ws, sender)))
 
     conn = Connection(user, gateway.queue, too_slow)
     # Registered before the store is read: a message committed after the read is pushed.
     gateway.hub.add(conn)
+    WS_SOCKETS.inc()
     store = request.app[STORE]
     sender = asyncio.create_task(_send(ws, conn, store, after))
     try:
@@ -184,6 +193,7 @@ async def serve_socket(request: web.Request, user: str) -> web.StreamResponse:
         log.debug("socket of %s ends: %s", user, exc)
     finally:
         gateway.hub.remove(conn)
+        WS_SOCKETS.dec()
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
@@ -216,6 +226,7 @@ async def _fill(ws: web.WebSocketResponse, merger: Merger[bytes], store: Store, 
             merger.last = page.messages[0].offset - 1
         for frame in merger.offer((m.offset, _frame_of(m)) for m in page.messages):
             await ws.send_str(frame.decode())
+            STORE_FRAMES.inc()
         if len(page.messages) < PAGE:
             return
 
@@ -241,6 +252,7 @@ async def _send(
                 batch.append(conn.queue.get_nowait())
             for frame in merger.offer(item for item in batch if item[0] != NUDGE):
                 await ws.send_str(frame.decode())
+                LIVE_FRAMES.inc()
     except (StoreError, ConnectionResetError) as exc:
         log.debug("sending to %s stopped: %s", conn.user_id, exc)
         with contextlib.suppress(Exception):

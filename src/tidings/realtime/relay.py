@@ -37,6 +37,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import RedisError
 
 from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
+from tidings.metrics import RELAY_ERRORS
 from tidings.realtime.hub import Connection, Hub, Live
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class RedisRelay:
             self._failing = False
 
     def _warn(self, exc: Exception) -> None:
+        RELAY_ERRORS.inc()
         if not self._failing:
             log.warning("Redis relay unavailable (%s); sockets catch up from the store", exc)
         self._failing = True
