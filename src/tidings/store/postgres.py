@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -33,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import msgspec
 
-from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory, member_id
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
     Appended,
@@ -58,6 +59,7 @@ from tidings.model import (
     Secret,
     Upload,
 )
+from tidings.policy.batching import split_answers, take_group
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
@@ -97,6 +99,9 @@ ACQUIRE_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 OPEN_TIMEOUT_S = 60.0
 APPEND_TRIES = 5
+# Events per ingest group: bounds one commit's latency and its lane locks (PostgreSQL's
+# lock table holds max_locks_per_transaction x max_connections entries for everyone).
+MAX_GROUP_EVENTS = 1000
 _encode = msgspec.json.encode
 _UNAVAILABLE = (
     OSError,
@@ -108,6 +113,20 @@ _UNAVAILABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+
+
+class _RoutesChanged(asyncpg.PostgresError):
+    """`tidings_append` found the destinations changed since we routed (SQLSTATE TDRTE)."""
+
+    sqlstate = "TDRTE"
+
+
+@dataclass(slots=True)
+class _Ingest:
+    """An ingest request waiting for its group."""
+
+    events: Sequence[EventIn]
+    future: asyncio.Future[list[Appended]]
 
 
 def lock_key(*parts: str) -> int:
@@ -146,6 +165,8 @@ class PostgresStore(Store):
         self._seq_lock = asyncio.Lock()
         self._last_received_at = 0
         self._listeners: list[asyncio.Task[None]] = []
+        self._waiting: list[_Ingest] = []  # ingest requests waiting for the next group
+        self._committer: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -170,6 +191,9 @@ class PostgresStore(Store):
         await self._migrate()
 
     async def close(self) -> None:
+        if self._committer is not None:  # the requests already waiting are written first
+            await asyncio.gather(self._committer, return_exceptions=True)
+            self._committer = None
         for task in self._listeners:
             task.cancel()
         await asyncio.gather(*self._listeners, return_exceptions=True)
@@ -295,21 +319,145 @@ class PostgresStore(Store):
 
     # ---------------------------------------------------------------- ingest
     async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
+        if not events:
+            return []
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Ingest(events, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups(), name="tidings-ingest")
+        return await future
+
+    async def _commit_groups(self) -> None:
+        """Write the waiting ingest requests, a group at a time, until none waits: the
+        requests that arrive while a group commits make up the next one."""
+        while self._waiting:
+            n = take_group([len(job.events) for job in self._waiting], MAX_GROUP_EVENTS)
+            group, self._waiting = self._waiting[:n], self._waiting[n:]
+            for job, (result, error) in zip(group, await self._run_group(group), strict=True):
+                if job.future.done():  # the caller went away; the write stands
+                    continue
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(result)
+
+    async def _run_group(
+        self, group: list[_Ingest]
+    ) -> list[tuple[list[Appended], BaseException | None]]:
+        """Each request's answer or error. A request whose events cannot be routed fails
+        alone; if the group's write fails otherwise, each request is written again on its
+        own, so that only the one at fault fails (a lost connection fails them all)."""
+        try:
+            answers = await self._append_retrying([e for job in group for e in job.events])
+            parts = split_answers([len(job.events) for job in group], answers)
+            return [(part, None) for part in parts]
+        except StoreUnavailable as exc:
+            return [([], exc) for _ in group]
+        except Exception as exc:
+            if len(group) == 1:
+                return [([], exc)]
+        out: list[tuple[list[Appended], BaseException | None]] = []
+        for job in group:
+            try:
+                out.append((await self._append_retrying(job.events), None))
+            except Exception as exc:
+                out.append(([], exc))
+        return out
+
+    async def _append_retrying(self, events: Sequence[EventIn]) -> list[Appended]:
         for attempt in range(APPEND_TRIES):
             try:
-                async with self._tx() as conn:
-                    return await self._append(conn, events)
+                if any(e.recipients for e in events):
+                    # Inboxes (issue 15) draw offsets from counter rows: the statement
+                    # by statement path.
+                    async with self._tx() as conn:
+                        return await self._append(conn, events)
+                return await self._append_group(events)
             except asyncpg.UniqueViolationError:
                 # Another request stored one of these idempotency keys meanwhile: the
                 # next try finds it and answers it as a duplicate.
                 if attempt == APPEND_TRIES - 1:
                     raise
-            except asyncpg.ForeignKeyViolationError:
-                # A destination we routed to was deleted while we wrote: route again.
+            except (asyncpg.ForeignKeyViolationError, _RoutesChanged):
+                # A destination we routed to changed or was deleted while we wrote:
+                # route again.
                 self._router_rev = "stale"
                 if attempt == APPEND_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def _append_group(self, events: Sequence[EventIn]) -> list[Appended]:
+        """Events without recipients in one round trip (`tidings_append`, migration 0006):
+        the call is its own transaction, committed when it answers."""
+        async with self._conn() as conn:
+            if self._router_rev in ("unloaded", "stale"):
+                await self._current_router(conn)
+            rev, route, fifo = self._router_rev, self._router.route, self._fifo
+            sent: list[EventIn] = []
+            slots: list[tuple[int, bool]] = []  # per event: its index in `sent`, a repeat?
+            first: dict[str, int] = {}  # idempotency key -> index in `sent`
+            targets_of: list[list[str]] = []
+            for event in events:
+                key = event.idempotency_key
+                if key is not None and key in first:
+                    slots.append((first[key], True))
+                    continue
+                if key is not None:
+                    first[key] = len(sent)
+                slots.append((len(sent), False))
+                sent.append(event)
+                targets_of.append(
+                    route(event.topic, partial(msgspec.json.decode, bytes(event.payload)))
+                )
+            dest_locks: set[int] = set()
+            lane_locks: set[int] = set()
+            deliveries: tuple[list[str], list[int], list[str], list[int]] = ([], [], [], [])
+            # Ids and times are drawn with the group's sequence numbers' order: one group
+            # at a time per process, so along seq they never decrease here.
+            now = self._last_received_at = max(now_us(), self._last_received_at)
+            families = self._ids.families(len(sent))
+            for n, (event, targets, family) in enumerate(
+                zip(sent, targets_of, families, strict=True), 1
+            ):
+                for i, destination_id in enumerate(targets, 1):
+                    ordered = fifo.get(destination_id, True)
+                    if ordered:
+                        dest_locks.add(lock_key(destination_id))
+                        lane_locks.add(lock_key(destination_id, event.key))
+                    deliveries[0].append(DELIVERY_PREFIX + member_id(family, i))
+                    deliveries[1].append(n)
+                    deliveries[2].append(destination_id)
+                    deliveries[3].append(1 if ordered else 0)
+            dups = {
+                r[0] - 1: Appended(id=r[1], received_at=r[2], deliveries=r[3], duplicate=True)
+                for r in await conn.fetch(
+                    Q["append_group"],
+                    sorted(dest_locks),
+                    sorted(lane_locks),
+                    rev,
+                    self.work_channel,
+                    now,
+                    [EVENT_PREFIX + f for f in families],
+                    [e.topic for e in sent],
+                    [e.key for e in sent],
+                    [bytes(e.payload) for e in sent],
+                    [e.idempotency_key for e in sent],
+                    [e.causation_id for e in sent],
+                    [e.correlation_id for e in sent],
+                    *deliveries,
+                )
+            }
+        answers = [
+            dups.get(n)
+            or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
+            for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
+        ]
+        return [
+            msgspec.structs.replace(answers[i], duplicate=True) if again else answers[i]
+            for i, again in slots
+        ]
 
     async def _append(self, conn: Conn, events: Sequence[EventIn]) -> list[Appended]:
         route = (await self._current_router(conn)).route

@@ -34,6 +34,14 @@ SELECT e.idempotency_key, e.id, e.received_at,
        (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
 FROM events e WHERE e.idempotency_key = ANY($1::text[]);
 
+-- name: append_group
+-- One ingest group (migration 0006): locks, events, deliveries, NOTIFY; answers the
+-- duplicates. Called outside any transaction block: the statement is the transaction.
+SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::text, $5::bigint,
+                             $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[],
+                             $11::text[], $12::text[], $13::text[], $14::int[], $15::text[],
+                             $16::smallint[]);
+
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
 SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k;
