@@ -82,3 +82,82 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- The outcomes of one flush of the engine in one round trip (issue 18), for a flush with
+-- no failed attempt (a failure may pause its destination: the caller writes those
+-- statement by statement). Engine bookkeeping: committed without waiting for the WAL
+-- flush (see PostgresStore._tx). Rows are locked in seq order, lanes in the caller's
+-- (sorted) order, as everywhere else; an outcome applies only while its delivery is still
+-- in flight under its owner (the lease fence), its attempt is recorded either way (unless
+-- unsent: a claim given back). A destination with an outcome applied had a success, so
+-- its run of failures ends (the streak goes back to 0). Answers the ids applied.
+CREATE FUNCTION tidings_complete(
+    lane_locks bigint[], channel text, stamp bigint,
+    ids text[], owners text[], states text[], next_ats bigint[], holds smallint[],
+    errors text[], unsent boolean[],
+    a_at bigint[], a_outcome text[], a_status int[], a_latency float8[], a_error text[],
+    a_body text[]
+) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    applied text[];
+    touched text[];
+    promoted int;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM count(pg_advisory_xact_lock(k)) FROM unnest(lane_locks) AS k;
+    PERFORM 1 FROM deliveries WHERE id = ANY(ids) ORDER BY seq FOR UPDATE;
+    INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error,
+                          response_body)
+    SELECT d.seq, u.at, u.outcome, u.status, u.latency, u.error, u.body
+    FROM unnest(ids, unsent, a_at, a_outcome, a_status, a_latency, a_error, a_body)
+         WITH ORDINALITY AS u (id, unsent, at, outcome, status, latency, error, body, o)
+    JOIN deliveries d ON d.id = u.id
+    WHERE NOT u.unsent
+    ORDER BY u.o;
+    WITH moved AS (
+        UPDATE deliveries d
+        SET state = u.state, next_attempt_at = u.next_at, holds_lane = u.holds,
+            lease_owner = NULL, lease_expires_at = NULL, last_error = u.error,
+            updated_at = stamp,
+            -- a claim given back unsent: the attempt its claim counted did not happen
+            attempts = CASE WHEN u.unsent THEN greatest(d.attempts - 1, 0) ELSE d.attempts END
+        FROM unnest(ids, owners, states, next_ats, holds, errors, unsent)
+             AS u (id, owner, state, next_at, holds, error, unsent)
+        WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = u.owner
+        RETURNING d.id, d.destination_id, d.lane_key, u.holds AS keeps
+    ), freed AS (
+        SELECT DISTINCT destination_id, lane_key FROM moved WHERE keeps = 0
+    ), promote AS (
+        -- each freed lane's earliest waiting delivery becomes its head, unless it has one
+        -- (the rows `moved` just freed still hold it in this statement's snapshot: they
+        -- are left out by name)
+        UPDATE deliveries SET holds_lane = 1, next_attempt_at = stamp, updated_at = stamp
+        WHERE seq IN (
+            SELECT (SELECT w.seq FROM deliveries w
+                    WHERE w.destination_id = l.destination_id AND w.lane_key = l.lane_key
+                      AND w.holds_lane = 0 AND w.state = 'pending'
+                    ORDER BY w.event_seq LIMIT 1)
+            FROM freed l
+            WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                              WHERE h.destination_id = l.destination_id
+                                AND h.lane_key = l.lane_key AND h.holds_lane = 1
+                                AND h.id NOT IN (SELECT id FROM moved)))
+        RETURNING 1
+    )
+    SELECT (SELECT array_agg(id) FROM moved),
+           (SELECT array_agg(DISTINCT destination_id) FROM moved),
+           (SELECT count(*) FROM promote)
+    INTO applied, touched, promoted;
+    IF touched IS NOT NULL THEN
+        PERFORM 1 FROM destinations
+        WHERE id = ANY(touched) AND failure_streak <> 0 ORDER BY id FOR UPDATE;
+        UPDATE destinations SET failure_streak = 0
+        WHERE id = ANY(touched) AND failure_streak <> 0;
+    END IF;
+    IF promoted > 0 THEN
+        PERFORM pg_notify(channel, '');
+    END IF;
+    RETURN QUERY SELECT unnest(applied);
+END;
+$$;
