@@ -102,6 +102,8 @@ APPEND_TRIES = 5
 # Events per ingest group: bounds one commit's latency and its lane locks (PostgreSQL's
 # lock table holds max_locks_per_transaction x max_connections entries for everyone).
 MAX_GROUP_EVENTS = 1000
+GROUPS_IN_FLIGHT = 3  # ingest groups of this process being written at once
+DRAWN_NOTICE = "tidings: sequence drawn"  # tidings_append says so (migration 0006)
 _encode = msgspec.json.encode
 _UNAVAILABLE = (
     OSError,
@@ -137,6 +139,11 @@ def lock_key(*parts: str) -> int:
 
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
+
+
+def _on_drawn(event: asyncio.Event, _conn: object, message: object) -> None:
+    if getattr(message, "message", None) == DRAWN_NOTICE:
+        event.set()
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -331,26 +338,53 @@ class PostgresStore(Store):
 
     async def _commit_groups(self) -> None:
         """Write the waiting ingest requests, a group at a time, until none waits: the
-        requests that arrive while a group commits make up the next one."""
-        while self._waiting:
-            n = take_group([len(job.events) for job in self._waiting], MAX_GROUP_EVENTS)
-            group, self._waiting = self._waiting[:n], self._waiting[n:]
-            for job, (result, error) in zip(group, await self._run_group(group), strict=True):
-                if job.future.done():  # the caller went away; the write stands
-                    continue
-                if error is not None:
-                    job.future.set_exception(error)
-                else:
-                    job.future.set_result(result)
+        requests that arrive while a group commits make up the next one. Up to
+        GROUPS_IN_FLIGHT groups overlap (one waits for its commit's WAL flush while the
+        next one runs), but each next one starts only once the one before has drawn its
+        sequence numbers (or ended): groups draw them in the order their ids and times
+        were drawn here, so that in this process seq, ids and received_at sort alike."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            while self._waiting:
+                n = take_group([len(job.events) for job in self._waiting], MAX_GROUP_EVENTS)
+                group, self._waiting = self._waiting[:n], self._waiting[n:]
+                drawn = asyncio.Event()
+                task = asyncio.create_task(self._write_group(group, drawn))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                handed = asyncio.create_task(drawn.wait())
+                await asyncio.wait({task, handed}, return_when=asyncio.FIRST_COMPLETED)
+                handed.cancel()
+                while len(running) >= GROUPS_IN_FLIGHT:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # Done only with nothing waiting and nothing running, checked with no await
+            # between the check and the end: a request queued meanwhile starts a new one.
+            if not running:
+                return
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _write_group(self, group: list[_Ingest], drawn: asyncio.Event) -> None:
+        try:
+            results = await self._run_group(group, drawn)
+        finally:
+            drawn.set()
+        for job, (result, error) in zip(group, results, strict=True):
+            if job.future.done():  # the caller went away; the write stands
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
 
     async def _run_group(
-        self, group: list[_Ingest]
+        self, group: list[_Ingest], drawn: asyncio.Event
     ) -> list[tuple[list[Appended], BaseException | None]]:
         """Each request's answer or error. A request whose events cannot be routed fails
         alone; if the group's write fails otherwise, each request is written again on its
         own, so that only the one at fault fails (a lost connection fails them all)."""
         try:
-            answers = await self._append_retrying([e for job in group for e in job.events])
+            events = [e for job in group for e in job.events]
+            answers = await self._append_retrying(events, drawn)
             parts = split_answers([len(job.events) for job in group], answers)
             return [(part, None) for part in parts]
         except StoreUnavailable as exc:
@@ -361,12 +395,14 @@ class PostgresStore(Store):
         out: list[tuple[list[Appended], BaseException | None]] = []
         for job in group:
             try:
-                out.append((await self._append_retrying(job.events), None))
+                out.append((await self._append_retrying(job.events, None), None))
             except Exception as exc:
                 out.append(([], exc))
         return out
 
-    async def _append_retrying(self, events: Sequence[EventIn]) -> list[Appended]:
+    async def _append_retrying(
+        self, events: Sequence[EventIn], drawn: asyncio.Event | None
+    ) -> list[Appended]:
         for attempt in range(APPEND_TRIES):
             try:
                 if any(e.recipients for e in events):
@@ -374,7 +410,7 @@ class PostgresStore(Store):
                     # by statement path.
                     async with self._tx() as conn:
                         return await self._append(conn, events)
-                return await self._append_group(events)
+                return await self._append_group(events, drawn)
             except asyncpg.UniqueViolationError:
                 # Another request stored one of these idempotency keys meanwhile: the
                 # next try finds it and answers it as a duplicate.
@@ -388,9 +424,12 @@ class PostgresStore(Store):
                     raise
         raise AssertionError("unreachable")
 
-    async def _append_group(self, events: Sequence[EventIn]) -> list[Appended]:
+    async def _append_group(
+        self, events: Sequence[EventIn], drawn: asyncio.Event | None
+    ) -> list[Appended]:
         """Events without recipients in one round trip (`tidings_append`, migration 0006):
-        the call is its own transaction, committed when it answers."""
+        the call is its own transaction, committed when it answers. Its notice that it
+        has drawn its sequence numbers sets `drawn`."""
         async with self._conn() as conn:
             if self._router_rev in ("unloaded", "stale"):
                 await self._current_router(conn)
@@ -430,9 +469,11 @@ class PostgresStore(Store):
                     deliveries[1].append(n)
                     deliveries[2].append(destination_id)
                     deliveries[3].append(1 if ordered else 0)
-            dups = {
-                r[0] - 1: Appended(id=r[1], received_at=r[2], deliveries=r[3], duplicate=True)
-                for r in await conn.fetch(
+            listener = None if drawn is None else partial(_on_drawn, drawn)
+            if listener is not None:
+                conn.add_log_listener(listener)
+            try:
+                rows = await conn.fetch(
                     Q["append_group"],
                     sorted(dest_locks),
                     sorted(lane_locks),
@@ -448,7 +489,13 @@ class PostgresStore(Store):
                     [e.correlation_id for e in sent],
                     *deliveries,
                 )
-            }
+            finally:
+                if listener is not None:
+                    conn.remove_log_listener(listener)
+        dups = {
+            r[0] - 1: Appended(id=r[1], received_at=r[2], deliveries=r[3], duplicate=True)
+            for r in rows
+        }
         answers = [
             dups.get(n)
             or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))

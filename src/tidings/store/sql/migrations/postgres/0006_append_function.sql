@@ -12,7 +12,8 @@
 --   2. the destinations the caller routed with are still current (`routed_rev`), else
 --      SQLSTATE TDRTE: the caller reloads them and calls again;
 --   3. a sequence number per event, drawn after the lane locks, so that along a lane
---      seq follows commit order across processes;
+--      seq follows commit order across processes; then a NOTICE, on which the caller
+--      sends its next group (whose numbers must come after these);
 --   4. the events; one whose idempotency key is stored (or was committed meanwhile by
 --      another process: ON CONFLICT waits for it) is left out, with its deliveries;
 --   5. the deliveries of the events written: a fifo delivery holds its lane when it is
@@ -38,6 +39,8 @@ BEGIN
     END IF;
     seqs := ARRAY(SELECT nextval(pg_get_serial_sequence('events', 'seq'))
                   FROM generate_series(1, cardinality(ids)));
+    -- the caller may send its next group now (notices reach it at once, mid-statement)
+    RAISE NOTICE 'tidings: sequence drawn';
     WITH ins AS (
         INSERT INTO events AS e (seq, id, topic, key, payload, recipients, idempotency_key,
                                  causation_id, correlation_id, received_at)
