@@ -878,7 +878,10 @@ class PostgresStore(Store):
             return ClaimBatch(claims=[], next_due=None)
         claims: list[Claim] = []
         next_due: int | None = None
-        async with self._conn() as conn:  # one statement: its own transaction
+        # One statement, in a transaction block all the same: a statement sent on its own
+        # commits even when the connection dies before its answer comes back, and leases
+        # its worker never saw would wait for their expiry (taken for lost).
+        async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 Q["claim_many"],
                 [a.destination_id for a in asks],
@@ -1031,7 +1034,7 @@ class PostgresStore(Store):
                 strict=True,
             ):
                 column.append(value)
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():  # see claim
             rows = await conn.fetch(
                 Q["complete_group"], releasing, self.work_channel, now_us(), *columns
             )

@@ -252,8 +252,8 @@ ORDER BY l.next_attempt_at;
 
 -- name: claim_many
 -- Due lane heads of every asked destination ($1 ids, $2 limits, $3 lease expiries), leased
--- to $5, in one statement, committed without waiting for the WAL flush (engine
--- bookkeeping, see PostgresStore._tx); SKIP LOCKED: a head another worker is claiming
+-- to $5, in one statement, its transaction committed without waiting for the WAL flush
+-- (engine bookkeeping, see PostgresStore._tx); SKIP LOCKED: a head another worker is claiming
 -- right now is left to it. The last row (id NULL) carries the earliest due time of what
 -- is left (`next_due`): the heads leased here are left out by name, as this statement's
 -- snapshot still sees them due.
