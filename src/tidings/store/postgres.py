@@ -39,6 +39,7 @@ from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
     Appended,
     Attempt,
+    AttemptResult,
     Backlog,
     Claim,
     ClaimAsk,
@@ -139,6 +140,11 @@ def lock_key(*parts: str) -> int:
 
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
+
+
+def _attempt_fields(a: AttemptResult) -> tuple[Any, ...]:
+    """An attempt's columns after its delivery: at, outcome, status, latency, error, body."""
+    return (a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body)
 
 
 def _on_drawn(event: asyncio.Event, _conn: object, message: object) -> None:
@@ -950,15 +956,7 @@ class PostgresStore(Store):
                 if not c.unsent:  # a claim given back unsent leaves no attempt behind
                     for column, value in zip(
                         attempt_cols,
-                        (
-                            row[0],
-                            a.at,
-                            a.outcome,
-                            a.status_code,
-                            a.latency_ms,
-                            a.error,
-                            a.response_body,
-                        ),
+                        (row[0], *_attempt_fields(a)),
                         strict=True,
                     ):
                         column.append(value)
@@ -1024,12 +1022,7 @@ class PostgresStore(Store):
                     0 if c.release_lane else 1,
                     None if c.state == "delivered" else a.error,
                     c.unsent,
-                    a.at,
-                    a.outcome,
-                    a.status_code,
-                    a.latency_ms,
-                    a.error,
-                    a.response_body,
+                    *_attempt_fields(a),
                 ),
                 strict=True,
             ):
