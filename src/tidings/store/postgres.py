@@ -458,9 +458,11 @@ class PostgresStore(Store):
                 )
             dest_locks: set[int] = set()
             lane_locks: set[int] = set()
-            deliveries: tuple[list[str], list[int], list[str], list[int]] = ([], [], [], [])
-            # Ids and times are drawn with the group's sequence numbers' order: one group
-            # at a time per process, so along seq they never decrease here.
+            # id, event (1-based position in `sent`), destination, lane key, fifo?
+            deliveries: tuple[list[str], list[int], list[str], list[str], list[int]]
+            deliveries = ([], [], [], [], [])
+            # Ids and times are drawn in the order the groups draw their sequence numbers
+            # (_commit_groups), so along seq they never decrease in this process.
             now = self._last_received_at = max(now_us(), self._last_received_at)
             families = self._ids.families(len(sent))
             for n, (event, targets, family) in enumerate(
@@ -474,7 +476,8 @@ class PostgresStore(Store):
                     deliveries[0].append(DELIVERY_PREFIX + member_id(family, i))
                     deliveries[1].append(n)
                     deliveries[2].append(destination_id)
-                    deliveries[3].append(1 if ordered else 0)
+                    deliveries[3].append(event.key)
+                    deliveries[4].append(1 if ordered else 0)
             listener = None if drawn is None else partial(_on_drawn, drawn)
             if listener is not None:
                 conn.add_log_listener(listener)

@@ -40,7 +40,7 @@ FROM events e WHERE e.idempotency_key = ANY($1::text[]);
 SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::text, $5::bigint,
                              $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[],
                              $11::text[], $12::text[], $13::text[], $14::int[], $15::text[],
-                             $16::smallint[]);
+                             $16::text[], $17::smallint[]);
 
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.

@@ -24,7 +24,7 @@ CREATE FUNCTION tidings_append(
     dest_locks bigint[], lane_locks bigint[], routed_rev text, channel text,
     stamp bigint, ids text[], topics text[], keys text[], payloads bytea[], idem text[],
     causations text[], correlations text[],
-    d_ids text[], d_events int[], d_dests text[], d_fifo smallint[]
+    d_ids text[], d_events int[], d_dests text[], d_keys text[], d_fifo smallint[]
 ) RETURNS TABLE (dup_n int, dup_id text, dup_received_at bigint, dup_deliveries bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -64,10 +64,11 @@ BEGIN
                                 AND h.holds_lane = 1 LIMIT 1) IS NULL THEN 1
                     ELSE 0 END,
                'pending', stamp, stamp, stamp
-        FROM (SELECT u.id, seqs[u.ev] AS seq, u.dest, keys[u.ev] AS key, u.fifo, u.o,
-                     row_number() OVER (PARTITION BY u.dest, keys[u.ev] ORDER BY u.o) AS nth
-              FROM unnest(d_ids, d_events, d_dests, d_fifo)
-                   WITH ORDINALITY AS u (id, ev, dest, fifo, o)
+        -- (each delivery carries its lane key: a subscript into a text[] walks the array)
+        FROM (SELECT u.id, seqs[u.ev] AS seq, u.dest, u.key, u.fifo, u.o,
+                     row_number() OVER (PARTITION BY u.dest, u.key ORDER BY u.o) AS nth
+              FROM unnest(d_ids, d_events, d_dests, d_keys, d_fifo)
+                   WITH ORDINALITY AS u (id, ev, dest, key, fifo, o)
               JOIN unnest(written) AS w (seq) ON w.seq = seqs[u.ev]) AS d
         ORDER BY d.o;  -- in the caller's order: their own seq follows their events
         GET DIAGNOSTICS queued = ROW_COUNT;
