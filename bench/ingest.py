@@ -3,6 +3,8 @@
     .venv/bin/python bench/ingest.py                      # 3 x (raw, tidings) x (single, batch)
     .venv/bin/python bench/ingest.py --duration 8 --repeats 3 --save
     .venv/bin/python bench/ingest.py --database postgres --save   # PostgreSQL on 127.0.0.1
+    git archive main src | tar -x -C /tmp/base        # the code to compare with, then:
+    .venv/bin/python bench/ingest.py --database postgres --baseline /tmp/base/src
 
 What one run does
 - starts a real `tidings serve` subprocess on a fresh database (TIDINGS_DATABASE_URL,
@@ -29,6 +31,11 @@ What one run does
   exactly the events acknowledged with 202 (by count and by id: every acknowledged id is
   stored) and two deliveries per event; any difference fails the benchmark loudly (exit
   status 2).
+
+With `--baseline SRC` each repeat also runs target `base`: the same `tidings serve`, with
+SRC (the src/ folder of another checkout) first on PYTHONPATH, interleaved with the
+others, so that a change is measured against the code before it in the same sitting
+(`vs base` in the medians).
 
 The raw ceiling
 The same client, same process and task counts, against a trivial aiohttp + uvloop server
@@ -86,6 +93,7 @@ DATABASES = ("sqlite", "postgres")
 DEFAULT_POSTGRES_URL = os.environ.get(
     "TIDINGS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+TIDINGS_TARGETS = ("tidings", "base")
 DB_PROCESS = "postgres"  # the name (comm) of every PostgreSQL server process
 
 
@@ -579,7 +587,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 @dataclass
 class Run:
     scenario: str
-    target: str  # "tidings" | "raw"
+    target: str  # "tidings" | "raw" | "base" (--baseline: another checkout's tidings)
     repeat: int
     events_per_s: float = 0.0
     requests_per_s: float = 0.0
@@ -621,6 +629,7 @@ class Options:
     postgres_url: str = DEFAULT_POSTGRES_URL
     keep: bool = False  # keep every postgres schema (--keep-tmp)
     analyze_every: float = 0.0  # postgres: ANALYZE the run's tables this often (0: never)
+    baseline: Path | None = None  # --baseline: the src/ folder of the code to compare with
 
 
 class Runner:
@@ -663,8 +672,10 @@ class Runner:
         self, target: str, work: Path, port: int, api_key: str, schema: str
     ) -> tuple[subprocess.Popen[bytes], Path]:
         log = work / "server.log"
-        if target == "tidings":
+        if target in TIDINGS_TARGETS:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+            if target == "base":  # the baseline's sources first on the path
+                env["PYTHONPATH"] = str(self.opts.baseline)
             env.update(
                 TIDINGS_DATABASE_URL=self.database_url(work, schema),
                 TIDINGS_API_KEY=api_key,
@@ -685,7 +696,7 @@ class Runner:
         the durability check fails, or with --keep-tmp)."""
         opts = self.opts
         result = Run(scenario, target, repeat, database=opts.database)
-        if target != "tidings" or opts.database != "postgres":
+        if target not in TIDINGS_TARGETS or opts.database != "postgres":
             return self._run(result)
         result.schema = new_schema()
         keep = opts.keep
@@ -722,7 +733,7 @@ class Runner:
         analyzer = Analyzer(opts.postgres_url, result.schema, opts.analyze_every)
         try:
             self._wait_healthy(server, url, log)
-            if target == "tidings":
+            if target in TIDINGS_TARGETS:
                 # Paused: bench/deliver.py measures delivery.
                 paused_destinations(url, api_key, DESTINATIONS, ["bench.*"])
                 analyzer.start()
@@ -743,7 +754,7 @@ class Runner:
                         "request_timeout": opts.request_timeout,
                         "key_prefix": f"r{repeat}p{p}",
                         "expect_deliveries": DESTINATIONS,
-                        "collect_ids": target == "tidings",
+                        "collect_ids": target in TIDINGS_TARGETS,
                         "ids_file": str(work / f"ids-{p}.txt"),
                         "result_file": str(work / f"client-{p}.json"),
                     }
@@ -829,7 +840,7 @@ class Runner:
             result.server_stop = stop_process(server, opts.stop_timeout)
             for proc in clients:
                 stop_process(proc, 5)
-        if target == "tidings":
+        if target in TIDINGS_TARGETS:
             self._verify(result, work, [Path(c["ids_file"]) for c in configs])
         return result
 
@@ -948,17 +959,21 @@ def describe(run: Run, repeats: int) -> str:
 def medians(runs: list[Run], scenarios: list[str], with_raw: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scenario in scenarios:
-        for target in ("tidings", "raw") if with_raw else ("tidings",):
+        for target in ("tidings", "raw", "base"):
             mine = [r for r in runs if r.scenario == scenario and r.target == target]
             if not mine:
                 continue
-            name = scenario if target == "tidings" else f"{scenario}_raw"
+            name = scenario if target == "tidings" else f"{scenario}_{target}"
             out[f"{name}_events_per_s"] = round(statistics.median(r.events_per_s for r in mine))
             out[f"{name}_p50_ms"] = round(statistics.median(r.p50_ms for r in mine), 2)
             out[f"{name}_p99_ms"] = round(statistics.median(r.p99_ms for r in mine), 2)
         if with_raw and out.get(f"{scenario}_raw_events_per_s"):
             out[f"{scenario}_ratio"] = round(
                 out[f"{scenario}_events_per_s"] / out[f"{scenario}_raw_events_per_s"], 3
+            )
+        if out.get(f"{scenario}_base_events_per_s"):
+            out[f"{scenario}_vs_base"] = round(
+                out[f"{scenario}_events_per_s"] / out[f"{scenario}_base_events_per_s"], 2
             )
     return out
 
@@ -1036,6 +1051,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="postgres: ANALYZE the run's tables every S seconds during the run, as "
         "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run target `base`: the same server from the src/ folder of another "
+        "checkout (e.g. a `git worktree` of main), interleaved, to measure before/after",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p.add_argument("--repeats", type=int, default=3, help="runs per scenario and target")
@@ -1101,6 +1123,7 @@ def main(argv: list[str]) -> int:
         postgres_url=args.postgres_url,
         keep=args.keep_tmp,
         analyze_every=args.analyze_every,
+        baseline=args.baseline,
         duration=args.duration,
         warmup=args.warmup,
         batch_size=args.batch_size,
@@ -1114,6 +1137,8 @@ def main(argv: list[str]) -> int:
         },
     )
     targets = ["tidings"] if args.no_raw else ["raw", "tidings"]
+    if args.baseline is not None:
+        targets.insert(targets.index("tidings"), "base")
     print(
         f"# tidings ingest bench: {os.cpu_count()} CPUs, {args.duration:g} s window after "
         f"{args.warmup:g} s warm-up, {args.repeats} repeats; single: {args.single_clients} "
@@ -1158,6 +1183,9 @@ def main(argv: list[str]) -> int:
     for scenario in args.scenarios:
         figure = summary[f"{scenario}_events_per_s"]
         line = f"{scenario:6} tidings {figure:>9,} events/s"
+        if summary.get(f"{scenario}_base_events_per_s"):
+            base = summary[f"{scenario}_base_events_per_s"]
+            line += f" | base {base:>9,} events/s (x{summary[f'{scenario}_vs_base']:.2f})"
         if not args.no_raw:
             raw = summary[f"{scenario}_raw_events_per_s"]
             line += f" | raw ceiling {raw:>9,} events/s | ratio {summary[f'{scenario}_ratio']:.2f}"

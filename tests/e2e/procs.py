@@ -73,7 +73,7 @@ class TidingsProcess:
             text += self.stderr_path.read_text(errors="replace")
         return text
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 45.0) -> None:
         env = {
             **os.environ,
             "TIDINGS_DATABASE_URL": self.database_url,
@@ -132,7 +132,7 @@ class WorkerProcess(TidingsProcess):
     role: str = "worker"
     worker_id: str | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 45.0) -> None:
         env = {
             **os.environ,
             "TIDINGS_DATABASE_URL": self.database_url,

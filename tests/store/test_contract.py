@@ -986,3 +986,65 @@ async def test_uploads_are_saved_replaced_and_read(store: Store) -> None:
     )
     await store.save_upload(done)
     assert await store.get_upload("upl_1") == done
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+async def test_concurrent_appends_to_one_lane_keep_call_order_and_one_head(store: Store) -> None:
+    """Calls that meet in one group commit: seq follows the order of the calls, and of the
+    lane's deliveries only the first may be claimed (one head), the next after it."""
+    d = await store.create_destination(spec(["order.*"]), "whsec_a")
+    results = await asyncio.gather(
+        *(store.append_events([ev(key="lane", payload=b'{"n": %d}' % i)]) for i in range(30))
+    )
+    ids = [r[0].id for r in results]
+    by_seq = sorted(await all_events(store), key=lambda e: e.seq)
+    assert [e.id for e in by_seq] == ids
+    order = []
+    for _ in range(40):
+        batch = await store.claim(
+            "w1", [ClaimAsk(destination_id=d.id, limit=10, lease_us=60 * US)], now_us()
+        )
+        if not batch.claims:
+            break
+        assert len(batch.claims) == 1  # never two of one lane in flight
+        (c,) = batch.claims
+        order.append(c.event_id)
+        done = AttemptResult(at=now_us(), outcome="delivered", latency_ms=1.0)
+        await store.complete(
+            [
+                Completion(
+                    delivery_id=c.delivery_id,
+                    destination_id=d.id,
+                    lane_key=c.lane_key,
+                    owner="w1",
+                    attempt=done,
+                    state="delivered",
+                    next_attempt_at=None,
+                    release_lane=True,
+                    failed=False,
+                )
+            ],
+            pause_after=0,
+        )
+    assert order == ids
+
+
+async def test_an_idempotency_key_in_two_concurrent_calls_of_several_events(
+    store: Store,
+) -> None:
+    """Calls meeting in one group share keys: each key stores one event, the call that
+    came first owns it, the others are answered with its id as duplicates."""
+    await store.create_destination(spec(["order.*"]), "whsec_a")
+    first, second, third = await asyncio.gather(
+        store.append_events([ev(key="a", idempotency_key="k1")]),
+        store.append_events([ev(key="b", idempotency_key="k1"), ev(idempotency_key="k2")]),
+        store.append_events([ev(key="c", idempotency_key="k2"), ev(key="d")]),
+    )
+    assert not first[0].duplicate and second[0].duplicate
+    assert second[0].id == first[0].id and second[0].deliveries == 1
+    assert not second[1].duplicate and third[0].duplicate and third[0].id == second[1].id
+    assert not third[1].duplicate
+    assert sorted(e.key for e in await all_events(store)) == ["", "a", "d"]
+    assert len(await all_deliveries(store)) == 3

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -33,12 +34,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import msgspec
 
-from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory
+from tidings.ids import DELIVERY_PREFIX, DESTINATION_PREFIX, EVENT_PREFIX, IdFactory, member_id
 from tidings.metrics import INBOX_DROPPED
 from tidings.model import (
     Activity,
     Appended,
     Attempt,
+    AttemptResult,
     AttemptSample,
     Backlog,
     Claim,
@@ -63,6 +65,7 @@ from tidings.model import (
     Settled,
     Upload,
 )
+from tidings.policy.batching import split_answers, take_group
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -111,6 +114,11 @@ ACQUIRE_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 OPEN_TIMEOUT_S = 60.0
 APPEND_TRIES = 5
+# Events per ingest group: bounds one commit's latency and its lane locks (PostgreSQL's
+# lock table holds max_locks_per_transaction x max_connections entries for everyone).
+MAX_GROUP_EVENTS = 1000
+GROUPS_IN_FLIGHT = 3  # ingest groups of this process being written at once
+DRAWN_NOTICE = "tidings: sequence drawn"  # tidings_append says so (migration 0006)
 _encode = msgspec.json.encode
 _UNAVAILABLE = (
     OSError,
@@ -124,6 +132,20 @@ _UNAVAILABLE = (
 )
 
 
+class _RoutesChanged(asyncpg.PostgresError):
+    """`tidings_append` found the destinations changed since we routed (SQLSTATE TDRTE)."""
+
+    sqlstate = "TDRTE"
+
+
+@dataclass(slots=True)
+class _Ingest:
+    """An ingest request waiting for its group."""
+
+    events: Sequence[EventIn]
+    future: asyncio.Future[list[Appended]]
+
+
 def lock_key(*parts: str) -> int:
     """A stable signed 64-bit advisory lock key for a destination or a lane."""
     digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
@@ -132,6 +154,16 @@ def lock_key(*parts: str) -> int:
 
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
+
+
+def _attempt_fields(a: AttemptResult) -> tuple[Any, ...]:
+    """An attempt's columns after its delivery: at, outcome, status, latency, error, body."""
+    return (a.at, a.outcome, a.status_code, a.latency_ms, a.error, a.response_body)
+
+
+def _on_drawn(event: asyncio.Event, _conn: object, message: object) -> None:
+    if getattr(message, "message", None) == DRAWN_NOTICE:
+        event.set()
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -160,6 +192,8 @@ class PostgresStore(Store):
         self._seq_lock = asyncio.Lock()
         self._last_received_at = 0
         self._listeners: list[asyncio.Task[None]] = []
+        self._waiting: list[_Ingest] = []  # ingest requests waiting for the next group
+        self._committer: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- life cycle
     async def open(self) -> None:
@@ -184,6 +218,9 @@ class PostgresStore(Store):
         await self._migrate()
 
     async def close(self) -> None:
+        if self._committer is not None:  # the requests already waiting are written first
+            await asyncio.gather(self._committer, return_exceptions=True)
+            self._committer = None
         for task in self._listeners:
             task.cancel()
         await asyncio.gather(*self._listeners, return_exceptions=True)
@@ -309,21 +346,188 @@ class PostgresStore(Store):
 
     # ---------------------------------------------------------------- ingest
     async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
+        if not events:
+            return []
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Ingest(events, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups(), name="tidings-ingest")
+        return await future
+
+    async def _commit_groups(self) -> None:
+        """Write the waiting ingest requests, a group at a time, until none waits: the
+        requests that arrive while a group commits make up the next one. Up to
+        GROUPS_IN_FLIGHT groups overlap (one waits for its commit's WAL flush while the
+        next one runs), but each next one starts only once the one before has drawn its
+        sequence numbers (or ended): groups draw them in the order their ids and times
+        were drawn here, so that in this process seq, ids and received_at sort alike."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            while self._waiting:
+                n = take_group([len(job.events) for job in self._waiting], MAX_GROUP_EVENTS)
+                group, self._waiting = self._waiting[:n], self._waiting[n:]
+                drawn = asyncio.Event()
+                task = asyncio.create_task(self._write_group(group, drawn))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                handed = asyncio.create_task(drawn.wait())
+                await asyncio.wait({task, handed}, return_when=asyncio.FIRST_COMPLETED)
+                handed.cancel()
+                while len(running) >= GROUPS_IN_FLIGHT:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # Done only with nothing waiting and nothing running, checked with no await
+            # between the check and the end: a request queued meanwhile starts a new one.
+            if not running:
+                return
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _write_group(self, group: list[_Ingest], drawn: asyncio.Event) -> None:
+        try:
+            results = await self._run_group(group, drawn)
+        finally:
+            drawn.set()
+        for job, (result, error) in zip(group, results, strict=True):
+            if job.future.done():  # the caller went away; the write stands
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+
+    async def _run_group(
+        self, group: list[_Ingest], drawn: asyncio.Event
+    ) -> list[tuple[list[Appended], BaseException | None]]:
+        """Each request's answer or error. A request whose events cannot be routed fails
+        alone; if the group's write fails otherwise, each request is written again on its
+        own, so that only the one at fault fails (a lost connection fails them all)."""
+        try:
+            events = [e for job in group for e in job.events]
+            answers = await self._append_retrying(events, drawn)
+            parts = split_answers([len(job.events) for job in group], answers)
+            return [(part, None) for part in parts]
+        except StoreUnavailable as exc:
+            return [([], exc) for _ in group]
+        except Exception as exc:
+            if len(group) == 1:
+                return [([], exc)]
+        out: list[tuple[list[Appended], BaseException | None]] = []
+        for job in group:
+            try:
+                out.append((await self._append_retrying(job.events, None), None))
+            except Exception as exc:
+                out.append(([], exc))
+        return out
+
+    async def _append_retrying(
+        self, events: Sequence[EventIn], drawn: asyncio.Event | None
+    ) -> list[Appended]:
         for attempt in range(APPEND_TRIES):
             try:
-                async with self._tx() as conn:
-                    return await self._append(conn, events)
+                if any(e.recipients for e in events):
+                    # Inboxes (issue 15) draw offsets from counter rows: the statement
+                    # by statement path.
+                    async with self._tx() as conn:
+                        return await self._append(conn, events)
+                return await self._append_group(events, drawn)
             except asyncpg.UniqueViolationError:
                 # Another request stored one of these idempotency keys meanwhile: the
                 # next try finds it and answers it as a duplicate.
                 if attempt == APPEND_TRIES - 1:
                     raise
-            except asyncpg.ForeignKeyViolationError:
-                # A destination we routed to was deleted while we wrote: route again.
+            except (asyncpg.ForeignKeyViolationError, _RoutesChanged):
+                # A destination we routed to changed or was deleted while we wrote:
+                # route again.
                 self._router_rev = "stale"
                 if attempt == APPEND_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def _append_group(
+        self, events: Sequence[EventIn], drawn: asyncio.Event | None
+    ) -> list[Appended]:
+        """Events without recipients in one round trip (`tidings_append`, migration 0006):
+        the call is its own transaction, committed when it answers. Its notice that it
+        has drawn its sequence numbers sets `drawn`."""
+        async with self._conn() as conn:
+            if self._router_rev in ("unloaded", "stale"):
+                await self._current_router(conn)
+            rev, route, fifo = self._router_rev, self._router.route, self._fifo
+            sent: list[EventIn] = []
+            slots: list[tuple[int, bool]] = []  # per event: its index in `sent`, a repeat?
+            first: dict[str, int] = {}  # idempotency key -> index in `sent`
+            targets_of: list[list[str]] = []
+            for event in events:
+                key = event.idempotency_key
+                if key is not None and key in first:
+                    slots.append((first[key], True))
+                    continue
+                if key is not None:
+                    first[key] = len(sent)
+                slots.append((len(sent), False))
+                sent.append(event)
+                targets_of.append(
+                    route(event.topic, partial(msgspec.json.decode, bytes(event.payload)))
+                )
+            dest_locks: set[int] = set()
+            lane_locks: set[int] = set()
+            # id, event (1-based position in `sent`), destination, lane key, fifo?
+            deliveries: tuple[list[str], list[int], list[str], list[str], list[int]]
+            deliveries = ([], [], [], [], [])
+            # Ids and times are drawn in the order the groups draw their sequence numbers
+            # (_commit_groups), so along seq they never decrease in this process.
+            now = self._last_received_at = max(now_us(), self._last_received_at)
+            families = self._ids.families(len(sent))
+            for n, (event, targets, family) in enumerate(
+                zip(sent, targets_of, families, strict=True), 1
+            ):
+                for i, destination_id in enumerate(targets, 1):
+                    ordered = fifo.get(destination_id, True)
+                    if ordered:
+                        dest_locks.add(lock_key(destination_id))
+                        lane_locks.add(lock_key(destination_id, event.key))
+                    deliveries[0].append(DELIVERY_PREFIX + member_id(family, i))
+                    deliveries[1].append(n)
+                    deliveries[2].append(destination_id)
+                    deliveries[3].append(event.key)
+                    deliveries[4].append(1 if ordered else 0)
+            listener = None if drawn is None else partial(_on_drawn, drawn)
+            if listener is not None:
+                conn.add_log_listener(listener)
+            try:
+                rows = await conn.fetch(
+                    Q["append_group"],
+                    sorted(dest_locks),
+                    sorted(lane_locks),
+                    rev,
+                    self.work_channel,
+                    now,
+                    [EVENT_PREFIX + f for f in families],
+                    [e.topic for e in sent],
+                    [e.key for e in sent],
+                    [bytes(e.payload) for e in sent],
+                    [e.idempotency_key for e in sent],
+                    [e.causation_id for e in sent],
+                    [e.correlation_id for e in sent],
+                    *deliveries,
+                )
+            finally:
+                if listener is not None:
+                    conn.remove_log_listener(listener)
+        dups = {
+            r[0] - 1: Appended(id=r[1], received_at=r[2], deliveries=r[3], duplicate=True)
+            for r in rows
+        }
+        answers = [
+            dups.get(n)
+            or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
+            for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
+        ]
+        return [
+            msgspec.structs.replace(answers[i], duplicate=True) if again else answers[i]
+            for i, again in slots
+        ]
 
     async def _append(self, conn: Conn, events: Sequence[EventIn]) -> list[Appended]:
         route = (await self._current_router(conn)).route
@@ -693,39 +897,56 @@ class PostgresStore(Store):
         return [destination_row(r) for r in rows]
 
     async def claim(self, owner: str, asks: Sequence[ClaimAsk], now: int) -> ClaimBatch:
+        if not asks:
+            return ClaimBatch(claims=[], next_due=None)
         claims: list[Claim] = []
         next_due: int | None = None
-        async with self._tx(durable=False) as conn:
-            for ask in asks:
-                rows = await conn.fetch(
-                    Q["claim_heads"],
-                    ask.destination_id,
-                    now,
-                    ask.limit,
-                    owner,
-                    now + ask.lease_us,
+        # One statement, in a transaction block all the same: a statement sent on its own
+        # commits even when the connection dies before its answer comes back, and leases
+        # its worker never saw would wait for their expiry (taken for lost).
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                Q["claim_many"],
+                [a.destination_id for a in asks],
+                [a.limit for a in asks],
+                [now + a.lease_us for a in asks],
+                now,
+                owner,
+            )
+        for (
+            delivery_id,
+            dest_id,
+            attempts,
+            lane_key,
+            event_id,
+            topic,
+            body,
+            received,
+            due,
+            *_,
+        ) in rows:
+            if delivery_id is None:
+                next_due = due
+                continue
+            claims.append(
+                Claim(
+                    delivery_id=delivery_id,
+                    destination_id=dest_id,
+                    lane_key=lane_key,
+                    attempt=attempts,
+                    event_id=event_id,
+                    topic=topic,
+                    payload=body,
+                    received_at=received,
                 )
-                for delivery_id, attempts, lane_key, event_id, topic, body, received in rows:
-                    claims.append(
-                        Claim(
-                            delivery_id=delivery_id,
-                            destination_id=ask.destination_id,
-                            lane_key=lane_key,
-                            attempt=attempts,
-                            event_id=event_id,
-                            topic=topic,
-                            payload=body,
-                            received_at=received,
-                        )
-                    )
-                due = await conn.fetchval(Q["next_due"], ask.destination_id)
-                if due is not None and (next_due is None or due < next_due):
-                    next_due = due
+            )
         return ClaimBatch(claims=claims, next_due=next_due)
 
     async def complete(self, completions: Sequence[Completion], pause_after: int) -> Completed:
         if not completions:
             return Completed(applied=0, paused=[])
+        if not any(c.failed or c.gone is not None for c in completions):
+            return await self._complete_group(completions)
         async with self._tx(durable=False) as conn:
             releasing = sorted(
                 {lock_key(c.destination_id, c.lane_key) for c in completions if c.release_lane}
@@ -752,15 +973,7 @@ class PostgresStore(Store):
                 if not c.unsent:  # a claim given back unsent leaves no attempt behind
                     for column, value in zip(
                         attempt_cols,
-                        (
-                            row[0],
-                            a.at,
-                            a.outcome,
-                            a.status_code,
-                            a.latency_ms,
-                            a.error,
-                            a.response_body,
-                        ),
+                        (row[0], *_attempt_fields(a)),
                         strict=True,
                     ):
                         column.append(value)
@@ -806,6 +1019,38 @@ class PostgresStore(Store):
             ]
         dead = [c.delivery_id for c in applied if c.state == "dead"]
         return Completed(applied=len(applied), paused=paused, dead=dead)
+
+    async def _complete_group(self, completions: Sequence[Completion]) -> Completed:
+        """A flush without failures (nothing to pause) in one round trip."""
+        firsts = first_per_delivery(completions)
+        releasing = sorted(
+            {lock_key(c.destination_id, c.lane_key) for c in firsts if c.release_lane}
+        )
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for c in firsts:
+            a = c.attempt
+            for column, value in zip(
+                columns,
+                (
+                    c.delivery_id,
+                    c.owner,
+                    c.state,
+                    c.next_attempt_at,
+                    0 if c.release_lane else 1,
+                    None if c.state == "delivered" else a.error,
+                    c.unsent,
+                    *_attempt_fields(a),
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        async with self._conn() as conn, conn.transaction():  # see claim
+            rows = await conn.fetch(
+                Q["complete_group"], releasing, self.work_channel, now_us(), *columns
+            )
+        applied = {r[0] for r in rows}
+        dead = [c.delivery_id for c in firsts if c.state == "dead" and c.delivery_id in applied]
+        return Completed(applied=len(applied), paused=[], dead=dead)
 
     async def _apply_runs(
         self, conn: Conn, runs: dict[str, Run], gone: dict[str, str], pause_after: int, now: int

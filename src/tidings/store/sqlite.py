@@ -83,6 +83,7 @@ from tidings.model import (
     Settled,
     Upload,
 )
+from tidings.policy.batching import split_answers
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -163,13 +164,8 @@ def _split(
     unit: list[_Job], appended: list[Appended]
 ) -> list[tuple[_Job, Any, BaseException | None]]:
     """The answers of one append over merged ingest jobs, back to the jobs in order."""
-    out: list[tuple[_Job, Any, BaseException | None]] = []
-    start = 0
-    for job in unit:
-        end = start + len(job.events or ())
-        out.append((job, appended[start:end], None))
-        start = end
-    return out
+    parts = split_answers([len(job.events or ()) for job in unit], appended)
+    return [(job, part, None) for job, part in zip(unit, parts, strict=True)]
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -34,6 +34,14 @@ SELECT e.idempotency_key, e.id, e.received_at,
        (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
 FROM events e WHERE e.idempotency_key = ANY($1::text[]);
 
+-- name: append_group
+-- One ingest group (migration 0006): locks, events, deliveries, NOTIFY; answers the
+-- duplicates. Called outside any transaction block: the statement is the transaction.
+SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::text, $5::bigint,
+                             $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[],
+                             $11::text[], $12::text[], $13::text[], $14::int[], $15::text[],
+                             $16::text[], $17::smallint[]);
+
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
 SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k;
@@ -241,6 +249,58 @@ WITH due AS (
 SELECT l.id, l.attempts, l.lane_key, e.id, e.topic, e.payload, e.received_at
 FROM leased l JOIN events e ON e.seq = l.event_seq
 ORDER BY l.next_attempt_at;
+
+-- name: claim_many
+-- Due lane heads of every asked destination ($1 ids, $2 limits, $3 lease expiries), leased
+-- to $5, in one statement, its transaction committed without waiting for the WAL flush
+-- (engine bookkeeping, see PostgresStore._tx); SKIP LOCKED: a head another worker is claiming
+-- right now is left to it. The last row (id NULL) carries the earliest due time of what
+-- is left (`next_due`): the heads leased here are left out by name, as this statement's
+-- snapshot still sees them due.
+WITH quiet AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), asks AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS a (destination_id, lim, expires)
+), due AS (
+    SELECT h.seq, a.expires
+    FROM asks a CROSS JOIN quiet
+    CROSS JOIN LATERAL (
+        SELECT seq FROM deliveries
+        WHERE destination_id = a.destination_id AND holds_lane = 1
+          AND state IN ('pending', 'scheduled') AND next_attempt_at <= $4
+        ORDER BY next_attempt_at LIMIT a.lim
+        FOR UPDATE SKIP LOCKED) AS h
+), leased AS (
+    UPDATE deliveries d
+    SET state = 'in_flight', attempts = d.attempts + 1, lease_owner = $5,
+        lease_expires_at = due.expires, updated_at = $4
+    FROM due WHERE d.seq = due.seq
+    RETURNING d.seq, d.id, d.destination_id, d.attempts, d.lane_key, d.event_seq,
+              d.next_attempt_at
+), later AS (
+    SELECT min(n.due) AS due
+    FROM asks a CROSS JOIN LATERAL (
+        SELECT x.next_attempt_at AS due FROM deliveries x
+        WHERE x.destination_id = a.destination_id AND x.holds_lane = 1
+          AND x.state IN ('pending', 'scheduled') AND x.seq NOT IN (SELECT seq FROM due)
+        ORDER BY x.next_attempt_at LIMIT 1) AS n
+)
+SELECT * FROM (
+    SELECT l.id, l.destination_id, l.attempts, l.lane_key, e.id AS event_id, e.topic,
+           e.payload, e.received_at, NULL::bigint AS next_due, l.next_attempt_at AS at,
+           l.seq
+    FROM leased l JOIN events e ON e.seq = l.event_seq
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, later.due, NULL, NULL FROM later
+) AS answer
+ORDER BY at NULLS LAST, seq;
+
+-- name: complete_group
+-- A flush without failures in one round trip (migration 0006); answers the ids applied.
+SELECT tidings_complete($1::bigint[], $2::text, $3::bigint, $4::text[], $5::text[],
+                        $6::text[], $7::bigint[], $8::smallint[], $9::text[], $10::boolean[],
+                        $11::bigint[], $12::text[], $13::int[], $14::float8[], $15::text[],
+                        $16::text[]);
 
 -- name: next_due
 SELECT min(next_attempt_at) FROM deliveries

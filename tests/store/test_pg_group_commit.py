@@ -1,0 +1,140 @@
+"""PostgreSQL's ingest group commit (issue 18): concurrent ingest calls of one store share
+one round trip, a call at fault fails alone, and two stores (two API processes) writing
+the same lanes and idempotency keys never deadlock, keep one head per lane and FIFO."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import drop_schema, postgres_schema, postgres_url
+from tests.store.test_contract import all_deliveries, all_events, ev, spec
+from tests.store.test_lanes import completion
+from tidings.model import Appended, ClaimAsk, EventIn
+from tidings.store.postgres import PostgresStore
+from tidings.timeutil import US, now_us
+
+
+@pytest.fixture
+async def stores(
+    tmp_path: Path, require_service: Callable[[str, int], None]
+) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one schema: two API processes."""
+    require_service("PostgreSQL", 5432)
+    url = postgres_url(postgres_schema(tmp_path))
+    a, b = PostgresStore(url), PostgresStore(url)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+        await drop_schema(postgres_schema(tmp_path))
+
+
+async def test_concurrent_calls_share_a_round_trip(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    await store.create_destination(spec(["order.*"]), "whsec_a")
+    groups: list[int] = []
+    real = store._append_group
+
+    async def counted(events: Any, drawn: Any) -> list[Appended]:
+        groups.append(len(events))
+        return await real(events, drawn)
+
+    monkeypatch.setattr(store, "_append_group", counted)
+    results = await asyncio.gather(*(store.append_events([ev(key=f"k{i}")]) for i in range(50)))
+    assert all(len(r) == 1 and not r[0].duplicate for r in results)
+    assert sum(groups) == 50
+    assert len(groups) <= 4  # the first alone, the others waited for it together
+    assert len(await all_events(store)) == 50
+    assert len(await all_deliveries(store)) == 50
+
+
+async def test_a_call_the_database_refuses_fails_alone(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    store, _ = stores
+    await store.create_destination(spec(["order.*"]), "whsec_a")
+    # A NUL cannot be stored in a TEXT column (the API refuses it before the store).
+    calls = [store.append_events([ev(key="bad\x00" if i == 7 else f"k{i}")]) for i in range(20)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [7]
+    assert sorted(e.key for e in await all_events(store)) == sorted(
+        f"k{i}" for i in range(20) if i != 7
+    )
+
+
+async def test_two_processes_on_shared_lanes_keep_one_head_and_fifo(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    d = await a.create_destination(spec(["order.*"]), "whsec_a")
+    rng = random.Random(18)
+    keys = [f"lane-{i}" for i in range(6)]
+
+    async def burst(store: PostgresStore, tag: str) -> None:
+        # Every group locks many of the same lanes, in whatever order its events came.
+        for round_ in range(5):
+            calls: list[list[EventIn]] = []
+            for i in range(12):
+                picked = rng.sample(keys, 3)
+                calls.append([ev(key=k, payload=b'{"t": "%s-%d-%d"}' % (tag.encode(), round_, i))
+                              for k in picked])  # fmt: skip
+            await asyncio.gather(*(store.append_events(c) for c in calls))
+
+    await asyncio.wait_for(asyncio.gather(burst(a, "a"), burst(b, "b")), timeout=60)
+    events = await all_events(a)
+    assert len(events) == 2 * 5 * 12 * 3
+    seq_of = {e.id: e.seq for e in events}
+    lane_of = {e.id: e.key for e in events}
+    delivered: dict[str, list[str]] = {k: [] for k in keys}
+    for _ in range(len(events) + 5):
+        batch = await a.claim(
+            "w1", [ClaimAsk(destination_id=d.id, limit=100, lease_us=60 * US)], now_us()
+        )
+        if not batch.claims:
+            break
+        lanes = [c.lane_key for c in batch.claims]
+        assert len(lanes) == len(set(lanes))  # one head per lane
+        for c in batch.claims:
+            delivered[c.lane_key].append(c.event_id)
+        await a.complete([completion(c, release=True) for c in batch.claims], pause_after=0)
+    for key, ids in delivered.items():
+        assert len(ids) == sum(1 for lane in lane_of.values() if lane == key)
+        assert [seq_of[i] for i in ids] == sorted(seq_of[i] for i in ids)  # FIFO by seq
+
+
+async def test_two_processes_racing_on_idempotency_keys_store_each_once(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await a.create_destination(spec(["order.*"]), "whsec_a")
+    for round_ in range(10):
+        keys = [f"r{round_}-{i}" for i in range(5)]
+        got = await asyncio.gather(
+            a.append_events([ev(key="x", idempotency_key=k) for k in keys]),
+            b.append_events([ev(key="y", idempotency_key=k) for k in reversed(keys)]),
+            *(b.append_events([ev(idempotency_key=k)]) for k in keys),
+        )
+        ids: dict[str, set[str]] = {k: set() for k in keys}
+        fresh: dict[str, int] = dict.fromkeys(keys, 0)
+        for call, answers in zip(
+            [keys, list(reversed(keys)), *([k] for k in keys)], got, strict=True
+        ):
+            for k, answer in zip(call, answers, strict=True):
+                ids[k].add(answer.id)
+                fresh[k] += not answer.duplicate
+        assert all(len(v) == 1 for v in ids.values())
+        assert all(n == 1 for n in fresh.values())
+    assert len(await all_events(a)) == 50
+    assert len(await all_deliveries(a)) == 50
