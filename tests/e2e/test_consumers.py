@@ -57,6 +57,18 @@ def records(folder: Path) -> list[dict[str, object]]:
     return sorted(out, key=lambda r: float(r["at"]))  # type: ignore[arg-type]
 
 
+def start_consumers(
+    workdir: Path, app_dir: Path, env: dict[str, str], n: int
+) -> list[subprocess.Popen[bytes]]:
+    tidings_bin = str(Path(sys.executable).with_name("tidings"))
+    procs = []
+    for i in range(n):
+        out = (workdir / f"consumer{i}.out").open("wb")
+        cmd = [tidings_bin, "consume", "e2e_consumer:consumer"]
+        procs.append(subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=out))
+    return procs
+
+
 async def test_three_consumer_processes_fifo_and_a_sigkill(
     tmp_path: Path, require_service: Callable[[str, int], None]
 ) -> None:
@@ -87,18 +99,7 @@ async def test_three_consumer_processes_fifo_and_a_sigkill(
             "TIDINGS_API_KEY": API_KEY,
             "E2E_LOG_DIR": str(log_dir),
         }
-        tidings_bin = str(Path(sys.executable).with_name("tidings"))
-        for i in range(3):
-            out = (tmp_path / f"consumer{i}.out").open("wb")
-            consumers.append(
-                subprocess.Popen(
-                    [tidings_bin, "consume", "e2e_consumer:consumer"],
-                    cwd=app_dir,
-                    env=env,
-                    stdout=out,
-                    stderr=out,
-                )
-            )
+        consumers.extend(await asyncio.to_thread(start_consumers, tmp_path, app_dir, env, 3))
         for start in range(0, EVENTS, 80):
             client.publish_batch(
                 [
