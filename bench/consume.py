@@ -89,6 +89,18 @@ def wait_all(
     raise SystemExit(2)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, list[float]] = {}  # target -> [server ms/1000 events, consumers ms/1000 events]
+
+
 def stop(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
     for p in procs:
         if p.poll() is None:
@@ -140,6 +152,7 @@ def run_tidings(work: Path, consumers: int, events: int, keys: int, batch: int) 
         asyncio.run(publish_all(url, events, keys))
         tally_dir = work / "tally"
         tally_dir.mkdir()
+        server_cpu = cpu_s(server.pid)
         env = env_of(
             TIDINGS_URL=url,
             TIDINGS_API_KEY=KEY,
@@ -158,6 +171,11 @@ def run_tidings(work: Path, consumers: int, events: int, keys: int, batch: int) 
             ]
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=BENCH))
         rate = wait_all(tally_dir, events, procs, 120)
+        per_k = 1e6 / events  # CPU seconds -> ms per 1000 events
+        CPU[f"tidings-{consumers}"] = [
+            round((cpu_s(server.pid) - server_cpu) * per_k),
+            round(sum(cpu_s(p.pid) for p in procs) * per_k),
+        ]
         stop(procs)
         with tidings.Client(url, api_key=KEY) as client:
             text = client._http.get("/metrics").text  # the Prometheus page: not an SDK call
@@ -259,7 +277,9 @@ def main() -> None:
         for target in targets:
             rate = one(target, args.events, args.keys, args.batch)
             runs[target].append(rate)
-            print(f"run {i + 1} {target}: {rate:,.0f} events/s", flush=True)
+            cpu = CPU.get(target)
+            where = f" (CPU ms per 1000 events: server {cpu[0]}, consumers {cpu[1]})" if cpu else ""
+            print(f"run {i + 1} {target}: {rate:,.0f} events/s{where}", flush=True)
     medians: dict[str, Any] = {t: round(statistics.median(r)) for t, r in runs.items()}
     for base in ("dramatiq", "celery"):
         if base in medians and "tidings-2" in medians:
