@@ -93,6 +93,7 @@ class Consumer:
         self.stop_timeout_s = stop_timeout_s
         self.stats = _Stats()
         self._routes: Routes[Handler] = Routes()
+        self._is_async: dict[Handler, bool] = {}
         self._client: AsyncClient | None = None
         self._sync_client: Client | None = None
         self._sync_lock = threading.Lock()
@@ -101,6 +102,7 @@ class Consumer:
         self._held: dict[str, _Held] = {}
         self._acks: list[str] = []
         self._acks_waiting: asyncio.Event | None = None
+        self._room = asyncio.Event()  # set when a held lease is done: the leaser looks again
 
     # Registration
 
@@ -112,6 +114,7 @@ class Consumer:
             raise ValueError("handler() needs at least one topic pattern")
 
         def register(fn: F) -> F:
+            self._is_async[fn] = inspect.iscoroutinefunction(fn)
             for pattern in patterns:
                 self._routes.add(pattern, fn)
             return fn
@@ -213,113 +216,107 @@ class Consumer:
                     "not_a_group", f"destination {self.group!r} is a {group.kind}, not a group"
                 )
             self.lease_ms = group.lease_ms
-        slots = asyncio.Semaphore(self.concurrency + self.batch)
-        running: set[asyncio.Task[None]] = set()
+        # `concurrency` workers take the leased events from a queue, one after the
+        # other (no task per event); up to `batch` more leases wait there, so a worker
+        # that is done never waits for the next lease call.
+        queue: asyncio.Queue[Lease | None] = asyncio.Queue()
+        self._room = asyncio.Event()
+        workers = [
+            asyncio.create_task(self._work(client, pool, queue)) for _ in range(self.concurrency)
+        ]
         acker = asyncio.create_task(self._ack_loop(client))
         extender = asyncio.create_task(self._extend_loop(client))
-        leaser = asyncio.create_task(self._lease_loop(client, pool, slots, running))
+        leaser = asyncio.create_task(self._lease_loop(client, queue))
         await self._stopping.wait()
         leaser.cancel()
         await asyncio.gather(leaser, return_exceptions=True)
-        if running:
-            _, late = await asyncio.wait(running, timeout=self.stop_timeout_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        for _ in workers:  # wakes the idle ones; a busy one stops after its handler
+            queue.put_nowait(None)
+        _, late = await asyncio.wait(workers, timeout=self.stop_timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         left = [h.lease.lease_id for h in self._held.values() if not h.lost]
-        if left:  # sync handlers still in their threads: their events go to others
+        if left:  # not started, or still running past the timeout: others take them
             await self._nack(client, left, "consumer stopped before the handler returned", 0)
         extender.cancel()
         acker.cancel()
         await asyncio.gather(extender, acker, return_exceptions=True)
         await self._flush_acks(client)
 
-    async def _lease_loop(
-        self,
-        client: AsyncClient,
-        pool: ThreadPoolExecutor,
-        slots: asyncio.Semaphore,
-        running: set[asyncio.Task[None]],
-    ) -> None:
-        # Handlers run under a semaphore of `concurrency`; up to `batch` more leases wait
-        # for one, so a handler freed never waits for the next lease call.
-        handling = asyncio.Semaphore(self.concurrency)
+    async def _lease_loop(self, client: AsyncClient, queue: asyncio.Queue[Lease | None]) -> None:
+        most = self.concurrency + self.batch
         while True:
-            await slots.acquire()
-            free = 1
-            while free < self.batch and not slots.locked():
-                await slots.acquire()
-                free += 1
+            # Lease a whole batch when there is room for one, or whatever fits when the
+            # workers have nothing left to do.
+            while True:
+                free = most - len(self._held)
+                if free >= self.batch or (free > 0 and queue.empty()):
+                    break
+                self._room.clear()
+                await self._room.wait()
             try:
                 leased = await client.lease(
-                    self.group, max=free, lease_ms=self.lease_ms, wait_ms=self.wait_ms
+                    self.group,
+                    max=min(free, self.batch),
+                    lease_ms=self.lease_ms,
+                    wait_ms=self.wait_ms,
                 )
             except TidingsError as exc:
-                for _ in range(free):
-                    slots.release()
                 log.warning("lease failed (%s); trying again", exc)
                 await asyncio.sleep(FAILURE_PAUSE_S)
                 continue
-            except BaseException:
-                for _ in range(free):
-                    slots.release()
-                raise
             now = time.monotonic()
             for lease in leased.items:
                 self._held[lease.lease_id] = _Held(lease, now)
-                task = asyncio.create_task(self._handle(client, pool, lease, handling, slots))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            for _ in range(free - len(leased.items)):
-                slots.release()
+                queue.put_nowait(lease)
 
-    async def _handle(
-        self,
-        client: AsyncClient,
-        pool: ThreadPoolExecutor,
-        lease: Lease,
-        handling: asyncio.Semaphore,
-        slots: asyncio.Semaphore,
+    async def _work(
+        self, client: AsyncClient, pool: ThreadPoolExecutor, queue: asyncio.Queue[Lease | None]
     ) -> None:
+        assert self._stopping is not None
+        while True:
+            lease = await queue.get()
+            if lease is None or self._stopping.is_set():
+                return  # not started before the stop: nacked at once, for others
+            try:
+                await self._handle(client, pool, lease)
+            finally:
+                self._room.set()
+
+    async def _handle(self, client: AsyncClient, pool: ThreadPoolExecutor, lease: Lease) -> None:
+        fn = self._routes.find(lease.event.topic)
+        if fn is None:
+            self.stats.unhandled += 1
+            self._ack(lease.lease_id)
+            return
         try:
-            fn = self._routes.find(lease.event.topic)
-            if fn is None:
-                self.stats.unhandled += 1
-                self._ack(lease.lease_id)
-                return
-            async with handling:
-                assert self._stopping is not None
-                if self._stopping.is_set():  # not started before the stop: others take it
-                    return
-                try:
-                    await self._call(fn, lease, pool)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    text = error_text(exc)
-                    self.stats.errors.append(text)
-                    del self.stats.errors[:-100]
-                    log.warning(
-                        "handler of %s (%s, attempt %d) failed: %s",
-                        lease.event.id,
-                        lease.event.topic,
-                        lease.attempt,
-                        text,
-                    )
-                    self._held.pop(lease.lease_id, None)
-                    await self._nack(client, [lease.lease_id], text, None)
-                    return
-                self.stats.handled += 1
-                self._ack(lease.lease_id)
-        finally:
-            slots.release()
+            await self._call(fn, lease, pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            text = error_text(exc)
+            self.stats.errors.append(text)
+            del self.stats.errors[:-100]
+            log.warning(
+                "handler of %s (%s, attempt %d) failed: %s",
+                lease.event.id,
+                lease.event.topic,
+                lease.attempt,
+                text,
+            )
+            self._held.pop(lease.lease_id, None)
+            await self._nack(client, [lease.lease_id], text, None)
+            return
+        self.stats.handled += 1
+        self._ack(lease.lease_id)
 
     async def _call(self, fn: Handler, lease: Lease, pool: ThreadPoolExecutor) -> None:
         # The handled event as a context variable: publish inside the handler (any
         # client) stamps it as the cause. Sync handlers get a copy of the context.
         CURRENT.set(lease)
         CAUSE.set(Cause(lease.event.id, lease.event.correlation_id))
-        if inspect.iscoroutinefunction(fn):
+        if self._is_async[fn]:
             await fn(lease.event)
             return
         loop = asyncio.get_running_loop()
