@@ -268,6 +268,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="Consumer concurrency and batch")
     parser.add_argument("--only", default=",".join(TARGETS))
     args = parser.parse_args()
+    # A SIGTERM runs the `finally`s too: no worker is left consuming the next run's queue.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     targets = [t for t in args.only.split(",") if t]
     for t in targets:
         if t not in TARGETS:
