@@ -14,13 +14,19 @@ import sys
 import click
 
 from tidings.commands.client import CliError
+from tidings.sdk._calls import DEFAULT_URL
 from tidings.sdk._consumer import load
 
 
 @click.command(short_help="Run a Consumer's handlers (MODULE:ATTRIBUTE).")
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
 @click.option(
-    "--url", envvar="TIDINGS_URL", show_envvar=True, help="Base URL (default: the Consumer's)."
+    "--url",
+    envvar="TIDINGS_URL",
+    show_envvar=True,
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of the running Tidings (replaces the Consumer's own).",
 )
 @click.option("--api-key", envvar="TIDINGS_API_KEY", show_envvar=True, help="The API key.")
 @click.option(
@@ -54,7 +60,7 @@ def consume(
         consumer = load(target)
     except (ImportError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    if url:
+    if url != DEFAULT_URL or consumer.url is None:
         consumer.url = url
     if api_key is not None:
         consumer.api_key = api_key
