@@ -1,6 +1,6 @@
 """Tidings: durable event fan-out.
 
-This package's public surface is the SDK: `Client`, `AsyncClient`, `TidingsError` and
+This package's public surface is the SDK: `Client`, `AsyncClient`, `Consumer`, `TidingsError` and
 the Structs they answer (docs/sdk.md). Everything else (`tidings.api`, `tidings.store`,
 ...) is the server's and may change between releases; importing `tidings` loads none
 of it.
@@ -14,6 +14,7 @@ from tidings.sdk import (
     Chain,
     ChainNode,
     Client,
+    Consumer,
     Delivery,
     Destination,
     Event,
@@ -48,6 +49,7 @@ __all__ = [
     "Chain",
     "ChainNode",
     "Client",
+    "Consumer",
     "Delivery",
     "Destination",
     "Event",

@@ -33,6 +33,7 @@ def test_the_commands_cover_the_api() -> None:
     assert {p for p, _ in leaves(main)} == {
         "api",
         "bench",
+        "consume",
         "deliveries list",
         "deliveries purge",
         "deliveries retry",

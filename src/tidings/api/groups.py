@@ -176,13 +176,15 @@ async def lease(request: web.Request) -> web.Response:
     while True:
         wake = waker.waiter()  # before looking: a wake meanwhile is not missed
         next_due = None
+        if _gone(request):  # the consumer left (stopped): lease nothing to nobody
+            return json_response(GroupLeaseOut(items=[]))
         if d.deliverable:
             got = await store.lease_group(d.id, body.max, lease_us, now_us())
             if got.leases:
                 return json_response(GroupLeaseOut(items=[_item(x) for x in got.leases]))
             next_due = got.next_due
         left = deadline - time.monotonic()
-        if left <= 0 or _gone(request) or waker.closing:
+        if left <= 0 or waker.closing:
             return json_response(GroupLeaseOut(items=[]))
         timeout = min(left, fallback)
         if next_due is not None:

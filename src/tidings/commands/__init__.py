@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from tidings.commands.bench import bench
+from tidings.commands.consume import consume
 from tidings.commands.deliveries import deliveries, dlq
 from tidings.commands.destinations import destinations
 from tidings.commands.events import events, publish
@@ -25,6 +26,7 @@ COMMANDS: tuple[click.Command, ...] = (
     ingest,
     uploads,
     bench,
+    consume,
 )
 
 

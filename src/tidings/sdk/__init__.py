@@ -6,6 +6,7 @@ Must never import the server (aiohttp, the store, the engine): `import tidings` 
 
 from tidings.sdk._async_client import AsyncClient
 from tidings.sdk._calls import Retries
+from tidings.sdk._consumer import Consumer
 from tidings.sdk._errors import TidingsError
 from tidings.sdk._models import (
     Acked,
@@ -44,6 +45,7 @@ __all__ = [
     "Chain",
     "ChainNode",
     "Client",
+    "Consumer",
     "Delivery",
     "Destination",
     "Event",

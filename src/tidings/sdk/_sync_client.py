@@ -31,6 +31,7 @@ from tidings.sdk._calls import (
     settings,
     transport_error,
 )
+from tidings.sdk._context import stamped, stamps
 from tidings.sdk._models import (
     Acked,
     Chain,
@@ -296,7 +297,10 @@ class Client:
     ) -> Published:
         """`POST /v1/events`: publish one event. Always sent with an `Idempotency-Key`
         (`idempotency_key`, else one made here), so a retried publish never creates a
-        second event; `duplicate` says the key had been used before."""
+        second event; `duplicate` says the key had been used before. Inside a
+        `Consumer` handler, `causation_id` and `correlation_id` default to the handled
+        event and its correlation."""
+        causation_id, correlation_id = stamps(causation_id, correlation_id)
         event = EventIn(
             topic=topic,
             key=key,
@@ -331,11 +335,12 @@ class Client:
     ) -> PublishedBatch:
         """`POST /v1/events/batch`: 1 to 1000 events, all stored or none. The request
         is keyed (`idempotency_key`, else one made here), which keys each event that has
-        no key of its own, so a retried batch creates nothing twice."""
+        no key of its own, so a retried batch creates nothing twice. Inside a
+        `Consumer` handler each event's cause defaults as in `publish`."""
         call = Call(
             "POST",
             "/v1/events/batch",
-            json={"events": list(events)},
+            json={"events": stamped(events)},
             headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
             replayable=True,
         )
