@@ -112,7 +112,7 @@ async def test_errors_are_json_and_name_the_field(api: Api) -> None:
         ("lease", {"lease_ms": 10}, "lease_ms"),
         ("lease", {"maximum": 3}, "maximum"),
         ("ack", {"ids": []}, "ids"),
-        ("ack", {"ids": ["dlv_x"]}, "ids[0]"),
+        ("ack", {"ids": ["x.y"]}, "ids[0]"),
         ("nack", {"ids": ["dlv_x.0000000000000000"], "delay_ms": -1}, "delay_ms"),
         ("extend", {"ids": ["dlv_x.0000000000000000"]}, "lease_ms"),
     ]
@@ -254,3 +254,20 @@ async def test_chain_shows_each_events_deliveries(api: Api) -> None:
     other = root if item["event"]["id"] == child else child
     (waiting,) = by_id[other]["deliveries"]
     assert waiting["state"] == "pending" and waiting["last_error"] is None
+
+
+async def test_bare_delivery_ids_settle_the_current_lease(api: Api) -> None:
+    """API.md's `ids` may be the leased items' delivery ids: they settle whichever lease
+    holds the delivery now, and are answered as they were asked."""
+    await make_group(api)
+    await publish(api, "k", 1)
+    await publish(api, "j", 2)
+    items = await lease(api, max=2)
+    first, second = items[0]["delivery_id"], items[1]["delivery_id"]
+    assert await settle(api, "extend", ids=[first], lease_ms=5000) == {"ok": [first], "lost": []}
+    assert await settle(api, "ack", ids=[first]) == {"ok": [first], "lost": []}
+    assert await settle(api, "ack", ids=[first]) == {"ok": [], "lost": [first]}
+    out = await settle(api, "nack", ids=[second], error="nope")
+    assert out == {"ok": [second], "lost": []}
+    status, bad = await api.call("POST", "/v1/groups/billing/ack", {"ids": ["nothing"]})
+    assert status == 400 and bad["error"]["field"] == "ids[0]"  # type: ignore[index]

@@ -22,6 +22,7 @@ from tidings.api.body import read_bytes
 from tidings.api.http import SETTINGS, STORE, decode, json_response, not_found, read_body
 from tidings.api.keys import ENGINE, GROUP_WAKER
 from tidings.engine.groups import FALLBACK_S, failure_plan
+from tidings.ids import DELIVERY_PREFIX
 from tidings.metrics import ATTEMPTS, DELIVERIES, child
 from tidings.model import MAX_BATCH, MAX_LEASE_MS, Destination, GroupSpec, Lease, LeaseRef
 from tidings.policy.outcome import FailurePlan
@@ -94,12 +95,19 @@ def lease_id(ref: LeaseRef) -> str:
 
 
 def parse_lease_ids(ids: list[str]) -> list[LeaseRef]:
+    """Lease ids (`delivery_id.token`: exactly that lease), or bare delivery ids
+    (whichever lease holds the delivery now: a consumer that re-leased it may be acked
+    for by a stale one, so prefer lease ids)."""
     refs = []
     for i, text in enumerate(ids):
+        if text.startswith(DELIVERY_PREFIX) and "." not in text and len(text) <= 100:
+            refs.append(LeaseRef(delivery_id=text, token=""))
+            continue
         delivery_id, dot, token = text.rpartition(".")
         if not dot or not delivery_id or len(token) != 16 or not _is_hex(token):
             raise FieldError(
-                f"ids[{i}]", f"ids[{i}] is not a lease id (the `lease_id` a lease answered)"
+                f"ids[{i}]",
+                f"ids[{i}] is not a lease id (the `lease_id` a lease answered) nor a delivery id",
             )
         refs.append(LeaseRef(delivery_id=delivery_id, token=token))
     return refs
@@ -194,9 +202,17 @@ async def lease(request: web.Request) -> web.Response:
         d, spec = await _group(request)  # it may have been changed (paused) meanwhile
 
 
-def _settled_out(refs_ok: list[LeaseRef], refs_lost: list[LeaseRef]) -> web.Response:
+def _settled_out(
+    asked: list[LeaseRef], refs_ok: list[LeaseRef], refs_lost: list[LeaseRef]
+) -> web.Response:
+    """Each id answered as it was asked: a lease id, or a bare delivery id."""
+    bare = {r.delivery_id for r in asked if not r.token}
+
+    def named(r: LeaseRef) -> str:
+        return r.delivery_id if r.delivery_id in bare else lease_id(r)
+
     return json_response(
-        GroupSettledOut(ok=[lease_id(r) for r in refs_ok], lost=[lease_id(r) for r in refs_lost])
+        GroupSettledOut(ok=[named(r) for r in refs_ok], lost=[named(r) for r in refs_lost])
     )
 
 
@@ -210,7 +226,7 @@ async def ack(request: web.Request) -> web.Response:
         child(ATTEMPTS, d.id, "delivered").inc(len(done.ok))
         child(DELIVERIES, d.id, "delivered").inc(len(done.ok))
         request.app[ENGINE].wake()  # a lane may have moved on: its next head is due
-    return _settled_out(done.ok, done.lost)
+    return _settled_out(refs, done.ok, done.lost)
 
 
 @routes.post("/v1/groups/{name}/nack")
@@ -227,7 +243,7 @@ async def nack(request: web.Request) -> web.Response:
         if done.dead:
             child(DELIVERIES, d.id, "dead").inc(len(done.dead))
         request.app[ENGINE].wake()
-    return _settled_out(done.ok, done.lost)
+    return _settled_out(refs, done.ok, done.lost)
 
 
 @routes.post("/v1/groups/{name}/extend")
@@ -236,4 +252,4 @@ async def extend(request: web.Request) -> web.Response:
     refs = parse_lease_ids(body.ids)
     d, _ = await _group(request)
     done = await request.app[STORE].extend_leases(d.id, refs, body.lease_ms * 1000, now_us())
-    return _settled_out(done.ok, done.lost)
+    return _settled_out(refs, done.ok, done.lost)

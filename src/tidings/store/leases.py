@@ -63,8 +63,12 @@ def split_held(
     taken: set[str] = set()
     for ref in refs:
         row = current.get(ref.delivery_id)
-        if row is not None and row[2] == ref.token and ref.delivery_id not in taken:
+        # An empty token (a bare delivery id, as API.md names them) means whichever
+        # unexpired lease holds the delivery now.
+        if row is not None and ref.token in ("", row[2]) and ref.delivery_id not in taken:
             taken.add(ref.delivery_id)
+            if not ref.token:
+                ref = LeaseRef(delivery_id=ref.delivery_id, token=row[2])
             held.append((ref, row[0], row[1]))
         elif ref.delivery_id not in taken:
             lost.append(ref)
