@@ -79,12 +79,51 @@ async def run_one(store: Store, args: argparse.Namespace) -> dict[str, float]:
                 t0 = time.perf_counter()
                 await store.append_events(events)
                 times[recipients].append((time.perf_counter() - t0) * 1000)
-        without = statistics.median(times[0])
-        with_ = statistics.median(times[args.recipients])
-        return {"without_ms": round(without, 2), "with_ms": round(with_, 2),
-                "ratio": round(with_ / without, 2)}  # fmt: skip
+        out = summary(times, args)
+
+        samples = []
+        for user, after, kind in read_plan(args, rng):
+            t0 = time.perf_counter()
+            await store.read_inbox(user, after, 100)
+            samples.append((kind, (time.perf_counter() - t0) * 1e6))
+        return {**out, **read_summary(samples)}
     finally:
         await store.close()
+
+
+def summary(times: dict[int, list[float]], args: argparse.Namespace) -> dict[str, float]:
+    """Medians of every batch of each kind, and of the last 5 with recipients (the inbox
+    at its largest: a cost that grows with the table shows there)."""
+    without = statistics.median(times[0])
+    with_ = statistics.median(times[args.recipients])
+    return {"without_ms": round(without, 2), "with_ms": round(with_, 2),
+            "ratio": round(with_ / without, 2),
+            "with_last5_ms": round(statistics.median(times[args.recipients][-5:]), 2),
+            "messages": (args.warmup + args.batches) * args.size * args.recipients}  # fmt: skip
+
+
+def read_plan(args: argparse.Namespace, rng: random.Random) -> list[tuple[str, int, int]]:
+    """`--reads` inbox reads of random users at the end (the inbox at its largest): each
+    user once from the start (after=0, a page of 100) and once caught up (after = about the
+    user's top, the common case of a reconnect): (user, after, 0 or 1)."""
+    if not args.recipients:
+        return []
+    per_user = (args.warmup + args.batches) * args.size * args.recipients // args.users
+    plan = []
+    for _ in range(args.reads):
+        user = f"user-{rng.randrange(args.users)}"
+        plan += [(user, 0, 0), (user, max(per_user - 3, 0), 1)]
+    return plan
+
+
+def read_summary(samples: list[tuple[int, float]]) -> dict[str, float]:
+    """Median microseconds of each kind of read."""
+    if not samples:
+        return {}
+    return {
+        name: round(statistics.median(us for k, us in samples if k == kind))
+        for kind, name in ((0, "read_from_start_us"), (1, "read_caught_up_us"))
+    }
 
 
 def batch_body(events: list[EventIn]) -> bytes:
@@ -157,13 +196,20 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
             for recipients in (0, args.recipients):
                 body = batch_body(batch(args.size, recipients, args.users, rng, tail))
                 times[recipients].append(post(body))
+
+        samples = []
+        for user, after, kind in read_plan(args, rng):
+            t0 = time.perf_counter()
+            conn.request("GET", f"/v1/users/{user}/inbox?after={after}&limit=100", None, headers)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise SystemExit(f"{response.status}: {answer[:300]!r}")
+            samples.append((kind, (time.perf_counter() - t0) * 1e6))
         conn.close()
     finally:
         stop_process(server, 20)
-    without = statistics.median(times[0])
-    with_ = statistics.median(times[args.recipients])
-    return {"without_ms": round(without, 2), "with_ms": round(with_, 2),
-            "ratio": round(with_ / without, 2)}  # fmt: skip
+    return {**summary(times, args), **read_summary(samples)}
 
 
 async def drop_schema(url: str, schema: str) -> None:
@@ -186,6 +232,7 @@ async def main() -> None:
     parser.add_argument("--recipients", type=int, default=10)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--pad", type=int, default=900, help="payload padding bytes")
+    parser.add_argument("--reads", type=int, default=200, help="inbox reads at the end")
     parser.add_argument("--http", action="store_true", help="through a real `tidings serve`")
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}

@@ -129,11 +129,16 @@ MAX_GROUP = 512  # jobs per transaction; bounds the latency one commit can add
 READERS = 2
 CHECKPOINT_EVERY_S = 0.2
 BACKSTOP_PAGES = 16_384  # 64 MiB of WAL at 4 KiB pages
+# Inbox messages per generation of the by-user index (migration 0008): small enough that a
+# batch's random (user_id, pos) entries land on few pages, large enough that a read (one
+# seek per generation) stays short.
+GENERATION_MESSAGES = 65_536
 
 _spec_decoder = msgspec.json.Decoder(DestinationSpec)
 _secrets_decoder = msgspec.json.Decoder(list[Secret])
 _encode = msgspec.json.encode
 _rows_decoder = msgspec.json.Decoder(list[list[Any]])
+_gen_decoder = msgspec.json.Decoder(tuple[int, int])
 
 
 @dataclass
@@ -616,7 +621,7 @@ class SQLiteStore(Store):
         # Sequence numbers are assigned here (we hold the write lock) so that the events go
         # in with one statement; never below a number handed out before, even if the
         # newest events were deleted since.
-        top, rev = conn.execute(Q["max_event_seq_and_rev"]).fetchone()
+        top, rev, newest_gen = conn.execute(Q["max_event_seq_and_rev"]).fetchone()
         seq = max(top or 0, self._last_seq)
         self._routes_at(conn, rev)
         route = self._router.route
@@ -681,7 +686,7 @@ class SQLiteStore(Store):
             )
             self._last_seq = seq
             if inboxed:
-                self._append_inboxes(conn, inboxed, out)
+                self._append_inboxes(conn, inboxed, out, newest_gen)
         if deliveries:
             self._queue_behind_heads(deliveries)
             conn.execute(
@@ -696,10 +701,12 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection,
         inboxed: list[tuple[int, int, list[str]]],
         out: list[Appended],
+        newest_gen: str | None,
     ) -> None:
         """One message per recipient at the user's next offset, in the append's own
         transaction (the writer thread holds the only write lock: offsets are drawn in
-        commit order); the offsets go into the events' answers in `out`."""
+        commit order); the offsets go into the events' answers in `out`. The messages go
+        into the newest generation, or open the next one once that one is full."""
         per_event = [users for _, _, users in inboxed]
         counts = count_messages(per_event)
         tops: dict[str, int] = {}
@@ -717,7 +724,11 @@ class SQLiteStore(Store):
             for (_, event_seq, _), written in zip(inboxed, offsets, strict=True)
             for user_id, pos in written
         ]
-        conn.execute(Q["insert_inbox_json"], {"rows": _encode(messages).decode()})
+        gen, held = _gen_decoder.decode(newest_gen) if newest_gen else (0, 0)
+        if held >= GENERATION_MESSAGES:
+            gen += 1
+        conn.execute(Q["insert_inbox_json"], {"rows": _encode(messages).decode(), "gen": gen})
+        conn.execute(Q["count_inbox_gen"], {"gen": gen, "messages": len(messages)})
         for (index, _, _), written in zip(inboxed, offsets, strict=True):
             out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))
         dropped = 0
@@ -764,6 +775,8 @@ class SQLiteStore(Store):
             aged = conn.execute(
                 Q["sweep_inbox_aged"], {"cutoff": received_before, "limit": limit}
             ).rowcount
+            if acked or aged:
+                conn.execute(Q["sweep_inbox_gens"])
             return int(acked + aged)
 
         return await self._write(job, durable=False)

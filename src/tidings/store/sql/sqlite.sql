@@ -14,9 +14,11 @@ SELECT e.idempotency_key, e.id, e.received_at,
 FROM events e WHERE e.idempotency_key IN (SELECT value FROM json_each(:keys));
 
 -- name: max_event_seq_and_rev
--- One statement (one GIL hand-over) for what every append needs first.
+-- One statement (one GIL hand-over) for what every append needs first: the newest inbox
+-- generation and how many messages it holds come with it.
 SELECT (SELECT max(seq) FROM events),
-       (SELECT value FROM meta WHERE key = 'destinations_rev');
+       (SELECT value FROM meta WHERE key = 'destinations_rev'),
+       (SELECT json_array(gen, messages) FROM inbox_gens ORDER BY gen DESC LIMIT 1);
 
 -- name: insert_events_json
 -- :rows is a JSON array of [seq, id, topic, key, payload offset (1-based) and length in
@@ -408,20 +410,30 @@ ON CONFLICT (user_id) DO UPDATE SET top = top + excluded.top
 RETURNING user_id, top, kept_from;
 
 -- name: insert_inbox_json
--- :rows is a JSON array of [event_seq, user_id, pos].
-INSERT INTO inbox (event_seq, user_id, pos)
-SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(:rows);
+-- :rows is a JSON array of [event_seq, user_id, pos], all of generation :gen.
+INSERT INTO inbox (event_seq, user_id, pos, gen)
+SELECT value ->> 0, value ->> 1, value ->> 2, :gen FROM json_each(:rows);
+
+-- name: count_inbox_gen
+INSERT INTO inbox_gens (gen, messages) VALUES (:gen, :messages)
+ON CONFLICT (gen) DO UPDATE SET messages = messages + excluded.messages;
 
 -- name: trim_inbox
-DELETE FROM inbox WHERE user_id = :user_id AND pos < :kept_from;
+-- A user's messages: one seek of inbox_by_user per generation (migration 0008).
+DELETE FROM inbox
+WHERE gen IN (SELECT gen FROM inbox_gens) AND user_id = :user_id AND pos < :kept_from;
 
 -- name: set_inbox_kept_from
 UPDATE inbox_users SET kept_from = :kept_from WHERE user_id = :user_id;
 
 -- name: inbox_after
+-- The generations in order, each searched by (user_id, pos): offset order with no sort,
+-- so LIMIT stops the walk (a user's offsets grow from one generation to the next).
 SELECT i.pos, e.id, e.topic, e.payload, e.received_at
-FROM inbox i JOIN events e ON e.seq = i.event_seq
-WHERE i.user_id = :user_id AND i.pos > :after ORDER BY i.pos LIMIT :limit;
+FROM inbox_gens g
+CROSS JOIN inbox i ON i.gen = g.gen AND i.user_id = :user_id AND i.pos > :after
+JOIN events e ON e.seq = i.event_seq
+ORDER BY g.gen, i.pos LIMIT :limit;
 
 -- name: inbox_user
 SELECT top, acked FROM inbox_users WHERE user_id = :user_id;
@@ -431,11 +443,18 @@ UPDATE inbox_users SET acked = :acked WHERE user_id = :user_id;
 
 -- name: mark_inbox_acked
 UPDATE inbox SET acked_at = :now
-WHERE user_id = :user_id AND pos > :from_pos AND pos <= :to_pos AND acked_at IS NULL;
+WHERE gen IN (SELECT gen FROM inbox_gens) AND user_id = :user_id
+  AND pos > :from_pos AND pos <= :to_pos AND acked_at IS NULL;
 
 -- name: sweep_inbox_acked
 DELETE FROM inbox WHERE (event_seq, user_id) IN (
     SELECT event_seq, user_id FROM inbox WHERE acked_at < :cutoff LIMIT :limit);
+
+-- name: sweep_inbox_gens
+-- Generations emptied by the sweeps, but never the newest (it takes the next messages).
+DELETE FROM inbox_gens
+WHERE gen < (SELECT max(gen) FROM inbox_gens)
+  AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.gen = inbox_gens.gen);
 
 -- name: sweep_inbox_aged
 -- Only the `limit` oldest messages are looked at (received_at grows with event_seq), so
