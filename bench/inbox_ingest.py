@@ -71,15 +71,17 @@ async def run_one(store: Store, args: argparse.Namespace) -> dict[str, float]:
         rng = random.Random(7)
         tail = b"x" * args.pad  # ~1 KB events by default, as bench/ingest.py sends
         times: dict[int, list[float]] = {0: [], args.recipients: []}
+        cpu: dict[int, list[float]] = {0: [], args.recipients: []}
         for _ in range(args.warmup):
             await store.append_events(batch(args.size, args.recipients, args.users, rng, tail))
         for _ in range(args.batches):
             for recipients in (0, args.recipients):
                 events = batch(args.size, recipients, args.users, rng, tail)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 await store.append_events(events)
                 times[recipients].append((time.perf_counter() - t0) * 1000)
-        out = summary(times, args)
+                cpu[recipients].append((time.process_time() - c0) * 1000)
+        out = {**summary(times, args), **cpu_summary(cpu, args)}
 
         samples = []
         for user, after, kind in read_plan(args, rng):
@@ -100,6 +102,23 @@ def summary(times: dict[int, list[float]], args: argparse.Namespace) -> dict[str
             "ratio": round(with_ / without, 2),
             "with_last5_ms": round(statistics.median(times[args.recipients][-5:]), 2),
             "messages": (args.warmup + args.batches) * args.size * args.recipients}  # fmt: skip
+
+
+def cpu_summary(cpu: dict[int, list[float]], args: argparse.Namespace) -> dict[str, float]:
+    """Mean CPU milliseconds of a batch of each kind (every thread of the process that
+    runs the store, or of the server; a mean, as /proc counts in 10 ms ticks), and their
+    ratio: on a machine shared with other work the CPU a batch takes moves much less
+    than its wall time."""
+    without = statistics.mean(cpu[0])
+    with_ = statistics.mean(cpu[args.recipients])
+    return {"without_cpu_ms": round(without, 2), "with_cpu_ms": round(with_, 2),
+            "cpu_ratio": round(with_ / without, 2)}  # fmt: skip
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def read_plan(args: argparse.Namespace, rng: random.Random) -> list[tuple[str, int, int]]:
@@ -178,24 +197,27 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-        def post(body: bytes) -> float:
-            t0 = time.perf_counter()
+        def post(body: bytes) -> tuple[float, float]:
+            t0, c0 = time.perf_counter(), process_cpu_s(server.pid)
             conn.request("POST", "/v1/events/batch", body, headers)
             response = conn.getresponse()
             answer = response.read()
             if response.status != 202:
                 raise SystemExit(f"{response.status}: {answer[:300]!r}")
-            return (time.perf_counter() - t0) * 1000
+            return (time.perf_counter() - t0) * 1000, (process_cpu_s(server.pid) - c0) * 1000
 
         rng = random.Random(7)
         tail = b"x" * args.pad
         times: dict[int, list[float]] = {0: [], args.recipients: []}
+        cpu: dict[int, list[float]] = {0: [], args.recipients: []}
         for _ in range(args.warmup):
             post(batch_body(batch(args.size, args.recipients, args.users, rng, tail)))
         for _ in range(args.batches):
             for recipients in (0, args.recipients):
                 body = batch_body(batch(args.size, recipients, args.users, rng, tail))
-                times[recipients].append(post(body))
+                wall, used = post(body)
+                times[recipients].append(wall)
+                cpu[recipients].append(used)
 
         samples = []
         for user, after, kind in read_plan(args, rng):
@@ -209,7 +231,7 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
         conn.close()
     finally:
         stop_process(server, 20)
-    return {**summary(times, args), **read_summary(samples)}
+    return {**summary(times, args), **cpu_summary(cpu, args), **read_summary(samples)}
 
 
 async def drop_schema(url: str, schema: str) -> None:
