@@ -89,3 +89,23 @@ async def test_a_full_inbox_trims_across_generations(store: SQLiteStore) -> None
         await store.append_events([ev(["a"])])
     assert len(generations(store)) == 2
     assert await offsets(store, "a") == [3, 4, 5, 6]
+
+
+async def test_events_with_messages_stay_while_their_generation_holds_any(
+    store: SQLiteStore,
+) -> None:
+    from tidings.engine.retention import Sweeper
+
+    first, plain = await store.append_events([ev(["a", "b", "c"]), ev([])])
+    (second,) = await store.append_events([ev(["a"])])  # generation 1
+    sweeper = Sweeper(store, 0, inbox_ttl_s=3600, inbox_acked_ttl_s=0)
+    await sweeper.sweep_once()
+    assert await store.get_event(plain.id) is None  # no recipients: swept as ever
+    assert await store.get_event(first.id) is not None
+    # All of generation 0 acked and swept: its events go; generation 1's stays.
+    for user in ("a", "b", "c"):
+        await store.ack_inbox(user, 1, now_us() - 1)
+    await sweeper.sweep_once()
+    assert await store.get_event(first.id) is None
+    assert await store.get_event(second.id) is not None
+    assert await offsets(store, "a") == [2]

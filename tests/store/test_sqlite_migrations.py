@@ -66,3 +66,37 @@ async def test_a_version_2_database_upgrades_and_keeps_its_deliveries(tmp_path: 
         conn.close()
     assert "deliveries_by_state" not in indexes(path)
     assert "deliveries_by_destination" in indexes(path)
+
+
+async def test_a_version_7_inbox_upgrades_into_generation_0(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    create_at_version(path, 7)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:  # two users' messages as v7 wrote them, one of them acked
+        conn.execute(
+            "INSERT INTO events (seq, id, topic, key, payload, received_at) VALUES"
+            " (1, 'evt_1', 'n.s', '', X'7B7D', 1), (2, 'evt_2', 'n.s', '', X'7B7D', 2)"
+        )
+        conn.execute(
+            "INSERT INTO inbox_users (user_id, top, acked) VALUES ('a', 2, 1), ('b', 1, 0)"
+        )
+        conn.execute(
+            "INSERT INTO inbox (event_seq, user_id, pos, acked_at) VALUES"
+            " (1, 'a', 1, 5), (1, 'b', 1, NULL), (2, 'a', 2, NULL)"
+        )
+    finally:
+        conn.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        page = await store.read_inbox("a", 0, 10)
+        assert [(m.offset, m.id) for m in page.messages] == [(1, "evt_1"), (2, "evt_2")]
+        assert (page.top, page.acked) == (2, 1)
+        (appended,) = await store.append_events(
+            [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["a", "b"])]
+        )
+        assert appended.inbox == (("a", 3), ("b", 2))
+        assert [m.offset for m in (await store.read_inbox("b", 0, 10)).messages] == [1, 2]
+        assert await store.sweep_inbox(6, 0, 100) == 1  # the acked one, kept from v7
+    finally:
+        await store.close()

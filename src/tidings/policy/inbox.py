@@ -7,7 +7,9 @@ take consecutive offsets in event order, ending at the user's new top. Must neve
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 
 def recipients_of(recipients: Sequence[str]) -> list[str]:
@@ -16,12 +18,9 @@ def recipients_of(recipients: Sequence[str]) -> list[str]:
 
 
 def count_messages(per_event: Sequence[Sequence[str]]) -> dict[str, int]:
-    """Messages per user for events whose recipients are already distinct."""
-    counts: dict[str, int] = {}
-    for users in per_event:
-        for user in users:
-            counts[user] = counts.get(user, 0) + 1
-    return counts
+    """Messages per user for events whose recipients are already distinct, in order of
+    first mention."""
+    return dict(Counter(chain.from_iterable(per_event)))
 
 
 def assign_offsets(
@@ -34,8 +33,9 @@ def assign_offsets(
     for users in per_event:
         row = []
         for user in users:
-            row.append((user, nxt[user]))
-            nxt[user] += 1
+            pos = nxt[user]
+            nxt[user] = pos + 1
+            row.append((user, pos))
         out.append(row)
     return out
 

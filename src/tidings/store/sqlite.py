@@ -711,11 +711,12 @@ class SQLiteStore(Store):
         counts = count_messages(per_event)
         tops: dict[str, int] = {}
         trims: list[tuple[str, int]] = []
+        limit = self.inbox_max
         for user_id, top, kept_from in conn.execute(
             Q["bump_inbox_tops_json"], {"counts": _encode(counts).decode()}
         ).fetchall():
             tops[user_id] = top
-            cut = trim_from(top, kept_from, self.inbox_max)
+            cut = trim_from(top, kept_from, limit)
             if cut is not None:
                 trims.append((user_id, cut))
         offsets = assign_offsets(per_event, counts, tops)
@@ -728,7 +729,10 @@ class SQLiteStore(Store):
         if held >= GENERATION_MESSAGES:
             gen += 1
         conn.execute(Q["insert_inbox_json"], {"rows": _encode(messages).decode(), "gen": gen})
-        conn.execute(Q["count_inbox_gen"], {"gen": gen, "messages": len(messages)})
+        conn.execute(
+            Q["count_inbox_gen"],
+            {"gen": gen, "first_seq": inboxed[0][1], "messages": len(messages)},
+        )
         for (index, _, _), written in zip(inboxed, offsets, strict=True):
             out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))
         dropped = 0
@@ -769,12 +773,21 @@ class SQLiteStore(Store):
 
     async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            acked = conn.execute(
-                Q["sweep_inbox_acked"], {"cutoff": acked_before, "limit": limit}
-            ).rowcount
-            aged = conn.execute(
-                Q["sweep_inbox_aged"], {"cutoff": received_before, "limit": limit}
-            ).rowcount
+            acked = 0
+            gens = conn.execute(Q["inbox_acked_gens"], {"cutoff": acked_before}).fetchall()
+            for (gen,) in gens:
+                params = {"gen": gen, "cutoff": acked_before, "limit": limit - acked}
+                acked += conn.execute(Q["sweep_inbox_acked"], params).rowcount
+                if acked >= limit:
+                    break
+            aged = 0
+            for (gen,) in conn.execute(Q["inbox_gens"]).fetchall():
+                params = {"gen": gen, "cutoff": received_before, "limit": limit - aged}
+                aged += conn.execute(Q["sweep_inbox_aged"], params).rowcount
+                # A generation left with messages is where the cutoff falls: every later
+                # one is younger.
+                if aged >= limit or conn.execute(Q["inbox_gen_has_messages"], params).fetchone()[0]:
+                    break
             if acked or aged:
                 conn.execute(Q["sweep_inbox_gens"])
             return int(acked + aged)

@@ -316,8 +316,12 @@ DELETE FROM events WHERE seq IN (
   WHERE e.seq <= :max_seq
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
-    -- an inbox message names its event (issue 15): the event stays while one does
-    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
+    -- an inbox message names its event (issue 15): an event with recipients stays while
+    -- a generation that may hold one of its messages has any message (migration 0008)
+    AND (e.recipients IS NULL
+         OR e.seq < coalesce((SELECT min(g.first_seq) FROM inbox_gens g
+                              WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.gen = g.gen)),
+                             :max_seq + 1))
   ORDER BY e.seq LIMIT :limit);
 
 -- ---------------------------------------------------------------- set-based engine writes
@@ -411,15 +415,15 @@ RETURNING user_id, top, kept_from;
 
 -- name: insert_inbox_json
 -- :rows is a JSON array of [event_seq, user_id, pos], all of generation :gen.
-INSERT INTO inbox (event_seq, user_id, pos, gen)
-SELECT value ->> 0, value ->> 1, value ->> 2, :gen FROM json_each(:rows);
+INSERT INTO inbox (gen, user_id, pos, event_seq)
+SELECT :gen, value ->> 1, value ->> 2, value ->> 0 FROM json_each(:rows);
 
 -- name: count_inbox_gen
-INSERT INTO inbox_gens (gen, messages) VALUES (:gen, :messages)
+INSERT INTO inbox_gens (gen, first_seq, messages) VALUES (:gen, :first_seq, :messages)
 ON CONFLICT (gen) DO UPDATE SET messages = messages + excluded.messages;
 
 -- name: trim_inbox
--- A user's messages: one seek of inbox_by_user per generation (migration 0008).
+-- A user's messages: one seek per generation (migration 0008).
 DELETE FROM inbox
 WHERE gen IN (SELECT gen FROM inbox_gens) AND user_id = :user_id AND pos < :kept_from;
 
@@ -446,9 +450,17 @@ UPDATE inbox SET acked_at = :now
 WHERE gen IN (SELECT gen FROM inbox_gens) AND user_id = :user_id
   AND pos > :from_pos AND pos <= :to_pos AND acked_at IS NULL;
 
+-- name: inbox_acked_gens
+-- The generations holding messages acked before :cutoff, oldest first (one seek each).
+SELECT g.gen FROM inbox_gens g
+WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.gen = g.gen AND i.acked_at < :cutoff)
+ORDER BY g.gen;
+
 -- name: sweep_inbox_acked
-DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT event_seq, user_id FROM inbox WHERE acked_at < :cutoff LIMIT :limit);
+-- One generation at a time: with the whole key as a row value, (gen, user_id, pos) IN
+-- (...) makes SQLite search by gen alone, a scan of the generation per message.
+DELETE FROM inbox WHERE gen = :gen AND (user_id, pos) IN (
+    SELECT user_id, pos FROM inbox WHERE gen = :gen AND acked_at < :cutoff LIMIT :limit);
 
 -- name: sweep_inbox_gens
 -- Generations emptied by the sweeps, but never the newest (it takes the next messages).
@@ -457,13 +469,22 @@ WHERE gen < (SELECT max(gen) FROM inbox_gens)
   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.gen = inbox_gens.gen);
 
 -- name: sweep_inbox_aged
--- Only the `limit` oldest messages are looked at (received_at grows with event_seq), so
--- a sweep with nothing to do reads a few rows, not the table.
-DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT o.event_seq, o.user_id
-    FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT :limit) o
+-- One generation (:gen, oldest first) at a time, and only its first `limit` messages, so
+-- a sweep with nothing to do reads a few rows, not the table. Within a generation they
+-- come in user order, not by age: one younger than the cutoff can hold older ones of its
+-- generation back for at most the time that generation took to fill.
+DELETE FROM inbox WHERE gen = :gen AND (user_id, pos) IN (
+    SELECT o.user_id, o.pos
+    FROM (SELECT user_id, pos, event_seq FROM inbox
+          WHERE gen = :gen ORDER BY user_id, pos LIMIT :limit) o
     JOIN events e ON e.seq = o.event_seq
     WHERE e.received_at < :cutoff);
+
+-- name: inbox_gens
+SELECT gen FROM inbox_gens ORDER BY gen;
+
+-- name: inbox_gen_has_messages
+SELECT EXISTS (SELECT 1 FROM inbox WHERE gen = :gen);
 
 -- ---------------------------------------------------------------- pull groups (issue 16)
 -- A group's deliveries walk the same lanes and states as any other; a consumer's lease
