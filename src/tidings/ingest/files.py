@@ -29,8 +29,9 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tidings.ingest.rows import (
     SUFFIXES,
@@ -229,8 +230,10 @@ async def store_prepared(
     report: FileReport,
     wait_for_store: Callable[[Exception], Awaitable[None]] | None,
     live: LiveHook | None = None,
+    committed: Callable[[], None] | None = None,
 ) -> bool:
-    """`store_rows` of a chunk prepared already."""
+    """`store_rows` of a chunk prepared already; `committed()` once its events are
+    committed, before they are durable (`Store.append_events_pipelined`)."""
     if prepared.header_line is not None:
         report.header_line = prepared.header_line
     for bad in prepared.bad:
@@ -240,7 +243,10 @@ async def store_prepared(
         return False
     while True:
         try:
-            appended = await store.append_events(events)
+            if committed is None:
+                appended = await store.append_events(events)
+            else:
+                appended = await store.append_events_pipelined(events, committed)
             break
         except StoreUnavailable as exc:
             if wait_for_store is None:
@@ -272,9 +278,13 @@ async def store_chunks(
 ) -> None:
     """Store every chunk of a file in order (`store_rows` each), the next one read and
     encoded in a thread while the store writes the last: the reading and the store's
-    writer work at the same time (at most two chunks in memory). `after(wake)` runs once
-    each chunk is stored, before the next one goes. Returns or raises (cancelled
-    included) only once no thread uses `chunks`, so the caller may close it."""
+    writer work at the same time (at most three chunks in memory: one waiting for its
+    answer, one being written, one being read). A chunk is appended once the one before
+    it is committed, not answered: the store's writer goes on with it while the one
+    before is synced to disk, and the answers still come in order. A chunk whose commit
+    fails is retried before any later one goes. `after(wake)` runs once each chunk is
+    answered, in order. Returns or raises (cancelled included) only once no thread uses
+    `chunks`, so the caller may close it."""
 
     def ahead() -> Prepared | None:
         chunk = next(chunks, None)
@@ -282,31 +292,55 @@ async def store_chunks(
             return None
         return prepare(chunk, topic, identity, name, max_payload_bytes, default_message)
 
+    loop = asyncio.get_running_loop()
     future = asyncio.ensure_future(asyncio.to_thread(ahead))
+    answering: asyncio.Future[bool] | None = None  # committed, its answer still to come
     storing: asyncio.Future[bool] | None = None
     try:
         while (prepared := await asyncio.shield(future)) is not None:
             report.last_line = prepared.last_line
+            committed: asyncio.Future[None] = loop.create_future()
             storing = asyncio.ensure_future(
-                store_prepared(store, prepared, report, wait_for_store, live)
+                store_prepared(
+                    store, prepared, report, wait_for_store, live, partial(_set_once, committed)
+                )
             )
             # The append goes first, then the next read: the other way round, the reading
             # thread holds the GIL when the store's writer wakes, and the writer waits for
             # it before it can even begin (up to the 5 ms switch interval).
             await asyncio.sleep(0)
             future = asyncio.ensure_future(asyncio.to_thread(ahead))
-            wake = await storing
-            storing = None
+            if answering is not None:
+                wake = await answering
+                answering = None
+                await after(wake)
+            pending: list[asyncio.Future[Any]] = [committed, storing]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if storing.done():
+                wake = await storing
+                storing = None
+                await after(wake)
+            else:
+                answering, storing = storing, None
+        if answering is not None:
+            wake = await answering
+            answering = None
             await after(wake)
     finally:
-        if storing is not None:  # cancelled (or failed) while a chunk was being stored
-            storing.cancel()
-            await _outlive(storing)
-            if not storing.cancelled():
-                storing.exception()  # retrieved: the caller gets its own exception
+        for left in (answering, storing):
+            if left is not None:  # cancelled (or failed) while a chunk was being stored
+                left.cancel()
+                await _outlive(left)
+                if not left.cancelled():
+                    left.exception()  # retrieved: the caller gets its own exception
         await _outlive(future)
         if not future.cancelled():
             future.exception()  # retrieved: what the chunk after a failure raised is moot
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(frozen=True)

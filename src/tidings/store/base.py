@@ -124,6 +124,18 @@ class Store(abc.ABC):
         the same call) creates nothing and answers the first event, `duplicate=True`.
         """
 
+    async def append_events_pipelined(
+        self, events: Sequence[EventIn], committed: Callable[[], None]
+    ) -> list[Appended]:
+        """`append_events`, calling `committed()` (on the caller's event loop) as soon as
+        the events are committed, which may be before they are durable and answered. A
+        caller that appends in order (a file's chunks) may queue its next append then: it
+        commits after this one, and is answered after it too. Not called if the append
+        fails. By default, when the append returns (commit and durability coincide)."""
+        appended = await self.append_events(events)
+        committed()
+        return appended
+
     # -- destinations
     @abc.abstractmethod
     async def create_destination(self, spec: DestinationSpec, secret: str) -> Destination:

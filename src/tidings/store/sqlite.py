@@ -148,6 +148,7 @@ class _Job:
     future: asyncio.Future[Any]
     durable: bool = True
     events: Sequence[EventIn] | None = None  # an ingest job: merged with its neighbours
+    committed: Callable[[], None] | None = None  # called on `loop` once the job commits
 
 
 def _no_payload() -> Any:
@@ -199,6 +200,14 @@ def _answer(results: _Results) -> None:
         # A closed loop's callers are gone; the writer and syncer must go on for the rest.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+
+def _tell_committed(results: _Results) -> None:
+    """Call the `committed` hook of every job of a committed group that succeeded."""
+    for job, _, error in results:
+        if job.committed is not None and error is None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: its caller is gone
+                job.loop.call_soon_threadsafe(job.committed)
 
 
 def _take_waiting(
@@ -460,6 +469,8 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
             results = [(job, None, StoreUnavailable(str(exc))) for job, _, _ in results]
             self._destinations_dirty = True  # the router may hold rolled-back changes
+        else:
+            _tell_committed(results)
         finally:
             if self._destinations_dirty:
                 self._reload_destinations(conn)
@@ -556,6 +567,7 @@ class SQLiteStore(Store):
         *,
         durable: bool = True,
         events: Sequence[EventIn] | None = None,
+        committed: Callable[[], None] | None = None,
     ) -> T:
         """Run `fn` in the writer. `durable=False` (engine bookkeeping: claims, outcomes)
         lets a group of only such jobs be answered without a sync of the WAL (unless an
@@ -567,7 +579,7 @@ class SQLiteStore(Store):
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future, durable, events))
+        self._jobs.put(_Job(fn, loop, future, durable, events, committed))
         return await future
 
     # ---------------------------------------------------------------- readers
@@ -607,6 +619,15 @@ class SQLiteStore(Store):
     # ---------------------------------------------------------------- ingest
     async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
         return await self._write(lambda conn: self._append(conn, events), events=events)
+
+    async def append_events_pipelined(
+        self, events: Sequence[EventIn], committed: Callable[[], None]
+    ) -> list[Appended]:
+        # The writer runs the next append while this one's WAL is synced: the answers
+        # still leave in commit order, each after a sync that covers it.
+        return await self._write(
+            lambda conn: self._append(conn, events), events=events, committed=committed
+        )
 
     def _append(self, conn: sqlite3.Connection, events: Sequence[EventIn]) -> list[Appended]:
         now = max(now_us(), self._last_received_at)
