@@ -41,6 +41,7 @@ from tidings.dashboard.sessions import (
     key_is_valid,
     load_secret,
     page,
+    session_of,
     start_session,
 )
 from tidings.model import Attempt, Delivery, Event, EventLink, GroupSpec
@@ -218,7 +219,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
 @page
 async def signout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/ui/signin")
-    end_session(request, response)
+    await end_session(request, response)
     raise response
 
 
@@ -251,7 +252,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     closing = request.app[CLOSING]
     with contextlib.suppress(ConnectionResetError):
         while time.monotonic() < deadline and not closing.is_set():
-            if current_session(request) is None:
+            if await session_of(request) is None:
                 await response.write(b"event: signedout\ndata: {}\n\n")
                 break
             data, before = await figures.overview(store, before, time.monotonic())
