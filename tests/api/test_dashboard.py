@@ -149,6 +149,32 @@ async def test_a_sign_out_ends_the_session_in_every_api_process(
         await runner.cleanup()
 
 
+async def test_bad_form_input_and_unknown_things_answer_a_page_not_json(
+    api: Api, browser: aiohttp.ClientSession
+) -> None:
+    csrf = await sign_in(api, browser)
+    d = await api.sdk.create_destination("webhook", ["*"], url="https://example.com/h")
+    back = api.url + "/ui/destinations"
+    async with browser.post(
+        f"{api.url}/ui/destinations/{d.id}/replay",
+        data={"csrf": csrf, "state": "dead", "since": "yesterday"},
+        headers={"Referer": back},
+    ) as r:
+        assert r.status == 400 and r.content_type == "text/html"
+        text = await r.text()
+        assert "<code>since</code>" in text and 'href="/ui/destinations"' in text
+    async with browser.post(
+        f"{api.url}/ui/destinations/dst_nope/pause",
+        data={"csrf": csrf},
+        headers={"Referer": "https://elsewhere.example/ui/x"},  # never a way back off-site
+    ) as r:
+        assert r.status == 404 and r.content_type == "text/html"
+        text = await r.text()
+        assert "no such destination" in text and 'href="/">Back' in text
+    async with browser.get(api.url + "/ui/events/evt_nope") as r:
+        assert r.status == 404 and r.content_type == "text/html"
+
+
 async def test_a_forged_cookie_and_a_foreign_next_are_refused(
     api: Api, browser: aiohttp.ClientSession
 ) -> None:
