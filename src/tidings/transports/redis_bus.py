@@ -83,7 +83,12 @@ class Pipeliner:
                     for command, _, _ in batch:
                         pipe.execute_command(*command)
                     replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except asyncio.CancelledError:  # closing: each attempt fails (and is retried later)
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(RedisConnectionError("the transport closed"))
+            raise
+        except Exception as exc:  # the whole pipeline failed (a bug too: never left hanging)
             for _, _, reply in batch:
                 if not reply.done():
                     reply.set_exception(exc)
