@@ -658,6 +658,7 @@ class Tidings:
 
     work: Path
     schema: str = ""
+    database_url: str = ""  # set: this database as it is (bench/cpu.py: a fresh database)
     url: str = ""
     api_key: str = ""
     api: subprocess.Popen[bytes] | None = None  # `serve` or `api`
@@ -788,7 +789,9 @@ class Runner:
         port = free_port()
         t.api_key = "tdk_bench_" + secrets.token_urlsafe(16)
         t.url = f"http://127.0.0.1:{port}"
-        if args.database == "postgres":
+        if t.database_url:
+            database_url = t.database_url
+        elif args.database == "postgres":
             database_url = with_schema(args.postgres_url, t.schema)
         else:
             database_url = f"sqlite:///{work / 'bench.db'}"
