@@ -187,6 +187,22 @@ def drop_database(server_url: str, name: str) -> None:
     pg_call(server_url, None, drop)
 
 
+def transactions(server_url: str, name: str) -> int:
+    """Commits + rollbacks of database `name` so far (pg_stat_database; PostgreSQL
+    flushes these counters within about a second, so read them over a long window)."""
+
+    async def ask(conn: Any) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+                name,
+            )
+            or 0
+        )
+
+    return int(pg_call(server_url, None, ask))
+
+
 def pid_cpu(pid: int) -> float | None:
     """utime + stime of one process, in seconds; None once it is gone."""
     try:
@@ -326,6 +342,10 @@ class CpuRun:
     ack_to_delivery_p50_ms: float = 0.0
     ack_to_delivery_p99_ms: float = 0.0
     early_deliveries: int = 0
+    # where the time goes, p50 / p99 ms over the window's deliveries: 202 -> the attempt's
+    # start (attempts.at: the worker sends; claim wake-up + claim + queue), and the
+    # attempt's start -> first arrival at the receiver (the send itself)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
     fifo_violations: int = 0
     duplicates: int = 0
     idle_wait_s: float = 0.0
@@ -333,6 +353,7 @@ class CpuRun:
     problems: list[str] = field(default_factory=list)
     database: str = ""
     pg_cpu_s_by_type: dict[str, float] = field(default_factory=dict)
+    transactions_per_event: float = 0.0  # of the run's database, in the window
 
 
 class Bench:
@@ -401,11 +422,13 @@ class Bench:
             publisher.stdin.close()
             a, b = go + args.warmup, go + args.warmup + args.seconds
             self._sleep_until(a, rate, receiver_url, go)
+            xact_a = transactions(args.postgres_url, run.database)
             sampler.begin()
             before, machine0, t_a = proc_stats(), machine_cpu(), time.monotonic()
             self._sleep_until(b, rate, receiver_url, go)
             after, machine1, t_b = proc_stats(), machine_cpu(), time.monotonic()
             used = sampler.end()
+            xact_b = transactions(args.postgres_url, run.database)
             run.pg_cpu_s_by_type = {k: round(v, 3) for k, v in sampler.by_type.items()}
             run.window_s = round(t_b - t_a, 3)
             per_worker = dict.fromkeys(sessions["workers"], 0.0)
@@ -431,6 +454,7 @@ class Bench:
                 raise BenchError(f"publisher failed ({rc}):\n{tail_of(work / 'publisher.log')}")
             result = json.loads((work / "publisher.json").read_text())
             self._account(run, used, result, t_a, t_b)
+            run.transactions_per_event = round((xact_b - xact_a) / max(1, run.events), 2)
             runner.wait_delivered(receiver_url, run.total_events, go, f"rate {rate:g}", watch)
             seq_of, ack_of = self._acked(result)
             from deliver import Run as DeliverRun
@@ -440,6 +464,7 @@ class Bench:
             run.problems.extend(check.problems)
             run.fifo_violations, run.duplicates = check.fifo_violations, check.duplicates
             self._latency(run, arrivals, ack_of, t_a, t_b)
+            self._stages(run, t.database_url, dests, arrivals, ack_of, t_a, t_b)
             finished = True
         finally:
             sampler.stop()
@@ -541,6 +566,51 @@ class Bench:
         run.ack_to_delivery_p50_ms = round(percentile(lags, 0.5), 2)
         run.ack_to_delivery_p99_ms = round(percentile(lags, 0.99), 2)
 
+    @staticmethod
+    def _stages(
+        run: CpuRun,
+        url: str,
+        dests: list[tuple[str, str]],
+        arrivals: dict[str, list[list[Any]]],
+        ack_of: dict[str, float],
+        a: float,
+        b: float,
+    ) -> None:
+        """Split 202 -> delivery at the worker's send: attempts.at is wall-clock
+        microseconds, the publisher and receiver times are time.monotonic(); the offset
+        between the two clocks is read here (both are the machine's, one reading apart)."""
+        offset = time.time() - time.monotonic()
+
+        async def first_attempts(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT e.id, d.destination_id, min(a.at) AS at FROM attempts a "
+                    "JOIN deliveries d ON d.seq = a.delivery_seq "
+                    "JOIN events e ON e.seq = d.event_seq GROUP BY 1, 2"
+                )
+            )
+
+        path_of = {dest_id: f"/d{i}" for i, (dest_id, _) in enumerate(dests)}
+        sent_at = {
+            (path_of.get(row["destination_id"], ""), row["id"]): row["at"] / 1e6 - offset
+            for row in pg_call(url, None, first_attempts)
+        }
+        to_send: list[float] = []
+        sending: list[float] = []
+        for path, pairs in arrivals.items():
+            for event_id, arrived in pairs:
+                acked, sent = ack_of.get(event_id), sent_at.get((path, event_id))
+                if acked is None or sent is None or not a <= acked <= b:
+                    continue
+                to_send.append(max(0.0, sent - acked) * 1000)
+                sending.append(max(0.0, arrived - sent) * 1000)
+        for name, values in (("ack_to_send", to_send), ("send_to_arrival", sending)):
+            values.sort()
+            run.stages_ms[name] = [
+                round(percentile(values, 0.5), 2),
+                round(percentile(values, 0.99), 2),
+            ]
+
 
 # =============================================================== reporting
 def describe(run: CpuRun, repeats: int) -> str:
@@ -548,12 +618,15 @@ def describe(run: CpuRun, repeats: int) -> str:
     per_d = " ".join(f"{k} {run.us_per_delivery.get(k, 0):,.0f}" for k in ("workers", "pg"))
     return (
         f"rate {run.rate:>6g}/s run {run.repeat + 1}/{repeats}: {run.events_per_s:,.0f} events/s "
-        f"{run.deliveries_per_s:,.0f} deliveries/s in {run.window_s:.1f} s"
+        f"{run.deliveries_per_s:,.0f} deliveries/s in {run.window_s:.1f} s, "
+        f"{run.transactions_per_event:.2f} transactions/event"
         f"{'' if run.kept_up else ' (BEHIND)'} | us/event {cols} | us/delivery {per_d} | "
         f"cpu% "
         + " ".join(f"{k} {v:.0f}" for k, v in run.cpu_pct.items())
         + f" (each worker {run.workers_pct}) | 202->delivery p50 "
-        f"{run.ack_to_delivery_p50_ms:.1f} p99 {run.ack_to_delivery_p99_ms:.1f} ms"
+        f"{run.ack_to_delivery_p50_ms:.1f} p99 {run.ack_to_delivery_p99_ms:.1f} ms ("
+        + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in run.stages_ms.items())
+        + ")"
         + (" | NOISE" if run.noise else "")
         + (f" | PROBLEMS: {'; '.join(run.problems)}" if run.problems else "")
     )
