@@ -17,6 +17,9 @@ bench reads PostgreSQL's own processes):
 - `tidings api` and `--workers` `tidings worker` processes (each in its own session: a
   worker's sender processes count in its column), 4 webhook destinations (`fifo`,
   `max_in_flight` 16, topics `bench.*`) to the receiver's /d0 ... /d3;
+- a thread of the driver running ANALYZE on the run's tables every `--analyze-every` s
+  (default 5), as autovacuum would on a production server (it is off on some, this
+  machine's included, and a fresh table has no statistics: the planner then guesses);
 - a publisher process posting `--rate` events/s on an open-loop schedule for `--warmup` +
   `--seconds` + 1 s: single events to POST /v1/events (`--batch-size 1`) or batches to
   POST /v1/events/batch, at most `--publish-concurrency` requests in flight.
@@ -78,6 +81,7 @@ from deliver import (
 from ingest import (
     CLK_TCK,
     DEFAULT_POSTGRES_URL,
+    Analyzer,
     BenchError,
     event_body,
     machine_cpu,
@@ -187,20 +191,21 @@ def drop_database(server_url: str, name: str) -> None:
     pg_call(server_url, None, drop)
 
 
-def transactions(server_url: str, name: str) -> int:
-    """Commits + rollbacks of database `name` so far (pg_stat_database; PostgreSQL
-    flushes these counters within about a second, so read them over a long window)."""
+def counters(server_url: str, name: str) -> tuple[int, int]:
+    """(commits + rollbacks of database `name`, the server's WAL position in bytes) so
+    far. pg_stat_database is flushed within about a second, so read it over a long
+    window; the WAL is the whole server's (other databases' writes are in it)."""
 
-    async def ask(conn: Any) -> int:
-        return int(
-            await conn.fetchval(
-                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
-                name,
-            )
-            or 0
+    async def ask(conn: Any) -> tuple[int, int]:
+        row = await conn.fetchrow(
+            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = $1) AS xacts, pg_current_wal_lsn() - '0/0'::pg_lsn AS wal",
+            name,
         )
+        return int(row["xacts"] or 0), int(row["wal"])
 
-    return int(pg_call(server_url, None, ask))
+    found: tuple[int, int] = pg_call(server_url, None, ask)
+    return found
 
 
 def pid_cpu(pid: int) -> float | None:
@@ -354,6 +359,7 @@ class CpuRun:
     database: str = ""
     pg_cpu_s_by_type: dict[str, float] = field(default_factory=dict)
     transactions_per_event: float = 0.0  # of the run's database, in the window
+    wal_bytes_per_event: float = 0.0  # the server's WAL in the window: an upper bound
 
 
 class Bench:
@@ -361,7 +367,7 @@ class Bench:
         self.args = args
         self.root = root
         # bench/deliver.py's Runner starts and stops the processes; it reads these
-        args.database, args.analyze_every, args.preload, args.settle = "postgres", 0.0, False, 0.5
+        args.database, args.preload, args.settle = "postgres", False, 0.5
         self.runner = Runner(args, root)
 
     def progress(self, text: str) -> None:
@@ -378,13 +384,13 @@ class Bench:
         sampler = PgSampler(args.postgres_url, run.database)
         t = Tidings(work, database_url=database_url(args.postgres_url, run.database))
         redis = receiver = publisher = None
+        analyzer: Analyzer | None = None
         finished = False
         try:
             redis, redis_url = runner.start_redis(work)
             receiver, receiver_url = runner.start_receiver(work)
-            if args.pin_receiver is not None:
-                os.sched_setaffinity(receiver.pid, {args.pin_receiver})
             runner.start_tidings(t, {"TIDINGS_REDIS_URL": redis_url})
+            analyzer = Analyzer(t.database_url, "public", args.analyze_every).start()
             watch = [("receiver", receiver, work / "receiver.log"), *t.watch]
             dests = runner.create_destinations(t.url, t.api_key, receiver_url)
             secret_of = {f"/d{i}": secret for i, (_, secret) in enumerate(dests)}
@@ -422,13 +428,13 @@ class Bench:
             publisher.stdin.close()
             a, b = go + args.warmup, go + args.warmup + args.seconds
             self._sleep_until(a, rate, receiver_url, go)
-            xact_a = transactions(args.postgres_url, run.database)
+            xact_a, wal_a = counters(args.postgres_url, run.database)
             sampler.begin()
             before, machine0, t_a = proc_stats(), machine_cpu(), time.monotonic()
             self._sleep_until(b, rate, receiver_url, go)
             after, machine1, t_b = proc_stats(), machine_cpu(), time.monotonic()
             used = sampler.end()
-            xact_b = transactions(args.postgres_url, run.database)
+            xact_b, wal_b = counters(args.postgres_url, run.database)
             run.pg_cpu_s_by_type = {k: round(v, 3) for k, v in sampler.by_type.items()}
             run.window_s = round(t_b - t_a, 3)
             per_worker = dict.fromkeys(sessions["workers"], 0.0)
@@ -455,6 +461,7 @@ class Bench:
             result = json.loads((work / "publisher.json").read_text())
             self._account(run, used, result, t_a, t_b)
             run.transactions_per_event = round((xact_b - xact_a) / max(1, run.events), 2)
+            run.wal_bytes_per_event = round((wal_b - wal_a) / max(1, run.events))
             runner.wait_delivered(receiver_url, run.total_events, go, f"rate {rate:g}", watch)
             seq_of, ack_of = self._acked(result)
             from deliver import Run as DeliverRun
@@ -468,6 +475,8 @@ class Bench:
             finished = True
         finally:
             sampler.stop()
+            if analyzer is not None:
+                analyzer.stop()
             runner.stop(publisher, 5)
             runner.stop_tidings(t, keep=True)
             runner.stop(receiver, 5)
@@ -619,7 +628,8 @@ def describe(run: CpuRun, repeats: int) -> str:
     return (
         f"rate {run.rate:>6g}/s run {run.repeat + 1}/{repeats}: {run.events_per_s:,.0f} events/s "
         f"{run.deliveries_per_s:,.0f} deliveries/s in {run.window_s:.1f} s, "
-        f"{run.transactions_per_event:.2f} transactions/event"
+        f"{run.transactions_per_event:.2f} transactions/event, WAL <= "
+        f"{run.wal_bytes_per_event:,.0f} B/event"
         f"{'' if run.kept_up else ' (BEHIND)'} | us/event {cols} | us/delivery {per_d} | "
         f"cpu% "
         + " ".join(f"{k} {v:.0f}" for k, v in run.cpu_pct.items())
@@ -642,6 +652,9 @@ def medians(runs: list[CpuRun]) -> dict[str, Any]:
             "events_per_s": statistics.median(r.events_per_s for r in mine),
             "deliveries_per_s": statistics.median(r.deliveries_per_s for r in mine),
             "ack_to_delivery_p99_ms": statistics.median(r.ack_to_delivery_p99_ms for r in mine),
+            "transactions_per_event": statistics.median(r.transactions_per_event for r in mine),
+            "wal_bytes_per_event_min": min(r.wal_bytes_per_event for r in mine),
+            "noisy_runs": sum(r.noise for r in mine),
         }
         for what in ("us_per_event", "us_per_delivery", "cpu_pct"):
             keys = dict.fromkeys(k for r in mine for k in getattr(r, what))
@@ -686,6 +699,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=1000, help="distinct event keys (fifo lanes)")
     p.add_argument("--payload-bytes", type=int, default=1024)
     p.add_argument("--publish-concurrency", type=int, default=64, help="requests in flight")
+    p.add_argument(
+        "--analyze-every",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="ANALYZE the run's tables every S s, as autovacuum would (0: never); its "
+        "backend is one of the run's",
+    )
     p.add_argument("--pin-receiver", type=int, default=None, metavar="CPU")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to deliver the rest")
     p.add_argument("--stall", type=float, default=30.0)
