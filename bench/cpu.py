@@ -3,7 +3,7 @@ delivery, at a steady offered load, for the scaling model in docs/scale.md.
 
     .venv/bin/python bench/cpu.py                              # 500 and 1,000 events/s
     .venv/bin/python bench/cpu.py --rates 500 --seconds 20 --repeats 3
-    .venv/bin/python bench/cpu.py --rates 2000 --batch-size 20 # 100 requests/s of 20 events
+    .venv/bin/python bench/cpu.py --rates 500,500x10           # single events, then batches
 
 Each run, on 127.0.0.1 (--database postgres, the default and the only database: the
 bench reads PostgreSQL's own processes):
@@ -191,21 +191,83 @@ def drop_database(server_url: str, name: str) -> None:
     pg_call(server_url, None, drop)
 
 
-def counters(server_url: str, name: str) -> tuple[int, int]:
-    """(commits + rollbacks of database `name`, the server's WAL position in bytes) so
-    far. pg_stat_database is flushed within about a second, so read it over a long
-    window; the WAL is the whole server's (other databases' writes are in it)."""
+def counters(server_url: str, name: str) -> tuple[int, int, str]:
+    """(commits + rollbacks of database `name`, the server's WAL position in bytes and as
+    an LSN) now. pg_stat_database is flushed within about a second, so read it over a
+    long window; the WAL position is the whole server's (other databases' writes too)."""
 
-    async def ask(conn: Any) -> tuple[int, int]:
+    async def ask(conn: Any) -> tuple[int, int, str]:
         row = await conn.fetchrow(
             "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database "
-            "WHERE datname = $1) AS xacts, pg_current_wal_lsn() - '0/0'::pg_lsn AS wal",
+            "WHERE datname = $1) AS xacts, pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, "
+            "pg_current_wal_lsn()::text AS lsn",
             name,
         )
-        return int(row["xacts"] or 0), int(row["wal"])
+        return int(row["xacts"] or 0), int(row["wal"]), str(row["lsn"])
 
-    found: tuple[int, int] = pg_call(server_url, None, ask)
+    found: tuple[int, int, str] = pg_call(server_url, None, ask)
     return found
+
+
+def wal_of_database(
+    server_url: str, database: str, start: str, end: str
+) -> tuple[int, dict[str, int]] | None:
+    """The WAL bytes the run's database wrote between two LSNs, in all and per relation
+    (indexes by name; `commit` for the commit records of its transactions), read with
+    pg_waldump from the server's pg_wal: None unless this machine runs the server and
+    may read its files. Records of other databases are left out by their database OID."""
+    import re
+
+    async def ask(conn: Any) -> tuple[str, int, dict[int, str]]:
+        data = await conn.fetchval("SHOW data_directory")
+        oid = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = $1", database)
+        return str(data), int(oid), {}
+
+    async def names(conn: Any) -> dict[int, str]:
+        rows = await conn.fetch(
+            "SELECT pg_relation_filenode(oid) AS node, relname FROM pg_class "
+            "WHERE pg_relation_filenode(oid) IS NOT NULL"
+        )
+        return {int(r["node"]): str(r["relname"]) for r in rows}
+
+    try:
+        data_dir, db_oid, _ = pg_call(server_url, None, ask)
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        waldump = shutil.which("pg_waldump") or str(Path(bindir) / "pg_waldump")
+        wal_dir = Path(data_dir) / "pg_wal"
+        if not os.access(wal_dir, os.R_OK) or not Path(waldump).exists():
+            return None
+        node_names: dict[int, str] = pg_call(database_url(server_url, database), None, names)
+    except (OSError, subprocess.SubprocessError, BenchError):
+        return None
+    mark = f"/{db_oid}/"
+    sizes = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+), tx:\s*(\d+)")
+    rel = re.compile(r"rel \d+/" + str(db_oid) + r"/(\d+)")
+    per: dict[str, int] = {}
+    xids: set[str] = set()
+    proc = subprocess.Popen(
+        [waldump, "-p", str(wal_dir), "-s", start, "-e", end],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if mark in line:
+            m, r = sizes.search(line), rel.search(line)
+            if m is None or r is None:
+                continue
+            name = node_names.get(int(r.group(1)), "other")
+            per[name] = per.get(name, 0) + int(m.group(1))
+            xids.add(m.group(2))
+        elif line.startswith("rmgr: Transaction"):
+            m = sizes.search(line)
+            if m is not None and m.group(2) in xids:
+                per["commit"] = per.get("commit", 0) + int(m.group(1))
+    proc.wait(60)
+    return sum(per.values()), dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 
 def pid_cpu(pid: int) -> float | None:
@@ -342,6 +404,9 @@ class CpuRun:
     us_per_event: dict[str, float] = field(default_factory=dict)
     us_per_delivery: dict[str, float] = field(default_factory=dict)
     workers_pct: list[float] = field(default_factory=list)
+    # of the workers' CPU, the share of the worker processes themselves (claims, outcomes:
+    # the engine's event loop); the rest is their sender processes (HTTP)
+    workers_engine_share: float = 0.0
     ack_p50_ms: float = 0.0
     ack_p99_ms: float = 0.0
     ack_to_delivery_p50_ms: float = 0.0
@@ -360,6 +425,9 @@ class CpuRun:
     pg_cpu_s_by_type: dict[str, float] = field(default_factory=dict)
     transactions_per_event: float = 0.0  # of the run's database, in the window
     wal_bytes_per_event: float = 0.0  # the server's WAL in the window: an upper bound
+    # the run's database's own WAL (pg_waldump, records by database OID), when readable
+    run_wal_bytes_per_event: float | None = None
+    run_wal_bytes_per_event_by_relation: dict[str, int] = field(default_factory=dict)
 
 
 class Bench:
@@ -373,11 +441,11 @@ class Bench:
     def progress(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    def run(self, rate: float, repeat: int) -> CpuRun:
+    def run(self, rate: float, batch: int, repeat: int) -> CpuRun:
         args = self.args
-        work = self.root / f"cpu-{rate:g}-{repeat}"
+        work = self.root / f"cpu-{rate:g}x{batch}-{repeat}"
         work.mkdir()
-        run = CpuRun(rate, repeat, args.batch_size, args.workers)
+        run = CpuRun(rate, repeat, batch, args.workers)
         run.idle_wait_s = round(wait_idle(args.wait_idle), 1)
         runner = self.runner
         run.database = create_database(args.postgres_url)
@@ -399,7 +467,7 @@ class Bench:
                 "url": t.url,
                 "api_key": t.api_key,
                 "rate": rate,
-                "batch": args.batch_size,
+                "batch": batch,
                 "seconds": args.warmup + args.seconds + 1.0,
                 "keys": args.keys,
                 "payload_bytes": args.payload_bytes,
@@ -428,16 +496,17 @@ class Bench:
             publisher.stdin.close()
             a, b = go + args.warmup, go + args.warmup + args.seconds
             self._sleep_until(a, rate, receiver_url, go)
-            xact_a, wal_a = counters(args.postgres_url, run.database)
+            xact_a, wal_a, lsn_a = counters(args.postgres_url, run.database)
             sampler.begin()
             before, machine0, t_a = proc_stats(), machine_cpu(), time.monotonic()
             self._sleep_until(b, rate, receiver_url, go)
             after, machine1, t_b = proc_stats(), machine_cpu(), time.monotonic()
             used = sampler.end()
-            xact_b, wal_b = counters(args.postgres_url, run.database)
+            xact_b, wal_b, lsn_b = counters(args.postgres_url, run.database)
             run.pg_cpu_s_by_type = {k: round(v, 3) for k, v in sampler.by_type.items()}
             run.window_s = round(t_b - t_a, 3)
             per_worker = dict.fromkeys(sessions["workers"], 0.0)
+            engine = 0.0  # the worker processes themselves; the rest: their senders
             for role in sessions:
                 used[role] = 0.0
             for pid, (_, sid, _, cpu) in after.items():
@@ -448,10 +517,12 @@ class Bench:
                 used[role] += delta
                 if sid in per_worker:
                     per_worker[sid] += delta
+                    engine += delta if pid == sid else 0.0
             busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
             used_machine = busy * (os.cpu_count() or 1) * (t_b - t_a)
             used["others"] = max(0.0, used_machine - sum(used.values()))
             run.workers_pct = [round(100 * v / run.window_s, 1) for v in per_worker.values()]
+            run.workers_engine_share = round(engine / max(1e-9, used["workers"]), 3)
             try:
                 rc = publisher.wait(60)
             except subprocess.TimeoutExpired:
@@ -462,6 +533,12 @@ class Bench:
             self._account(run, used, result, t_a, t_b)
             run.transactions_per_event = round((xact_b - xact_a) / max(1, run.events), 2)
             run.wal_bytes_per_event = round((wal_b - wal_a) / max(1, run.events))
+            mine = wal_of_database(args.postgres_url, run.database, lsn_a, lsn_b)
+            if mine is not None:
+                run.run_wal_bytes_per_event = round(mine[0] / max(1, run.events))
+                run.run_wal_bytes_per_event_by_relation = {
+                    k: round(v / max(1, run.events)) for k, v in mine[1].items()
+                }
             runner.wait_delivered(receiver_url, run.total_events, go, f"rate {rate:g}", watch)
             seq_of, ack_of = self._acked(result)
             from deliver import Run as DeliverRun
@@ -625,15 +702,21 @@ class Bench:
 def describe(run: CpuRun, repeats: int) -> str:
     cols = " ".join(f"{k} {run.us_per_event.get(k, 0):,.0f}" for k in (*ROLES, "tidings"))
     per_d = " ".join(f"{k} {run.us_per_delivery.get(k, 0):,.0f}" for k in ("workers", "pg"))
+    wal = (
+        f"{run.run_wal_bytes_per_event:,.0f} B/event"
+        if run.run_wal_bytes_per_event is not None
+        else f"<= {run.wal_bytes_per_event:,.0f} B/event (server-wide)"
+    )
     return (
-        f"rate {run.rate:>6g}/s run {run.repeat + 1}/{repeats}: {run.events_per_s:,.0f} events/s "
+        f"rate {label(run.rate, run.batch_size):>8}/s run {run.repeat + 1}/{repeats}: "
+        f"{run.events_per_s:,.0f} events/s "
         f"{run.deliveries_per_s:,.0f} deliveries/s in {run.window_s:.1f} s, "
-        f"{run.transactions_per_event:.2f} transactions/event, WAL <= "
-        f"{run.wal_bytes_per_event:,.0f} B/event"
+        f"{run.transactions_per_event:.2f} transactions/event, WAL {wal}"
         f"{'' if run.kept_up else ' (BEHIND)'} | us/event {cols} | us/delivery {per_d} | "
         f"cpu% "
         + " ".join(f"{k} {v:.0f}" for k, v in run.cpu_pct.items())
-        + f" (each worker {run.workers_pct}) | 202->delivery p50 "
+        + f" (each worker {run.workers_pct}, engine share {run.workers_engine_share:.2f})"
+        f" | 202->delivery p50 "
         f"{run.ack_to_delivery_p50_ms:.1f} p99 {run.ack_to_delivery_p99_ms:.1f} ms ("
         + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in run.stages_ms.items())
         + ")"
@@ -642,10 +725,21 @@ def describe(run: CpuRun, repeats: int) -> str:
     )
 
 
+def label(rate: float, batch: int) -> str:
+    """`500` (single events) or `2000x50` (2,000 events/s in requests of 50)."""
+    return f"{rate:g}" if batch == 1 else f"{rate:g}x{batch}"
+
+
+def parse_rate(text: str, batch: int) -> tuple[float, int]:
+    """`R` (requests of --batch-size events) or `RxB`: R events/s in requests of B."""
+    rate, _, size = text.strip().partition("x")
+    return float(rate), int(size) if size else batch
+
+
 def medians(runs: list[CpuRun]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for rate in dict.fromkeys(r.rate for r in runs):
-        mine = [r for r in runs if r.rate == rate]
+    for rate, batch in dict.fromkeys((r.rate, r.batch_size) for r in runs):
+        mine = [r for r in runs if (r.rate, r.batch_size) == (rate, batch)]
         doc: dict[str, Any] = {
             "runs": len(mine),
             "kept_up": all(r.kept_up for r in mine),
@@ -654,7 +748,11 @@ def medians(runs: list[CpuRun]) -> dict[str, Any]:
             "ack_to_delivery_p99_ms": statistics.median(r.ack_to_delivery_p99_ms for r in mine),
             "transactions_per_event": statistics.median(r.transactions_per_event for r in mine),
             "wal_bytes_per_event_min": min(r.wal_bytes_per_event for r in mine),
+            "run_wal_bytes_per_event": statistics.median(
+                r.run_wal_bytes_per_event or 0.0 for r in mine
+            ),
             "noisy_runs": sum(r.noise for r in mine),
+            "workers_engine_share": statistics.median(r.workers_engine_share for r in mine),
         }
         for what in ("us_per_event", "us_per_delivery", "cpu_pct"):
             keys = dict.fromkeys(k for r in mine for k in getattr(r, what))
@@ -662,7 +760,7 @@ def medians(runs: list[CpuRun]) -> dict[str, Any]:
                 k: round(statistics.median(getattr(r, what).get(k, 0.0) for r in mine), 1)
                 for k in keys
             }
-        out[f"{rate:g}"] = doc
+        out[label(rate, batch)] = doc
     return out
 
 
@@ -687,7 +785,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--database", choices=["postgres"], default="postgres")
     p.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="the server")
-    p.add_argument("--rates", default="500,1000", help="offered events/s, one run each")
+    p.add_argument(
+        "--rates",
+        default="500,1000",
+        help="offered events/s, one run each; RxB: R events/s in requests of B events",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="events per request (1: single)")
     p.add_argument("--seconds", type=float, default=15.0, help="measured window")
     p.add_argument("--warmup", type=float, default=3.0, help="before the window")
@@ -717,11 +819,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep-tmp", action="store_true")
     args = p.parse_args(argv)
     try:
-        args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+        args.rates = [parse_rate(r, args.batch_size) for r in args.rates.split(",") if r.strip()]
     except ValueError:
-        p.error("--rates: comma-separated numbers")
-    if not args.rates or min(args.rates) <= 0:
+        p.error("--rates: comma-separated R or RxB")
+    if not args.rates or min(r for r, _ in args.rates) <= 0:
         p.error("--rates must be > 0")
+    if not all(1 <= b <= 1000 for _, b in args.rates):
+        p.error("--rates: batches of 1..1000 events")
     if not 1 <= args.batch_size <= 1000 or args.workers < 1 or args.seconds <= 0:
         p.error("--batch-size 1..1000, --workers >= 1, --seconds > 0")
     return args
@@ -737,7 +841,8 @@ def main(argv: list[str]) -> int:
     print(
         f"# tidings cpu bench: {os.cpu_count()} CPUs, PostgreSQL {server}; `tidings api` + "
         f"{args.workers} `tidings worker`, {args.destinations} webhook destinations, "
-        f"{args.batch_size} event(s)/request, window {args.seconds:g} s after {args.warmup:g} s",
+        f"runs (events/s x events/request): {', '.join(label(r, b) for r, b in args.rates)}, "
+        f"window {args.seconds:g} s after {args.warmup:g} s",
         flush=True,
     )
     root = Path(tempfile.mkdtemp(prefix="tidings-cpu-"))
@@ -746,8 +851,8 @@ def main(argv: list[str]) -> int:
     status = 0
     try:
         for repeat in range(args.repeats):
-            for rate in args.rates:
-                run = bench.run(rate, repeat)
+            for rate, batch in args.rates:
+                run = bench.run(rate, batch, repeat)
                 runs.append(run)
                 print(describe(run, args.repeats), flush=True)
                 status = status or (2 if run.problems else 0)
