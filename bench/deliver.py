@@ -72,7 +72,13 @@ of each target) and `tidings_vs_raw_paired`, the median of each repeat's Tidings
 over the ceiling run just before it (interleaved, so a busy moment of a shared machine
 weighs on both); `raw_spread` is the ceiling's max/min over the repeats. `--pin-receiver
 CPU` keeps the receiver on one core (sched_setaffinity) so that the far end does not
-wander between cores from run to run.
+wander between cores from run to run. On a machine shared with other work the kernel
+shares CPU out per runnable process, so the one-process raw client loses more of it than
+Tidings' many processes do, and the throughput ratio moves with the neighbours' load;
+`cpu_us_per_delivery` (the delivering side's CPU per delivery: the raw client; or `tidings
+serve`; or api + workers + PostgreSQL) moves much less, and `raw_vs_tidings_cpu_paired` is
+the same pairing of the two: how much CPU Tidings spends per delivery over what the bare
+POST costs.
 
 Checks, every throughput run: each path received all N event ids (the wait fails after
 `--timeout` s, or after `--stall` s without progress); more requests than ids are
@@ -173,6 +179,9 @@ AIM_P99_MS = 50.0
 SAMPLES_PER_PATH = 4
 TIMESTAMP_TOLERANCE_S = 300
 NOISE_PCT = 20  # CPU % of one core used by other work than the run's: a noisy figure
+# the delivering side of a run: the raw client or Celery ("sender"), `tidings serve`
+# ("sender"), or `tidings api` + workers + PostgreSQL; not the receiver, nor the driver
+SENDING_ROLES = ("sender", "api", "workers", "db", "broker")
 WORKER_READY = "delivery worker started"  # what `tidings worker` logs (info) when ready
 
 
@@ -507,6 +516,7 @@ class CpuMeter:
         self.machine: tuple[int, int] = (0, 0)
         self.pct: dict[str, float] = {}
         self.foreign_top = ""
+        self.seconds = 0.0  # the window stop() measured
 
     def start(
         self, sessions: dict[str, int | list[int]], *, broker: bool = False, db: bool = False
@@ -529,7 +539,7 @@ class CpuMeter:
             return {}
         after = proc_stats()
         busy, total = machine_cpu()
-        seconds = max(1e-6, time.monotonic() - self.began)
+        seconds = self.seconds = max(1e-6, time.monotonic() - self.began)
         used = dict.fromkeys([*self.roles.values(), "driver"], 0.0)
         if self.broker:
             used["broker"] = 0.0
@@ -644,6 +654,9 @@ class Run:
     mode: str = ""  # "ingest+deliver" (clock from the first POST) | "preload" (drain alone)
     cpu_workers_pct: list[float] = field(default_factory=list)  # each `tidings worker`
     analyze_runs: int = 0  # postgres, --analyze-every: ANALYZEs done during the run
+    # CPU of the delivering side (SENDING_ROLES) per delivery: what a busy machine's
+    # share of CPU does not move as much as it moves deliveries/s
+    cpu_us_per_delivery: float = 0.0
     # latency
     rate: float = 0.0
     sent: int = 0
@@ -1105,6 +1118,8 @@ class Runner:
             run.deliveries_per_s = round(run.deliveries / max(1e-9, run.elapsed_s), 1)
             run.cpu_pct = meter.pct
             run.foreign_top = meter.foreign_top
+            delivering = sum(meter.pct.get(k, 0) for k in SENDING_ROLES)
+            run.cpu_us_per_delivery = round(delivering * meter.seconds * 1e4 / run.deliveries, 1)
             if tidings is not None:
                 run.cpu_workers_pct = [meter.session_pct[w.pid] for w in tidings.workers]
             self.collect(run, receiver_url, seq_of, secret_of, n)
@@ -1637,6 +1652,21 @@ def medians(runs: list[Run]) -> dict[str, Any]:
         out["tidings_vs_raw_paired"] = round(statistics.median(each), 3)
         raws = sorted(raw_of.values())
         out["raw_spread"] = round(raws[-1] / max(1e-9, raws[0]), 2)
+        # CPU per delivery, raw over Tidings, paired the same way: the efficiency ratio,
+        # which a busy machine moves much less than the throughput ratio
+        raw_cpu = {r.repeat: r.cpu_us_per_delivery for r in through if r.target == "raw"}
+        cpu_each = [
+            round(raw_cpu[r.repeat] / r.cpu_us_per_delivery, 3)
+            for r in through
+            if r.target == "tidings" and raw_cpu.get(r.repeat) and r.cpu_us_per_delivery
+        ]
+        if cpu_each:
+            out["cpu_us_per_delivery_raw"] = statistics.median(raw_cpu.values())
+            out["cpu_us_per_delivery_tidings"] = statistics.median(
+                r.cpu_us_per_delivery for r in through if r.target == "tidings"
+            )
+            out["raw_vs_tidings_cpu_each"] = cpu_each
+            out["raw_vs_tidings_cpu_paired"] = round(statistics.median(cpu_each), 3)
     streams, xadd = (
         out.get("stream_tidings_deliveries_per_s"),
         out.get("stream_raw_deliveries_per_s"),
@@ -1694,6 +1724,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"tidings / raw ceiling, paired per repeat: median "
             f"{summary['tidings_vs_raw_paired']:.2f} of {summary['tidings_vs_raw_each']} "
             f"(raw ceiling max/min {summary['raw_spread']:.2f})"
+        )
+    if "raw_vs_tidings_cpu_paired" in summary:
+        print(
+            f"CPU per delivery: raw {summary['cpu_us_per_delivery_raw']:,.0f} us, tidings "
+            f"{summary['cpu_us_per_delivery_tidings']:,.0f} us (api, workers, database); raw / "
+            f"tidings paired per repeat: median {summary['raw_vs_tidings_cpu_paired']:.2f} of "
+            f"{summary['raw_vs_tidings_cpu_each']}"
         )
     if "tidings_vs_celery" in summary:
         factor = summary["tidings_vs_celery"]
