@@ -16,12 +16,13 @@ bench reads PostgreSQL's own processes):
   each webhook-id's first arrival time), `--pin-receiver CPU` pins it to one core;
 - `tidings api` and `--workers` `tidings worker` processes (each in its own session: a
   worker's sender processes count in its column), 4 webhook destinations (`fifo`,
-  `max_in_flight` 16, topics `bench.*`) to the receiver's /d0 ... /d3;
+  `--max-in-flight`, default 16, topics `bench.*`) to the receiver's /d0 ... /d3;
 - a thread of the driver running ANALYZE on the run's tables every `--analyze-every` s
   (default 5), as autovacuum would on a production server (it is off on some, this
   machine's included, and a fresh table has no statistics: the planner then guesses);
-- a publisher process posting `--rate` events/s on an open-loop schedule for `--warmup` +
-  `--seconds` + 1 s: single events to POST /v1/events (`--batch-size 1`) or batches to
+- a publisher process posting each run's rate (`--rates R` or `RxB`: R events/s in
+  requests of B events, else `--batch-size`) on an open-loop schedule for `--warmup` +
+  `--seconds` + 1 s: single events to POST /v1/events or batches to
   POST /v1/events/batch, at most `--publish-concurrency` requests in flight.
 
 The measured window is [go + warmup, go + warmup + seconds]. At both ends the driver reads
@@ -44,6 +45,12 @@ Also each run's achieved rates (kept up: deliveries in the window >= 0.95 x 4 x 
 time.monotonic(), one CLOCK_MONOTONIC for every process of the machine) p50 / p99, and
 the machine's CPU (`others`: what the rest of the machine did meanwhile; on a 2-core
 machine shared with other work, a run with others >= 20% of a core is marked NOISE).
+And where it goes: the workers' engine share (the worker processes themselves, against
+their sender processes); PostgreSQL transactions per event (pg_stat_database of the
+run's database); WAL bytes per event, the run's own (pg_waldump over the window's LSNs,
+records of the run's database OID, per relation; when the server's pg_wal is not
+readable here, only the server-wide figure, an upper bound); 202 -> delivery split at
+the attempt's start (attempts.at, recorded by the sender just before the POST).
 
 A progress line on standard error every 2 s; the last line of standard output is a JSON
 object with the medians per rate; --save also writes bench/results/cpu-<time>.json.
