@@ -99,6 +99,10 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a query."""
 
+    # True when `listen` hears every process's new work and destination changes (PostgreSQL's
+    # NOTIFY): Redis wake-ups would only repeat each one, a claim round more per ingest.
+    announces: bool = False
+
     async def listen(
         self, on_work: Callable[[], None], on_destinations: Callable[[], None]
     ) -> None:

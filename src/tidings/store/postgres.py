@@ -186,6 +186,8 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 class PostgresStore(Store):
+    announces = True  # NOTIFY on commit reaches every process's `listen`
+
     def __init__(self, url: str) -> None:
         self.url, self.schema = split_url(url)
         if not self.schema.replace("_", "").isalnum():
