@@ -20,7 +20,12 @@ CREATE UNIQUE INDEX events_by_idempotency_key ON events (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 ALTER TABLE events DROP CONSTRAINT events_idempotency_key_key;
 
--- 3. tidings_append without its NOTIFY. A transaction that notifies takes a lock on the
+-- 3. No index on (state, seq): the listing by state across destinations reads a range of
+--    deliveries_by_destination per destination instead (as on SQLite). It was one more
+--    entry per delivery written, and again at each change of state.
+DROP INDEX deliveries_by_state;
+
+-- 4. tidings_append without its NOTIFY. A transaction that notifies takes a lock on the
 --    whole database at commit and keeps it until its WAL flush is done, so two groups in
 --    flight could not commit together: each waited for the flush of the one before. The
 --    caller now sends the wake-up itself once the group has committed, in a statement
