@@ -66,7 +66,7 @@ from tidings.model import (
     Settled,
     Upload,
 )
-from tidings.policy.batching import split_answers, take_group
+from tidings.policy.batching import group_limit, split_answers, take_group
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -119,6 +119,11 @@ APPEND_TRIES = 5
 # lock table holds max_locks_per_transaction x max_connections entries for everyone).
 MAX_GROUP_EVENTS = 1000
 GROUPS_IN_FLIGHT = 3  # ingest groups of this process being written at once
+# A burst is shared out over the free groups (policy.batching.group_limit), in groups of
+# at least this many events: 4 batches of 100 go as 3 groups side by side (+40-50% here),
+# while 32 single events stay one group (split in groups of 8 they cost twice the CPU
+# per event, in the API and the database, for no gain).
+MIN_GROUP_EVENTS = 64
 DRAWN_NOTICE = "tidings: sequence drawn"  # tidings_append says so (migration 0006)
 _encode = msgspec.json.encode
 _UNAVAILABLE = (
@@ -392,7 +397,10 @@ class PostgresStore(Store):
         running: set[asyncio.Task[None]] = set()
         while True:
             while self._waiting:
-                n = take_group([len(job.events) for job in self._waiting], MAX_GROUP_EVENTS)
+                sizes = [len(job.events) for job in self._waiting]
+                free = GROUPS_IN_FLIGHT - len(running)
+                limit = group_limit(sum(sizes), free, MIN_GROUP_EVENTS, MAX_GROUP_EVENTS)
+                n = take_group(sizes, limit)
                 group, self._waiting = self._waiting[:n], self._waiting[n:]
                 drawn = asyncio.Event()
                 task = asyncio.create_task(self._write_group(group, drawn))
