@@ -158,6 +158,15 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+async def _keep_session(_conn: object) -> None:
+    """A pooled connection goes back as it is: asyncpg still rolls back a transaction
+    left open and drops its listeners, but skips its reset statement (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL), one more round trip at every release. Nothing here
+    leaves session state: settings are SET LOCAL, locks transaction-scoped (the
+    migrator's session lock is released in its `finally`), LISTEN has its own
+    connection."""
+
+
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
 
@@ -215,6 +224,7 @@ class PostgresStore(Store):
                     max_size=POOL_MAX,
                     command_timeout=COMMAND_TIMEOUT_S,
                     server_settings={"search_path": self.schema},
+                    reset=_keep_session,
                 )
                 break
             except _UNAVAILABLE as exc:
