@@ -518,6 +518,12 @@ async def test_backlog_and_sweep(store: Store) -> None:
     assert await store.sweep(now_us() + 1, 100) == 3  # two delivered + the quiet one
     assert await store.get_event(ids[0]) is None and await store.get_event(quiet) is None
     assert await store.get_event(ids[2]) is not None  # its delivery is dead: kept
+    # A swept event's deliveries and their attempts go with it (PostgreSQL: by the
+    # sweep's own statement, no foreign key cascade since migration 0007).
+    assert await store.get_delivery(claims[0].delivery_id) is None
+    assert await store.list_attempts(claims[0].delivery_id) == []
+    assert await store.get_delivery(claims[2].delivery_id) is not None
+    assert len(await store.list_attempts(claims[2].delivery_id)) == 1
     assert await store.sweep(now_us() + 1, 100) == 0
 
 

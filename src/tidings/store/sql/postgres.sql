@@ -27,6 +27,11 @@ SELECT to_regclass('meta') IS NOT NULL;
 -- name: notify
 SELECT pg_notify($1, $2);
 
+-- name: notify_unsynced
+-- A wake-up on its own, after the commit it announces: its commit need not wait for the
+-- disk (the lock a NOTIFY takes at commit is then held for microseconds).
+SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '');
+
 -- ---------------------------------------------------------------- ingest
 
 -- name: events_by_idempotency_keys
@@ -103,6 +108,11 @@ UPDATE destinations SET secrets = $2, updated_at = $3 WHERE id = $1;
 
 -- name: delete_destination
 DELETE FROM destinations WHERE id = $1;
+
+-- name: delete_deliveries_of_destination
+-- No foreign key cascades since migration 0007: the store deletes them (their attempts
+-- still cascade).
+DELETE FROM deliveries WHERE destination_id = $1;
 
 -- ---------------------------------------------------------------- reads
 
@@ -214,13 +224,21 @@ WHERE d.destination_id = $1 AND d.state = $2
 ORDER BY d.seq DESC LIMIT $5;
 
 -- name: list_deliveries_by_state
-SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+-- The newest `limit` of each destination's range of deliveries_by_destination, merged
+-- (there is no index on state alone since migration 0007: one less entry per delivery
+-- written, for a listing of a few dozen ranges).
+SELECT d.seq, d.id, d.event_id, d.destination_id, d.lane_key, d.state, d.attempts,
        d.next_attempt_at, d.last_error, d.created_at, d.updated_at
-FROM deliveries d JOIN events e ON e.seq = d.event_seq
-WHERE d.state = $2
-  AND d.seq < coalesce($4::bigint, 9223372036854775807)
-  AND ($1::text IS NULL OR d.destination_id = $1)
-  AND ($3::text IS NULL OR e.id = $3)
+FROM destinations t
+CROSS JOIN LATERAL (
+  SELECT x.seq, x.id, e.id AS event_id, x.destination_id, x.lane_key, x.state, x.attempts,
+         x.next_attempt_at, x.last_error, x.created_at, x.updated_at
+  FROM deliveries x JOIN events e ON e.seq = x.event_seq
+  WHERE x.destination_id = t.id AND x.state = $2
+    AND x.seq < coalesce($4::bigint, 9223372036854775807)
+    AND ($3::text IS NULL OR e.id = $3)
+  ORDER BY x.seq DESC LIMIT $5) AS d
+WHERE ($1::text IS NULL OR t.id = $1)
 ORDER BY d.seq DESC LIMIT $5;
 
 -- name: attempts_of
@@ -429,14 +447,22 @@ SELECT min(seq), max(seq) FROM events;
 SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 
 -- name: sweep_events_upto
-DELETE FROM events WHERE seq IN (
-  SELECT e.seq FROM events e
-  WHERE e.seq <= $1
-    AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
-    -- an inbox message names its event (issue 15): the event stays while one does
-    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
-  ORDER BY e.seq LIMIT $2);
+-- The events and, in the same statement, their deliveries (no foreign key cascade since
+-- migration 0007; the deliveries' attempts still cascade). Answers the events deleted.
+WITH gone AS (
+  DELETE FROM events WHERE seq IN (
+    SELECT e.seq FROM events e
+    WHERE e.seq <= $1
+      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                      WHERE d.event_seq = e.seq AND d.state != 'delivered')
+      -- an inbox message names its event (issue 15): the event stays while one does
+      AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
+    ORDER BY e.seq LIMIT $2)
+  RETURNING seq
+), swept AS (
+  DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
+)
+SELECT count(*) FROM gone;
 
 -- name: backlog
 -- Per destination and state, a count over a range of deliveries_by_destination and the
