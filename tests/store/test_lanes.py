@@ -19,6 +19,7 @@ from tidings.model import (
     ClaimAsk,
     Completion,
     CompletionState,
+    Swept,
 )
 from tidings.store.base import Conflict, NotFound, Store
 from tidings.timeutil import US, now_us
@@ -514,11 +515,12 @@ async def test_backlog_and_sweep(store: Store) -> None:
     await store.complete([completion(claims[0]), completion(claims[1])], pause_after=0)
     await store.complete([completion(claims[2], "dead", release=True)], pause_after=0)
     assert await store.backlog() == []
-    assert await store.sweep(now_us() - 3600 * US, 100) == 0  # too young
-    assert await store.sweep(now_us() + 1, 100) == 3  # two delivered + the quiet one
+    assert await store.sweep(now_us() - 3600 * US, 100) == Swept(deleted=0, upto=None)
+    # two delivered + the quiet one; the dead one's event is looked at and kept
+    assert await store.sweep(now_us() + 1, 100) == Swept(deleted=3, upto=None, kept=1)
     assert await store.get_event(ids[0]) is None and await store.get_event(quiet) is None
     assert await store.get_event(ids[2]) is not None  # its delivery is dead: kept
-    assert await store.sweep(now_us() + 1, 100) == 0
+    assert (await store.sweep(now_us() + 1, 100)).deleted == 0
 
 
 async def test_set_destination_state_unknown(store: Store) -> None:

@@ -41,6 +41,7 @@ from tidings.model import (
     Page,
     Retried,
     Settled,
+    Swept,
     Upload,
 )
 from tidings.policy.outcome import FailurePlan
@@ -267,9 +268,11 @@ class Store(abc.ABC):
         Raise Conflict("state") when it is not dead."""
 
     @abc.abstractmethod
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        """Delete up to `limit` events received before `cutoff` whose deliveries are all
-        delivered (or that have none); answer how many."""
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        """Look at the next `limit` events (by seq) after seq `after` received before
+        `cutoff`, and delete those whose deliveries are all delivered (or that have none)
+        and that no inbox message names. The events kept are stepped over: a pass walks
+        the table once, `after` = the last chunk's `upto`, whatever it keeps."""
 
     @abc.abstractmethod
     async def save_upload(self, upload: Upload) -> None:

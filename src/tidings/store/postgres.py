@@ -63,6 +63,7 @@ from tidings.model import (
     Retried,
     Secret,
     Settled,
+    Swept,
     Upload,
 )
 from tidings.policy.batching import split_answers, take_group
@@ -1232,13 +1233,21 @@ class PostgresStore(Store):
                 await conn.execute(Q["notify"], self.work_channel, "")
             return True
 
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        async with self._tx() as conn:
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        # A delete a crash undoes is done again by the next pass: no wait for the flush.
+        async with self._tx(durable=False) as conn:
             last = await _last_seq_before(conn, cutoff)
-            if last is None:
-                return 0
-            status = await conn.execute(Q["sweep_events_upto"], last, limit)
-            return int(status.split()[-1])
+            if last is None or last <= after:
+                return Swept(deleted=0, upto=None)
+            window = await conn.fetchrow(Q["sweep_window"], after, last, limit)
+            n, upto = (0, None) if window is None else (window[0], window[1])
+            if not n or upto is None:
+                return Swept(deleted=0, upto=None)
+            status = await conn.execute(Q["sweep_events_between"], after, upto)
+            deleted = int(status.split()[-1])
+            return Swept(
+                deleted=deleted, upto=None if upto >= last else int(upto), kept=int(n) - deleted
+            )
 
     # ---------------------------------------------------------------- pull groups (issue 16)
     async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:

@@ -81,6 +81,7 @@ from tidings.model import (
     Retried,
     Secret,
     Settled,
+    Swept,
     Upload,
 )
 from tidings.policy.batching import split_answers
@@ -1316,16 +1317,26 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        def job(conn: sqlite3.Connection) -> int:
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        def job(conn: sqlite3.Connection) -> Swept:
             last = _last_seq_before(conn, cutoff)
-            if last is None:
-                return 0
-            return int(
-                conn.execute(Q["sweep_events_upto"], {"max_seq": last, "limit": limit}).rowcount
+            if last is None or last <= after:
+                return Swept(deleted=0, upto=None)
+            window = {"after": after, "max_seq": last, "limit": limit}
+            n, upto = conn.execute(Q["sweep_window"], window).fetchone()
+            if not n:
+                return Swept(deleted=0, upto=None)
+            deleted = conn.execute(
+                Q["sweep_events_between"], {"after": after, "upto": upto}
+            ).rowcount
+            return Swept(
+                deleted=int(deleted),
+                upto=None if upto >= last else int(upto),
+                kept=int(n) - int(deleted),
             )
 
-        return await self._write(job)
+        # A delete a power loss undoes is done again by the next pass: no sync needed.
+        return await self._write(job, durable=False)
 
     # ---------------------------------------------------------------- pull groups (issue 16)
     async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:

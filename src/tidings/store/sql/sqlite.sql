@@ -306,17 +306,25 @@ SELECT value FROM meta WHERE key = 'destinations_rev';
 SELECT seq, received_at FROM events WHERE seq >= :seq ORDER BY seq LIMIT 1;
 
 -- name: event_seq_bounds
-SELECT min(seq), max(seq) FROM events;
+-- Each end from the primary key: one row read each (SQLite scans the table for a query
+-- with both min() and max(), 0.4 s at 5 million events).
+SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
+       (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
--- name: sweep_events_upto
-DELETE FROM events WHERE seq IN (
-  SELECT e.seq FROM events e
-  WHERE e.seq <= :max_seq
-    AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
-    -- an inbox message names its event (issue 15): the event stays while one does
-    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
-  ORDER BY e.seq LIMIT :limit);
+-- name: sweep_window
+-- The next :limit events of a retention pass: how many, and the last one's seq.
+SELECT count(*), max(seq) FROM (
+  SELECT seq FROM events WHERE seq > :after AND seq <= :max_seq ORDER BY seq LIMIT :limit);
+
+-- name: sweep_events_between
+-- The window's events that nothing holds any more; the others are stepped over (the pass
+-- goes on after the window, not from the first kept event again).
+DELETE FROM events AS e
+WHERE e.seq > :after AND e.seq <= :upto
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.event_seq = e.seq AND d.state != 'delivered')
+  -- an inbox message names its event (issue 15): the event stays while one does
+  AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq);
 
 -- ---------------------------------------------------------------- set-based engine writes
 -- The writer thread hands the GIL over at every SQLite step, and under load each handover
