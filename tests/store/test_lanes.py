@@ -523,6 +523,20 @@ async def test_backlog_and_sweep(store: Store) -> None:
     assert (await store.sweep(now_us() + 1, 100)).deleted == 0
 
 
+async def test_backlog_counts_up_to_a_cap_and_estimates_past_it(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    other = await dest(store, ordering="none", topics=["order.*", "user.*"])
+    store.backlog_exact_up_to = 4
+    await publish(store, *"abc")
+    assert {b.destination_id: b.pending for b in await store.backlog()} == {d: 3, other: 3}
+    # both destinations' deliveries interleave along seq, evenly: the estimate is exact
+    await publish(store, *"defghijklmnopqr")
+    await publish(store, *"uvw", topic="user.created")  # other's only: denser at the end
+    backlog = {b.destination_id: b.pending for b in await store.backlog()}
+    assert backlog[d] == 18
+    assert 18 <= backlog[other] <= 21  # an estimate: at least the cap, near the truth
+
+
 async def test_set_destination_state_unknown(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.set_destination_state("dst_nope", "paused", "x")

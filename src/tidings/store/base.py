@@ -44,6 +44,7 @@ from tidings.model import (
     Swept,
     Upload,
 )
+from tidings.policy.counting import BACKLOG_EXACT_UP_TO
 from tidings.policy.outcome import FailurePlan
 
 
@@ -349,9 +350,14 @@ class Store(abc.ABC):
         """Every delivery of these events (one query, for a chain's outcomes), by event
         then destination order."""
 
+    backlog_exact_up_to: int = BACKLOG_EXACT_UP_TO
+
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:
-        """Undelivered work per destination (pending, scheduled, in flight; oldest)."""
+        """Undelivered work per destination (pending, scheduled, in flight; oldest).
+        Each count is exact up to `backlog_exact_up_to`; above, an estimate from how
+        densely the first that many lie along seq (policy/counting.py), so the read
+        costs the same with a million pending as with ten thousand."""
 
     # -- the dashboard's aggregates (issue 17): each an index range or a key lookup, so
     # they answer as fast with a million deliveries as with ten.

@@ -67,6 +67,7 @@ from tidings.model import (
     Upload,
 )
 from tidings.policy.batching import split_answers, take_group
+from tidings.policy.counting import estimated, per_slice, slices
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -1388,7 +1389,22 @@ class PostgresStore(Store):
 
     async def backlog(self) -> list[Backlog]:
         async with self._conn() as conn:
-            return backlog_of(await conn.fetch(Q["backlog"]))
+            cap = self.backlog_exact_up_to
+            rows = await conn.fetch(Q["backlog"], cap)
+            estimates = {}
+            for destination_id, state, n, _, first, last in rows:
+                if n < cap:
+                    continue
+                parts = slices(first, last)
+                found = await conn.fetch(
+                    Q["backlog_slices"], destination_id, state, per_slice(cap),
+                    [lo for lo, _ in parts], [hi for _, hi in parts],
+                )  # fmt: skip
+                walks = [
+                    (part, int(r[1]), r[2], r[3]) for part, r in zip(parts, found, strict=True)
+                ]
+                estimates[(destination_id, state)] = estimated(cap, walks)
+            return backlog_of(rows, estimates)
 
     async def activity(
         self, after_event_seq: int | None, after_attempt_seq: int | None

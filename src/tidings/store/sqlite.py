@@ -85,6 +85,7 @@ from tidings.model import (
     Upload,
 )
 from tidings.policy.batching import split_answers
+from tidings.policy.counting import SLICES, estimated, per_slice
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -1476,7 +1477,24 @@ class SQLiteStore(Store):
         return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
-        return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
+        cap = self.backlog_exact_up_to
+
+        def read(conn: sqlite3.Connection) -> list[Backlog]:
+            rows = conn.execute(Q["backlog"], {"cap": cap}).fetchall()
+            estimates = {}
+            for destination_id, state, n, _, first, last in rows:
+                if n < cap:
+                    continue
+                args = {"destination_id": destination_id, "state": state, "first": first,
+                        "last": last, "slices": SLICES, "limit": per_slice(cap)}  # fmt: skip
+                walks = [
+                    ((lo, hi), int(n), low, high)
+                    for lo, hi, n, low, high in conn.execute(Q["backlog_slices"], args)
+                ]
+                estimates[(destination_id, state)] = estimated(cap, walks)
+            return backlog_of(rows, estimates)
+
+        return await self._read(read)
 
     async def activity(
         self, after_event_seq: int | None, after_attempt_seq: int | None

@@ -447,18 +447,35 @@ WHERE e.seq > $1 AND e.seq <= $2
   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq);
 
 -- name: backlog
--- Per destination and state, a count over a range of deliveries_by_destination and the
--- oldest as the range's first entry (created_at grows with seq): one row read for it,
--- not one per delivery in the backlog.
-SELECT id, state, n, oldest FROM (
+-- Per destination and state, ranges of deliveries_by_destination: the count, exact up to
+-- $1 entries walked; the oldest as the range's first entry (created_at grows with seq);
+-- the range's first and last seq. A count that reaches $1 is estimated by slices of
+-- that span (backlog_slices, policy/counting.py), so a scrape reads a bounded number of
+-- index entries however long a backlog grows.
+SELECT id, state, n, oldest, first_seq, last_seq FROM (
   SELECT t.id, s.state,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS w) AS n,
     (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS first_seq,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq DESC LIMIT 1) AS last_seq
   FROM destinations t
   CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
 ) AS b WHERE n > 0;
+
+-- name: backlog_slices
+-- At most $3 entries of a destination's deliveries in a state in each [lo, hi) of seq.
+SELECT r.lo, w.n, w.low, w.high
+FROM unnest($4::bigint[], $5::bigint[]) AS r (lo, hi)
+CROSS JOIN LATERAL (
+  SELECT count(*) AS n, min(seq) AS low, max(seq) AS high FROM (
+    SELECT seq FROM deliveries
+    WHERE destination_id = $1 AND state = $2 AND seq >= r.lo AND seq < r.hi
+    ORDER BY seq LIMIT $3) AS x) AS w
+ORDER BY r.lo;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;

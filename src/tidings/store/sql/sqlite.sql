@@ -281,18 +281,43 @@ WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: backlog
--- Per destination and state, a count over a range of deliveries_by_destination (the index
--- alone: the work grows with the backlog, not with the table) and the oldest as the
--- range's first entry (created_at grows with seq: one row read, not one per delivery).
-SELECT id, state, n, oldest FROM (
+-- Per destination and state, ranges of deliveries_by_destination: the count, exact up to
+-- :cap entries walked; the oldest as the range's first entry (created_at grows with seq);
+-- the range's first and last seq. A count that reaches :cap is estimated by slices of
+-- that span (backlog_slices, policy/counting.py), so a scrape reads a bounded number of
+-- index entries however long a backlog grows.
+SELECT id, state, n, oldest, first_seq, last_seq FROM (
   SELECT t.id, s.state,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state LIMIT :cap) AS w) AS n,
     (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS first_seq,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq DESC LIMIT 1) AS last_seq
   FROM destinations t
   CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'scheduled' UNION ALL SELECT 'in_flight') s
-) WHERE n > 0;
+) AS b WHERE n > 0;
+
+-- name: backlog_slices
+-- In each of :slices near-equal [lo, hi) parts of seq from :first to :last, at most :limit
+-- entries of a destination's deliveries in a state: how many, the first and last seq.
+-- One statement: a step per slice from Python would cost more than the walks.
+WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < :slices - 1),
+r AS (SELECT :first + (:last - :first + 1) * i / :slices AS lo,
+             :first + (:last - :first + 1) * (i + 1) / :slices AS hi FROM k)
+SELECT lo, hi,
+  (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi LIMIT :limit)),
+  (SELECT d.seq FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.seq LIMIT 1),
+  (SELECT max(seq) FROM (SELECT d.seq FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.seq LIMIT :limit))
+FROM r WHERE hi > lo ORDER BY lo;
 
 -- name: bump_destinations_rev
 -- Every change to destinations bumps this, so writers in other processes reload routes.
