@@ -1388,7 +1388,9 @@ class PostgresStore(Store):
         return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
+            # No JIT compile (the planner's estimates ask for one) for a read of milliseconds.
+            await conn.execute("SET LOCAL jit = off")
             cap = self.backlog_exact_up_to
             rows = await conn.fetch(Q["backlog"], cap)
             estimates = {}

@@ -447,34 +447,35 @@ WHERE e.seq > $1 AND e.seq <= $2
   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq);
 
 -- name: backlog
--- Per destination and state, ranges of deliveries_by_destination: the count, exact up to
--- $1 entries walked; the oldest as the range's first entry (created_at grows with seq);
--- the range's first and last seq. A count that reaches $1 is estimated by slices of
--- that span (backlog_slices, policy/counting.py), so a scrape reads a bounded number of
--- index entries however long a backlog grows.
-SELECT id, state, n, oldest, first_seq, last_seq FROM (
-  SELECT t.id, s.state,
-    (SELECT count(*) FROM (SELECT 1 FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS w) AS n,
-    (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest,
-    (SELECT d.seq FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS first_seq,
-    (SELECT d.seq FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq DESC LIMIT 1) AS last_seq
+-- Per destination and state, a walk of at most $1 entries of deliveries_by_destination:
+-- how many (exact below $1) and the first seq (its created_at is the oldest: created_at
+-- grows with seq); with the table's last seq. A count that reaches $1 is estimated by
+-- slices of seq (backlog_slices, policy/counting.py), so a scrape reads a bounded number
+-- of index entries however long a backlog grows. No ORDER BY seq anywhere: for one, the
+-- planner walks the primary key filtering rows (through the whole table for a state that
+-- has none) rather than the index, where the walk is in seq order anyway.
+WITH b AS MATERIALIZED (
+  SELECT t.id, s.state, w.n, w.first_seq
   FROM destinations t
   CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
-) AS b WHERE n > 0;
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(x.seq) AS first_seq FROM (
+      SELECT d.seq FROM deliveries d
+      WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS x) AS w
+)
+SELECT b.id, b.state, b.n, (SELECT o.created_at FROM deliveries o WHERE o.seq = b.first_seq),
+       b.first_seq, (SELECT max(seq) FROM deliveries)
+FROM b WHERE b.n > 0;
 
 -- name: backlog_slices
 -- At most $3 entries of a destination's deliveries in a state in each [lo, hi) of seq.
 SELECT r.lo, w.n, w.low, w.high
 FROM unnest($4::bigint[], $5::bigint[]) AS r (lo, hi)
 CROSS JOIN LATERAL (
-  SELECT count(*) AS n, min(seq) AS low, max(seq) AS high FROM (
-    SELECT seq FROM deliveries
-    WHERE destination_id = $1 AND state = $2 AND seq >= r.lo AND seq < r.hi
-    ORDER BY seq LIMIT $3) AS x) AS w
+  SELECT count(*) AS n, min(x.seq) AS low, max(x.seq) AS high FROM (
+    SELECT d.seq FROM deliveries d
+    WHERE d.destination_id = $1 AND d.state = $2 AND d.seq >= r.lo AND d.seq < r.hi
+    LIMIT $3) AS x) AS w
 ORDER BY r.lo;
 
 -- name: lock_destinations_shared

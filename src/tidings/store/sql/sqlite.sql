@@ -291,11 +291,14 @@ SELECT id, state, n, oldest, first_seq, last_seq FROM (
     (SELECT count(*) FROM (SELECT 1 FROM deliveries d
      WHERE d.destination_id = t.id AND d.state = s.state LIMIT :cap) AS w) AS n,
     (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest,
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq LIMIT 1) AS oldest,
     (SELECT d.seq FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS first_seq,
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq LIMIT 1) AS first_seq,
     (SELECT d.seq FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq DESC LIMIT 1) AS last_seq
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq DESC LIMIT 1) AS last_seq
   FROM destinations t
   CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'scheduled' UNION ALL SELECT 'in_flight') s
 ) AS b WHERE n > 0;
@@ -313,10 +316,10 @@ SELECT lo, hi,
      AND d.seq >= r.lo AND d.seq < r.hi LIMIT :limit)),
   (SELECT d.seq FROM deliveries d
    WHERE d.destination_id = :destination_id AND d.state = :state
-     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.seq LIMIT 1),
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.destination_id, d.state, d.seq LIMIT 1),
   (SELECT max(seq) FROM (SELECT d.seq FROM deliveries d
    WHERE d.destination_id = :destination_id AND d.state = :state
-     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.seq LIMIT :limit))
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.destination_id, d.state, d.seq LIMIT :limit))
 FROM r WHERE hi > lo ORDER BY lo;
 
 -- name: bump_destinations_rev
