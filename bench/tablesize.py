@@ -22,8 +22,10 @@ What one run does
   batch ingest (4 tasks appending batches of 100, 8,000 events), single-event ingest (32
   tasks appending one event each, 3,200 events), claim (claim up to 100 per destination
   and complete them all as delivered, releasing their lanes, until 5,000 deliveries),
-  and the backlog read `/metrics` and the dashboard make (median of 5 calls); a first
-  round of each on each store warms the caches and is not counted;
+  and the backlog read `/metrics` and the dashboard make (median of 5 calls); beside
+  each rate, this process's CPU time per event or delivery (`*_cpu_us`: all of SQLite's
+  work, steadier than rates on a loaded machine; on PostgreSQL only the client's); a
+  first round of each on each store warms the caches and is not counted;
 - retention: on the full store, for `--retention-s` (20) s, 4 tasks append batches of
   100 while the worker's Sweeper runs (TTL 30 min: the generated events, an hour old or
   more, may go; the new ones may not), and counts events written and deleted;
@@ -270,10 +272,22 @@ async def run(opts: argparse.Namespace, work: Path) -> dict[str, object]:
             "claim_per_s": claim_rate,
             "backlog_ms": lambda s, _: backlog_ms(s),
         }
+        ops = {
+            "batch_ingest_per_s": BATCH_EVENTS,
+            "single_ingest_per_s": SINGLE_TASKS * (SINGLE_EVENTS // SINGLE_TASKS),
+            "claim_per_s": CLAIM_DELIVERIES,
+        }
         rows: dict[str, list[dict[str, float]]] = {"empty": [], "full": []}
         for r in range(opts.runs + 1 if opts.runs else 0):  # run 0 warms up
             for name, store, dests in (("empty", empty, empty_dests), ("full", full, full_dests)):
-                row = {key: await fn(store, dests) for key, fn in measures.items()}
+                row = {}
+                for key, fn in measures.items():
+                    cpu = time.process_time()
+                    row[key] = await fn(store, dests)
+                    if key in ops:  # this process's CPU per event or delivery (all of
+                        # SQLite's work; on PostgreSQL only the client's)
+                        cpu_key = key.replace("_per_s", "_cpu_us")
+                        row[cpu_key] = (time.process_time() - cpu) / ops[key] * 1e6
                 if r > 0:
                     rows[name].append(row)
                 print(
@@ -281,7 +295,7 @@ async def run(opts: argparse.Namespace, work: Path) -> dict[str, object]:
                     + ", ".join(f"{k} {v:,.1f}" for k, v in row.items())
                 )
         table: dict[str, dict[str, float]] = {}
-        for key in measures if opts.runs else ():
+        for key in rows["full"][0] if opts.runs else ():
             e, f = median_of(rows["empty"], key), median_of(rows["full"], key)
             table[key] = {
                 "empty": round(e, 1),
