@@ -334,8 +334,8 @@ SELECT value FROM meta WHERE key = 'destinations_rev';
 SELECT seq, received_at FROM events WHERE seq >= :seq ORDER BY seq LIMIT 1;
 
 -- name: event_seq_bounds
--- Each end from the primary key: one row read each (SQLite scans the table for a query
--- with both min() and max(), 0.4 s at 5 million events).
+-- Each end from the primary key: one row read each (SQLite scans an index for a query
+-- with both min() and max(): 0.6 s at 5.8 million events).
 SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
        (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
