@@ -423,8 +423,8 @@ SELECT pg_advisory_xact_lock($1);
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: event_seq_bounds
--- Each end from the primary key: one row read each (SQLite scans an index for a query
--- with both min() and max(): 0.6 s at 5.8 million events).
+-- Each end from the primary key: one row read each (the form SQLite needs, which scans an
+-- index for min() and max() together; kept alike here).
 SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
        (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
