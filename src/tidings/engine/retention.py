@@ -92,17 +92,21 @@ class Sweeper:
         total = kept = 0
         after = self._after
         behind = True
+        done = False  # the walk reached the cutoff: the next one starts from the oldest
         try:
             for _ in range(MAX_CHUNKS):
                 swept = await self.store.sweep(cutoff, CHUNK, after)
                 total += swept.deleted
                 kept += swept.kept
                 if swept.upto is None:
-                    behind = False
+                    behind, done = False, True
                     break
                 after = swept.upto
+        except BaseException:
+            behind = False  # failed: the loop waits its interval, then goes on from `after`
+            raise
         finally:
-            self._after = after if behind else 0
+            self._after = 0 if done else after
             self.behind = behind
             RETENTION_BEHIND.set(1 if behind else 0)
             RETENTION_DELETED.inc(total)
