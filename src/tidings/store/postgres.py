@@ -64,9 +64,11 @@ from tidings.model import (
     Retried,
     Secret,
     Settled,
+    Swept,
     Upload,
 )
 from tidings.policy.batching import group_limit, split_answers, take_group
+from tidings.policy.counting import estimated, per_slice, slices
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -1289,12 +1291,20 @@ class PostgresStore(Store):
                 await conn.execute(Q["notify"], self.work_channel, "")
             return True
 
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        async with self._tx() as conn:
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        # A delete a crash undoes is done again by the next pass: no wait for the flush.
+        async with self._tx(durable=False) as conn:
             last = await _last_seq_before(conn, cutoff)
-            if last is None:
-                return 0
-            return int(await conn.fetchval(Q["sweep_events_upto"], last, limit))
+            if last is None or last <= after:
+                return Swept(deleted=0, upto=None)
+            window = await conn.fetchrow(Q["sweep_window"], after, last, limit)
+            n, upto = (0, None) if window is None else (window[0], window[1])
+            if not n or upto is None:
+                return Swept(deleted=0, upto=None)
+            deleted = int(await conn.fetchval(Q["sweep_events_between"], after, upto))
+            return Swept(
+                deleted=deleted, upto=None if upto >= last else int(upto), kept=int(n) - deleted
+            )
 
     # ---------------------------------------------------------------- pull groups (issue 16)
     async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:
@@ -1434,8 +1444,25 @@ class PostgresStore(Store):
         return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
-        async with self._conn() as conn:
-            return backlog_of(await conn.fetch(Q["backlog"]))
+        async with self._conn() as conn, conn.transaction():
+            # No JIT compile (the planner's estimates ask for one) for a read of milliseconds.
+            await conn.execute("SET LOCAL jit = off")
+            cap = self.backlog_exact_up_to
+            rows = await conn.fetch(Q["backlog"], cap)
+            estimates = {}
+            for destination_id, state, n, _, first, last in rows:
+                if n < cap:
+                    continue
+                parts = slices(first, last)
+                found = await conn.fetch(
+                    Q["backlog_slices"], destination_id, state, per_slice(cap),
+                    [lo for lo, _ in parts], [hi for _, hi in parts],
+                )  # fmt: skip
+                walks = [
+                    (part, int(r[1]), r[2], r[3]) for part, r in zip(parts, found, strict=True)
+                ]
+                estimates[(destination_id, state)] = estimated(cap, walks)
+            return backlog_of(rows, estimates)
 
     async def activity(
         self, after_event_seq: int | None, after_attempt_seq: int | None

@@ -441,23 +441,31 @@ SELECT pg_advisory_xact_lock($1);
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: event_seq_bounds
-SELECT min(seq), max(seq) FROM events;
+-- Each end from the primary key: one row read each (the form SQLite needs, which scans an
+-- index for min() and max() together; kept alike here).
+SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
+       (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
 -- name: event_received_at_from
 SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 
--- name: sweep_events_upto
--- The events and, in the same statement, their deliveries (no foreign key cascade since
--- migration 0007; the deliveries' attempts still cascade). Answers the events deleted.
+-- name: sweep_window
+-- The next $3 events of a retention pass: how many, and the last one's seq.
+SELECT count(*), max(seq) FROM (
+  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) AS w;
+
+-- name: sweep_events_between
+-- The window's events that nothing holds any more, and in the same statement their
+-- deliveries (no foreign key cascade since migration 0007; the deliveries' attempts still
+-- cascade); the others are stepped over (the pass goes on after the window, not from the
+-- first kept event again). Answers the events deleted.
 WITH gone AS (
-  DELETE FROM events WHERE seq IN (
-    SELECT e.seq FROM events e
-    WHERE e.seq <= $1
-      AND NOT EXISTS (SELECT 1 FROM deliveries d
-                      WHERE d.event_seq = e.seq AND d.state != 'delivered')
-      -- an inbox message names its event (issue 15): the event stays while one does
-      AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
-    ORDER BY e.seq LIMIT $2)
+  DELETE FROM events AS e
+  WHERE e.seq > $1 AND e.seq <= $2
+    AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
+    -- an inbox message names its event (issue 15): the event stays while one does
+    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
   RETURNING seq
 ), swept AS (
   DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
@@ -465,18 +473,36 @@ WITH gone AS (
 SELECT count(*) FROM gone;
 
 -- name: backlog
--- Per destination and state, a count over a range of deliveries_by_destination and the
--- oldest as the range's first entry (created_at grows with seq): one row read for it,
--- not one per delivery in the backlog.
-SELECT id, state, n, oldest FROM (
-  SELECT t.id, s.state,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
-    (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+-- Per destination and state, a walk of at most $1 entries of deliveries_by_destination:
+-- how many (exact below $1) and the first seq (its created_at is the oldest: created_at
+-- grows with seq); with the table's last seq. A count that reaches $1 is estimated by
+-- slices of seq (backlog_slices, policy/counting.py), so a scrape reads a bounded number
+-- of index entries however long a backlog grows. No ORDER BY seq anywhere: for one, the
+-- planner walks the primary key filtering rows (through the whole table for a state that
+-- has none) rather than the index, where the walk is in seq order anyway.
+WITH b AS MATERIALIZED (
+  SELECT t.id, s.state, w.n, w.first_seq
   FROM destinations t
   CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
-) AS b WHERE n > 0;
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(x.seq) AS first_seq FROM (
+      SELECT d.seq FROM deliveries d
+      WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS x) AS w
+)
+SELECT b.id, b.state, b.n, (SELECT o.created_at FROM deliveries o WHERE o.seq = b.first_seq),
+       b.first_seq, (SELECT max(seq) FROM deliveries)
+FROM b WHERE b.n > 0;
+
+-- name: backlog_slices
+-- At most $3 entries of a destination's deliveries in a state in each [lo, hi) of seq.
+SELECT r.lo, w.n, w.low, w.high
+FROM unnest($4::bigint[], $5::bigint[]) AS r (lo, hi)
+CROSS JOIN LATERAL (
+  SELECT count(*) AS n, min(x.seq) AS low, max(x.seq) AS high FROM (
+    SELECT d.seq FROM deliveries d
+    WHERE d.destination_id = $1 AND d.state = $2 AND d.seq >= r.lo AND d.seq < r.hi
+    LIMIT $3) AS x) AS w
+ORDER BY r.lo;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;
