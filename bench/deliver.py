@@ -9,6 +9,8 @@ same HTTP client, Celery + Redis doing the same job, and the latency from 202 to
     .venv/bin/python bench/deliver.py --scenario latency --rate 500 --latency-seconds 10
     .venv/bin/python bench/deliver.py --scenario throughput --only raw,tidings \\
         --database postgres --workers 2                    # tidings api + 2 tidings worker
+    .venv/bin/python bench/deliver.py --scenario throughput --only raw,tidings \\
+        --database postgres --workers 2 --repeats 5 --pin-receiver 1   # the ratio, paired
 
 Everything runs on 127.0.0.1; Redis must listen on 127.0.0.1:6379 for the celery runs (db 15
 is flushed before and after each of them: `--celery-broker` picks another).
@@ -64,6 +66,19 @@ per stream; `stream-tidings`: a `tidings serve` (TIDINGS_BUS_ALLOWED_URLS naming
 server) with 4 `redis_stream` destinations (fifo, `--max-in-flight`), ingested as for
 webhooks. The figure is 4 N / (the last entry's time, from its stream id, - start);
 checked: every stream holds each event id once (Tidings) and FIFO per key.
+
+The ratio Tidings / raw ceiling is given twice: the median over the median (the medians
+of each target) and `tidings_vs_raw_paired`, the median of each repeat's Tidings run
+over the ceiling run just before it (interleaved, so a busy moment of a shared machine
+weighs on both); `raw_spread` is the ceiling's max/min over the repeats. `--pin-receiver
+CPU` keeps the receiver on one core (sched_setaffinity) so that the far end does not
+wander between cores from run to run. On a machine shared with other work the kernel
+shares CPU out per runnable process, so the one-process raw client loses more of it than
+Tidings' many processes do, and the throughput ratio moves with the neighbours' load;
+`cpu_us_per_delivery` (the delivering side's CPU per delivery: the raw client; or `tidings
+serve`; or api + workers + PostgreSQL) moves much less, and `raw_vs_tidings_cpu_paired` is
+the same pairing of the two: how much CPU Tidings spends per delivery over what the bare
+POST costs.
 
 Checks, every throughput run: each path received all N event ids (the wait fails after
 `--timeout` s, or after `--stall` s without progress); more requests than ids are
@@ -164,6 +179,9 @@ AIM_P99_MS = 50.0
 SAMPLES_PER_PATH = 4
 TIMESTAMP_TOLERANCE_S = 300
 NOISE_PCT = 20  # CPU % of one core used by other work than the run's: a noisy figure
+# the delivering side of a run: the raw client or Celery ("sender"), `tidings serve`
+# ("sender"), or `tidings api` + workers + PostgreSQL; not the receiver, nor the driver
+SENDING_ROLES = ("sender", "api", "workers", "db", "broker")
 WORKER_READY = "delivery worker started"  # what `tidings worker` logs (info) when ready
 
 
@@ -498,6 +516,7 @@ class CpuMeter:
         self.machine: tuple[int, int] = (0, 0)
         self.pct: dict[str, float] = {}
         self.foreign_top = ""
+        self.seconds = 0.0  # the window stop() measured
 
     def start(
         self, sessions: dict[str, int | list[int]], *, broker: bool = False, db: bool = False
@@ -520,7 +539,7 @@ class CpuMeter:
             return {}
         after = proc_stats()
         busy, total = machine_cpu()
-        seconds = max(1e-6, time.monotonic() - self.began)
+        seconds = self.seconds = max(1e-6, time.monotonic() - self.began)
         used = dict.fromkeys([*self.roles.values(), "driver"], 0.0)
         if self.broker:
             used["broker"] = 0.0
@@ -635,6 +654,9 @@ class Run:
     mode: str = ""  # "ingest+deliver" (clock from the first POST) | "preload" (drain alone)
     cpu_workers_pct: list[float] = field(default_factory=list)  # each `tidings worker`
     analyze_runs: int = 0  # postgres, --analyze-every: ANALYZEs done during the run
+    # CPU of the delivering side (SENDING_ROLES) per delivery: what a busy machine's
+    # share of CPU does not move as much as it moves deliveries/s
+    cpu_us_per_delivery: float = 0.0
     # latency
     rate: float = 0.0
     sent: int = 0
@@ -658,6 +680,7 @@ class Tidings:
 
     work: Path
     schema: str = ""
+    database_url: str = ""  # set: this database as it is (bench/cpu.py: a fresh database)
     url: str = ""
     api_key: str = ""
     api: subprocess.Popen[bytes] | None = None  # `serve` or `api`
@@ -757,6 +780,9 @@ class Runner:
         line = read_line(proc, time.monotonic() + 30, "receiver")
         if line != "ready":
             raise BenchError(f"receiver said {line!r}:\n{tail_of(work / 'receiver.log')}")
+        pin = getattr(self.args, "pin_receiver", None)
+        if pin is not None:  # one core of its own: the far end is not what is measured
+            os.sched_setaffinity(proc.pid, {pin})
         return proc, f"http://127.0.0.1:{port}"
 
     def start_redis(self, work: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -788,7 +814,9 @@ class Runner:
         port = free_port()
         t.api_key = "tdk_bench_" + secrets.token_urlsafe(16)
         t.url = f"http://127.0.0.1:{port}"
-        if args.database == "postgres":
+        if t.database_url:
+            database_url = t.database_url
+        elif args.database == "postgres":
             database_url = with_schema(args.postgres_url, t.schema)
         else:
             database_url = f"sqlite:///{work / 'bench.db'}"
@@ -1090,6 +1118,8 @@ class Runner:
             run.deliveries_per_s = round(run.deliveries / max(1e-9, run.elapsed_s), 1)
             run.cpu_pct = meter.pct
             run.foreign_top = meter.foreign_top
+            delivering = sum(meter.pct.get(k, 0) for k in SENDING_ROLES)
+            run.cpu_us_per_delivery = round(delivering * meter.seconds * 1e4 / run.deliveries, 1)
             if tidings is not None:
                 run.cpu_workers_pct = [meter.session_pct[w.pid] for w in tidings.workers]
             self.collect(run, receiver_url, seq_of, secret_of, n)
@@ -1610,6 +1640,33 @@ def medians(runs: list[Run]) -> dict[str, Any]:
     tidings = out.get("tidings_deliveries_per_s")
     if tidings and out.get("raw_deliveries_per_s"):
         out["tidings_vs_raw"] = round(tidings / out["raw_deliveries_per_s"], 3)
+        # Each repeat's Tidings run over the ceiling run next to it: the machine's mood
+        # of the moment is in both, so this ratio swings less than either figure.
+        raw_of = {r.repeat: r.deliveries_per_s for r in through if r.target == "raw"}
+        each = [
+            round(r.deliveries_per_s / raw_of[r.repeat], 3)
+            for r in through
+            if r.target == "tidings" and raw_of.get(r.repeat)
+        ]
+        out["tidings_vs_raw_each"] = each
+        out["tidings_vs_raw_paired"] = round(statistics.median(each), 3)
+        raws = sorted(raw_of.values())
+        out["raw_spread"] = round(raws[-1] / max(1e-9, raws[0]), 2)
+        # CPU per delivery, raw over Tidings, paired the same way: the efficiency ratio,
+        # which a busy machine moves much less than the throughput ratio
+        raw_cpu = {r.repeat: r.cpu_us_per_delivery for r in through if r.target == "raw"}
+        cpu_each = [
+            round(raw_cpu[r.repeat] / r.cpu_us_per_delivery, 3)
+            for r in through
+            if r.target == "tidings" and raw_cpu.get(r.repeat) and r.cpu_us_per_delivery
+        ]
+        if cpu_each:
+            out["cpu_us_per_delivery_raw"] = statistics.median(raw_cpu.values())
+            out["cpu_us_per_delivery_tidings"] = statistics.median(
+                r.cpu_us_per_delivery for r in through if r.target == "tidings"
+            )
+            out["raw_vs_tidings_cpu_each"] = cpu_each
+            out["raw_vs_tidings_cpu_paired"] = round(statistics.median(cpu_each), 3)
     streams, xadd = (
         out.get("stream_tidings_deliveries_per_s"),
         out.get("stream_raw_deliveries_per_s"),
@@ -1661,6 +1718,19 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(
             f"tidings / raw ceiling: {ratio:.2f} "
             f"({verdict(ratio >= AIM_RAW_RATIO)} the aim >= {AIM_RAW_RATIO})"
+        )
+    if "tidings_vs_raw_paired" in summary:
+        print(
+            f"tidings / raw ceiling, paired per repeat: median "
+            f"{summary['tidings_vs_raw_paired']:.2f} of {summary['tidings_vs_raw_each']} "
+            f"(raw ceiling max/min {summary['raw_spread']:.2f})"
+        )
+    if "raw_vs_tidings_cpu_paired" in summary:
+        print(
+            f"CPU per delivery: raw {summary['cpu_us_per_delivery_raw']:,.0f} us, tidings "
+            f"{summary['cpu_us_per_delivery_tidings']:,.0f} us (api, workers, database); raw / "
+            f"tidings paired per repeat: median {summary['raw_vs_tidings_cpu_paired']:.2f} of "
+            f"{summary['raw_vs_tidings_cpu_each']}"
         )
     if "tidings_vs_celery" in summary:
         factor = summary["tidings_vs_celery"]
@@ -1747,6 +1817,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="tidings: TIDINGS_SENDER_PROCESSES of each worker (default: Tidings' own "
         "default, one per CPU up to 4); their CPU counts in the worker's column",
+    )
+    p.add_argument(
+        "--pin-receiver",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="pin the receiver process to this CPU (sched_setaffinity)",
     )
     p.add_argument("--xadd-pipeline", type=int, default=100, help="stream-raw: XADDs per pipeline")
     p.add_argument("--celery-pools", default="threads,prefork", help="threads and/or prefork")

@@ -88,6 +88,28 @@ INBOX_SWEPT = Counter(
     "Inbox messages deleted by retention (acked, or older than TIDINGS_INBOX_TTL_S).",
     registry=REGISTRY,
 )
+RETENTION_DELETED = Counter(
+    "tidings_retention_deleted",
+    "Events deleted by retention (their deliveries and attempts with them).",
+    registry=REGISTRY,
+)
+RETENTION_KEPT = Counter(
+    "tidings_retention_kept",
+    "Events old enough for retention that it looked at and kept: a delivery not yet "
+    "delivered (pending, scheduled, in flight, dead) or an inbox message still holds them.",
+    registry=REGISTRY,
+)
+RETENTION_BEHIND = Gauge(
+    "tidings_retention_behind",
+    "1 while retention has more to delete than one pass takes (it goes on at once), else 0.",
+    registry=REGISTRY,
+)
+RETENTION_PASS_SECONDS = Histogram(
+    "tidings_retention_pass_seconds",
+    "Time of one retention pass (at most 100 chunks of 1,000 events looked at).",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
 WS_SOCKETS = Gauge(
     "tidings_ws_sockets",
     "WebSocket connections this process holds.",

@@ -429,6 +429,17 @@ class Retried(Struct, frozen=True, kw_only=True):
     conflicts: list[str]  # pending or in flight already
 
 
+class Swept(Struct, frozen=True, kw_only=True):
+    """What one retention chunk did: `deleted` events went, `kept` were looked at and
+    stay (something still holds them); `upto` is the last seq it looked at (the next
+    chunk of the pass starts after it), None when no event received before the cutoff is
+    left after it (the pass is over)."""
+
+    deleted: int
+    upto: int | None
+    kept: int = 0
+
+
 class Activity(Struct, frozen=True, kw_only=True):
     """The store's tops (last event and attempt seq) and what came after given tops: the
     dashboard turns two of these into rates (issue 17)."""

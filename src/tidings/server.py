@@ -142,7 +142,7 @@ async def run(settings: Settings, *, roles: frozenset[str]) -> None:
     relay: RedisRelay | None = None
     signals = (
         RedisSignals(settings.redis_url, prefix=settings.redis_prefix + "signal:")
-        if settings.redis_url
+        if settings.redis_url and not store.announces
         else None
     )
     notices = Notices(settings.log_notice_limit, settings.log_notice_window_s)

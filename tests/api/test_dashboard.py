@@ -5,6 +5,7 @@ HttpOnly and SameSite=Strict, and dies at sign-out; every POST needs its CSRF to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -19,6 +20,8 @@ from tests.api.test_groups import publish as publish_to_group
 from tests.conftest import API_KEY, Api
 from tests.e2e.receiver import eventually
 from tests.store.test_lanes import claim, completion, dest, publish
+from tidings.api.app import create_app, start_site
+from tidings.api.auth import digest
 
 PAGES = ["/", "/ui/destinations", "/ui/events", "/ui/dead", "/ui/users", "/ui/uploads"]
 
@@ -105,6 +108,71 @@ async def test_sign_in_pages_and_sign_out(api: Api, browser: aiohttp.ClientSessi
         assert r.status == 303 and r.headers["Location"] == "/ui/signin"
     # The old cookie, sent again, is dead too.
     assert await status_with_cookie(api, old) == 303
+
+
+async def test_a_sign_out_ends_the_session_in_every_api_process(
+    api: Api, browser: aiohttp.ClientSession
+) -> None:
+    """Two API processes on one store (a second app on the same store stands for the
+    second process): a cookie signed out on one is refused by the other at once, and
+    an overview stream the other holds open for it ends."""
+    runner, port = await start_site(
+        create_app(api.settings, api.store, [digest(API_KEY)]), "127.0.0.1", 0
+    )
+    other = f"http://127.0.0.1:{port}"
+    try:
+        csrf = await sign_in(api, browser)
+        token = {c.key: c.value for c in browser.cookie_jar}["tidings_session"]
+        async with (
+            aiohttp.ClientSession(cookies={"tidings_session": token}) as copied,
+            copied.get(other + "/", allow_redirects=False) as r,
+        ):
+            assert r.status == 200  # the same session is good on both
+        async with (
+            aiohttp.ClientSession(cookies={"tidings_session": token}) as copied,
+            copied.get(other + "/ui/stream", headers={"Accept": "text/event-stream"}) as stream,
+        ):
+            assert (await stream.content.readline()).startswith(b"event: overview")
+            async with browser.post(
+                api.url + "/ui/signout", data={"csrf": csrf}, allow_redirects=False
+            ) as r:
+                assert r.status == 303
+            async with copied.get(other + "/", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/ui/signin")
+            seen = b""
+            async with asyncio.timeout(10):
+                while b"event: signedout" not in seen:
+                    line = await stream.content.readline()
+                    assert line, seen
+                    seen += line
+    finally:
+        await runner.cleanup()
+
+
+async def test_bad_form_input_and_unknown_things_answer_a_page_not_json(
+    api: Api, browser: aiohttp.ClientSession
+) -> None:
+    csrf = await sign_in(api, browser)
+    d = await api.sdk.create_destination("webhook", ["*"], url="https://example.com/h")
+    back = api.url + "/ui/destinations"
+    async with browser.post(
+        f"{api.url}/ui/destinations/{d.id}/replay",
+        data={"csrf": csrf, "state": "dead", "since": "yesterday"},
+        headers={"Referer": back},
+    ) as r:
+        assert r.status == 400 and r.content_type == "text/html"
+        text = await r.text()
+        assert "<code>since</code>" in text and 'href="/ui/destinations"' in text
+    async with browser.post(
+        f"{api.url}/ui/destinations/dst_nope/pause",
+        data={"csrf": csrf},
+        headers={"Referer": "https://elsewhere.example/ui/x"},  # never a way back off-site
+    ) as r:
+        assert r.status == 404 and r.content_type == "text/html"
+        text = await r.text()
+        assert "no such destination" in text and 'href="/">Back' in text
+    async with browser.get(api.url + "/ui/events/evt_nope") as r:
+        assert r.status == 404 and r.content_type == "text/html"
 
 
 async def test_a_forged_cookie_and_a_foreign_next_are_refused(

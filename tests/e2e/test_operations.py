@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import drop_schema, postgres_schema, postgres_url
 from tests.e2e.procs import API_KEY, TidingsProcess, WorkerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -241,3 +244,59 @@ async def test_redis_signals_wake_a_separate_worker_at_once(
     finally:
         worker.stop()
         api.stop()
+
+
+async def test_on_postgresql_redis_carries_no_wake_ups(
+    tmp_path: Path,
+    hook: tuple[str, list[str]],
+    require_service: Callable[[str, int], None],
+) -> None:
+    """`tidings api` and `tidings worker` on PostgreSQL with TIDINGS_REDIS_URL: NOTIFY wakes
+    the worker at once, and neither process subscribes to or publishes Redis wake-ups,
+    which would only repeat each NOTIFY (a claim round more per ingest)."""
+    require_service("PostgreSQL", 5432)
+    require_service("Redis", 6379)
+    base, seen = hook
+    prefix = f"t{secrets.token_hex(4)}:"
+    env = {
+        "TIDINGS_ALLOW_PRIVATE_TARGETS": "1",
+        "TIDINGS_POLL_INTERVAL_MS": "10000",  # polling alone would take up to 10 s
+        "TIDINGS_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "TIDINGS_REDIS_PREFIX": prefix,
+    }
+    schema = postgres_schema(tmp_path)
+    await drop_schema(schema)
+    api = TidingsProcess(tmp_path, postgres_url(schema), role="api", extra_env=env)
+    worker = WorkerProcess(tmp_path, postgres_url(schema), extra_env=env)
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    api.start()
+    worker.start()
+    try:
+        monitor = redis.pubsub()
+        await monitor.psubscribe(prefix + "signal:*")
+        async with aiohttp.ClientSession(headers=HEADERS) as s:
+            body = {"kind": "webhook", "url": base + "/ok", "topics": ["s.*"]}
+            async with s.post(api.url + "/v1/destinations", json=body) as r:
+                assert r.status == 201
+            await asyncio.sleep(0.5)  # the worker learns of the destination (NOTIFY)
+            started = time.monotonic()
+            async with s.post(api.url + "/v1/events", json={"topic": "s.x", "key": "k"}) as r:
+                assert r.status == 202
+
+            async def arrived() -> bool:
+                return len(seen) == 1
+
+            await _until(arrived, 5, "the delivery through the separate worker")
+            assert time.monotonic() - started < 2.0
+        subscribers = await redis.pubsub_numsub(
+            prefix + "signal:work", prefix + "signal:destinations"
+        )
+        assert [n for _, n in subscribers] == [0, 0]
+        heard = await monitor.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        assert heard is None, heard  # nothing was published either
+        await monitor.aclose()
+    finally:
+        await redis.aclose()
+        worker.stop()
+        api.stop()
+        await drop_schema(schema)

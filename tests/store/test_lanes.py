@@ -19,6 +19,7 @@ from tidings.model import (
     ClaimAsk,
     Completion,
     CompletionState,
+    Swept,
 )
 from tidings.store.base import Conflict, NotFound, Store
 from tidings.timeutil import US, now_us
@@ -514,11 +515,32 @@ async def test_backlog_and_sweep(store: Store) -> None:
     await store.complete([completion(claims[0]), completion(claims[1])], pause_after=0)
     await store.complete([completion(claims[2], "dead", release=True)], pause_after=0)
     assert await store.backlog() == []
-    assert await store.sweep(now_us() - 3600 * US, 100) == 0  # too young
-    assert await store.sweep(now_us() + 1, 100) == 3  # two delivered + the quiet one
+    assert await store.sweep(now_us() - 3600 * US, 100) == Swept(deleted=0, upto=None)
+    # two delivered + the quiet one; the dead one's event is looked at and kept
+    assert await store.sweep(now_us() + 1, 100) == Swept(deleted=3, upto=None, kept=1)
     assert await store.get_event(ids[0]) is None and await store.get_event(quiet) is None
     assert await store.get_event(ids[2]) is not None  # its delivery is dead: kept
-    assert await store.sweep(now_us() + 1, 100) == 0
+    # A swept event's deliveries and their attempts go with it (PostgreSQL: by the
+    # sweep's own statement, no foreign key cascade since migration 0007).
+    assert await store.get_delivery(claims[0].delivery_id) is None
+    assert await store.list_attempts(claims[0].delivery_id) == []
+    assert await store.get_delivery(claims[2].delivery_id) is not None
+    assert len(await store.list_attempts(claims[2].delivery_id)) == 1
+    assert (await store.sweep(now_us() + 1, 100)).deleted == 0
+
+
+async def test_backlog_counts_up_to_a_cap_and_estimates_past_it(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    other = await dest(store, ordering="none", topics=["order.*", "user.*"])
+    store.backlog_exact_up_to = 4
+    await publish(store, *"abc")
+    assert {b.destination_id: b.pending for b in await store.backlog()} == {d: 3, other: 3}
+    # both destinations' deliveries interleave along seq, evenly: the estimate is exact
+    await publish(store, *"defghijklmnopqr")
+    await publish(store, *"uvw", topic="user.created")  # other's only: denser at the end
+    backlog = {b.destination_id: b.pending for b in await store.backlog()}
+    assert backlog[d] == 18
+    assert 18 <= backlog[other] <= 21  # an estimate: at least the cap, near the truth
 
 
 async def test_set_destination_state_unknown(store: Store) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import drop_schema, postgres_schema, postgres_url
@@ -138,3 +139,46 @@ async def test_two_processes_racing_on_idempotency_keys_store_each_once(
         assert all(n == 1 for n in fresh.values())
     assert len(await all_events(a)) == 50
     assert len(await all_deliveries(a)) == 50
+
+
+async def test_ingest_wakes_other_processes_after_its_commit(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The wake-up is sent after the group's commit (migration 0007), so a listener that
+    claims on it finds the work."""
+    a, b = stores
+    d = await a.create_destination(
+        msgspec.structs.replace(spec(["order.*"]), ordering="none"), "whsec_a"
+    )
+    woken = asyncio.Event()
+    await b.listen(woken.set, lambda: None)
+    await asyncio.wait_for(woken.wait(), timeout=10)  # listening (it wakes once on start)
+    for round_ in range(3):
+        woken.clear()
+        await asyncio.gather(*(a.append_events([ev(key=f"w{round_}-{i}")]) for i in range(20)))
+        await asyncio.wait_for(woken.wait(), timeout=10)
+        batch = await b.claim(
+            "w", [ClaimAsk(destination_id=d.id, limit=100, lease_us=60 * US)], now_us()
+        )
+        assert len(batch.claims) == 20
+
+
+async def test_deleting_a_destination_while_another_process_ingests_leaves_no_orphans(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Deliveries have no foreign key (migration 0007): every ingest takes each routed
+    destination's lock shared, so a deletion either waits for it and deletes what it
+    wrote, or it routes again."""
+    a, b = stores
+    for round_ in range(8):
+        ordering = "fifo" if round_ % 2 else "none"
+        doomed = await a.create_destination(
+            msgspec.structs.replace(spec(["race.*"]), ordering=ordering), "whsec_a"
+        )
+        calls = [a.append_events([ev("race.x", key=f"k{i % 3}")]) for i in range(30)]
+        calls.insert(10, b.delete_destination(doomed.id))
+        results = await asyncio.wait_for(asyncio.gather(*calls), timeout=30)
+        assert results[10] is True
+        assert await all_deliveries(a, destination_id=doomed.id) == []
+        assert await all_deliveries(b) == []
+    assert len(await all_events(a)) == 8 * 30

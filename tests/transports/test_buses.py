@@ -134,6 +134,41 @@ async def test_redis_failures_are_classified_and_the_pool_comes_back(
     assert outcomes[-1] == "delivered", outcomes
 
 
+async def test_deliveries_of_one_turn_share_a_pipeline_each_with_its_own_answer(
+    redis_server: RedisServer, streams: RedisStreams
+) -> None:
+    """200 deliveries started together, one of them to a key that is not a stream: the
+    others land in the order they were started, in one round trip or a few, and only the
+    wrong one is rejected, with Redis's own error (not the pipeline's, which quotes the
+    command and so the payload)."""
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await client.set("a-string", "x")
+        before = await client.info("stats")
+        spec = stream_spec(redis_server.url)
+        wrong = msgspec.structs.replace(spec, stream="a-string")
+        results = await asyncio.gather(
+            *(
+                streams.deliver(claim(n), destination(wrong if n == 77 else spec))
+                for n in range(200)
+            )
+        )
+        after = await client.info("stats")
+        entries = await client.xrange("orders")
+    finally:
+        await client.aclose()
+    outcomes = [r.outcome for r in results]
+    assert outcomes[77] == "rejected" and outcomes.count("delivered") == 199, outcomes
+    error = results[77].error or ""
+    assert "WRONGTYPE" in error and "caf" not in error and "pipeline" not in error, error
+    assert [e[1][b"id"].decode() for e in entries] == [f"evt_{n}" for n in range(200) if n != 77]
+    kept = [r.answer.body for r in results if r.outcome == "delivered" and r.answer]
+    assert kept == [e[0].decode() for e in entries]
+    # One XADD each, read by the server in a few socket reads, not one per command.
+    assert after["total_commands_processed"] - before["total_commands_processed"] <= 200 + 3
+    assert after["total_reads_processed"] - before["total_reads_processed"] <= 20
+
+
 async def test_a_password_in_the_url_is_used_and_never_shown(tmp_path: Any) -> None:
     server = RedisServer(workdir=tmp_path / "redis-auth", password="hunter2")
     server.start()

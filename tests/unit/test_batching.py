@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.policy.batching import split_answers, take_group
+from tidings.policy.batching import group_limit, split_answers, take_group
 
 
 def test_take_group_examples() -> None:
@@ -40,3 +40,22 @@ def test_split_answers_hands_each_job_its_slice(sizes: list[int]) -> None:
 def test_split_answers_refuses_a_count_mismatch() -> None:
     with pytest.raises(ValueError):
         split_answers([1, 2], [0, 1])
+
+
+def test_group_limit_shares_a_burst_over_the_free_groups() -> None:
+    assert group_limit(400, 3, 64, 1000) == 134  # 4 batches of 100: three groups
+    assert [take_group([100] * 4, group_limit(400, 3, 64, 1000))] == [1]
+    assert group_limit(32, 3, 64, 1000) == 64  # 32 single events: one group
+    assert group_limit(5000, 3, 64, 1000) == 1000  # never above the cap
+    assert group_limit(400, 1, 64, 1000) == 1000  # the last free group takes what fits
+    assert group_limit(400, 0, 64, 1000) == 1000
+
+
+@given(st.integers(0, 10_000), st.integers(0, 5), st.integers(1, 100), st.integers(100, 2000))
+def test_group_limit_stays_within_floor_and_cap(
+    waiting: int, free: int, floor: int, cap: int
+) -> None:
+    limit = group_limit(waiting, free, floor, cap)
+    assert floor <= limit <= cap
+    if free > 1 and limit > floor:
+        assert limit * free >= min(waiting, cap * free)  # the shares cover the burst

@@ -33,8 +33,12 @@ COOKIE = "tidings_session"
 SESSION_TTL_S = 8 * 3600  # a working day; then the sign-in form again
 META_SECRET = "dashboard_session_secret"
 SECRET = web.AppKey("dashboard_secret", bytearray)
-# Nonces signed out in this process, until their cookie would have expired anyway.
+# Nonces known to be signed out, until their cookie would have expired anyway: those
+# signed out here, and those another process signed out, once seen in the store.
 REVOKED = web.AppKey("dashboard_revoked", dict[str, int])
+# + the nonce: a meta row per sign-out (its value the cookie's expiry), read by every API
+# process before it lets a session through, so a copied cookie dies everywhere at once.
+SIGNED_OUT = "dashboard_signed_out:"
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,9 +93,23 @@ def start_session(request: web.Request, response: web.StreamResponse, key_digest
     )
 
 
-def end_session(request: web.Request, response: web.StreamResponse) -> None:
+async def session_of(request: web.Request) -> Session | None:
+    """`current_session`, unless the session was signed out in any process."""
+    session = current_session(request)
+    if session is None:
+        return None
+    if await request.app[STORE].get_meta(SIGNED_OUT + session.nonce) is not None:
+        request.app[REVOKED][session.nonce] = session.expires_at
+        return None
+    return session
+
+
+async def end_session(request: web.Request, response: web.StreamResponse) -> None:
     session = current_session(request)
     if session is not None:
+        await request.app[STORE].set_meta_if_absent(
+            SIGNED_OUT + session.nonce, str(session.expires_at)
+        )
         revoked = request.app[REVOKED]
         now = _now()
         for nonce, until in list(revoked.items()):
@@ -119,7 +137,7 @@ def page(handler: Page) -> Page:
     EventSource or a script gets a 401); a POST without its CSRF token is a 403."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        session = current_session(request)
+        session = await session_of(request)
         if session is None:
             if request.method == "GET" and "text/event-stream" not in request.headers.get(
                 "Accept", ""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -35,12 +35,14 @@ from tidings.dashboard import figures
 from tidings.dashboard.sessions import (
     REVOKED,
     SECRET,
+    Page,
     csrf_of,
     current_session,
     end_session,
     key_is_valid,
     load_secret,
     page,
+    session_of,
     start_session,
 )
 from tidings.model import Attempt, Delivery, Event, EventLink, GroupSpec
@@ -177,6 +179,35 @@ def _safe_next(value: str) -> str:
     return "/"
 
 
+def ui(handler: Page) -> Page:
+    """A dashboard page: behind the session (`page`), its bad input and what it cannot
+    find shown as a page of the dashboard with a way back, not as the API's JSON error."""
+
+    async def shown(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except FieldError as exc:
+            return _failure(request, 400, "That did not work", exc.message, exc.field)
+        except web.HTTPNotFound as exc:
+            return _failure(request, 404, "Not found", exc.text or "nothing here", None)
+
+    shown.__name__ = handler.__name__
+    shown.__doc__ = handler.__doc__
+    return page(shown)
+
+
+def _failure(
+    request: web.Request, status: int, title: str, message: str, field: str | None
+) -> web.Response:
+    came_from = urlsplit(request.headers.get("Referer", ""))  # a page of this site only
+    back = "/"
+    if came_from.netloc == request.host and came_from.path:
+        back = _safe_next(came_from.path + (f"?{came_from.query}" if came_from.query else ""))
+    return render(
+        request, "error.html", status=status, title=title, message=message, field=field, back=back
+    )
+
+
 # --------------------------------------------------------------------------- static
 
 
@@ -215,10 +246,10 @@ async def signin(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/ui/signout")
-@page
+@ui
 async def signout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/ui/signin")
-    end_session(request, response)
+    await end_session(request, response)
     raise response
 
 
@@ -226,14 +257,14 @@ async def signout(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/")
-@page
+@ui
 async def overview(request: web.Request) -> web.Response:
     data, _ = await figures.overview(request.app[STORE], None, time.monotonic())
     return render(request, "overview.html", o=data, every=STREAM_EVERY_S)
 
 
 @routes.get("/ui/stream")
-@page
+@ui
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the overview's figures every STREAM_EVERY_S seconds."""
     response = web.StreamResponse(
@@ -251,7 +282,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     closing = request.app[CLOSING]
     with contextlib.suppress(ConnectionResetError):
         while time.monotonic() < deadline and not closing.is_set():
-            if current_session(request) is None:
+            if await session_of(request) is None:
                 await response.write(b"event: signedout\ndata: {}\n\n")
                 break
             data, before = await figures.overview(store, before, time.monotonic())
@@ -266,7 +297,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/ui/destinations")
-@page
+@ui
 async def destinations(request: web.Request) -> web.Response:
     rows = await figures.destination_rows(request.app[STORE])
     groups = [r for r in rows if isinstance(r.destination.spec, GroupSpec)]
@@ -287,13 +318,13 @@ async def _destination(request: web.Request) -> Any:
 
 
 @routes.post("/ui/destinations/{id}/pause")
-@page
+@ui
 async def pause(request: web.Request) -> web.StreamResponse:
     return await _set_state(request, "paused")
 
 
 @routes.post("/ui/destinations/{id}/resume")
-@page
+@ui
 async def resume(request: web.Request) -> web.StreamResponse:
     return await _set_state(request, "active")
 
@@ -309,7 +340,7 @@ async def _set_state(request: web.Request, state: str) -> web.StreamResponse:
 
 
 @routes.post("/ui/destinations/{id}/rotate")
-@page
+@ui
 async def rotate(request: web.Request) -> web.StreamResponse:
     current = await _destination(request)
     await request.app[STORE].rotate_secret(current.id, new_secret(), now_us() + ROTATION_GRACE_US)
@@ -328,7 +359,7 @@ def _time(value: str, field: str) -> int | None:
 
 
 @routes.get("/ui/destinations/{id}/replay")
-@page
+@ui
 async def replay_preview(request: web.Request) -> web.Response:
     """Step one of a replay: how many deliveries it would send again."""
     current = await _destination(request)
@@ -353,7 +384,7 @@ async def replay_preview(request: web.Request) -> web.Response:
 
 
 @routes.post("/ui/destinations/{id}/replay")
-@page
+@ui
 async def replay(request: web.Request) -> web.StreamResponse:
     current = await _destination(request)
     form = await request.post()
@@ -374,7 +405,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/ui/events")
-@page
+@ui
 async def events(request: web.Request) -> web.Response:
     store = request.app[STORE]
     q = request.query
@@ -422,7 +453,7 @@ def worst_state(deliveries: Sequence[Delivery]) -> str:
 
 
 @routes.get("/ui/events/{id}")
-@page
+@ui
 async def event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     e = await store.get_event(request.match_info["id"])
@@ -496,7 +527,7 @@ async def _chain(store: Store, e: Event) -> dict[str, Any]:
 
 
 @routes.get("/ui/dead")
-@page
+@ui
 async def dead(request: web.Request) -> web.Response:
     store = request.app[STORE]
     q = request.query
@@ -523,7 +554,7 @@ async def dead(request: web.Request) -> web.Response:
 
 
 @routes.post("/ui/deliveries/{id}/retry")
-@page
+@ui
 async def retry_one(request: web.Request) -> web.StreamResponse:
     delivery_id = request.match_info["id"]
     form = await request.post()
@@ -541,7 +572,7 @@ async def retry_one(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/ui/dead/retry")
-@page
+@ui
 async def retry_selected(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     ids = [str(v) for v in form.getall("id", [])][:1000]
@@ -559,7 +590,7 @@ async def retry_selected(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/ui/dead/retry-all")
-@page
+@ui
 async def retry_all(request: web.Request) -> web.StreamResponse:
     """Everything dead (of one destination, when filtered) goes again, in the background,
     a chunk per commit; the page shows the progress."""
@@ -600,7 +631,7 @@ async def _run_retry(app: web.Application, job: RetryJob) -> None:
 
 
 @routes.get("/ui/jobs/{id}")
-@page
+@ui
 async def job_progress(request: web.Request) -> web.Response:
     job = request.app[JOBS].get(request.match_info["id"])
     if job is None:
@@ -614,7 +645,7 @@ async def job_progress(request: web.Request) -> web.Response:
 
 
 @routes.get("/ui/users")
-@page
+@ui
 async def users(request: web.Request) -> web.Response:
     user = request.query.get("user", "").strip()
     inbox = None
@@ -638,7 +669,7 @@ async def users(request: web.Request) -> web.Response:
 
 
 @routes.get("/ui/uploads")
-@page
+@ui
 async def uploads(request: web.Request) -> web.Response:
     store = request.app[STORE]
     upload_id = request.query.get("id", "").strip()

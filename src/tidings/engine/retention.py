@@ -7,6 +7,14 @@ With `ttl_s = 0` events go within about a second of their last delivery. An even
 by a user's inbox message stays while the message does (issue 15): inbox messages go
 `inbox_acked_ttl_s` after their ack, or `inbox_ttl_s` after they were received, acked or
 not; each sweep deletes those first. Owns no SQL.
+
+A pass walks the events in seq order in chunks of CHUNK, each chunk starting after the
+last one looked at, so the events it keeps (a destination's backlog, dead letters) are
+read once per pass, not once per chunk. A pass is at most MAX_CHUNKS chunks; one cut off
+there is behind: the next pass starts at once where it stopped, instead of after the
+interval, so deletes keep up with any ingest rate the store can write. A pass that
+reached the cutoff ends the walk; the next one starts again from the oldest event
+(kept events may have been delivered since).
 """
 
 from __future__ import annotations
@@ -14,14 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
-from tidings.metrics import INBOX_SWEPT
+from tidings.metrics import (
+    INBOX_SWEPT,
+    RETENTION_BEHIND,
+    RETENTION_DELETED,
+    RETENTION_KEPT,
+    RETENTION_PASS_SECONDS,
+)
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import US, now_us
 
 log = logging.getLogger(__name__)
-CHUNK = 1000  # events deleted per transaction, so a sweep never stalls ingest for long
-MAX_CHUNKS = 100  # per sweep; the next sweep goes on
+CHUNK = 1000  # events looked at per transaction, so a sweep never stalls ingest for long
+MAX_CHUNKS = 100  # per pass; a pass cut off here is behind, and the next goes on at once
 
 
 def sweep_interval_s(ttl_s: int) -> float:
@@ -42,6 +57,8 @@ class Sweeper:
         self.inbox_ttl_s = inbox_ttl_s
         self.inbox_acked_ttl_s = inbox_acked_ttl_s
         self._task: asyncio.Task[None] | None = None
+        self._after = 0  # where the next pass starts: 0, or where a pass cut off stopped
+        self.behind = False  # the last pass was cut off with more to look at
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tidings-retention")
@@ -67,14 +84,34 @@ class Sweeper:
         return total
 
     async def sweep_once(self) -> int:
+        """One pass: the inbox, then up to MAX_CHUNKS chunks of events; answer how many
+        events it deleted."""
+        started = time.monotonic()
         await self.sweep_inbox_once()
         cutoff = now_us() - self.ttl_s * US
-        total = 0
-        for _ in range(MAX_CHUNKS):
-            deleted = await self.store.sweep(cutoff, CHUNK)
-            total += deleted
-            if deleted < CHUNK:
-                break
+        total = kept = 0
+        after = self._after
+        behind = True
+        done = False  # the walk reached the cutoff: the next one starts from the oldest
+        try:
+            for _ in range(MAX_CHUNKS):
+                swept = await self.store.sweep(cutoff, CHUNK, after)
+                total += swept.deleted
+                kept += swept.kept
+                if swept.upto is None:
+                    behind, done = False, True
+                    break
+                after = swept.upto
+        except BaseException:
+            behind = False  # failed: the loop waits its interval, then goes on from `after`
+            raise
+        finally:
+            self._after = 0 if done else after
+            self.behind = behind
+            RETENTION_BEHIND.set(1 if behind else 0)
+            RETENTION_DELETED.inc(total)
+            RETENTION_KEPT.inc(kept)
+            RETENTION_PASS_SECONDS.observe(time.monotonic() - started)
         return total
 
     async def _loop(self) -> None:
@@ -86,4 +123,6 @@ class Sweeper:
                     log.info("retention deleted %d delivered events", deleted, extra={"n": deleted})
             except StoreError as exc:
                 log.warning("retention sweep failed: %s", exc)
-            await asyncio.sleep(interval)
+                self.behind = False  # wait the interval before trying again
+            # Behind: go on at once (a yield, so the loop's other tasks run between passes).
+            await asyncio.sleep(0 if self.behind else interval)

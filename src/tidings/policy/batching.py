@@ -30,6 +30,17 @@ def take_group(sizes: Sequence[int], limit: int) -> int:
     return taken
 
 
+def group_limit(waiting: int, free: int, floor: int, cap: int) -> int:
+    """Events the next group may take when `waiting` events wait and `free` groups may
+    start now: an even share, so that a burst is written by groups side by side (each on
+    a connection of its own, the database's cores in parallel) instead of one group
+    after another; never below `floor` (a group's fixed cost: a call and a commit) nor
+    above `cap`."""
+    if free <= 1:
+        return cap
+    return max(floor, min(cap, -(-waiting // free)))
+
+
 def split_answers(sizes: Sequence[int], answers: Sequence[T]) -> list[list[T]]:
     """The answers of a merged write, back to the jobs that were merged, in order: job i
     gets the `sizes[i]` answers after those of the jobs before it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from tidings.sdk._calls import (
     DEFAULT_TIMEOUT_S,
     LONG_POLL_MARGIN_S,
     PAGE_MOST,
+    AsyncFetch,
     Call,
     Retries,
     check,
@@ -121,6 +123,17 @@ class AsyncClient:
     async def _call(self, call: Call, into: type[T]) -> T:
         return decode(await self._send(call), into, self.base_url)
 
+    async def _every(self, fetch: AsyncFetch[Page[T]]) -> AsyncIterator[T]:
+        """Every item of a paged list call, page after page, following `next`."""
+        cursor: str | None = None
+        while True:
+            page = await fetch(cursor=cursor)
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            cursor = page.next
+
     # Operations
 
     async def health(self) -> Health:
@@ -194,16 +207,9 @@ class AsyncClient:
             Call("GET", "/v1/destinations", params, replayable=True), Page[Destination]
         )
 
-    async def iter_destinations(self, *, page_size: int = PAGE_MOST) -> AsyncIterator[Destination]:
+    def iter_destinations(self, *, page_size: int = PAGE_MOST) -> AsyncIterator[Destination]:
         """Every destination, page after page."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_destinations(limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        return self._every(partial(self.list_destinations, limit=page_size))
 
     async def get_destination(self, ref: str) -> Destination:
         """`GET /v1/destinations/{id}`, by id or name."""
@@ -361,7 +367,7 @@ class AsyncClient:
         )
         return await self._call(Call("GET", "/v1/events", params, replayable=True), Page[Event])
 
-    async def iter_events(
+    def iter_events(
         self,
         *,
         topic: str | None = None,
@@ -370,20 +376,14 @@ class AsyncClient:
         page_size: int = PAGE_MOST,
     ) -> AsyncIterator[Event]:
         """Every event of `list_events`, page after page, newest first."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_events(
-                topic=topic,
-                key=key,
-                correlation_id=correlation_id,
-                limit=page_size,
-                cursor=cursor,
-            )
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        fetch = partial(
+            self.list_events,
+            topic=topic,
+            key=key,
+            correlation_id=correlation_id,
+            limit=page_size,
+        )
+        return self._every(fetch)
 
     async def get_event(self, event_id: str) -> Event:
         """`GET /v1/events/{id}`: with its payload and its deliveries."""
@@ -419,7 +419,7 @@ class AsyncClient:
             Call("GET", "/v1/deliveries", params, replayable=True), Page[Delivery]
         )
 
-    async def iter_deliveries(
+    def iter_deliveries(
         self,
         *,
         destination_id: str | None = None,
@@ -428,20 +428,14 @@ class AsyncClient:
         page_size: int = PAGE_MOST,
     ) -> AsyncIterator[Delivery]:
         """Every delivery of `list_deliveries`, page after page."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_deliveries(
-                destination_id=destination_id,
-                event_id=event_id,
-                state=state,
-                limit=page_size,
-                cursor=cursor,
-            )
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        fetch = partial(
+            self.list_deliveries,
+            destination_id=destination_id,
+            event_id=event_id,
+            state=state,
+            limit=page_size,
+        )
+        return self._every(fetch)
 
     async def get_delivery(self, delivery_id: str) -> Delivery:
         """`GET /v1/deliveries/{id}`: with its `attempts`."""

@@ -13,7 +13,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +27,11 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 30.0
 PAGE_MOST = 1000  # the API's largest page: what the iterators ask for
 LONG_POLL_MARGIN_S = 10.0  # a lease's wait_ms plus this, so the long poll is never cut
+
+# A list call with every argument but `cursor` bound (functools.partial), as the clients'
+# iter_* methods hand it to their `_every`; the sync client's is the blocking shape.
+AsyncFetch = Callable[..., Awaitable[T]]
+Fetch = Callable[..., T]
 
 _encode = msgspec.json.Encoder().encode
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}

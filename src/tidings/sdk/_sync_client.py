@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from tidings.sdk._calls import (
     LONG_POLL_MARGIN_S,
     PAGE_MOST,
     Call,
+    Fetch,
     Retries,
     check,
     decode,
@@ -122,6 +124,17 @@ class Client:
     def _call(self, call: Call, into: type[T]) -> T:
         return decode(self._send(call), into, self.base_url)
 
+    def _every(self, fetch: Fetch[Page[T]]) -> Iterator[T]:
+        """Every item of a paged list call, page after page, following `next`."""
+        cursor: str | None = None
+        while True:
+            page = fetch(cursor=cursor)
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            cursor = page.next
+
     # Operations
 
     def health(self) -> Health:
@@ -197,14 +210,7 @@ class Client:
 
     def iter_destinations(self, *, page_size: int = PAGE_MOST) -> Iterator[Destination]:
         """Every destination, page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_destinations(limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        return self._every(partial(self.list_destinations, limit=page_size))
 
     def get_destination(self, ref: str) -> Destination:
         """`GET /v1/destinations/{id}`, by id or name."""
@@ -371,20 +377,14 @@ class Client:
         page_size: int = PAGE_MOST,
     ) -> Iterator[Event]:
         """Every event of `list_events`, page after page, newest first."""
-        cursor: str | None = None
-        while True:
-            page = self.list_events(
-                topic=topic,
-                key=key,
-                correlation_id=correlation_id,
-                limit=page_size,
-                cursor=cursor,
-            )
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        fetch = partial(
+            self.list_events,
+            topic=topic,
+            key=key,
+            correlation_id=correlation_id,
+            limit=page_size,
+        )
+        return self._every(fetch)
 
     def get_event(self, event_id: str) -> Event:
         """`GET /v1/events/{id}`: with its payload and its deliveries."""
@@ -427,20 +427,14 @@ class Client:
         page_size: int = PAGE_MOST,
     ) -> Iterator[Delivery]:
         """Every delivery of `list_deliveries`, page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_deliveries(
-                destination_id=destination_id,
-                event_id=event_id,
-                state=state,
-                limit=page_size,
-                cursor=cursor,
-            )
-            for item in page.items:
-                yield item
-            if page.next is None:
-                return
-            cursor = page.next
+        fetch = partial(
+            self.list_deliveries,
+            destination_id=destination_id,
+            event_id=event_id,
+            state=state,
+            limit=page_size,
+        )
+        return self._every(fetch)
 
     def get_delivery(self, delivery_id: str) -> Delivery:
         """`GET /v1/deliveries/{id}`: with its `attempts`."""

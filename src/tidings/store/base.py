@@ -41,8 +41,10 @@ from tidings.model import (
     Page,
     Retried,
     Settled,
+    Swept,
     Upload,
 )
+from tidings.policy.counting import BACKLOG_EXACT_UP_TO
 from tidings.policy.outcome import FailurePlan
 
 
@@ -98,6 +100,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a query."""
+
+    # True when `listen` hears every process's new work and destination changes (PostgreSQL's
+    # NOTIFY): Redis wake-ups would only repeat each one, a claim round more per ingest.
+    announces: bool = False
 
     async def listen(
         self, on_work: Callable[[], None], on_destinations: Callable[[], None]
@@ -279,9 +285,11 @@ class Store(abc.ABC):
         Raise Conflict("state") when it is not dead."""
 
     @abc.abstractmethod
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        """Delete up to `limit` events received before `cutoff` whose deliveries are all
-        delivered (or that have none); answer how many."""
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        """Look at the next `limit` events (by seq) after seq `after` received before
+        `cutoff`, and delete those whose deliveries are all delivered (or that have none)
+        and that no inbox message names. The events kept are stepped over: a pass walks
+        the table once, `after` = the last chunk's `upto`, whatever it keeps."""
 
     @abc.abstractmethod
     async def save_upload(self, upload: Upload) -> None:
@@ -358,9 +366,14 @@ class Store(abc.ABC):
         """Every delivery of these events (one query, for a chain's outcomes), by event
         then destination order."""
 
+    backlog_exact_up_to: int = BACKLOG_EXACT_UP_TO
+
     @abc.abstractmethod
     async def backlog(self) -> list[Backlog]:
-        """Undelivered work per destination (pending, scheduled, in flight; oldest)."""
+        """Undelivered work per destination (pending, scheduled, in flight; oldest).
+        Each count is exact up to `backlog_exact_up_to`; above, an estimate from how
+        densely the first that many lie along seq (policy/counting.py), so the read
+        costs the same with a million pending as with ten thousand."""
 
     # -- the dashboard's aggregates (issue 17): each an index range or a key lookup, so
     # they answer as fast with a million deliveries as with ten.

@@ -115,11 +115,13 @@ def attempt_row(row: Row) -> Attempt:
     )
 
 
-def backlog_of(rows: Sequence[Row]) -> list[Backlog]:
-    """Rows of (destination_id, state, count, oldest created_at) to one Backlog each."""
+def backlog_of(rows: Sequence[Row], estimates: dict[tuple[str, str], int]) -> list[Backlog]:
+    """Rows of (destination_id, state, count, oldest created_at, ...) to one Backlog each,
+    the count of a (destination_id, state) in `estimates` replaced by that estimate."""
     by_destination: dict[str, dict[str, Any]] = {}
     for row in rows:
         destination_id, state, count, oldest = row[0], row[1], row[2], row[3]
+        count = estimates.get((destination_id, state), count)
         entry = by_destination.setdefault(
             destination_id, {"pending": 0, "scheduled": 0, "in_flight": 0, "oldest": None}
         )

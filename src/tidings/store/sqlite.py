@@ -81,9 +81,11 @@ from tidings.model import (
     Retried,
     Secret,
     Settled,
+    Swept,
     Upload,
 )
 from tidings.policy.batching import split_answers
+from tidings.policy.counting import SLICES, estimated, per_slice
 from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -1368,16 +1370,26 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
-    async def sweep(self, cutoff: int, limit: int) -> int:
-        def job(conn: sqlite3.Connection) -> int:
+    async def sweep(self, cutoff: int, limit: int, after: int = 0) -> Swept:
+        def job(conn: sqlite3.Connection) -> Swept:
             last = _last_seq_before(conn, cutoff)
-            if last is None:
-                return 0
-            return int(
-                conn.execute(Q["sweep_events_upto"], {"max_seq": last, "limit": limit}).rowcount
+            if last is None or last <= after:
+                return Swept(deleted=0, upto=None)
+            window = {"after": after, "max_seq": last, "limit": limit}
+            n, upto = conn.execute(Q["sweep_window"], window).fetchone()
+            if not n:
+                return Swept(deleted=0, upto=None)
+            deleted = conn.execute(
+                Q["sweep_events_between"], {"after": after, "upto": upto}
+            ).rowcount
+            return Swept(
+                deleted=int(deleted),
+                upto=None if upto >= last else int(upto),
+                kept=int(n) - int(deleted),
             )
 
-        return await self._write(job)
+        # A delete a power loss undoes is done again by the next pass: no sync needed.
+        return await self._write(job, durable=False)
 
     # ---------------------------------------------------------------- pull groups (issue 16)
     async def lease_group(self, destination_id: str, limit: int, lease_us: int, now: int) -> Leased:
@@ -1517,7 +1529,24 @@ class SQLiteStore(Store):
         return [delivery_row(r) for r in rows]
 
     async def backlog(self) -> list[Backlog]:
-        return backlog_of(await self._read(lambda c: c.execute(Q["backlog"]).fetchall()))
+        cap = self.backlog_exact_up_to
+
+        def read(conn: sqlite3.Connection) -> list[Backlog]:
+            rows = conn.execute(Q["backlog"], {"cap": cap}).fetchall()
+            estimates = {}
+            for destination_id, state, n, _, first, last in rows:
+                if n < cap:
+                    continue
+                args = {"destination_id": destination_id, "state": state, "first": first,
+                        "last": last, "slices": SLICES, "limit": per_slice(cap)}  # fmt: skip
+                walks = [
+                    ((lo, hi), int(n), low, high)
+                    for lo, hi, n, low, high in conn.execute(Q["backlog_slices"], args)
+                ]
+                estimates[(destination_id, state)] = estimated(cap, walks)
+            return backlog_of(rows, estimates)
+
+        return await self._read(read)
 
     async def activity(
         self, after_event_seq: int | None, after_attempt_seq: int | None

@@ -1,21 +1,26 @@
 """What the Redis transports (`redis_stream`, `redis_channel`) share: one pooled client
-per URL, and one attempt's run from allow-list check to classified result.
+per URL, concurrent deliveries' commands sent together, and one attempt's run from
+allow-list check to classified result.
 
 `RedisClients` keeps a `redis.asyncio` client per URL over a blocking pool (at most
 `max_connections` connections, reconnected on next use after the server went away:
-nothing to re-establish by hand after a restart). Clients never retry a command
+nothing to re-establish by hand after a restart), and a `Pipeliner` per URL: the commands
+of every delivery that starts in one turn of the event loop go as one pipeline (one
+write, one round trip, one pool checkout) and each delivery gets its own reply or error
+back, so a rejected command fails only its own attempt. Clients never retry a command
 themselves: a retry is the engine's, counted and backed off like any failed attempt.
 `RedisTransport.deliver` checks the allow-list, bounds the attempt by the destination's
 timeout and turns what happened into an `AttemptResult`; a subclass says which command
-one delivery is (`_send`, answering the reply to keep). Must never apply retry policy or
-raise for a delivery failure; error texts never carry a URL's credentials.
+one delivery is (`_command`) and what of its reply to keep (`_reply`). Must never apply
+retry policy or raise for a delivery failure; error texts never carry a URL's
+credentials.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -39,17 +44,76 @@ from tidings.transports.bus import BusTransport
 __all__ = ["RedisClients", "RedisTransport"]
 
 CONNECT_TIMEOUT_S = 5.0
-MAX_CONNECTIONS = 64  # per URL: a destination's max_in_flight beyond it waits for one
+MAX_CONNECTIONS = 64  # per URL: pipelines in flight beyond it wait for a connection
+PIPELINE_MOST = 500  # commands per pipeline; more in one turn start another pipeline
 
 S = TypeVar("S", RedisStreamSpec, RedisChannelSpec)  # the kinds this base sends
 
 
+class Pipeliner:
+    """Sends the commands handed to it in one turn of the event loop as pipelines of up
+    to PIPELINE_MOST, each bounded by the longest timeout among its commands (a server
+    that stopped answering frees the connection: redis-py drops a cancelled one)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._waiting: list[tuple[tuple[Any, ...], float, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, command: tuple[Any, ...], timeout_s: float) -> asyncio.Future[Any]:
+        """The command's reply (or its error) once its pipeline came back."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((command, timeout_s, reply))
+        return reply
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for i in range(0, len(waiting), PIPELINE_MOST):
+            task = asyncio.create_task(self._run(waiting[i : i + PIPELINE_MOST]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], float, asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(max(timeout_s for _, timeout_s, _ in batch)):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for command, _, _ in batch:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:  # closing: each attempt fails (and is retried later)
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(RedisConnectionError("the transport closed"))
+            raise
+        except Exception as exc:  # the whole pipeline failed (a bug too: never left hanging)
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc)
+            return
+        for (_, _, reply), answer in zip(batch, replies, strict=True):
+            if reply.done():  # its attempt timed out (and was cancelled) first
+                continue
+            if isinstance(answer, Exception):
+                reply.set_exception(answer)
+            else:
+                reply.set_result(answer)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class RedisClients:
-    """A `redis.asyncio` client per URL, made on first use."""
+    """A `redis.asyncio` client and its `Pipeliner` per URL, made on first use."""
 
     def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
         self._max_connections = max_connections
         self._clients: dict[str, Redis] = {}
+        self._pipeliners: dict[str, Pipeliner] = {}
 
     def get(self, url: str) -> Redis:
         client = self._clients.get(url)
@@ -65,14 +129,23 @@ class RedisClients:
             client = self._clients[url] = Redis(connection_pool=pool)
         return client
 
+    def pipeliner(self, url: str) -> Pipeliner:
+        found = self._pipeliners.get(url)
+        if found is None:
+            found = self._pipeliners[url] = Pipeliner(self.get(url))
+        return found
+
     async def close(self) -> None:
+        pipeliners, self._pipeliners = self._pipeliners, {}
+        for pipeliner in pipeliners.values():
+            await pipeliner.close()
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose(close_connection_pool=True)
 
 
 class RedisTransport(BusTransport[S], abc.ABC):
-    """One Redis command per delivery."""
+    """One Redis command per delivery, pipelined with the others of its turn."""
 
     def __init__(self, allowed: tuple[BusPrefix, ...], clients: RedisClients | None = None):
         super().__init__(allowed)
@@ -82,8 +155,12 @@ class RedisTransport(BusTransport[S], abc.ABC):
         await self._clients.close()
 
     @abc.abstractmethod
-    async def _send(self, client: Redis, claim: Claim, spec: S) -> str:
-        """Run the delivery's command; answer the reply to keep with the attempt."""
+    def _command(self, claim: Claim, spec: S) -> tuple[Any, ...]:
+        """The delivery's command, as redis-py's `execute_command` takes it."""
+
+    @abc.abstractmethod
+    def _reply(self, reply: Any) -> str:
+        """What of the command's reply to keep with the attempt."""
 
     async def deliver(self, claim: Claim, destination: Destination) -> AttemptResult:
         spec, attempt, refused = self.begin(destination)
@@ -92,14 +169,16 @@ class RedisTransport(BusTransport[S], abc.ABC):
         timeout_s = spec.timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_s):
-                reply = await self._send(self._clients.get(spec.url), claim, spec)
+                reply = await self._clients.pipeliner(spec.url).send(
+                    self._command(claim, spec), timeout_s
+                )
         except TimeoutError:
             return attempt.timed_out(spec.url, timeout_s, "Redis")
         except RedisError as exc:
             return attempt.failed(*_failure(exc, spec.url))
         except OSError as exc:
             return attempt.failed("connection_error", f"Redis {mask_credentials(spec.url)}: {exc}")
-        return attempt.delivered(reply)
+        return attempt.delivered(self._reply(reply))
 
 
 def _failure(exc: RedisError, url: str) -> tuple[AttemptOutcome, str]:

@@ -8,7 +8,7 @@ heard it (the count is kept as the attempt's answer). Must never re-encode the p
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
 
 from tidings.model import Claim, RedisChannelSpec
 from tidings.transports.envelope import body_of
@@ -20,7 +20,13 @@ __all__ = ["RedisChannels"]
 class RedisChannels(RedisTransport[RedisChannelSpec]):
     spec_type = RedisChannelSpec
 
-    async def _send(self, client: Redis, claim: Claim, spec: RedisChannelSpec) -> str:
-        body = body_of(spec.body, claim.topic, claim.received_at, claim.payload)
-        heard = await client.publish(spec.channel, body)
+    def _command(self, claim: Claim, spec: RedisChannelSpec) -> tuple[Any, ...]:
+        return (
+            "PUBLISH",
+            spec.channel,
+            body_of(spec.body, claim.topic, claim.received_at, claim.payload),
+        )
+
+    def _reply(self, reply: Any) -> str:
+        heard = int(reply)
         return f"{heard} subscriber{'' if heard == 1 else 's'}"

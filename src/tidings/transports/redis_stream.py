@@ -8,7 +8,7 @@ id, which is kept as the attempt's answer. Must never re-encode the payload.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
 
 from tidings.model import Claim, RedisStreamSpec
 from tidings.timeutil import to_iso
@@ -20,17 +20,24 @@ __all__ = ["RedisStreams"]
 class RedisStreams(RedisTransport[RedisStreamSpec]):
     spec_type = RedisStreamSpec
 
-    async def _send(self, client: Redis, claim: Claim, spec: RedisStreamSpec) -> str:
-        entry = await client.xadd(
+    def _command(self, claim: Claim, spec: RedisStreamSpec) -> tuple[Any, ...]:
+        trim = () if spec.maxlen is None else ("MAXLEN", "~", spec.maxlen)
+        return (
+            "XADD",
             spec.stream,
-            {
-                "id": claim.event_id,
-                "topic": claim.topic,
-                "key": claim.lane_key,
-                "payload": claim.payload,
-                "received_at": to_iso(claim.received_at),
-            },
-            maxlen=spec.maxlen,
-            approximate=True,
+            *trim,
+            "*",
+            "id",
+            claim.event_id,
+            "topic",
+            claim.topic,
+            "key",
+            claim.lane_key,
+            "payload",
+            claim.payload,
+            "received_at",
+            to_iso(claim.received_at),
         )
-        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    def _reply(self, reply: Any) -> str:
+        return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -27,6 +27,11 @@ SELECT to_regclass('meta') IS NOT NULL;
 -- name: notify
 SELECT pg_notify($1, $2);
 
+-- name: notify_unsynced
+-- A wake-up on its own, after the commit it announces: its commit need not wait for the
+-- disk (the lock a NOTIFY takes at commit is then held for microseconds).
+SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '');
+
 -- ---------------------------------------------------------------- ingest
 
 -- name: events_by_idempotency_keys
@@ -103,6 +108,11 @@ UPDATE destinations SET secrets = $2, updated_at = $3 WHERE id = $1;
 
 -- name: delete_destination
 DELETE FROM destinations WHERE id = $1;
+
+-- name: delete_deliveries_of_destination
+-- No foreign key cascades since migration 0007: the store deletes them (their attempts
+-- still cascade).
+DELETE FROM deliveries WHERE destination_id = $1;
 
 -- ---------------------------------------------------------------- reads
 
@@ -214,13 +224,21 @@ WHERE d.destination_id = $1 AND d.state = $2
 ORDER BY d.seq DESC LIMIT $5;
 
 -- name: list_deliveries_by_state
-SELECT d.seq, d.id, e.id, d.destination_id, d.lane_key, d.state, d.attempts,
+-- The newest `limit` of each destination's range of deliveries_by_destination, merged
+-- (there is no index on state alone since migration 0007: one less entry per delivery
+-- written, for a listing of a few dozen ranges).
+SELECT d.seq, d.id, d.event_id, d.destination_id, d.lane_key, d.state, d.attempts,
        d.next_attempt_at, d.last_error, d.created_at, d.updated_at
-FROM deliveries d JOIN events e ON e.seq = d.event_seq
-WHERE d.state = $2
-  AND d.seq < coalesce($4::bigint, 9223372036854775807)
-  AND ($1::text IS NULL OR d.destination_id = $1)
-  AND ($3::text IS NULL OR e.id = $3)
+FROM destinations t
+CROSS JOIN LATERAL (
+  SELECT x.seq, x.id, e.id AS event_id, x.destination_id, x.lane_key, x.state, x.attempts,
+         x.next_attempt_at, x.last_error, x.created_at, x.updated_at
+  FROM deliveries x JOIN events e ON e.seq = x.event_seq
+  WHERE x.destination_id = t.id AND x.state = $2
+    AND x.seq < coalesce($4::bigint, 9223372036854775807)
+    AND ($3::text IS NULL OR e.id = $3)
+  ORDER BY x.seq DESC LIMIT $5) AS d
+WHERE ($1::text IS NULL OR t.id = $1)
 ORDER BY d.seq DESC LIMIT $5;
 
 -- name: attempts_of
@@ -423,34 +441,68 @@ SELECT pg_advisory_xact_lock($1);
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: event_seq_bounds
-SELECT min(seq), max(seq) FROM events;
+-- Each end from the primary key: one row read each (the form SQLite needs, which scans an
+-- index for min() and max() together; kept alike here).
+SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
+       (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
 -- name: event_received_at_from
 SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 
--- name: sweep_events_upto
-DELETE FROM events WHERE seq IN (
-  SELECT e.seq FROM events e
-  WHERE e.seq <= $1
+-- name: sweep_window
+-- The next $3 events of a retention pass: how many, and the last one's seq.
+SELECT count(*), max(seq) FROM (
+  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) AS w;
+
+-- name: sweep_events_between
+-- The window's events that nothing holds any more, and in the same statement their
+-- deliveries (no foreign key cascade since migration 0007; the deliveries' attempts still
+-- cascade); the others are stepped over (the pass goes on after the window, not from the
+-- first kept event again). Answers the events deleted.
+WITH gone AS (
+  DELETE FROM events AS e
+  WHERE e.seq > $1 AND e.seq <= $2
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
     -- an inbox message names its event (issue 15): the event stays while one does
     AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
-  ORDER BY e.seq LIMIT $2);
+  RETURNING seq
+), swept AS (
+  DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
+)
+SELECT count(*) FROM gone;
 
 -- name: backlog
--- Per destination and state, a count over a range of deliveries_by_destination and the
--- oldest as the range's first entry (created_at grows with seq): one row read for it,
--- not one per delivery in the backlog.
-SELECT id, state, n, oldest FROM (
-  SELECT t.id, s.state,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
-    (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+-- Per destination and state, a walk of at most $1 entries of deliveries_by_destination:
+-- how many (exact below $1) and the first seq (its created_at is the oldest: created_at
+-- grows with seq); with the table's last seq. A count that reaches $1 is estimated by
+-- slices of seq (backlog_slices, policy/counting.py), so a scrape reads a bounded number
+-- of index entries however long a backlog grows. No ORDER BY seq anywhere: for one, the
+-- planner walks the primary key filtering rows (through the whole table for a state that
+-- has none) rather than the index, where the walk is in seq order anyway.
+WITH b AS MATERIALIZED (
+  SELECT t.id, s.state, w.n, w.first_seq
   FROM destinations t
   CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
-) AS b WHERE n > 0;
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(x.seq) AS first_seq FROM (
+      SELECT d.seq FROM deliveries d
+      WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS x) AS w
+)
+SELECT b.id, b.state, b.n, (SELECT o.created_at FROM deliveries o WHERE o.seq = b.first_seq),
+       b.first_seq, (SELECT max(seq) FROM deliveries)
+FROM b WHERE b.n > 0;
+
+-- name: backlog_slices
+-- At most $3 entries of a destination's deliveries in a state in each [lo, hi) of seq.
+SELECT r.lo, w.n, w.low, w.high
+FROM unnest($4::bigint[], $5::bigint[]) AS r (lo, hi)
+CROSS JOIN LATERAL (
+  SELECT count(*) AS n, min(x.seq) AS low, max(x.seq) AS high FROM (
+    SELECT d.seq FROM deliveries d
+    WHERE d.destination_id = $1 AND d.state = $2 AND d.seq >= r.lo AND d.seq < r.hi
+    LIMIT $3) AS x) AS w
+ORDER BY r.lo;
 
 -- name: lock_destinations_shared
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;

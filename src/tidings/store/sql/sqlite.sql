@@ -283,18 +283,46 @@ WHERE destination_id = :destination_id AND holds_lane = 0 AND state = 'pending';
 -- ---------------------------------------------------------------- retention and stats
 
 -- name: backlog
--- Per destination and state, a count over a range of deliveries_by_destination (the index
--- alone: the work grows with the backlog, not with the table) and the oldest as the
--- range's first entry (created_at grows with seq: one row read, not one per delivery).
-SELECT id, state, n, oldest FROM (
+-- Per destination and state, ranges of deliveries_by_destination: the count, exact up to
+-- :cap entries walked; the oldest as the range's first entry (created_at grows with seq);
+-- the range's first and last seq. A count that reaches :cap is estimated by slices of
+-- that span (backlog_slices, policy/counting.py), so a scrape reads a bounded number of
+-- index entries however long a backlog grows.
+SELECT id, state, n, oldest, first_seq, last_seq FROM (
   SELECT t.id, s.state,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state) AS n,
+    (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state LIMIT :cap) AS w) AS n,
     (SELECT d.created_at FROM deliveries d
-     WHERE d.destination_id = t.id AND d.state = s.state ORDER BY d.seq LIMIT 1) AS oldest
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq LIMIT 1) AS oldest,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq LIMIT 1) AS first_seq,
+    (SELECT d.seq FROM deliveries d
+     WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.seq DESC LIMIT 1) AS last_seq
   FROM destinations t
   CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'scheduled' UNION ALL SELECT 'in_flight') s
-) WHERE n > 0;
+) AS b WHERE n > 0;
+
+-- name: backlog_slices
+-- In each of :slices near-equal [lo, hi) parts of seq from :first to :last, at most :limit
+-- entries of a destination's deliveries in a state: how many, the first and last seq.
+-- One statement: a step per slice from Python would cost more than the walks.
+WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < :slices - 1),
+r AS (SELECT :first + (:last - :first + 1) * i / :slices AS lo,
+             :first + (:last - :first + 1) * (i + 1) / :slices AS hi FROM k)
+SELECT lo, hi,
+  (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi LIMIT :limit)),
+  (SELECT d.seq FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.destination_id, d.state, d.seq LIMIT 1),
+  (SELECT max(seq) FROM (SELECT d.seq FROM deliveries d
+   WHERE d.destination_id = :destination_id AND d.state = :state
+     AND d.seq >= r.lo AND d.seq < r.hi ORDER BY d.destination_id, d.state, d.seq LIMIT :limit))
+FROM r WHERE hi > lo ORDER BY lo;
 
 -- name: bump_destinations_rev
 -- Every change to destinations bumps this, so writers in other processes reload routes.
@@ -308,21 +336,29 @@ SELECT value FROM meta WHERE key = 'destinations_rev';
 SELECT seq, received_at FROM events WHERE seq >= :seq ORDER BY seq LIMIT 1;
 
 -- name: event_seq_bounds
-SELECT min(seq), max(seq) FROM events;
+-- Each end from the primary key: one row read each (SQLite scans an index for a query
+-- with both min() and max(): 0.6 s at 5.8 million events).
+SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
+       (SELECT seq FROM events ORDER BY seq DESC LIMIT 1);
 
--- name: sweep_events_upto
-DELETE FROM events WHERE seq IN (
-  SELECT e.seq FROM events e
-  WHERE e.seq <= :max_seq
-    AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
-    -- an inbox message names its event (issue 15): an event with recipients stays while
-    -- a generation that may hold one of its messages has any message (migration 0008)
-    AND (e.recipients IS NULL
-         OR e.seq < coalesce((SELECT min(g.first_seq) FROM inbox_gens g
-                              WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.gen = g.gen)),
-                             :max_seq + 1))
-  ORDER BY e.seq LIMIT :limit);
+-- name: sweep_window
+-- The next :limit events of a retention pass: how many, and the last one's seq.
+SELECT count(*), max(seq) FROM (
+  SELECT seq FROM events WHERE seq > :after AND seq <= :max_seq ORDER BY seq LIMIT :limit);
+
+-- name: sweep_events_between
+-- The window's events that nothing holds any more; the others are stepped over (the pass
+-- goes on after the window, not from the first kept event again).
+DELETE FROM events AS e
+WHERE e.seq > :after AND e.seq <= :upto
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.event_seq = e.seq AND d.state != 'delivered')
+  -- an inbox message names its event (issue 15): an event with recipients stays while
+  -- a generation that may hold one of its messages has any message (migration 0008)
+  AND (e.recipients IS NULL
+       OR e.seq < coalesce((SELECT min(g.first_seq) FROM inbox_gens g
+                            WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.gen = g.gen)),
+                           :upto + 1));
 
 -- ---------------------------------------------------------------- set-based engine writes
 -- The writer thread hands the GIL over at every SQLite step, and under load each handover

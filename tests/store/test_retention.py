@@ -1,0 +1,105 @@
+"""Contract tests of retention at the store and in the Sweeper: a pass walks the events
+once in chunks, stepping over the ones something still holds (undelivered or dead
+deliveries, inbox messages), deleting the rest; a pass cut off goes on where it stopped.
+
+Both stores, through the `store` fixture and the `Store` interface only.
+"""
+
+from __future__ import annotations
+
+from tests.store.test_lanes import claim, completion, dest, publish
+from tidings.engine.retention import Sweeper
+from tidings.model import EventIn, Raw
+from tidings.store.base import Store
+from tidings.timeutil import now_us
+
+
+async def settle(store: Store, destination_id: str, dead: set[int]) -> None:
+    """Deliver every delivery of the destination, but make those whose key is in `dead`
+    dead; leave the ones of key 'p' pending (never claimed)."""
+    for c in await claim(store, destination_id, limit=1000):
+        if c.lane_key == "p":
+            continue
+        await store.complete(
+            [completion(c, "dead" if int(c.lane_key) in dead else "delivered", release=True)],
+            pause_after=0,
+        )
+
+
+async def test_a_pass_steps_over_kept_events_and_deletes_the_rest(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await dest(store, ordering="none", topics=["held.*"])  # never claimed: keeps 'held'
+    keys = [str(i) for i in range(12)]
+    ids = await publish(store, *keys)
+    (held,) = await publish(store, "h", topic="held.one")
+    (inboxed,) = await store.append_events(
+        [EventIn(topic="x.y", key="u", payload=Raw(b"{}"), recipients=["u1"])]
+    )
+    # the first 4 events are the dead ones: a pass that re-read kept events every chunk
+    # would look at them again in each chunk of 3
+    await settle(store, d, dead={0, 1, 2, 3})
+    cutoff = now_us() + 1
+    after, deleted, kept, chunks = 0, 0, 0, 0
+    while True:
+        swept = await store.sweep(cutoff, 3, after)
+        chunks += 1
+        assert swept.deleted + swept.kept <= 3
+        deleted += swept.deleted
+        kept += swept.kept
+        if swept.upto is None:
+            break
+        assert swept.upto > after
+        after = swept.upto
+        assert chunks < 20
+    # 12 + held + inboxed = 14 events, each looked at once
+    assert (deleted, kept, chunks) == (8, 6, 5)
+    assert [await store.get_event(i) is None for i in ids] == [False] * 4 + [True] * 8
+    assert await store.get_event(held) is not None  # its delivery is pending
+    assert await store.get_event(inboxed.id) is not None  # a message names it
+
+
+async def test_dead_deliveries_and_inbox_messages_keep_their_events(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    dead_one, done = await publish(store, "1", "2")
+    (inboxed,) = await store.append_events(
+        [EventIn(topic="user.note", key="u", payload=Raw(b"{}"), recipients=["u1"])]
+    )
+    await settle(store, d, dead={1})
+    swept = await store.sweep(now_us() + 1, 100)
+    assert (swept.deleted, swept.kept, swept.upto) == (1, 2, None)
+    assert await store.get_event(done) is None
+    assert await store.get_event(dead_one) is not None
+    assert await store.get_event(inboxed.id) is not None
+    # once purged, the dead delivery's event goes too
+    (dl,) = (await store.list_deliveries(event_id=dead_one)).items
+    assert await store.purge_delivery(dl.id)
+    assert (await store.sweep(now_us() + 1, 100)).deleted == 1
+    assert await store.get_event(dead_one) is None
+
+
+async def test_nothing_old_enough_is_a_finished_pass(store: Store) -> None:
+    d = await dest(store, ordering="none")
+    await publish(store, "1")
+    await settle(store, d, dead=set())
+    swept = await store.sweep(now_us() - 60_000_000, 100)
+    assert (swept.deleted, swept.kept, swept.upto) == (0, 0, None)
+    assert (await store.sweep(now_us() + 1, 100, after=10**12)).upto is None
+
+
+async def test_a_sweeper_cut_off_goes_on_where_it_stopped(store: Store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tidings.engine.retention as retention
+
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    monkeypatch.setattr(retention, "MAX_CHUNKS", 2)
+    d = await dest(store, ordering="none")
+    ids = await publish(store, *[str(i) for i in range(9)])
+    await settle(store, d, dead={0, 1})  # two kept events at the start of every pass
+    sweeper = Sweeper(store, 0)
+    assert await sweeper.sweep_once() == 2  # looked at 4: kept 2, deleted 2
+    assert sweeper.behind
+    assert await sweeper.sweep_once() == 4  # on from the 5th, not from the kept ones
+    assert sweeper.behind
+    assert await sweeper.sweep_once() == 1  # the last one: the pass is over
+    assert not sweeper.behind
+    assert [await store.get_event(i) is None for i in ids] == [False] * 2 + [True] * 7
+    assert await sweeper.sweep_once() == 0  # a new walk from the start keeps the dead
