@@ -29,8 +29,12 @@ pytestmark = pytest.mark.e2e
 
 USERS = 2000
 NOTIFIER_RPS = 20  # the notifier's own limit: above it, 429
-DESTINATION_RPS = 16  # what the operator configures: 20% below the notifier's limit, for bursts
-# and the jitter of a loaded machine between a claim and its request
+# What the operator configures: 40% below the notifier's limit, for the burst of the
+# bucket (a tenth of the rate) and the jitter between a claim and its request's arrival on
+# a machine busy with other work (the notifier counts arrivals as its event loop sees them:
+# a loop or a sender process that waited for the CPU sees them bunched; with 16/s, two
+# loaded runs saw 21 and 32 in a second).
+DESTINATION_RPS = 12
 MESSAGE = "Server down: we are on it"
 
 

@@ -169,6 +169,29 @@ async def test_deliveries_of_one_turn_share_a_pipeline_each_with_its_own_answer(
     assert after["total_reads_processed"] - before["total_reads_processed"] <= 20
 
 
+async def test_a_command_is_not_sent_after_its_attempt_timed_out(
+    redis_server: RedisServer, streams: RedisStreams
+) -> None:
+    """Two destinations on one server, timeouts of 0.3 s and 5 s, started together while
+    the server holds writes for 1 s: the short one's attempt times out and its XADD is
+    cut with it (a retry would otherwise be overtaken by the stale one); the long one
+    lands."""
+    client = aioredis.from_url(redis_server.url)
+    try:
+        short = stream_spec(redis_server.url, timeout_ms=300)
+        long = stream_spec(redis_server.url, timeout_ms=5000)
+        await client.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+        results = await asyncio.gather(
+            streams.deliver(claim(1), destination(short)),
+            streams.deliver(claim(2), destination(long)),
+        )
+        entries = await client.xrange("orders")
+    finally:
+        await client.aclose()
+    assert [r.outcome for r in results] == ["timeout", "delivered"], results
+    assert [e[1][b"id"] for e in entries] == [b"evt_2"]
+
+
 async def test_a_password_in_the_url_is_used_and_never_shown(tmp_path: Any) -> None:
     server = RedisServer(workdir=tmp_path / "redis-auth", password="hunter2")
     server.start()

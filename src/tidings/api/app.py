@@ -118,8 +118,10 @@ class _WakingGroups:
 
 
 async def _start_reaper(app: web.Application) -> None:
-    # Other nodes' new work (PostgreSQL NOTIFY) wakes this node's long polls too.
-    await app[STORE].listen(app[GROUP_WAKER].wake, lambda: None)
+    # Other nodes' new work and destination changes (PostgreSQL NOTIFY) wake this node's
+    # long polls too, and the latter make its cache of groups read them again.
+    waker = app[GROUP_WAKER]
+    await app[STORE].listen(waker.wake, waker.destinations_changed)
     app[_REAPER].start()
 
 

@@ -97,7 +97,7 @@ class Sweeper:
             for _ in range(MAX_CHUNKS):
                 swept = await self.store.sweep(cutoff, CHUNK, after)
                 total += swept.deleted
-                kept += swept.kept
+                kept += max(0, swept.kept)
                 if swept.upto is None:
                     behind, done = False, True
                     break
@@ -124,5 +124,8 @@ class Sweeper:
             except StoreError as exc:
                 log.warning("retention sweep failed: %s", exc)
                 self.behind = False  # wait the interval before trying again
+            except Exception:  # a driver error not mapped to StoreError, a deadlock: go on
+                log.exception("retention sweep failed")
+                self.behind = False
             # Behind: go on at once (a yield, so the loop's other tasks run between passes).
             await asyncio.sleep(0 if self.behind else interval)

@@ -1297,13 +1297,15 @@ class PostgresStore(Store):
             last = await _last_seq_before(conn, cutoff)
             if last is None or last <= after:
                 return Swept(deleted=0, upto=None)
-            window = await conn.fetchrow(Q["sweep_window"], after, last, limit)
-            n, upto = (0, None) if window is None else (window[0], window[1])
+            row = await conn.fetchrow(Q["sweep_window"], after, last, limit)
+            assert row is not None  # aggregates: always one row
+            n, upto, deleted = row
             if not n or upto is None:
                 return Swept(deleted=0, upto=None)
-            deleted = int(await conn.fetchval(Q["sweep_events_between"], after, upto))
             return Swept(
-                deleted=deleted, upto=None if upto >= last else int(upto), kept=int(n) - deleted
+                deleted=int(deleted),
+                upto=None if upto >= last else int(upto),
+                kept=int(n) - int(deleted),
             )
 
     # ---------------------------------------------------------------- pull groups (issue 16)

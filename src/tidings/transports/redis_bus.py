@@ -50,50 +50,61 @@ PIPELINE_MOST = 500  # commands per pipeline; more in one turn start another pip
 S = TypeVar("S", RedisStreamSpec, RedisChannelSpec)  # the kinds this base sends
 
 
+# A command waiting for its pipeline: (command, timeout_s, deadline on the loop's clock,
+# the future its attempt awaits).
+_Waiting = tuple[tuple[Any, ...], float, float, "asyncio.Future[Any]"]
+
+
 class Pipeliner:
     """Sends the commands handed to it in one turn of the event loop as pipelines of up
-    to PIPELINE_MOST, each bounded by the longest timeout among its commands (a server
-    that stopped answering frees the connection: redis-py drops a cancelled one)."""
+    to PIPELINE_MOST, one per timeout among them, each cut at the earliest deadline of its
+    commands: no command goes out after its attempt gave up on it (the wait for a pool
+    connection included), and a server that stopped answering frees the connection
+    (redis-py drops a cancelled one)."""
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._waiting: list[tuple[tuple[Any, ...], float, asyncio.Future[Any]]] = []
+        self._waiting: list[_Waiting] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def send(self, command: tuple[Any, ...], timeout_s: float) -> asyncio.Future[Any]:
         """The command's reply (or its error) once its pipeline came back."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            reply.set_exception(RedisConnectionError("the transport closed"))
+            return reply
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append((command, timeout_s, reply))
+        self._waiting.append((command, timeout_s, loop.time() + timeout_s, reply))
         return reply
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
-        for i in range(0, len(waiting), PIPELINE_MOST):
-            task = asyncio.create_task(self._run(waiting[i : i + PIPELINE_MOST]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        by_timeout: dict[float, list[_Waiting]] = {}
+        for item in waiting:
+            by_timeout.setdefault(item[1], []).append(item)
+        for group in by_timeout.values():
+            for i in range(0, len(group), PIPELINE_MOST):
+                task = asyncio.create_task(self._run(group[i : i + PIPELINE_MOST]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[tuple[Any, ...], float, asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[_Waiting]) -> None:
         try:
-            async with asyncio.timeout(max(timeout_s for _, timeout_s, _ in batch)):
+            async with asyncio.timeout_at(min(deadline for _, _, deadline, _ in batch)):
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for command, _, _ in batch:
+                    for command, _, _, _ in batch:
                         pipe.execute_command(*command)
                     replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:  # closing: each attempt fails (and is retried later)
-            for _, _, reply in batch:
-                if not reply.done():
-                    reply.set_exception(RedisConnectionError("the transport closed"))
+            _fail(batch, RedisConnectionError("the transport closed"))
             raise
         except Exception as exc:  # the whole pipeline failed (a bug too: never left hanging)
-            for _, _, reply in batch:
-                if not reply.done():
-                    reply.set_exception(exc)
+            _fail(batch, exc)
             return
-        for (_, _, reply), answer in zip(batch, replies, strict=True):
+        for (_, _, _, reply), answer in zip(batch, replies, strict=True):
             if reply.done():  # its attempt timed out (and was cancelled) first
                 continue
             if isinstance(answer, Exception):
@@ -102,9 +113,18 @@ class Pipeliner:
                 reply.set_result(answer)
 
     async def close(self) -> None:
+        self._closed = True
+        waiting, self._waiting = self._waiting, []
+        _fail(waiting, RedisConnectionError("the transport closed"))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for _, _, _, reply in batch:
+        if not reply.done():
+            reply.set_exception(exc)
 
 
 class RedisClients:

@@ -450,18 +450,17 @@ SELECT (SELECT seq FROM events ORDER BY seq LIMIT 1),
 SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 
 -- name: sweep_window
--- The next $3 events of a retention pass: how many, and the last one's seq.
-SELECT count(*), max(seq) FROM (
-  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) AS w;
-
--- name: sweep_events_between
--- The window's events that nothing holds any more, and in the same statement their
--- deliveries (no foreign key cascade since migration 0007; the deliveries' attempts still
--- cascade); the others are stepped over (the pass goes on after the window, not from the
--- first kept event again). Answers the events deleted.
-WITH gone AS (
+-- The next $3 events of a retention pass after seq $1 up to $2, and of them those that
+-- nothing holds any more deleted with, in the same statement, their deliveries (no foreign
+-- key cascade since migration 0007; the deliveries' attempts still cascade); the others are
+-- stepped over (the pass goes on after the window, not from the first kept event again).
+-- One statement, one snapshot: an event that commits meanwhile is neither counted nor
+-- deleted (a later pass takes it). Answers the window's size, its last seq, the deleted.
+WITH w AS MATERIALIZED (
+  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+), gone AS (
   DELETE FROM events AS e
-  WHERE e.seq > $1 AND e.seq <= $2
+  WHERE e.seq IN (SELECT seq FROM w)
     AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = e.seq AND d.state != 'delivered')
     -- an inbox message names its event (issue 15): the event stays while one does
@@ -470,37 +469,43 @@ WITH gone AS (
 ), swept AS (
   DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
 )
-SELECT count(*) FROM gone;
+SELECT (SELECT count(*) FROM w), (SELECT max(seq) FROM w), (SELECT count(*) FROM gone);
 
 -- name: backlog
 -- Per destination and state, a walk of at most $1 entries of deliveries_by_destination:
--- how many (exact below $1) and the first seq (its created_at is the oldest: created_at
--- grows with seq); with the table's last seq. A count that reaches $1 is estimated by
--- slices of seq (backlog_slices, policy/counting.py), so a scrape reads a bounded number
--- of index entries however long a backlog grows. No ORDER BY seq anywhere: for one, the
--- planner walks the primary key filtering rows (through the whole table for a state that
--- has none) rather than the index, where the walk is in seq order anyway.
+-- how many (exact below $1), and the first and last seq of the state's deliveries (the
+-- first one's created_at is the oldest: created_at grows with seq). A count that reaches
+-- $1 is estimated by slices of [first, last] (backlog_slices, policy/counting.py), so a
+-- scrape reads a bounded number of index entries however long a backlog grows. Every
+-- ORDER BY names the index's whole key: ordered by seq alone, the planner walks the
+-- primary key filtering rows (through the whole table for a state that has none).
 WITH b AS MATERIALIZED (
-  SELECT t.id, s.state, w.n, w.first_seq
+  SELECT t.id, s.state, w.n,
+    (SELECT d.seq FROM deliveries d WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.destination_id, d.state, d.seq LIMIT 1) AS first_seq,
+    (SELECT d.seq FROM deliveries d WHERE d.destination_id = t.id AND d.state = s.state
+     ORDER BY d.destination_id DESC, d.state DESC, d.seq DESC LIMIT 1) AS last_seq
   FROM destinations t
   CROSS JOIN (VALUES ('pending'), ('scheduled'), ('in_flight')) AS s (state)
   CROSS JOIN LATERAL (
-    SELECT count(*) AS n, min(x.seq) AS first_seq FROM (
-      SELECT d.seq FROM deliveries d
+    SELECT count(*) AS n FROM (
+      SELECT 1 FROM deliveries d
       WHERE d.destination_id = t.id AND d.state = s.state LIMIT $1) AS x) AS w
 )
 SELECT b.id, b.state, b.n, (SELECT o.created_at FROM deliveries o WHERE o.seq = b.first_seq),
-       b.first_seq, (SELECT max(seq) FROM deliveries)
+       b.first_seq, b.last_seq
 FROM b WHERE b.n > 0;
 
 -- name: backlog_slices
--- At most $3 entries of a destination's deliveries in a state in each [lo, hi) of seq.
+-- The first $3 entries (in seq order) of a destination's deliveries in a state in each
+-- [lo, hi) of seq: how many, and their lowest and highest seq.
 SELECT r.lo, w.n, w.low, w.high
 FROM unnest($4::bigint[], $5::bigint[]) AS r (lo, hi)
 CROSS JOIN LATERAL (
   SELECT count(*) AS n, min(x.seq) AS low, max(x.seq) AS high FROM (
     SELECT d.seq FROM deliveries d
     WHERE d.destination_id = $1 AND d.state = $2 AND d.seq >= r.lo AND d.seq < r.hi
+    ORDER BY d.destination_id, d.state, d.seq
     LIMIT $3) AS x) AS w
 ORDER BY r.lo;
 
