@@ -40,8 +40,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Tests run in TEST_JOBS processes (pytest-xdist; a file's tests stay in one process):
+# many end-to-end tests mostly wait on real servers and clocks. TEST_JOBS=0: one process.
+TEST_JOBS ?= 2
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 
 # The schemathesis run of the API (part of `make test` at 50 examples per operation),
 # longer: `make fuzz FUZZ_EXAMPLES=2000`; a failure prints its seed (TIDINGS_FUZZ_SEED).
