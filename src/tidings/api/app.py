@@ -68,6 +68,7 @@ def create_app(
     app[STORE] = store
     app[SETTINGS] = settings
     app[KEY_DIGESTS] = tuple(key_digests)
+    app[auth.RAW_DIGESTS] = auth.raw_digests(app[KEY_DIGESTS])
     app[OPENAPI] = build_openapi()
     waker = app[GROUP_WAKER] = group_waker or GroupWaker()
     app[ENGINE] = _WakingGroups(engine or NoEngine(), waker)

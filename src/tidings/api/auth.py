@@ -14,7 +14,6 @@ from aiohttp import web
 
 from tidings.api.compat import PATHS as COMPAT_PATHS
 from tidings.api.errors import error_response
-from tidings.api.keys import KEY_DIGESTS
 
 META_KEY = "api_key_sha256"
 PROTECTED = frozenset({"/v1"}) | COMPAT_PATHS
@@ -25,9 +24,21 @@ TOKEN_PATHS = frozenset({"/v1/ws"})
 
 
 def digest(key: str) -> str:
+    return raw_digest(key).hex()
+
+
+def raw_digest(key: str) -> bytes:
     # surrogateescape: header bytes that are not UTF-8 (which aiohttp hands over as lone
     # surrogates) digest as the bytes they were, and match no key, instead of raising.
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def raw_digests(hex_digests: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The digests as bytes, what `refusal` compares: no hex rendering per request."""
+    return tuple(bytes.fromhex(d) for d in hex_digests)
+
+
+RAW_DIGESTS = web.AppKey("key_digests_raw", tuple[bytes, ...])  # raw_digests(KEY_DIGESTS)
 
 
 def new_api_key() -> str:
@@ -50,10 +61,10 @@ def refusal(request: web.Request) -> web.Response | None:
             "send the API key as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    presented = digest(key.strip())
+    presented = raw_digest(key.strip())
     # Every digest is compared (no early exit): the time says nothing of which key matched.
     valid = False
-    for known in request.app[KEY_DIGESTS]:
+    for known in request.app[RAW_DIGESTS]:
         valid |= hmac.compare_digest(presented, known)
     if not valid:
         return error_response(
