@@ -44,6 +44,10 @@ body of the same shape. It is what the load generator and the HTTP stack reach o
 machine with no work behind them; Tidings is reported as a ratio of it, measured in the
 same invocation and interleaved with the Tidings runs (raw, tidings, raw, tidings, ...).
 
+`server N us/event`: the server process's CPU (every thread) in the window over the
+events acknowledged in it: what one event costs the API, which other processes' load
+skews less than events/s.
+
 CPU columns (percent of one core, over the measurement window): `loop` is the server's
 main thread (event loop: HTTP parsing, msgspec, middlewares, routing), `other` its other
 threads (for Tidings on SQLite: the SQLite writer), `db` the PostgreSQL server (every
@@ -598,6 +602,7 @@ class Run:
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     cpu_loop_pct: float = 0.0
+    server_us_per_event: float = 0.0  # the server process's CPU (all threads) / window events
     cpu_other_pct: float = 0.0
     cpu_clients_pct: float = 0.0
     cpu_machine_pct: float = 0.0
@@ -834,6 +839,8 @@ class Runner:
             result.p99_ms = percentile(latencies, 0.99)
             result.cpu_clients_pct = 100 * client_cpu / opts.duration
             result.events_per_s = result.window_events / opts.duration
+            server_s = (loop1 - loop0) + (other1 - other0)
+            result.server_us_per_event = 1e6 * server_s / max(1, result.window_events)
         finally:
             analyzer.stop()
             result.analyze_runs = analyzer.runs
@@ -933,7 +940,8 @@ def describe(run: Run, repeats: int) -> str:
     line = (
         f"{run.scenario:6} {run.target:7} run {run.repeat + 1}/{repeats}: "
         f"{run.events_per_s:>9,.0f} events/s ({run.requests_per_s:,.0f} req/s) "
-        f"p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.1f} ms | cpu loop {run.cpu_loop_pct:.0f}% "
+        f"p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.1f} ms "
+        f"| server {run.server_us_per_event:.0f} us/event | cpu loop {run.cpu_loop_pct:.0f}% "
         f"other {run.cpu_other_pct:.0f}% "
         + (f"db {run.cpu_db_pct:.0f}% " if run.database == "postgres" else "")
         + f"clients {run.cpu_clients_pct:.0f}% "
@@ -967,6 +975,9 @@ def medians(runs: list[Run], scenarios: list[str], with_raw: bool) -> dict[str, 
             out[f"{name}_events_per_s"] = round(statistics.median(r.events_per_s for r in mine))
             out[f"{name}_p50_ms"] = round(statistics.median(r.p50_ms for r in mine), 2)
             out[f"{name}_p99_ms"] = round(statistics.median(r.p99_ms for r in mine), 2)
+            out[f"{name}_server_us_per_event"] = round(
+                statistics.median(r.server_us_per_event for r in mine), 1
+            )
         if with_raw and out.get(f"{scenario}_raw_events_per_s"):
             out[f"{scenario}_ratio"] = round(
                 out[f"{scenario}_events_per_s"] / out[f"{scenario}_raw_events_per_s"], 3

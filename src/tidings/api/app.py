@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tidings.api import (
+    auth,
     compat,
     deliveries,
     destinations,
@@ -21,8 +22,12 @@ from tidings.api import (
     users,
     ws,
 )
-from tidings.api.auth import auth_middleware
-from tidings.api.errors import answer_protocol_errors_as_json, error_middleware
+from tidings.api.errors import (
+    Handler,
+    answer_protocol_errors_as_json,
+    error_answer,
+    error_middleware,
+)
 from tidings.api.keys import (
     ENGINE,
     GROUP_WAKER,
@@ -57,12 +62,13 @@ def create_app(
     group_waker: GroupWaker | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[api_middleware],
         client_max_size=settings.max_request_bytes,
     )
     app[STORE] = store
     app[SETTINGS] = settings
     app[KEY_DIGESTS] = tuple(key_digests)
+    app[auth.RAW_DIGESTS] = auth.raw_digests(app[KEY_DIGESTS])
     app[OPENAPI] = build_openapi()
     waker = app[GROUP_WAKER] = group_waker or GroupWaker()
     app[ENGINE] = _WakingGroups(engine or NoEngine(), waker)
@@ -98,6 +104,21 @@ def create_app(
 
 
 _REAPER = web.AppKey("group_reaper", GroupReaper)
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every API request: the key (a 401 first), then the query check, then the handler,
+    any error answered with the standard body. One layer, not one per concern: each
+    middleware layer is a coroutine frame and a wrapper call on every request."""
+    try:
+        refused = auth.refusal(request)
+        if refused is not None:
+            return refused
+        query.check(request)
+        return await handler(request)
+    except Exception as exc:
+        return error_answer(request, exc)
 
 
 class _WakingGroups:

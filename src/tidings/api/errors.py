@@ -74,18 +74,26 @@ class ApiError(Exception):
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        return error_answer(request, exc)
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to an exception a handler raised: the standard body for every domain
+    and HTTP error, a logged 500 for anything else. Re-raises an HTTPException below 400
+    (a redirect is an answer, not an error). For a middleware's `except Exception`."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field)
-    except FieldError as exc:
+    if isinstance(exc, FieldError):
         status = 413 if exc.code == "payload_too_large" else 400
         return error_response(status, exc.code, exc.message, exc.field)
-    except InvalidCursor:
+    if isinstance(exc, InvalidCursor):
         return error_response(400, "invalid_field", "cursor is not one this API gave out", "cursor")
-    except NotFound as exc:
+    if isinstance(exc, NotFound):
         return error_response(404, "not_found", f"no such resource: {exc}")
-    except Conflict as exc:
+    if isinstance(exc, Conflict):
         return error_response(409, "conflict", exc.message, exc.field)
-    except StoreUnavailable as exc:
+    if isinstance(exc, StoreUnavailable):
         log.warning("store unavailable: %s", exc)
         return error_response(
             503,
@@ -94,18 +102,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "never duplicates what may have been stored)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason
         if exc.status == 413:
             message = f"request body exceeds {request.app[SETTINGS].max_request_bytes} bytes"
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, code, message, headers=headers)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error; see the server log")
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; see the server log")
 
 
 class _JsonErrorHandler(RequestHandler):

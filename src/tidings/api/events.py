@@ -68,14 +68,16 @@ def _with_header_key(request: web.Request, event: EventIn) -> EventIn:
 
 @routes.post("/v1/events")
 async def publish(request: web.Request) -> web.Response:
+    app = request.app  # a property that walks the match info: once, not per use
     event = _with_header_key(request, decode(await read_body(request), _event))
-    check_event(event, request.app[SETTINGS].max_payload_bytes)
-    (appended,) = await request.app[STORE].append_events([event])
-    push_live(request.app, [event], [appended])  # inboxes (issue 15)
+    check_event(event, app[SETTINGS].max_payload_bytes)
+    (appended,) = await app[STORE].append_events([event])
+    if appended.inbox:
+        push_live(app, [event], [appended])  # inboxes (issue 15)
     if not appended.duplicate:
         EVENTS_INGESTED.inc()
         if appended.deliveries:
-            request.app[ENGINE].wake()
+            app[ENGINE].wake()
     return json_response(
         AcceptedOut(
             id=appended.id,

@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from tidings.api.errors import Handler
 from tidings.api.keys import OPENAPI
 from tidings.policy.validation import FieldError
 
@@ -36,17 +35,19 @@ def allowed_queries(document: dict[str, Any]) -> dict[tuple[str, str], frozenset
 
 
 def install(app: web.Application) -> None:
+    """The allowed names, for `check` (which the application's middleware calls)."""
     app[_ALLOWED] = allowed_queries(app[OPENAPI])
-    app.middlewares.append(query_middleware)
 
 
-@web.middleware
-async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    for name, value in request.match_info.items():
-        if "\x00" in value:
-            raise FieldError(name, f"{name} holds a NUL character (%00)")
+def check(request: web.Request) -> None:
+    """Raise FieldError for an unknown query parameter or a NUL in a value."""
+    match_info = request.match_info
+    if match_info:
+        for name, value in match_info.items():
+            if "\x00" in value:
+                raise FieldError(name, f"{name} holds a NUL character (%00)")
     if request.query_string:
-        resource = request.match_info.route.resource
+        resource = match_info.route.resource
         template = None if resource is None else resource.canonical
         allowed = request.app[_ALLOWED].get((request.method, template or ""))
         if allowed is not None:
@@ -61,4 +62,3 @@ async def query_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name, value in request.query.items():
             if "\x00" in value:
                 raise FieldError(name, f"{name} holds a NUL character (%00)")
-    return await handler(request)
