@@ -59,6 +59,12 @@ def require_service() -> Callable[[str, int], None]:
     return check
 
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests first (a stable sort: the rest keep their order), so that with
+    several processes (`make test`) the rest of the suite runs beside them, not after."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 POSTGRES_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

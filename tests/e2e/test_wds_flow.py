@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tests.e2e.procs import TidingsProcess
 from tests.e2e.receiver import TidingsApi, eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 USERS = 2000
 NOTIFIER_RPS = 20  # the notifier's own limit: above it, 429

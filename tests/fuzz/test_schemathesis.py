@@ -26,7 +26,7 @@ import pytest
 
 from tests.e2e.procs import API_KEY, TidingsProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
