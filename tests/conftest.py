@@ -59,11 +59,11 @@ def require_service() -> Callable[[str, int], None]:
     return check
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The `slow` tests first (a stable sort: the rest keep their order), so that with
     several processes (`make test`) the rest of the suite runs beside them, not after."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 POSTGRES_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -93,6 +93,17 @@ def make_store(backend: str, tmp_path: Path) -> Store:
     if backend == "postgresql":
         return PostgresStore(postgres_url(postgres_schema(tmp_path)))
     raise AssertionError(f"unknown backend {backend}")
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store alone: for what only the SQLite store does."""
+    s = SQLiteStore(str(tmp_path / "tidings.db"))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
