@@ -82,6 +82,7 @@ from deliver import (
     Runner,
     Tidings,
     lane_key,
+    post_open_loop,
     proc_stats,
 )
 
@@ -116,9 +117,6 @@ def publisher_main(config_json: str) -> int:
     requests of `batch` events (1: POST /v1/events) on an open-loop schedule, at most
     `concurrency` requests in flight; write, per request, [first seq, events, due, sent,
     acked, status, ids] (time.monotonic() instants)."""
-    import aiohttp
-    import uvloop
-
     cfg = json.loads(config_json)
     tail = payload_tail(cfg["payload_bytes"])
     batch, rate = cfg["batch"], cfg["rate"]
@@ -129,49 +127,14 @@ def publisher_main(config_json: str) -> int:
         parts = [event_body(lane_key(s, cfg["keys"]).encode(), s, tail) for s in seqs]
         bodies.append(parts[0] if batch == 1 else b'{"events":[' + b",".join(parts) + b"]}")
     path = "/v1/events" if batch == 1 else "/v1/events/batch"
-    url = cfg["url"] + path
-    headers = {"Authorization": f"Bearer {cfg['api_key']}", "Content-Type": "application/json"}
     records: list[list[Any]] = [
         [i * batch, min(batch, n - i * batch), 0.0, 0.0, 0.0, 0, []] for i in range(len(bodies))
     ]
-    errors: dict[str, int] = {}
 
-    async def run() -> None:
-        print("ready", flush=True)
-        loop = asyncio.get_running_loop()
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        start = float(line.split()[1])
-        slots = asyncio.Semaphore(cfg["concurrency"])
-        connector = aiohttp.TCPConnector(limit=cfg["concurrency"], ttl_dns_cache=None)
-        timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    def answered(i: int, answer: Any) -> None:
+        records[i][6] = [answer["id"]] if batch == 1 else answer["ids"]
 
-            async def publish(i: int) -> None:
-                record = records[i]
-                try:
-                    record[3] = time.monotonic()
-                    async with session.post(url, data=bodies[i], headers=headers) as resp:
-                        raw = await resp.read()
-                        record[4] = time.monotonic()
-                        record[5] = resp.status
-                        if resp.status == 202:
-                            answer = json.loads(raw)
-                            record[6] = [answer["id"]] if batch == 1 else answer["ids"]
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                finally:
-                    slots.release()
-
-            tasks = []
-            for i in range(len(bodies)):
-                due = start + i * batch / rate
-                records[i][2] = due
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                await slots.acquire()
-                tasks.append(asyncio.create_task(publish(i)))
-            await asyncio.gather(*tasks)
-
-    uvloop.run(run())
+    errors = post_open_loop(cfg, cfg["url"] + path, bodies, batch / rate, records, answered)
     Path(cfg["result_file"]).write_text(json.dumps({"records": records, "errors": errors}))
     return 0
 

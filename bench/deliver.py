@@ -416,22 +416,25 @@ def xadd_client_main(config_json: str) -> int:
 
 
 # =============================================================== latency publisher process
-def publisher_main(config_json: str) -> int:
-    """`deliver.py _publisher CONFIG`: POST /v1/events on an open-loop schedule of `rate`
-    events/s for `seconds` from `go T`, at most `concurrency` in flight; write, per event,
-    [seq, id, scheduled, sent, acked, status] (time.monotonic() instants)."""
+def post_open_loop(
+    cfg: dict[str, Any],
+    url: str,
+    bodies: list[bytes],
+    interval_s: float,
+    records: list[list[Any]],
+    answered: Callable[[int, Any], None],
+) -> dict[str, int]:
+    """From `go T` on standard input (after printing `ready`), POST `bodies[i]` to `url`
+    at T + i * interval_s (open loop), at most `cfg["concurrency"]` in flight; write each
+    request's due, sent and acked instants (time.monotonic()) and status into
+    `records[i][2:6]`, hand each 202's decoded answer to `answered(i, answer)`; answer the
+    transport errors by name (`answered` may count its own there)."""
     import asyncio
 
     import aiohttp
     import uvloop
 
-    cfg = json.loads(config_json)
-    tail = payload_tail(cfg["payload_bytes"])
-    rate, n = cfg["rate"], int(cfg["rate"] * cfg["seconds"])
-    bodies = [event_body(lane_key(seq, cfg["keys"]).encode(), seq, tail) for seq in range(n)]
-    url = cfg["url"] + "/v1/events"
     headers = {"Authorization": f"Bearer {cfg['api_key']}", "Content-Type": "application/json"}
-    records: list[list[Any]] = [[seq, None, 0.0, 0.0, 0.0, 0] for seq in range(n)]
     errors: dict[str, int] = {}
 
     async def run() -> None:
@@ -441,37 +444,58 @@ def publisher_main(config_json: str) -> int:
         start = float(line.split()[1])
         slots = asyncio.Semaphore(cfg["concurrency"])
         connector = aiohttp.TCPConnector(limit=cfg["concurrency"], ttl_dns_cache=None)
-        timeout = aiohttp.ClientTimeout(total=cfg["request_timeout"])
+        timeout = aiohttp.ClientTimeout(total=cfg.get("request_timeout", 30))
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-            async def publish(seq: int) -> None:
-                record = records[seq]
+            async def publish(i: int) -> None:
+                record = records[i]
                 try:
                     record[3] = time.monotonic()
-                    async with session.post(url, data=bodies[seq], headers=headers) as resp:
+                    async with session.post(url, data=bodies[i], headers=headers) as resp:
                         raw = await resp.read()
                         record[4] = time.monotonic()
                         record[5] = resp.status
                         if resp.status == 202:
-                            answer = json.loads(raw)
-                            record[1] = answer["id"]
-                            if answer.get("deliveries", cfg["destinations"]) != cfg["destinations"]:
-                                errors["bad_fanout"] = errors.get("bad_fanout", 0) + 1
+                            answered(i, json.loads(raw))
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 finally:
                     slots.release()
 
             tasks = []
-            for seq in range(n):
-                due = start + seq / rate
-                records[seq][2] = due
+            for i in range(len(bodies)):
+                due = start + i * interval_s
+                records[i][2] = due
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 await slots.acquire()
-                tasks.append(asyncio.create_task(publish(seq)))
+                tasks.append(asyncio.create_task(publish(i)))
             await asyncio.gather(*tasks)
 
     uvloop.run(run())
+    return errors
+
+
+def publisher_main(config_json: str) -> int:
+    """`deliver.py _publisher CONFIG`: POST /v1/events on an open-loop schedule of `rate`
+    events/s for `seconds` from `go T`, at most `concurrency` in flight; write, per event,
+    [seq, id, scheduled, sent, acked, status] (time.monotonic() instants)."""
+    cfg = json.loads(config_json)
+    tail = payload_tail(cfg["payload_bytes"])
+    rate, n = cfg["rate"], int(cfg["rate"] * cfg["seconds"])
+    bodies = [event_body(lane_key(seq, cfg["keys"]).encode(), seq, tail) for seq in range(n)]
+    records: list[list[Any]] = [[seq, None, 0.0, 0.0, 0.0, 0] for seq in range(n)]
+    bad_fanout = 0
+
+    def answered(seq: int, answer: Any) -> None:
+        nonlocal bad_fanout
+        records[seq][1] = answer["id"]
+        if answer.get("deliveries", cfg["destinations"]) != cfg["destinations"]:
+            bad_fanout += 1
+
+    url = cfg["url"] + "/v1/events"
+    errors = post_open_loop(cfg, url, bodies, 1 / rate, records, answered)
+    if bad_fanout:
+        errors["bad_fanout"] = bad_fanout
     Path(cfg["result_file"]).write_text(json.dumps({"records": records, "errors": errors}))
     return 0
 
