@@ -7,27 +7,24 @@ several generations."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgspec
 import pytest
 
 from tidings.model import EventIn
-from tidings.store import sqlite as sqlite_store
+from tidings.store import sqlite as sqlite_module
 from tidings.store.sqlite import SQLiteStore
 from tidings.timeutil import now_us
 
 
+@pytest.fixture(autouse=True)
+def small_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "GENERATION_MESSAGES", 3)
+
+
 @pytest.fixture
-async def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteStore]:
-    monkeypatch.setattr(sqlite_store, "GENERATION_MESSAGES", 3)
-    s = SQLiteStore(str(tmp_path / "tidings.db"))
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store
 
 
 def ev(recipients: list[str]) -> EventIn:
