@@ -97,7 +97,7 @@ class Sweeper:
             for _ in range(MAX_CHUNKS):
                 swept = await self.store.sweep(cutoff, CHUNK, after)
                 total += swept.deleted
-                kept += max(0, swept.kept)
+                kept += swept.kept
                 if swept.upto is None:
                     behind, done = False, True
                     break
