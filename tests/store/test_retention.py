@@ -11,7 +11,7 @@ from tests.store.test_lanes import claim, completion, dest, publish
 from tidings.engine.retention import Sweeper
 from tidings.model import EventIn, Raw
 from tidings.store.base import Store
-from tidings.store.postgres import PostgresStore
+from tidings.store.postgres import PostgresStore, lock_key
 from tidings.timeutil import now_us
 
 
@@ -132,3 +132,53 @@ async def test_an_event_committing_during_a_sweep_is_left_for_the_next_pass(
     assert all([await store.get_event(i) is None for i in later])
     second = await store.sweep(now_us() + 10**6, 1000, 0)
     assert second.deleted == 1 and await store.get_event("evt_late") is None, second
+
+
+async def test_a_replay_racing_a_sweep_keeps_its_delivery(store: Store) -> None:
+    """A replay re-queues a delivered delivery while a sweep deletes its window. The sweep
+    locks the deliveries it deletes: one a writer holds is stepped over (its event kept),
+    and a replay that comes after the sweep finds nothing to do. Either way no delivery
+    is both re-queued and deleted."""
+    if not isinstance(store, PostgresStore):
+        return  # SQLite's writer runs one transaction at a time: nothing interleaves
+    import asyncio
+
+    d = await dest(store, ordering="none")
+    (racing, other) = await publish(store, "1", "2")
+    await settle(store, d, dead=set())
+    (dl,) = (await store.list_deliveries(event_id=racing)).items
+    cutoff = now_us() + 1
+    async with store._conn() as side:
+        tx = side.transaction()
+        await tx.start()
+        # a replay mid-way: the delivery re-queued, not yet committed
+        await side.execute("UPDATE deliveries SET state = 'pending' WHERE id = $1", dl.id)
+        swept = await asyncio.wait_for(store.sweep(cutoff, 100), 10)  # never waits on it
+        await tx.commit()
+    assert (swept.deleted, swept.kept) == (1, 1), swept
+    assert await store.get_event(other) is None
+    assert await store.get_event(racing) is not None
+    (again,) = (await store.list_deliveries(event_id=racing)).items
+    assert again.state == "pending"
+
+    # a replay that read its candidates before a sweep took them re-queues nothing, and
+    # does not fail: it waits on the lane lock held here while the sweep commits
+    (late,) = await publish(store, "3")
+    await settle(store, d, dead=set())
+    async with store._conn() as side:
+        tx = side.transaction()
+        await tx.start()
+        await side.execute("SELECT pg_advisory_xact_lock($1)", lock_key(d, "3"))
+        replay = asyncio.create_task(store.replay(d, "delivered", None, None, now_us(), 100))
+        for _ in range(200):  # until the replay waits on the lane lock
+            waiting = await side.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the replay never reached its lane lock"
+        assert (await store.sweep(now_us() + 1, 100)).deleted == 1
+        await tx.commit()
+    assert await asyncio.wait_for(replay, 10) == 0
+    assert await store.get_event(late) is None

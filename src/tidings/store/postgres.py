@@ -369,6 +369,11 @@ class PostgresStore(Store):
             await conn.execute(Q["insert_meta_if_absent"], key, value)
             return str(await conn.fetchval(Q["get_meta"], key))
 
+    async def delete_expired_meta(self, prefix: str, now: int) -> int:
+        async with self._tx(durable=False) as conn:  # a crash leaves them for next time
+            status = await conn.execute(Q["delete_expired_meta"], prefix, now)
+        return int(status.split()[-1])
+
     # ---------------------------------------------------------------- routing
     async def _current_router(self, conn: Conn) -> Router:
         rev = await conn.fetchval(Q["destinations_rev"])
@@ -1255,7 +1260,10 @@ class PostgresStore(Store):
             await conn.fetchval(Q["lock_lanes"], locks)
             done = 0
             for r in rows:
-                done += await self._requeue(conn, r[0], now)
+                try:
+                    done += await self._requeue(conn, r[0], now)
+                except NotFound:
+                    continue  # swept since it was read: retention came first
             return done
 
     async def save_upload(self, upload: Upload) -> None:

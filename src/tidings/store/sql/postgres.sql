@@ -7,6 +7,11 @@ SELECT value FROM meta WHERE key = $1;
 -- name: insert_meta_if_absent
 INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
 
+-- name: delete_expired_meta
+-- meta is small (a handful of facts and the sign-outs of the last hours): a scan is fine.
+DELETE FROM meta
+WHERE left(key, length($1)) = $1 AND value ~ '^[0-9]+$' AND value::bigint <= $2;
+
 -- name: bump_destinations_rev
 INSERT INTO meta (key, value) VALUES ('destinations_rev', '1')
 ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text;
@@ -455,19 +460,32 @@ SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 -- key cascade since migration 0007; the deliveries' attempts still cascade); the others are
 -- stepped over (the pass goes on after the window, not from the first kept event again).
 -- One statement, one snapshot: an event that commits meanwhile is neither counted nor
--- deleted (a later pass takes it). Answers the window's size, its last seq, the deleted.
+-- deleted (a later pass takes it). An event goes only if every one of its deliveries is
+-- locked here still delivered: a replay or retry that re-queued one after the snapshot is
+-- seen (FOR UPDATE reads the newest version), one still running is skipped (SKIP LOCKED,
+-- so a sweep never waits on, or deadlocks with, a writer) and keeps the event; a re-queue
+-- that comes after the lock waits for this commit and finds the delivery gone. Answers the
+-- window's size, its last seq, the deleted.
 WITH w AS MATERIALIZED (
   SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+), d AS MATERIALIZED (
+  SELECT seq, event_seq FROM deliveries WHERE event_seq IN (SELECT seq FROM w)
+), done AS MATERIALIZED (
+  SELECT seq FROM deliveries
+  WHERE event_seq IN (SELECT seq FROM w) AND state = 'delivered'
+  FOR UPDATE SKIP LOCKED
 ), gone AS (
   DELETE FROM events AS e
   WHERE e.seq IN (SELECT seq FROM w)
-    AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.event_seq = e.seq AND d.state != 'delivered')
+    AND NOT EXISTS (SELECT 1 FROM d
+                    WHERE d.event_seq = e.seq AND d.seq NOT IN (SELECT seq FROM done))
     -- an inbox message names its event (issue 15): the event stays while one does
     AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
   RETURNING seq
 ), swept AS (
-  DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
+  DELETE FROM deliveries
+  WHERE seq IN (SELECT seq FROM done)
+    AND event_seq IN (SELECT seq FROM gone)
 )
 SELECT (SELECT count(*) FROM w), (SELECT max(seq) FROM w), (SELECT count(*) FROM gone);
 
