@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.e2e.receiver import eventually
 from tests.store.test_lanes import claim, completion, dest, publish
 from tidings.api.app import create_app, start_site
 from tidings.api.auth import digest
+from tidings.dashboard.sessions import SIGNED_OUT
 
 PAGES = ["/", "/ui/destinations", "/ui/events", "/ui/dead", "/ui/users", "/ui/uploads"]
 
@@ -102,12 +104,15 @@ async def test_sign_in_pages_and_sign_out(api: Api, browser: aiohttp.ClientSessi
     async with browser.get(api.url + "/v1/events") as r:
         assert r.status == 401
     old = {c.key: c.value for c in browser.cookie_jar}["tidings_session"]
+    # an earlier sign-out whose cookie has expired since: nobody needs it kept
+    await api.store.set_meta_if_absent(SIGNED_OUT + "long-ago", str(int(time.time()) - 1))
     async with browser.post(
         api.url + "/ui/signout", data={"csrf": csrf}, allow_redirects=False
     ) as r:
         assert r.status == 303 and r.headers["Location"] == "/ui/signin"
     # The old cookie, sent again, is dead too.
     assert await status_with_cookie(api, old) == 303
+    assert await api.store.get_meta(SIGNED_OUT + "long-ago") is None
 
 
 async def test_a_sign_out_ends_the_session_in_every_api_process(

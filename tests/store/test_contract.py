@@ -894,6 +894,20 @@ async def test_every_filter_combination_lists_what_a_scan_finds(store: Store) ->
 # --------------------------------------------------------------------------- meta
 
 
+async def test_expired_meta_is_deleted_by_prefix(store: Store) -> None:
+    for key, value in [("out:a", "100"), ("out:b", "200"), ("out:c", "oops"), ("outer", "1")]:
+        await store.set_meta_if_absent(key, value)
+    assert await store.delete_expired_meta("out:", 150) == 1
+    assert [await store.get_meta(k) for k in ("out:a", "out:b", "out:c", "outer")] == [
+        None,
+        "200",
+        "oops",  # not an expiry: never taken for one
+        "1",  # another prefix
+    ]
+    assert await store.delete_expired_meta("out:", 10**12) == 1
+    assert await store.get_meta("out:b") is None
+
+
 async def test_set_meta_if_absent_sets_once(store: Store) -> None:
     assert await store.get_meta("api_key") is None
     assert await store.set_meta_if_absent("api_key", "first") == "first"

@@ -39,6 +39,8 @@ REVOKED = web.AppKey("dashboard_revoked", dict[str, int])
 # + the nonce: a meta row per sign-out (its value the cookie's expiry), read by every API
 # process before it lets a session through, so a copied cookie dies everywhere at once.
 SIGNED_OUT = "dashboard_signed_out:"
+# The session the guard let through, for the page it renders.
+GUARDED = web.RequestKey("tidings_dashboard_session", Session)
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -107,11 +109,12 @@ async def session_of(request: web.Request) -> Session | None:
 async def end_session(request: web.Request, response: web.StreamResponse) -> None:
     session = current_session(request)
     if session is not None:
-        await request.app[STORE].set_meta_if_absent(
-            SIGNED_OUT + session.nonce, str(session.expires_at)
-        )
-        revoked = request.app[REVOKED]
+        store = request.app[STORE]
+        await store.set_meta_if_absent(SIGNED_OUT + session.nonce, str(session.expires_at))
         now = _now()
+        # Sign-outs of cookies that have expired anyway are facts no one needs any more.
+        await store.delete_expired_meta(SIGNED_OUT, now)
+        revoked = request.app[REVOKED]
         for nonce, until in list(revoked.items()):
             if until <= now:
                 del revoked[nonce]
@@ -119,10 +122,15 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
     response.del_cookie(COOKIE, path="/")
 
 
+def page_session(request: web.Request) -> Session | None:
+    """The session of the page being rendered: the one the guard let through, else (a
+    page outside the guard, such as the sign-in form) the cookie's, checked here."""
+    guarded = request.get(GUARDED)
+    return guarded if guarded is not None else current_session(request)
+
+
 def csrf_of(request: web.Request) -> str:
-    # Checked again rather than carried on the request: an HMAC is cheaper than a
-    # request key's ceremony, and aiohttp's RequestKey is newer than the range we allow.
-    session = current_session(request)
+    session = page_session(request)
     if session is None:
         return ""
     return csrf_token(bytes(request.app[SECRET]), session.token)
@@ -155,6 +163,7 @@ def page(handler: Page) -> Page:
                 return web.Response(
                     status=403, text="the form's CSRF token is missing or wrong: reload the page"
                 )
+        request[GUARDED] = session
         return await handler(request)
 
     guarded.__name__ = handler.__name__

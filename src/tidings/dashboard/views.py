@@ -37,11 +37,11 @@ from tidings.dashboard.sessions import (
     SECRET,
     Page,
     csrf_of,
-    current_session,
     end_session,
     key_is_valid,
     load_secret,
     page,
+    page_session,
     session_of,
     start_session,
 )
@@ -149,7 +149,7 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
         csrf=csrf_of(request),
         version=__version__,
         path=request.path,
-        signed_in=current_session(request) is not None,
+        signed_in=page_session(request) is not None,
         **context,
     )
     return web.Response(

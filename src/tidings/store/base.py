@@ -121,6 +121,11 @@ class Store(abc.ABC):
     async def set_meta_if_absent(self, key: str, value: str) -> str:
         """Store `value` unless `key` exists; answer the value now stored."""
 
+    @abc.abstractmethod
+    async def delete_expired_meta(self, prefix: str, now: int) -> int:
+        """Delete the facts whose key starts with `prefix` and whose value, an integer
+        expiry, is at most `now` (the dashboard's sign-outs); answer how many."""
+
     # -- ingest
     @abc.abstractmethod
     async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:

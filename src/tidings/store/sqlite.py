@@ -623,6 +623,13 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
+    async def delete_expired_meta(self, prefix: str, now: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            params = {"prefix": prefix, "now": now}
+            return int(conn.execute(Q["delete_expired_meta"], params).rowcount)
+
+        return await self._write(job)
+
     # ---------------------------------------------------------------- ingest
     async def append_events(self, events: Sequence[EventIn]) -> list[Appended]:
         return await self._write(lambda conn: self._append(conn, events), events=events)

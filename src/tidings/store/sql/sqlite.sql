@@ -6,6 +6,12 @@ SELECT value FROM meta WHERE key = :key;
 -- name: insert_meta_if_absent
 INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
 
+-- name: delete_expired_meta
+-- meta is small (a handful of facts and the sign-outs of the last hours): a scan is fine.
+DELETE FROM meta
+WHERE substr(key, 1, length(:prefix)) = :prefix AND value NOT GLOB '*[^0-9]*'
+  AND value != '' AND CAST(value AS INTEGER) <= :now;
+
 -- name: events_by_idempotency_keys
 -- :keys is a JSON array of idempotency keys: one statement (one GIL hand-over) for all the
 -- keys of an append, each looked up in the UNIQUE index.
