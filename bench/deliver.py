@@ -139,14 +139,12 @@ from typing import Any
 
 from ingest import (
     CLK_TCK,
-    DATABASES,
     DB_PROCESS,
-    DEFAULT_POSTGRES_URL,
     PACKAGES,
     TOPIC,
     Analyzer,
     BenchError,
-    VerificationError,
+    database_options,
     drop_schema,
     event_body,
     free_port,
@@ -158,6 +156,7 @@ from ingest import (
     percentile,
     postgres_version,
     read_line,
+    run_steps,
     sdk,
     stop_process,
     tail_of,
@@ -1808,25 +1807,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="tidings: pause the destinations during ingest and time the drain alone",
     )
-    p.add_argument(
-        "--database",
-        choices=DATABASES,
-        default="sqlite",
-        help="tidings: sqlite (a new file per run) or postgres (a new schema per run, dropped "
-        "after it)",
-    )
-    p.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
-    )
-    p.add_argument(
-        "--analyze-every",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="postgres: ANALYZE the run's tables every S seconds during the run, as "
-        "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
+    database_options(
+        p,
+        "tidings: sqlite (a new file per run) or postgres (a new schema per run, dropped after it)",
+        analyze=True,
     )
     p.add_argument(
         "--workers",
@@ -1960,10 +1944,11 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     runs: list[Run] = []
-    status = 0
     root = Path(tempfile.mkdtemp(prefix="tidings-deliver-"))
     runner = Runner(args, root)
-    try:
+
+    def run_all() -> int:
+        failed = 0
         for repeat in range(args.repeats):
             for scenario, target in steps:
                 if scenario == "throughput":
@@ -1973,22 +1958,10 @@ def main(argv: list[str]) -> int:
                 runs.append(run)
                 print(describe(run, args.repeats), flush=True)
                 if run.problems:
-                    status = 2
-    except VerificationError as exc:
-        print(f"\n!!! CHECK FAILED: {exc}\n", file=sys.stderr, flush=True)
-        status = 2
-    except BenchError as exc:
-        print(f"\n!!! benchmark failed: {exc}\n", file=sys.stderr, flush=True)
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    finally:
-        runner.kill_all()
-        if args.keep_tmp or status:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+                    failed = 2
+        return failed
+
+    status = run_steps(run_all, runner, root, args.keep_tmp, "CHECK FAILED")
     if status == 2:
         print("\n!!! some runs failed their checks (PROBLEMS above)", file=sys.stderr)
     if not runs or status not in (0, 2):

@@ -76,10 +76,9 @@ from pathlib import Path
 from typing import Any
 
 from ingest import (
-    DATABASES,
-    DEFAULT_POSTGRES_URL,
     BenchError,
     VerificationError,
+    database_options,
     drop_schema,
     foreign_cpu,
     free_port,
@@ -90,6 +89,7 @@ from ingest import (
     pg_call,
     postgres_version,
     processes_cpu,
+    run_steps,
     stop_process,
     tail_of,
     thread_cpu,
@@ -591,16 +591,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--database",
-        choices=DATABASES,
-        default="sqlite",
-        help="sqlite: a new file per run; postgres: a new schema per run, dropped after it",
-    )
-    p.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
+    database_options(
+        p,
+        "sqlite: a new file per run; postgres: a new schema per run, dropped after it",
+        analyze=False,
     )
     p.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
     p.add_argument("--repeats", type=int, default=3, help="runs per size")
@@ -677,30 +671,18 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     runs: list[Run] = []
-    status = 0
     root = Path(tempfile.mkdtemp(prefix="tidings-bench-files-"))
     runner = Runner(opts, root)
-    try:
+
+    def steps() -> int:
         for repeat in range(args.repeats):
             for rows in args.sizes:
                 run = runner.run(rows, repeat)
                 runs.append(run)
                 print(describe(run, args.repeats), flush=True)
-    except VerificationError as exc:
-        print(f"\n!!! CHECK FAILED: {exc}\n", file=sys.stderr, flush=True)
-        args.keep_tmp, status = True, 2
-    except BenchError as exc:
-        print(f"\n!!! benchmark failed: {exc}\n", file=sys.stderr, flush=True)
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    finally:
-        runner.kill_all()
-        if args.keep_tmp:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        return 0
+
+    status = run_steps(steps, runner, root, args.keep_tmp, "CHECK FAILED")
     if status:
         return status
     summary = medians(runs, args.sizes)

@@ -79,6 +79,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,54 @@ class VerificationError(BenchError):
 
 
 # =============================================================== payloads (client + server)
+
+
+def database_options(p: argparse.ArgumentParser, database_help: str, analyze: bool) -> None:
+    """The options every server bench takes for its store: --database, --postgres-url and,
+    with `analyze`, --analyze-every."""
+    p.add_argument("--database", choices=DATABASES, default="sqlite", help=database_help)
+    p.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
+    )
+    if analyze:
+        p.add_argument(
+            "--analyze-every",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="postgres: ANALYZE the run's tables every S seconds during the run, as "
+            "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
+        )
+
+
+def run_steps(steps: Callable[[], int], runner: Any, root: Path, keep: bool, check: str) -> int:
+    """Run a bench's runs (`steps` answers 0, or 2 when a run failed its checks), then stop
+    every process `runner` started and remove `root`, kept when asked or when anything
+    failed. Answers the exit status: 2 a check failed (`check` names it), 1 the bench
+    failed, 130 interrupted."""
+    status = 0
+    try:
+        status = steps()
+    except VerificationError as exc:
+        print(f"\n!!! {check}: {exc}\n", file=sys.stderr, flush=True)
+        status = 2
+    except BenchError as exc:
+        print(f"\n!!! benchmark failed: {exc}\n", file=sys.stderr, flush=True)
+        status = 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    finally:
+        runner.kill_all()
+        if keep or status:
+            print(f"# kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return status
+
+
 def payload_tail(size: int) -> bytes:
     """The constant part of a ~`size`-byte JSON payload; `{"seq":N` goes before it."""
     head = (
@@ -1043,24 +1092,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--database",
-        choices=DATABASES,
-        default="sqlite",
-        help="sqlite: a new file per run; postgres: a new schema per run, dropped after it",
-    )
-    p.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help="PostgreSQL server for --database postgres ($TIDINGS_BENCH_POSTGRES_URL)",
-    )
-    p.add_argument(
-        "--analyze-every",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="postgres: ANALYZE the run's tables every S seconds during the run, as "
-        "autovacuum would (0: never; check `SHOW autovacuum` on your server)",
+    database_options(
+        p,
+        "sqlite: a new file per run; postgres: a new schema per run, dropped after it",
+        analyze=True,
     )
     p.add_argument(
         "--baseline",
@@ -1159,31 +1194,19 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     runs: list[Run] = []
-    status = 0
     root = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
     runner = Runner(opts, root)
-    try:
+
+    def steps() -> int:
         for repeat in range(args.repeats):
             for scenario in args.scenarios:
                 for target in targets:
                     run = runner.run(scenario, target, repeat)
                     runs.append(run)
                     print(describe(run, args.repeats), flush=True)
-    except VerificationError as exc:
-        print(f"\n!!! DURABILITY CHECK FAILED: {exc}\n", file=sys.stderr, flush=True)
-        args.keep_tmp, status = True, 2
-    except BenchError as exc:
-        print(f"\n!!! benchmark failed: {exc}\n", file=sys.stderr, flush=True)
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    finally:
-        runner.kill_all()
-        if args.keep_tmp:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        return 0
+
+    status = run_steps(steps, runner, root, args.keep_tmp, "DURABILITY CHECK FAILED")
     if status:
         return status
     summary = medians(runs, args.scenarios, not args.no_raw)
