@@ -366,9 +366,10 @@ WHERE seq IN (
               AND w.holds_lane = 0 AND w.state = 'pending'
             ORDER BY w.event_seq LIMIT 1)
     FROM unnest($1::text[], $2::text[]) AS l (destination_id, lane_key)
-    WHERE NOT EXISTS (SELECT 1 FROM deliveries h
-                      WHERE h.destination_id = l.destination_id
-                        AND h.lane_key = l.lane_key AND h.holds_lane = 1));
+    -- one index probe per lane (a scalar subquery is never a join: migration 0008)
+    WHERE (SELECT 1 FROM deliveries h
+           WHERE h.destination_id = l.destination_id
+             AND h.lane_key = l.lane_key AND h.holds_lane = 1 LIMIT 1) IS NULL);
 
 -- name: streaks_for_update
 SELECT id, failure_streak, state FROM destinations WHERE id = ANY($1::text[])

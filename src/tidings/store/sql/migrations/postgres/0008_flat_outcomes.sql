@@ -1,0 +1,94 @@
+-- Tidings schema v8 (PostgreSQL): outcomes cost the same whatever the number of lanes
+-- (issue 18 item 2).
+--
+-- 1. tidings_complete looks for a freed lane's other head with one index probe per lane.
+--    Its NOT EXISTS was planned as an anti join whose inner side scanned every head of
+--    deliveries_heads (no index condition: the planner took the partial index for a
+--    row or two on a young table), for each freed lane: O(lanes freed x lanes) per flush,
+--    ~0.35 ms per delivery written with 1,000 keys and 4 destinations at 500 events/s.
+--    A scalar subquery is a subplan run per lane with both columns as its index
+--    condition, whatever the statistics say (as tidings_append's own head probe).
+-- 2. Both functions keep one generic plan per statement per connection. Their
+--    statements took custom plans, planned again at every call: a fifth of the
+--    backends' CPU at 500 events/s. Every statement in them is written so that its plan
+--    does not depend on the values (arrays bound with unnest, probes by index).
+CREATE OR REPLACE FUNCTION tidings_complete(
+    lane_locks bigint[], channel text, stamp bigint,
+    ids text[], owners text[], states text[], next_ats bigint[], holds smallint[],
+    errors text[], unsent boolean[],
+    a_at bigint[], a_outcome text[], a_status int[], a_latency float8[], a_error text[],
+    a_body text[]
+) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    applied text[];
+    touched text[];
+    promoted int;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM count(pg_advisory_xact_lock(k)) FROM unnest(lane_locks) AS k;
+    PERFORM 1 FROM deliveries WHERE id = ANY(ids) ORDER BY seq FOR UPDATE;
+    INSERT INTO attempts (delivery_seq, at, outcome, status_code, latency_ms, error,
+                          response_body)
+    SELECT d.seq, u.at, u.outcome, u.status, u.latency, u.error, u.body
+    FROM unnest(ids, unsent, a_at, a_outcome, a_status, a_latency, a_error, a_body)
+         WITH ORDINALITY AS u (id, unsent, at, outcome, status, latency, error, body, o)
+    JOIN deliveries d ON d.id = u.id
+    WHERE NOT u.unsent
+    ORDER BY u.o;
+    WITH moved AS (
+        UPDATE deliveries d
+        SET state = u.state, next_attempt_at = u.next_at, holds_lane = u.holds,
+            lease_owner = NULL, lease_expires_at = NULL, last_error = u.error,
+            updated_at = stamp,
+            -- a claim given back unsent: the attempt its claim counted did not happen
+            attempts = CASE WHEN u.unsent THEN greatest(d.attempts - 1, 0) ELSE d.attempts END
+        FROM unnest(ids, owners, states, next_ats, holds, errors, unsent)
+             AS u (id, owner, state, next_at, holds, error, unsent)
+        WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = u.owner
+        RETURNING d.id, d.destination_id, d.lane_key, u.holds AS keeps
+    ), freed AS (
+        SELECT DISTINCT destination_id, lane_key FROM moved WHERE keeps = 0
+    ), promote AS (
+        -- each freed lane's earliest waiting delivery becomes its head, unless it has one
+        -- (the rows `moved` just freed still hold it in this statement's snapshot: they
+        -- are left out by name)
+        UPDATE deliveries SET holds_lane = 1, next_attempt_at = stamp, updated_at = stamp
+        WHERE seq IN (
+            SELECT (SELECT w.seq FROM deliveries w
+                    WHERE w.destination_id = l.destination_id AND w.lane_key = l.lane_key
+                      AND w.holds_lane = 0 AND w.state = 'pending'
+                    ORDER BY w.event_seq LIMIT 1)
+            FROM freed l
+            -- one index probe per lane (a scalar subquery is never a join)
+            WHERE (SELECT 1 FROM deliveries h
+                   WHERE h.destination_id = l.destination_id
+                     AND h.lane_key = l.lane_key AND h.holds_lane = 1
+                     AND h.id NOT IN (SELECT id FROM moved) LIMIT 1) IS NULL)
+        RETURNING 1
+    )
+    SELECT (SELECT array_agg(id) FROM moved),
+           (SELECT array_agg(DISTINCT destination_id) FROM moved),
+           (SELECT count(*) FROM promote)
+    INTO applied, touched, promoted;
+    IF touched IS NOT NULL THEN
+        PERFORM 1 FROM destinations
+        WHERE id = ANY(touched) AND failure_streak <> 0 ORDER BY id FOR UPDATE;
+        UPDATE destinations SET failure_streak = 0
+        WHERE id = ANY(touched) AND failure_streak <> 0;
+    END IF;
+    IF promoted > 0 THEN
+        PERFORM pg_notify(channel, '');
+    END IF;
+    RETURN QUERY SELECT unnest(applied);
+END;
+$$;
+
+ALTER FUNCTION tidings_complete(
+    bigint[], text, bigint, text[], text[], text[], bigint[], smallint[], text[], boolean[],
+    bigint[], text[], int[], float8[], text[], text[]
+) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION tidings_append(
+    bigint[], bigint[], text, text, bigint, text[], text[], text[], bytea[], text[], text[],
+    text[], text[], int[], text[], text[], smallint[]
+) SET plan_cache_mode = force_generic_plan;
