@@ -28,9 +28,7 @@ def test_migrations_are_numbered_one_after_another() -> None:
 
 
 @pytest.fixture
-async def schema(
-    tmp_path: Path, require_service: Callable[[str, int], None]
-) -> AsyncIterator[str]:
+async def schema(tmp_path: Path, require_service: Callable[[str, int], None]) -> AsyncIterator[str]:
     require_service("PostgreSQL", 5432)
     name = postgres_schema(tmp_path)
     try:
@@ -71,7 +69,9 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
                 [ev(key="k1"), ev(key="k1"), ev(key="k2"), ev(key="k1")]
             )
         ]
-        before = await old.claim("w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us())
+        before = await old.claim(
+            "w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us()
+        )
         assert sorted(c.event_id for c in before.claims) == sorted([ids[0], ids[2]])
     finally:
         await old.close()
@@ -91,7 +91,9 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
         assert written.applied == 2
         order: list[str] = []
         for _ in range(4):
-            got = await store.claim("w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us())
+            got = await store.claim(
+                "w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us()
+            )
             assert len(got.claims) <= 1, "one head per lane"
             if not got.claims:
                 break

@@ -22,13 +22,15 @@ The loop sleeps until the earliest due time, a wake-up (new events, finished wri
 the poll interval, never spinning; wake-ups closer together than `claim_gap_s` share one
 claim round (at a moderate rate every ingest commit wakes every worker: a round each
 would be a transaction each, most finding one delivery or none). A finished request
-wakes it only while its destination had more due than it had room for (`drained`). It owns no SQL and no wire protocol: the store and the
-transports do that (one per destination kind, looked up by kind: `transports.base`; a
-kind without a transport here is not claimed, nor are its leases taken back: a pull
-group's deliveries are leased by its consumers through `api.groups`). Policy decisions are
-`policy.outcome.decide`. What the operator must see (a dead letter, a pause) goes to
-`Notices` once the store has written it; a pause (a run of failures, or a target gone)
-is written by the same commit as the attempt that caused it.
+wakes it only while its destination had more due than it had room for (`drained`).
+
+It owns no SQL and no wire protocol: the store and the transports do that (one per
+destination kind, looked up by kind: `transports.base`; a kind without a transport here
+is not claimed, nor are its leases taken back: a pull group's deliveries are leased by
+its consumers through `api.groups`). Policy decisions are `policy.outcome.decide`. What
+the operator must see (a dead letter, a pause) goes to `Notices` once the store has
+written it; a pause (a run of failures, or a target gone) is written by the same commit
+as the attempt that caused it.
 """
 
 from __future__ import annotations
@@ -276,9 +278,7 @@ class Dispatcher:
                 self._unwritten.add(claim.delivery_id)
                 self._dests[claim.destination_id].ready.append(claim)
             for ask in asks:
-                self._dests[ask.destination_id].drained = (
-                    got.get(ask.destination_id, 0) < ask.limit
-                )
+                self._dests[ask.destination_id].drained = got.get(ask.destination_id, 0) < ask.limit
             for dest_id in got:
                 self._pump(self._dests[dest_id])
         finally:
