@@ -8,10 +8,13 @@
 --    ~0.35 ms per delivery written with 1,000 keys and 4 destinations at 500 events/s.
 --    A scalar subquery is a subplan run per lane with both columns as its index
 --    condition, whatever the statistics say (as tidings_append's own head probe).
--- 2. Both functions keep one generic plan per statement per connection. Their
---    statements took custom plans, planned again at every call: a fifth of the
---    backends' CPU at 500 events/s. Every statement in them is written so that its plan
---    does not depend on the values (arrays bound with unnest, probes by index).
+-- 2. The engine's claim is a function too, tidings_claim (the statement claim_many was):
+--    a prepared statement sent by asyncpg took a custom plan, planned again at every
+--    execution, and so did the statements of tidings_complete and tidings_append: the
+--    planner was a fifth of the backends' CPU at 500 events/s (perf). The three functions
+--    keep one generic plan per statement per connection; every statement in them is
+--    written so that its plan does not depend on the values (arrays bound with unnest,
+--    probes by index, LIMIT per destination).
 CREATE OR REPLACE FUNCTION tidings_complete(
     lane_locks bigint[], channel text, stamp bigint,
     ids text[], owners text[], states text[], next_ats bigint[], holds smallint[],
@@ -92,3 +95,59 @@ ALTER FUNCTION tidings_append(
     bigint[], bigint[], text, text, bigint, text[], text[], text[], bytea[], text[], text[],
     text[], text[], int[], text[], text[], smallint[]
 ) SET plan_cache_mode = force_generic_plan;
+
+-- Due lane heads of every asked destination (ids, limits, lease expiries), leased to
+-- `owner`, committed without waiting for the WAL flush (engine bookkeeping, see
+-- PostgresStore._tx); SKIP LOCKED: a head another worker is claiming right now is left
+-- to it. The last row (id NULL) carries the earliest due time of what is left
+-- (`next_due`): the heads leased here are left out by name, as this statement's snapshot
+-- still sees them due. The caller runs it in a transaction block: a claim whose answer
+-- is lost with its connection is rolled back, not left leased.
+CREATE FUNCTION tidings_claim(
+    dest_ids text[], limits int[], expiries bigint[], stamp bigint, owner text
+) RETURNS TABLE (id text, destination_id text, attempts int, lane_key text, event_id text,
+                 topic text, payload bytea, received_at bigint, next_due bigint, at bigint,
+                 seq bigint)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH asks AS (
+        SELECT * FROM unnest(dest_ids, limits, expiries) AS a (destination_id, lim, expires)
+    ), due AS (
+        SELECT h.seq, a.expires
+        FROM asks a
+        CROSS JOIN LATERAL (
+            SELECT seq FROM deliveries
+            WHERE destination_id = a.destination_id AND holds_lane = 1
+              AND state IN ('pending', 'scheduled') AND next_attempt_at <= stamp
+            ORDER BY next_attempt_at LIMIT a.lim
+            FOR UPDATE SKIP LOCKED) AS h
+    ), leased AS (
+        UPDATE deliveries d
+        SET state = 'in_flight', attempts = d.attempts + 1, lease_owner = owner,
+            lease_expires_at = due.expires, updated_at = stamp
+        FROM due WHERE d.seq = due.seq
+        RETURNING d.seq, d.id, d.destination_id, d.attempts, d.lane_key, d.event_seq,
+                  d.next_attempt_at
+    ), later AS (
+        SELECT min(n.due) AS due
+        FROM asks a CROSS JOIN LATERAL (
+            SELECT x.next_attempt_at AS due FROM deliveries x
+            WHERE x.destination_id = a.destination_id AND x.holds_lane = 1
+              AND x.state IN ('pending', 'scheduled') AND x.seq NOT IN (SELECT seq FROM due)
+            ORDER BY x.next_attempt_at LIMIT 1) AS n
+    )
+    SELECT * FROM (
+        SELECT l.id, l.destination_id, l.attempts, l.lane_key, e.id AS event_id, e.topic,
+               e.payload, e.received_at, NULL::bigint AS next_due, l.next_attempt_at AS at,
+               l.seq
+        FROM leased l JOIN events e ON e.seq = l.event_seq
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, later.due, NULL, NULL
+        FROM later
+    ) AS answer
+    ORDER BY at NULLS LAST, seq;
+END;
+$$;
