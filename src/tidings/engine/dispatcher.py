@@ -10,27 +10,20 @@ Three loops share one event loop:
   flight. A delivery claimed ahead waits at most one timeout for a free slot, so its lease
   is twice the timeout plus the margin.
 - the flush loop writes finished attempts in batches (one commit for all that finished
-  while the previous write ran, and at most one write per `flush_gap_s`), then wakes the
-  claim loop: a write may have promoted the next delivery of a lane, or scheduled a
-  retry. A store that announces (PostgreSQL's NOTIFY) wakes every worker itself when a
-  write promoted a lane's next delivery, so there only a retry wakes it from here.
+  while the previous write ran), then wakes the claim loop: a write may have promoted the
+  next delivery of a lane.
 - the maintenance loop refreshes destinations (other processes may change them) and
   takes back deliveries whose lease expired (their worker died) through the same retry
   policy as any failed attempt.
 
 The loop sleeps until the earliest due time, a wake-up (new events, finished writes) or
-the poll interval, never spinning; wake-ups closer together than `claim_gap_s` share one
-claim round (at a moderate rate every ingest commit wakes every worker: a round each
-would be a transaction each, most finding one delivery or none). A finished request
-wakes it only while its destination had more due than it had room for (`drained`).
-
-It owns no SQL and no wire protocol: the store and the transports do that (one per
-destination kind, looked up by kind: `transports.base`; a kind without a transport here
-is not claimed, nor are its leases taken back: a pull group's deliveries are leased by
-its consumers through `api.groups`). Policy decisions are `policy.outcome.decide`. What
-the operator must see (a dead letter, a pause) goes to `Notices` once the store has
-written it; a pause (a run of failures, or a target gone) is written by the same commit
-as the attempt that caused it.
+the poll interval, never spinning. It owns no SQL and no wire protocol: the store and the
+transports do that (one per destination kind, looked up by kind: `transports.base`; a
+kind without a transport here is not claimed, nor are its leases taken back: a pull
+group's deliveries are leased by its consumers through `api.groups`). Policy decisions are
+`policy.outcome.decide`. What the operator must see (a dead letter, a pause) goes to
+`Notices` once the store has written it; a pause (a run of failures, or a target gone)
+is written by the same commit as the attempt that caused it.
 """
 
 from __future__ import annotations
@@ -79,11 +72,6 @@ class EngineOptions:
     poll_interval_s: float = 1.0
     refresh_interval_s: float = 1.0
     drain_timeout_s: float = 10.0  # on stop, how long in-flight deliveries may finish
-    # Wake-ups closer together than these share one claim round / one outcome write: at a
-    # moderate rate every ingest commit wakes every worker, and each finished request
-    # would be a write of its own (issue 18: a round trip and a transaction each).
-    claim_gap_s: float = 0.004
-    flush_gap_s: float = 0.004
 
 
 @dataclass
@@ -94,9 +82,6 @@ class _Destination:
     transport: Transport | None  # of its kind; None: this process cannot send to it
     in_flight: int = 0  # requests under way
     ready: deque[Claim] = field(default_factory=deque)  # claimed ahead, waiting for a slot
-    # The last claim round got fewer than it asked for: nothing more was due, so a slot
-    # that frees up is no reason for another round (new work wakes the engine itself).
-    drained: bool = False
 
     def update(self, d: Destination, transport: Transport | None) -> None:
         self.current = d
@@ -220,14 +205,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ claiming
     async def _claim_loop(self) -> None:
-        started = -1e9
         while not self._stopping:
-            gap = self.options.claim_gap_s - (time.monotonic() - started)
-            if gap > 0:
-                await asyncio.sleep(gap)  # wake-ups meanwhile join this round
-                if self._stopping:
-                    return
-            started = time.monotonic()
             self._wake.clear()
             wait = self.options.poll_interval_s
             try:
@@ -277,8 +255,6 @@ class Dispatcher:
                 got[claim.destination_id] = got.get(claim.destination_id, 0) + 1
                 self._unwritten.add(claim.delivery_id)
                 self._dests[claim.destination_id].ready.append(claim)
-            for ask in asks:
-                self._dests[ask.destination_id].drained = got.get(ask.destination_id, 0) < ask.limit
             for dest_id in got:
                 self._pump(self._dests[dest_id])
         finally:
@@ -394,7 +370,7 @@ class Dispatcher:
             # Claim no more meanwhile; the flush writes the pause with this attempt.
             self._mark_paused(entry, result.gone or "the target is gone")
         self._pump(entry)
-        if entry.low and not entry.drained:
+        if entry.low:
             self._wake.set()
 
     def _finish(
@@ -434,13 +410,8 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ writing outcomes
     async def _flush_loop(self) -> None:
-        started = -1e9
         while True:
             await self._flush_wake.wait()
-            gap = self.options.flush_gap_s - (time.monotonic() - started)
-            if gap > 0 and not self._stopping:
-                await asyncio.sleep(gap)  # outcomes finished meanwhile join this write
-            started = time.monotonic()
             self._flush_wake.clear()
             batch, self._completions = self._completions, []
             if not batch:
@@ -459,11 +430,7 @@ class Dispatcher:
             self._after_flush(batch, written)
             if self.on_flush is not None:
                 self.on_flush()
-            if not self.store.announces or any(c.state == "scheduled" for c in batch):
-                # A write may have promoted the next delivery of a lane (a store that
-                # announces says so itself, to every worker) or scheduled a retry: the
-                # claim loop must see its due time.
-                self._wake.set()
+            self._wake.set()
             if self._stopping and not self._running and not self._completions:
                 return
 
