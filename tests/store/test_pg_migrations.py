@@ -1,6 +1,6 @@
 """PostgreSQL schema migrations: a schema written by the version before opens, upgrades in
 place, and keeps its data and its lanes working (migration 0008: tidings_complete's lane
-probe and the generic plans of both functions)."""
+probe, tidings_claim, and the index-only generic plans of the three functions)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,12 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
         assert await store.get_meta("schema_version") == str(len(migrations("postgres")))
         settings = await function_settings(schema)
         for name in ("tidings_complete", "tidings_append", "tidings_claim"):
-            assert settings[name] == ["plan_cache_mode=force_generic_plan"], name
+            assert settings[name] == [
+                "plan_cache_mode=force_generic_plan",
+                "enable_seqscan=off",
+                "enable_hashjoin=off",
+                "enable_mergejoin=off",
+            ], name
         # The lanes written under version 7 hand out their heads, and as each completes,
         # its lane's next delivery becomes the head, in the lane's order.
         before = await store.claim(

@@ -15,6 +15,12 @@
 --    keep one generic plan per statement per connection; every statement in them is
 --    written so that its plan does not depend on the values (arrays bound with unnest,
 --    probes by index, LIMIT per destination).
+-- 3. A generic plan outlives the statistics it was made with (until the next ANALYZE of
+--    its tables), and one made on a young table (a fresh install, or autovacuum off)
+--    joined deliveries and events by hash over sequential scans: fine for 10 rows, a
+--    scan of the whole table per call once it has millions. So the three functions plan
+--    without sequential scans, hash or merge joins: each of their statements is a few
+--    rows from unnest probing indexes, the one shape that is right at every size.
 CREATE OR REPLACE FUNCTION tidings_complete(
     lane_locks bigint[], channel text, stamp bigint,
     ids text[], owners text[], states text[], next_ats bigint[], holds smallint[],
@@ -90,11 +96,15 @@ $$;
 ALTER FUNCTION tidings_complete(
     bigint[], text, bigint, text[], text[], text[], bigint[], smallint[], text[], boolean[],
     bigint[], text[], int[], float8[], text[], text[]
-) SET plan_cache_mode = force_generic_plan;
+)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off;
 ALTER FUNCTION tidings_append(
     bigint[], bigint[], text, text, bigint, text[], text[], text[], bytea[], text[], text[],
     text[], text[], int[], text[], text[], smallint[]
-) SET plan_cache_mode = force_generic_plan;
+)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off;
 
 -- Due lane heads of every asked destination (ids, limits, lease expiries), leased to
 -- `owner`, committed without waiting for the WAL flush (engine bookkeeping, see
@@ -108,7 +118,9 @@ CREATE FUNCTION tidings_claim(
 ) RETURNS TABLE (id text, destination_id text, attempts int, lane_key text, event_id text,
                  topic text, payload bytea, received_at bigint, next_due bigint, at bigint,
                  seq bigint)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
