@@ -27,15 +27,13 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from pg_append import DEFAULT_URL, PAYLOAD, _cpu_s
+from pg_append import DEFAULT_URL, PAYLOAD, _cpu_s, run_child
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,12 +169,7 @@ def main() -> None:
     passed = [a for a in sys.argv[1:] if a != "--baseline" and a != args.baseline]
     for i in range(args.repeats):
         for target in ("base", "tidings") if args.baseline else ("tidings",):
-            env = dict(os.environ)
-            if target == "base":
-                env["PYTHONPATH"] = args.baseline + os.pathsep + env.get("PYTHONPATH", "")
-            cmd = [sys.executable, __file__, "--_one", *passed]
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = run_child(__file__, passed, args.baseline if target == "base" else None)
             runs[target].append(result)
             print(f"{target:7} run {i + 1}/{args.repeats}: "
                   f"{result['deliveries_per_s']:>6,} deliveries/s | database "

@@ -10,15 +10,18 @@
 --    condition, whatever the statistics say (as tidings_append's own head probe).
 -- 2. The engine's claim is a function too, tidings_claim (the statement claim_many was):
 --    a prepared statement sent by asyncpg took a custom plan, planned again at every
---    execution, and so did the statements of tidings_complete and tidings_append: the
---    planner was a fifth of the backends' CPU at 500 events/s (perf). The three functions
---    keep one generic plan per statement per connection; every statement in them is
---    written so that its plan does not depend on the values (arrays bound with unnest,
---    probes by index, LIMIT per destination).
+--    execution, and so did the statements of tidings_complete: the planner was a fifth
+--    of the backends' CPU at 500 events/s (perf). The two functions keep one generic
+--    plan per statement per connection; every statement in them is written so that its
+--    plan does not depend on the values (arrays bound with unnest, probes by index, LIMIT
+--    per destination). tidings_append is left as it was: its batches of up to 1,000
+--    events join their arrays to each other, which a hash join does best (forced
+--    nested-loop generic plans cost batch ingest +22% of database CPU per event in
+--    bench/pg_append.py).
 -- 3. A generic plan outlives the statistics it was made with (until the next ANALYZE of
 --    its tables), and one made on a young table (a fresh install, or autovacuum off)
 --    joined deliveries and events by hash over sequential scans: fine for 10 rows, a
---    scan of the whole table per call once it has millions. So the three functions plan
+--    scan of the whole table per call once it has millions. So the two functions plan
 --    without sequential scans, hash or merge joins: each of their statements is a few
 --    rows from unnest probing indexes, the one shape that is right at every size.
 CREATE OR REPLACE FUNCTION tidings_complete(
@@ -96,12 +99,6 @@ $$;
 ALTER FUNCTION tidings_complete(
     bigint[], text, bigint, text[], text[], text[], bigint[], smallint[], text[], boolean[],
     bigint[], text[], int[], float8[], text[], text[]
-)
-SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off;
-ALTER FUNCTION tidings_append(
-    bigint[], bigint[], text, text, bigint, text[], text[], text[], bytea[], text[], text[],
-    text[], text[], int[], text[], text[], smallint[]
 )
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
 SET enable_mergejoin = off;
