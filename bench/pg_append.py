@@ -115,6 +115,18 @@ async def _run(
     }
 
 
+def run_child(script: str, argv: list[str], baseline: str | None) -> dict[str, Any]:
+    """One measuring run of `script` in a child process (`--_one` + `argv`), with the code
+    of `baseline` (a src/ folder) first on its path when given; its last line, as JSON."""
+    env = dict(os.environ)
+    if baseline:
+        env["PYTHONPATH"] = baseline + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, script, "--_one", *argv]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--postgres-url", default=DEFAULT_URL)
@@ -136,14 +148,9 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {"tidings": [], "base": []}
         for i in range(args.repeats):
             for target in ("base", "tidings") if args.baseline else ("tidings",):
-                env = dict(os.environ)
-                if target == "base":
-                    env["PYTHONPATH"] = args.baseline + os.pathsep + env.get("PYTHONPATH", "")
-                cmd = [sys.executable, __file__, "--_one", scenario,
-                       "--postgres-url", args.postgres_url, "--warmup", str(args.warmup),
-                       "--duration", str(args.duration)]  # fmt: skip
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                argv = [scenario, "--postgres-url", args.postgres_url,
+                        "--warmup", str(args.warmup), "--duration", str(args.duration)]  # fmt: skip
+                result = run_child(__file__, argv, args.baseline if target == "base" else None)
                 runs[target].append(result)
                 print(f"{scenario:6} {target:7} run {i + 1}/{args.repeats}: "
                       f"{result['events_per_s']:>8,} events/s | database "

@@ -275,48 +275,8 @@ ORDER BY l.next_attempt_at;
 
 -- name: claim_many
 -- Due lane heads of every asked destination ($1 ids, $2 limits, $3 lease expiries), leased
--- to $5, in one statement, its transaction committed without waiting for the WAL flush
--- (engine bookkeeping, see PostgresStore._tx); SKIP LOCKED: a head another worker is claiming
--- right now is left to it. The last row (id NULL) carries the earliest due time of what
--- is left (`next_due`): the heads leased here are left out by name, as this statement's
--- snapshot still sees them due.
-WITH quiet AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
-), asks AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS a (destination_id, lim, expires)
-), due AS (
-    SELECT h.seq, a.expires
-    FROM asks a CROSS JOIN quiet
-    CROSS JOIN LATERAL (
-        SELECT seq FROM deliveries
-        WHERE destination_id = a.destination_id AND holds_lane = 1
-          AND state IN ('pending', 'scheduled') AND next_attempt_at <= $4
-        ORDER BY next_attempt_at LIMIT a.lim
-        FOR UPDATE SKIP LOCKED) AS h
-), leased AS (
-    UPDATE deliveries d
-    SET state = 'in_flight', attempts = d.attempts + 1, lease_owner = $5,
-        lease_expires_at = due.expires, updated_at = $4
-    FROM due WHERE d.seq = due.seq
-    RETURNING d.seq, d.id, d.destination_id, d.attempts, d.lane_key, d.event_seq,
-              d.next_attempt_at
-), later AS (
-    SELECT min(n.due) AS due
-    FROM asks a CROSS JOIN LATERAL (
-        SELECT x.next_attempt_at AS due FROM deliveries x
-        WHERE x.destination_id = a.destination_id AND x.holds_lane = 1
-          AND x.state IN ('pending', 'scheduled') AND x.seq NOT IN (SELECT seq FROM due)
-        ORDER BY x.next_attempt_at LIMIT 1) AS n
-)
-SELECT * FROM (
-    SELECT l.id, l.destination_id, l.attempts, l.lane_key, e.id AS event_id, e.topic,
-           e.payload, e.received_at, NULL::bigint AS next_due, l.next_attempt_at AS at,
-           l.seq
-    FROM leased l JOIN events e ON e.seq = l.event_seq
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, later.due, NULL, NULL FROM later
-) AS answer
-ORDER BY at NULLS LAST, seq;
+-- to $5 (migration 0008: see tidings_claim); the last row (id NULL) carries next_due.
+SELECT * FROM tidings_claim($1::text[], $2::int[], $3::bigint[], $4::bigint, $5::text);
 
 -- name: complete_group
 -- A flush without failures in one round trip (migration 0006); answers the ids applied.
@@ -366,9 +326,10 @@ WHERE seq IN (
               AND w.holds_lane = 0 AND w.state = 'pending'
             ORDER BY w.event_seq LIMIT 1)
     FROM unnest($1::text[], $2::text[]) AS l (destination_id, lane_key)
-    WHERE NOT EXISTS (SELECT 1 FROM deliveries h
-                      WHERE h.destination_id = l.destination_id
-                        AND h.lane_key = l.lane_key AND h.holds_lane = 1));
+    -- one index probe per lane (a scalar subquery is never a join: migration 0008)
+    WHERE (SELECT 1 FROM deliveries h
+           WHERE h.destination_id = l.destination_id
+             AND h.lane_key = l.lane_key AND h.holds_lane = 1 LIMIT 1) IS NULL);
 
 -- name: streaks_for_update
 SELECT id, failure_streak, state FROM destinations WHERE id = ANY($1::text[])

@@ -1,0 +1,110 @@
+"""PostgreSQL schema migrations: a schema written by the version before opens, upgrades in
+place, and keeps its data and its lanes working (migration 0008: tidings_complete's lane
+probe, tidings_claim, and the index-only generic plans of both)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import POSTGRES_URL, drop_schema, postgres_schema, postgres_url
+from tests.store.test_contract import ev, spec
+from tests.store.test_lanes import completion
+from tidings.model import ClaimAsk
+from tidings.store import postgres
+from tidings.store.postgres import PostgresStore
+from tidings.store.sql import migrations
+from tidings.timeutil import US, now_us
+
+LEASE = 60 * US
+
+
+def test_migrations_are_numbered_one_after_another() -> None:
+    numbers = [number for number, _, _ in migrations("postgres")]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+@pytest.fixture
+async def schema(tmp_path: Path, require_service: Callable[[str, int], None]) -> AsyncIterator[str]:
+    require_service("PostgreSQL", 5432)
+    name = postgres_schema(tmp_path)
+    try:
+        yield name
+    finally:
+        await drop_schema(name)
+
+
+async def function_settings(schema: str) -> dict[str, list[str] | None]:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = $1",
+            schema,
+        )
+        return {r["proname"]: r["proconfig"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres_url(schema)
+    # Version 7, as the release before wrote it: a fifo lane of three deliveries and a
+    # second lane of one.
+    monkeypatch.setattr(
+        postgres, "migrations", lambda dialect: [m for m in migrations(dialect) if m[0] <= 7]
+    )
+    old = PostgresStore(url)
+    await old.open()
+    try:
+        dest = await old.create_destination(spec(), "whsec_" + "a" * 32)
+        ids = [
+            a.id
+            for a in await old.append_events(
+                [ev(key="k1"), ev(key="k1"), ev(key="k2"), ev(key="k1")]
+            )
+        ]
+    finally:
+        await old.close()
+    assert (await function_settings(schema))["tidings_complete"] is None
+    monkeypatch.undo()
+
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        assert await store.get_meta("schema_version") == str(len(migrations("postgres")))
+        settings = await function_settings(schema)
+        assert settings["tidings_append"] is None
+        for name in ("tidings_complete", "tidings_claim"):
+            assert settings[name] == [
+                "plan_cache_mode=force_generic_plan",
+                "enable_seqscan=off",
+                "enable_hashjoin=off",
+                "enable_mergejoin=off",
+            ], name
+        # The lanes written under version 7 hand out their heads, and as each completes,
+        # its lane's next delivery becomes the head, in the lane's order.
+        before = await store.claim(
+            "w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us()
+        )
+        assert sorted(c.event_id for c in before.claims) == sorted([ids[0], ids[2]])
+        written = await store.complete([completion(c) for c in before.claims], 100)
+        assert written.applied == 2
+        order: list[str] = []
+        for _ in range(4):
+            got = await store.claim(
+                "w1", [ClaimAsk(destination_id=dest.id, limit=10, lease_us=LEASE)], now_us()
+            )
+            assert len(got.claims) <= 1, "one head per lane"
+            if not got.claims:
+                break
+            order.extend(c.event_id for c in got.claims)
+            await store.complete([completion(c) for c in got.claims], 100)
+        assert order == [ids[1], ids[3]]
+    finally:
+        await store.close()
