@@ -554,6 +554,15 @@ class PostgresStore(Store):
                     messages[1].extend(users)
                 else:
                     recipients.append(None)
+            # Per user its count (users sorted: the order their counters are locked in)
+            # and per message how many later ones go to the same user.
+            counts = count_messages([users for _, users in inboxed])
+            left = dict(counts)
+            backs = []
+            for user in messages[1]:
+                left[user] -= 1
+                backs.append(left[user])
+            ordered_users = sorted(counts)
             listener = None if drawn is None else partial(_on_drawn, drawn)
             if listener is not None:
                 conn.add_log_listener(listener)
@@ -574,6 +583,9 @@ class PostgresStore(Store):
                     recipients,
                     *deliveries,
                     *messages,
+                    backs,
+                    ordered_users,
+                    [counts[u] for u in ordered_users],
                     self.inbox_max,
                 )
             finally:
@@ -600,9 +612,11 @@ class PostgresStore(Store):
         if inboxed:
             # A duplicate writes no message; the others' offsets follow from the tops
             # (assign_offsets hands them out as tidings_append wrote them).
-            inboxed = [(n, users) for n, users in inboxed if n not in dups]
+            if dups:
+                inboxed = [(n, users) for n, users in inboxed if n not in dups]
             per_event = [users for _, users in inboxed]
-            counts = count_messages(per_event)
+            if dups:
+                counts = count_messages(per_event)
             top_of = dict(zip(users_of or (), tops or (), strict=True))
             if len(top_of) != len(counts):
                 raise StoreError("tidings_append answered the tops of other users")

@@ -47,7 +47,8 @@ SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::bigint,
                              $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[],
                              $10::text[], $11::text[], $12::text[],
                              $13::text[], $14::int[], $15::text[], $16::text[], $17::smallint[],
-                             $18::int[], $19::text[], $20::bigint);
+                             $18::int[], $19::text[], $20::int[], $21::text[], $22::bigint[],
+                             $23::bigint);
 
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.

@@ -4,14 +4,17 @@
 --
 -- tidings_append gains the events' recipients: per event its JSON (the events column),
 -- and per inbox message (each distinct recipient of an event, in event order) the event's
--- position in the call and the user. After the events and their deliveries, in the same
+-- position in the call and the user. (Its `channel`, unused since v7, is gone.) After the events and their deliveries, in the same
 -- call (so in the event's transaction):
 --   7. the counters of the users with messages from the events written (duplicates left
 --      out, as their deliveries are) are bumped by their count, in user order: the row
 --      locks are taken in one order by every group (no deadlock) and held until commit,
 --      so a user's offsets are 1, 2, 3... with no gap, never reused, and commit in offset
 --      order. User u's n messages take top-n+1 .. top in the caller's order, which is
---      what policy.inbox.assign_offsets hands out from the tops answered;
+--      what policy.inbox.assign_offsets hands out from the tops answered. The caller
+--      sends the users (sorted, in byte order) with their counts and, per message, how
+--      many later ones of the call go to the same user; if some events turn out to be
+--      duplicates here, those are counted again without them;
 --   8. the messages, at those offsets;
 --   9. a user whose inbox now holds more than inbox_max messages loses its oldest
 --      (policy.inbox.trim_from; inbox_max 0: no bound).
@@ -26,7 +29,8 @@ CREATE FUNCTION tidings_append(
     ids text[], topics text[], keys text[], payloads bytea[], idem text[],
     causations text[], correlations text[], recips text[],
     d_ids text[], d_events int[], d_dests text[], d_keys text[], d_fifo smallint[],
-    m_events int[], m_users text[], inbox_max bigint,
+    m_events int[], m_users text[], m_backs int[], u_users text[], u_counts bigint[],
+    inbox_max bigint,
     OUT dup_n int[], OUT dup_id text[], OUT dup_received_at bigint[],
     OUT dup_deliveries bigint[], OUT users text[], OUT tops bigint[], OUT dropped bigint
 )
@@ -36,6 +40,7 @@ DECLARE
     written bigint[];
     cut_users text[];
     cuts bigint[];
+    all_written boolean;
 BEGIN
     PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(dest_locks) AS k;
     PERFORM count(pg_advisory_xact_lock(k)) FROM unnest(lane_locks) AS k;
@@ -80,28 +85,39 @@ BEGIN
     END IF;
     dropped := 0;
     IF cardinality(m_users) > 0 AND written IS NOT NULL THEN
+        all_written := cardinality(written) = cardinality(ids);
         WITH m AS MATERIALIZED (
-            -- the messages of the events written, in the caller's order
-            SELECT u.o, seqs[u.ev] AS seq, u.user_id
-            FROM unnest(m_events, m_users) WITH ORDINALITY AS u (ev, user_id, o)
-            WHERE cardinality(written) = cardinality(ids)
-               OR seqs[u.ev] IN (SELECT unnest(written))
+            -- the messages of the events written: event seq, user, and how many later
+            -- messages of this call the user gets (its offset is the new top minus that)
+            SELECT seqs[u.ev] AS seq, u.user_id, u.back
+            FROM unnest(m_events, m_users, m_backs) AS u (ev, user_id, back)
+            WHERE all_written
+            UNION ALL  -- duplicates left out: count again (rare, so not done by the caller)
+            SELECT w.seq, w.user_id,
+                   count(*) OVER (PARTITION BY w.user_id)
+                   - row_number() OVER (PARTITION BY w.user_id ORDER BY w.o)
+            FROM (SELECT seqs[u.ev] AS seq, u.user_id, u.o
+                  FROM unnest(m_events, m_users) WITH ORDINALITY AS u (ev, user_id, o)
+                  WHERE seqs[u.ev] IN (SELECT unnest(written))) AS w
+            WHERE NOT all_written
         ), c AS (
-            SELECT m.user_id, count(*) AS n FROM m GROUP BY m.user_id
-        ), bumped AS (
+            -- per user its count, in byte order ("C": the caller's sort order)
+            SELECT u.user_id, u.n, u.o
+            FROM unnest(u_users, u_counts) WITH ORDINALITY AS u (user_id, n, o)
+            WHERE all_written
+            UNION ALL
+            SELECT g.user_id, g.n, row_number() OVER (ORDER BY g.user_id COLLATE "C")
+            FROM (SELECT m.user_id, count(*) AS n FROM m GROUP BY m.user_id) AS g
+            WHERE NOT all_written
+        ), b AS (
             INSERT INTO inbox_users AS t (user_id, top)
-            SELECT c.user_id, c.n FROM c ORDER BY c.user_id  -- the lock order
+            SELECT c.user_id, c.n FROM c ORDER BY c.o  -- the lock order
             ON CONFLICT (user_id) DO UPDATE SET top = t.top + excluded.top
-            RETURNING t.user_id, t.top, t.kept_from
-        ), b AS MATERIALIZED (
-            SELECT bumped.user_id, bumped.top, c.n,
-                   inbox_max > 0
-                   AND bumped.top - bumped.kept_from + 1 > inbox_max AS over_max
-            FROM bumped JOIN c ON c.user_id = bumped.user_id
+            RETURNING t.user_id, t.top,
+                      inbox_max > 0 AND t.top - t.kept_from + 1 > inbox_max AS over_max
         ), put AS (
             INSERT INTO inbox (event_seq, user_id, pos)
-            SELECT m.seq, m.user_id,
-                   b.top - b.n + row_number() OVER (PARTITION BY m.user_id ORDER BY m.o)
+            SELECT m.seq, m.user_id, b.top - m.back
             FROM m JOIN b ON b.user_id = m.user_id
         )
         SELECT array_agg(b.user_id), array_agg(b.top),
