@@ -69,7 +69,13 @@ from tidings.model import (
 )
 from tidings.policy.batching import group_limit, split_answers, take_group
 from tidings.policy.counting import estimated, per_slice, slices
-from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of
+from tidings.policy.inbox import (
+    ack_level,
+    assign_offsets,
+    count_messages,
+    later_messages,
+    recipients_of,
+)
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
@@ -557,11 +563,7 @@ class PostgresStore(Store):
             # Per user its count (users sorted: the order their counters are locked in)
             # and per message how many later ones go to the same user.
             counts = count_messages([users for _, users in inboxed])
-            left = dict(counts)
-            backs = []
-            for user in messages[1]:
-                left[user] -= 1
-                backs.append(left[user])
+            backs = later_messages(messages[1], counts)
             ordered_users = sorted(counts)
             listener = None if drawn is None else partial(_on_drawn, drawn)
             if listener is not None:
@@ -618,8 +620,6 @@ class PostgresStore(Store):
             if dups:
                 counts = count_messages(per_event)
             top_of = dict(zip(users_of or (), tops or (), strict=True))
-            if len(top_of) != len(counts):
-                raise StoreError("tidings_append answered the tops of other users")
             offsets = assign_offsets(per_event, counts, top_of)
             for (n, _), written in zip(inboxed, offsets, strict=True):
                 answers[n] = msgspec.structs.replace(answers[n], inbox=tuple(written))
