@@ -39,11 +39,8 @@ async def stores(
         await drop_schema(postgres_schema(tmp_path))
 
 
-async def test_concurrent_calls_share_a_round_trip(
-    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, _ = stores
-    await store.create_destination(spec(["order.*"]), "whsec_a")
+def count_groups(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the groups `store` writes from now on (one round trip each)."""
     groups: list[int] = []
     real = store._append_group
 
@@ -52,6 +49,15 @@ async def test_concurrent_calls_share_a_round_trip(
         return await real(events, drawn)
 
     monkeypatch.setattr(store, "_append_group", counted)
+    return groups
+
+
+async def test_concurrent_calls_share_a_round_trip(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    await store.create_destination(spec(["order.*"]), "whsec_a")
+    groups = count_groups(store, monkeypatch)
     results = await asyncio.gather(*(store.append_events([ev(key=f"k{i}")]) for i in range(50)))
     assert all(len(r) == 1 and not r[0].duplicate for r in results)
     assert sum(groups) == 50
@@ -193,14 +199,7 @@ async def test_appends_with_recipients_share_groups_and_keep_offsets_contiguous(
     and a duplicate gets no message."""
     a, b = stores
     await a.create_destination(spec(["order.*"]), "whsec_a")
-    groups: list[int] = []
-    real = a._append_group
-
-    async def counted(events: Any, drawn: Any) -> list[Appended]:
-        groups.append(len(events))
-        return await real(events, drawn)
-
-    monkeypatch.setattr(a, "_append_group", counted)
+    groups = count_groups(a, monkeypatch)
     shared = ["s1", "s2", "s3"]
 
     async def request(store: PostgresStore, tag: str, i: int) -> list[Appended]:
