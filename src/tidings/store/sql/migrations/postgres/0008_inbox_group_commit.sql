@@ -4,8 +4,8 @@
 --
 -- tidings_append gains the events' recipients: per event its JSON (the events column),
 -- and per inbox message (each distinct recipient of an event, in event order) the event's
--- position in the call and the user. (Its `channel`, unused since v7, is gone.) After the events and their deliveries, in the same
--- call (so in the event's transaction):
+-- position in the call and the user (its `channel`, unused since v7, is gone). After the
+-- events and their deliveries, in the same call (so in the event's transaction):
 --   7. the counters of the users with messages from the events written (duplicates left
 --      out, as their deliveries are) are bumped by their count, in user order: the row
 --      locks are taken in one order by every group (no deadlock) and held until commit,
@@ -23,7 +23,10 @@
 -- messages the trim dropped.
 --
 -- A new signature next to v7's, which stays: processes of the version before keep calling
--- it during an upgrade (and keep writing recipients statement by statement).
+-- it during an upgrade (and keep writing recipients statement by statement). Those lock
+-- the counters in the database's collation order, these in byte order: where the two
+-- differ (a collation other than C or C.UTF-8), a process of each version appending to
+-- the same users at once may deadlock during the upgrade, and PostgreSQL fails one.
 CREATE FUNCTION tidings_append(
     dest_locks bigint[], lane_locks bigint[], routed_rev text, stamp bigint,
     ids text[], topics text[], keys text[], payloads bytea[], idem text[],
