@@ -39,11 +39,8 @@ async def stores(
         await drop_schema(postgres_schema(tmp_path))
 
 
-async def test_concurrent_calls_share_a_round_trip(
-    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, _ = stores
-    await store.create_destination(spec(["order.*"]), "whsec_a")
+def count_groups(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the groups `store` writes from now on (one round trip each)."""
     groups: list[int] = []
     real = store._append_group
 
@@ -52,6 +49,15 @@ async def test_concurrent_calls_share_a_round_trip(
         return await real(events, drawn)
 
     monkeypatch.setattr(store, "_append_group", counted)
+    return groups
+
+
+async def test_concurrent_calls_share_a_round_trip(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    await store.create_destination(spec(["order.*"]), "whsec_a")
+    groups = count_groups(store, monkeypatch)
     results = await asyncio.gather(*(store.append_events([ev(key=f"k{i}")]) for i in range(50)))
     assert all(len(r) == 1 and not r[0].duplicate for r in results)
     assert sum(groups) == 50
@@ -182,3 +188,42 @@ async def test_deleting_a_destination_while_another_process_ingests_leaves_no_or
         assert await all_deliveries(a, destination_id=doomed.id) == []
         assert await all_deliveries(b) == []
     assert len(await all_events(a)) == 8 * 30
+
+
+async def test_appends_with_recipients_share_groups_and_keep_offsets_contiguous(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events with recipients go through the group commit too (migration 0009): two
+    processes, each with many concurrent requests naming the same users (and their own),
+    some repeating an idempotency key; offsets stay 1, 2, 3... per user, in commit order,
+    and a duplicate gets no message."""
+    a, b = stores
+    await a.create_destination(spec(["order.*"]), "whsec_a")
+    groups = count_groups(a, monkeypatch)
+    shared = ["s1", "s2", "s3"]
+
+    async def request(store: PostgresStore, tag: str, i: int) -> list[Appended]:
+        batch = [
+            EventIn(topic="order.created", key=f"{tag}{i}", payload=msgspec.Raw(b"{}"),
+                    recipients=[*shared[: 1 + (i + j) % 3], f"own-{tag}{i}", "s1"],
+                    idempotency_key=f"key-{i % 7}-{j}" if j == 0 else None)
+            for j in range(1 + i % 4)
+        ]  # fmt: skip
+        return await store.append_events(batch)
+
+    calls = [request(s, tag, i) for s, tag in ((a, "a"), (b, "b")) for i in range(30)]
+    answers = [x for r in await asyncio.wait_for(asyncio.gather(*calls), 60) for x in r]
+    assert len(groups) < 30  # a's 30 requests shared groups
+    handed: dict[str, list[int]] = {}
+    for answer in answers:
+        if answer.duplicate:
+            assert answer.inbox == ()
+        for user, pos in answer.inbox:
+            handed.setdefault(user, []).append(pos)
+    assert sum(not x.duplicate for x in answers) == len(await all_events(a))
+    for user, got in handed.items():
+        assert sorted(got) == list(range(1, len(got) + 1)), user
+        page = await a.read_inbox(user, 0, 10_000)
+        assert [m.offset for m in page.messages] == sorted(got)
+        assert page.top == len(got)
+    assert len(handed["s1"]) == sum(1 for x in answers if not x.duplicate)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
+from tidings.policy.inbox import (
+    ack_level,
+    assign_offsets,
+    count_messages,
+    later_messages,
+    recipients_of,
+    trim_from,
+)
 
 users = st.sampled_from(["a", "b", "c", "d"])
 
@@ -20,6 +27,18 @@ def test_offsets_are_contiguous_per_user_and_end_at_top(raw: list[list[str]], ba
     for user, n in counts.items():
         mine = [pos for row in got for u, pos in row if u == user]
         assert mine == list(range(base + 1, base + n + 1))
+
+
+@given(st.lists(st.lists(users, max_size=6), max_size=20), st.integers(0, 1000))
+def test_later_messages_place_each_message_where_assign_offsets_does(
+    raw: list[list[str]], base: int
+) -> None:
+    per_event = [recipients_of(r) for r in raw]
+    counts = count_messages(per_event)
+    tops = {u: base + n for u, n in counts.items()}
+    flat = [u for row in per_event for u in row]
+    placed = [tops[u] - back for u, back in zip(flat, later_messages(flat, counts), strict=True)]
+    assert placed == [pos for row in assign_offsets(per_event, counts, tops) for _, pos in row]
 
 
 def test_recipients_of_keeps_first_mentions() -> None:

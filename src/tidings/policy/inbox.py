@@ -42,6 +42,18 @@ def assign_offsets(
     return out
 
 
+def later_messages(users: Sequence[str], counts: Mapping[str, int]) -> list[int]:
+    """For each message of an append (its user, in order), how many later messages of the
+    same append go to that user: its offset is the user's new top minus that (what
+    assign_offsets hands out). PostgreSQL's tidings_append places them so, unsorted."""
+    left = dict(counts)
+    out = []
+    for user in users:
+        left[user] -= 1
+        out.append(left[user])
+    return out
+
+
 def trim_from(top: int, kept_from: int, limit: int) -> int | None:
     """The new lowest offset to keep when a user's inbox outgrows `limit` messages (the
     oldest go first), or None while it fits."""

@@ -69,7 +69,13 @@ from tidings.model import (
 )
 from tidings.policy.batching import group_limit, split_answers, take_group
 from tidings.policy.counting import estimated, per_slice, slices
-from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
+from tidings.policy.inbox import (
+    ack_level,
+    assign_offsets,
+    count_messages,
+    later_messages,
+    recipients_of,
+)
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
@@ -208,7 +214,6 @@ class PostgresStore(Store):
         self._fifo: dict[str, bool] = {}
         self._router_rev: str | None = "unloaded"
         self._router_lock = asyncio.Lock()
-        self._seq_lock = asyncio.Lock()
         self._last_received_at = 0
         self._listeners: list[asyncio.Task[None]] = []
         self._waiting: list[_Ingest] = []  # ingest requests waiting for the next group
@@ -478,11 +483,6 @@ class PostgresStore(Store):
     ) -> list[Appended]:
         for attempt in range(APPEND_TRIES):
             try:
-                if any(e.recipients for e in events):
-                    # Inboxes (issue 15) draw offsets from counter rows: the statement
-                    # by statement path.
-                    async with self._tx() as conn:
-                        return await self._append(conn, events)
                 return await self._append_group(events, drawn)
             except asyncpg.UniqueViolationError:
                 # Another request stored one of these idempotency keys meanwhile: the
@@ -500,8 +500,9 @@ class PostgresStore(Store):
     async def _append_group(
         self, events: Sequence[EventIn], drawn: asyncio.Event | None
     ) -> list[Appended]:
-        """Events without recipients in one round trip (`tidings_append`, migrations 0006
-        and 0007): the call is its own transaction, committed when it answers. Its notice
+        """Events in one round trip (`tidings_append`, migrations 0006, 0007 and 0009): the call
+        is its own transaction, committed when it answers, inbox messages included (each
+        distinct recipient of an event written gets the user's next offset). Its notice
         that it has drawn its sequence numbers sets `drawn`. The engines are woken after
         the commit (`_announce_work`)."""
         async with self._conn() as conn:
@@ -529,6 +530,9 @@ class PostgresStore(Store):
             # id, event (1-based position in `sent`), destination, lane key, fifo?
             deliveries: tuple[list[str], list[int], list[str], list[str], list[int]]
             deliveries = ([], [], [], [], [])
+            recipients: list[str | None] = []  # per event, the JSON of its recipients
+            inboxed: list[tuple[int, list[str]]] = []  # (index in `sent`, distinct users)
+            messages: tuple[list[int], list[str]] = ([], [])  # event (1-based), user
             # Ids and times are drawn in the order the groups draw their sequence numbers
             # (_commit_groups), so along seq they never decrease in this process.
             now = self._last_received_at = max(now_us(), self._last_received_at)
@@ -548,16 +552,28 @@ class PostgresStore(Store):
                     deliveries[2].append(destination_id)
                     deliveries[3].append(event.key)
                     deliveries[4].append(1 if ordered else 0)
+                if event.recipients:  # inboxes (issue 15)
+                    recipients.append(_encode(event.recipients).decode())
+                    users = recipients_of(event.recipients)
+                    inboxed.append((n - 1, users))
+                    messages[0].extend([n] * len(users))
+                    messages[1].extend(users)
+                else:
+                    recipients.append(None)
+            # Per user its count (users sorted: the order their counters are locked in)
+            # and per message how many later ones go to the same user.
+            counts = count_messages([users for _, users in inboxed])
+            backs = later_messages(messages[1], counts)
+            ordered_users = sorted(counts)
             listener = None if drawn is None else partial(_on_drawn, drawn)
             if listener is not None:
                 conn.add_log_listener(listener)
             try:
-                rows = await conn.fetch(
+                row = await conn.fetchrow(
                     Q["append_group"],
                     sorted(dest_locks),
                     sorted(lane_locks),
                     rev,
-                    self.work_channel,
                     now,
                     [EVENT_PREFIX + f for f in families],
                     [e.topic for e in sent],
@@ -566,167 +582,53 @@ class PostgresStore(Store):
                     [e.idempotency_key for e in sent],
                     [e.causation_id for e in sent],
                     [e.correlation_id for e in sent],
+                    recipients,
                     *deliveries,
+                    *messages,
+                    backs,
+                    ordered_users,
+                    [counts[u] for u in ordered_users],
+                    self.inbox_max,
                 )
             finally:
                 if listener is not None:
                     conn.remove_log_listener(listener)
+        assert row is not None  # the function answers one row
+        dup_n, dup_id, dup_received_at, dup_deliveries, users_of, tops, dropped = row
         if deliveries[0]:
             self._announce_work()
+        if dropped:
+            INBOX_DROPPED.inc(dropped)
         dups = {
-            r[0] - 1: Appended(id=r[1], received_at=r[2], deliveries=r[3], duplicate=True)
-            for r in rows
-        }
+            n - 1: Appended(id=i, received_at=at, deliveries=d, duplicate=True)
+            for n, i, at, d in zip(
+                dup_n or (), dup_id or (), dup_received_at or (), dup_deliveries or (),
+                strict=True,
+            )
+        }  # fmt: skip
         answers = [
             dups.get(n)
             or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
             for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
         ]
+        if inboxed:
+            # A duplicate writes no message; the others' offsets follow from the tops
+            # (assign_offsets hands them out as tidings_append wrote them).
+            if dups:
+                inboxed = [(n, users) for n, users in inboxed if n not in dups]
+            per_event = [users for _, users in inboxed]
+            if dups:
+                counts = count_messages(per_event)
+            top_of = dict(zip(users_of or (), tops or (), strict=True))
+            offsets = assign_offsets(per_event, counts, top_of)
+            for (n, _), written in zip(inboxed, offsets, strict=True):
+                answers[n] = msgspec.structs.replace(answers[n], inbox=tuple(written))
         return [
-            msgspec.structs.replace(answers[i], duplicate=True) if again else answers[i]
+            msgspec.structs.replace(answers[i], duplicate=True, inbox=()) if again else answers[i]
             for i, again in slots
         ]
 
-    async def _append(self, conn: Conn, events: Sequence[EventIn]) -> list[Appended]:
-        route = (await self._current_router(conn)).route
-        fifo, rev = self._fifo, self._router_rev
-        keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
-        known: dict[str, Appended] = {}
-        if keys:
-            for key, event_id, received_at, n in await conn.fetch(
-                Q["events_by_idempotency_keys"], keys
-            ):
-                known[key] = Appended(
-                    id=event_id, received_at=received_at, deliveries=n, duplicate=True
-                )
-        plan: list[tuple[EventIn, list[str]] | Appended | str] = []
-        seen: set[str] = set()
-        dest_locks: set[int] = set()
-        lane_locks: set[int] = set()
-        new = 0
-        for event in events:
-            key = event.idempotency_key
-            if key is not None and key in known:
-                plan.append(known[key])
-                continue
-            if key is not None and key in seen:
-                plan.append(key)  # the first event of this call with that key
-                continue
-            if key is not None:
-                seen.add(key)
-            payload = bytes(event.payload)
-            targets = route(event.topic, partial(msgspec.json.decode, payload))
-            for destination_id in targets:
-                dest_locks.add(lock_key(destination_id))  # see _append_group
-                if fifo.get(destination_id, True):
-                    lane_locks.add(lock_key(destination_id, event.key))
-            plan.append((event, targets))
-            new += 1
-        if dest_locks:
-            await conn.fetchval(Q["lock_destinations_shared"], sorted(dest_locks))
-        if lane_locks:
-            await conn.fetchval(Q["lock_lanes"], sorted(lane_locks))
-        if dest_locks and await conn.fetchval(Q["destinations_rev"]) != rev:
-            raise _RoutesChanged("destinations changed")  # routed before their locks
-        async with self._seq_lock:
-            # Sequence numbers, ids and times are drawn together, so that in this process
-            # they sort alike; across processes the lane locks above order each lane.
-            seqs = [r[0] for r in await conn.fetch(Q["next_event_seqs"], new)] if new else []
-            now = self._last_received_at = max(now_us(), self._last_received_at)
-            ids = [self._ids.new(EVENT_PREFIX) for _ in seqs]
-        columns: list[list[Any]] = [[] for _ in range(10)]
-        deliveries: list[list[Any]] = []
-        out: list[Appended] = []
-        by_key: dict[str, Appended] = {}
-        inboxed: list[tuple[int, int, list[str]]] = []  # (index in out, event seq, users)
-        it = iter(zip(seqs, ids, strict=True))
-        for item in plan:
-            if isinstance(item, Appended):
-                out.append(item)
-                continue
-            if isinstance(item, str):
-                out.append(msgspec.structs.replace(by_key[item], duplicate=True))
-                continue
-            event, targets = item
-            seq, event_id = next(it)
-            row = (
-                seq,
-                event_id,
-                event.topic,
-                event.key,
-                bytes(event.payload),
-                _encode(event.recipients).decode() if event.recipients else None,
-                event.idempotency_key,
-                event.causation_id,
-                event.correlation_id,
-                now,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-            if event.recipients:  # inboxes (issue 15): written after the events
-                inboxed.append((len(out), seq, recipients_of(event.recipients)))
-            for destination_id in targets:
-                deliveries.append(
-                    [self._ids.new(DELIVERY_PREFIX), seq, destination_id, event.key, 1]
-                )
-            appended = Appended(id=event_id, received_at=now, deliveries=len(targets))
-            if event.idempotency_key is not None:
-                by_key[event.idempotency_key] = appended
-            out.append(appended)
-        if new:
-            await conn.execute(Q["insert_events"], *columns)
-        if inboxed:
-            await self._append_inboxes(conn, inboxed, out)
-        if deliveries:
-            await self._queue_behind_heads(conn, deliveries)
-            await conn.execute(
-                Q["insert_deliveries"],
-                [d[0] for d in deliveries],
-                [d[1] for d in deliveries],
-                [d[2] for d in deliveries],
-                [d[3] for d in deliveries],
-                [d[4] for d in deliveries],
-                now,
-            )
-            await conn.execute(Q["notify"], self.work_channel, "")
-        return out
-
     # ---------------------------------------------------------------- inboxes (issue 15)
-    async def _append_inboxes(
-        self, conn: Conn, inboxed: list[tuple[int, int, list[str]]], out: list[Appended]
-    ) -> None:
-        """One message per recipient at the user's next offset. Bumping the counter rows
-        (sorted by user) locks them until commit, so concurrent appends to one user
-        queue there: offsets are unique, gap-free, and commit in offset order."""
-        per_event = [users for _, _, users in inboxed]
-        counts = count_messages(per_event)
-        users = sorted(counts)
-        tops: dict[str, int] = {}
-        trims: list[tuple[str, int]] = []
-        for user_id, top, kept_from in await conn.fetch(
-            Q["bump_inbox_tops"], users, [counts[u] for u in users]
-        ):
-            tops[user_id] = top
-            cut = trim_from(top, kept_from, self.inbox_max)
-            if cut is not None:
-                trims.append((user_id, cut))
-        offsets = assign_offsets(per_event, counts, tops)
-        columns: tuple[list[int], list[str], list[int]] = ([], [], [])
-        for (index, seq, _), written in zip(inboxed, offsets, strict=True):
-            for user_id, pos in written:
-                columns[0].append(seq)
-                columns[1].append(user_id)
-                columns[2].append(pos)
-            out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))
-        await conn.execute(Q["insert_inbox"], *columns)
-        dropped = 0
-        for user_id, cut in trims:  # a full inbox drops its oldest messages
-            status = await conn.execute(Q["trim_inbox"], user_id, cut)
-            dropped += int(status.split()[-1])
-            await conn.execute(Q["set_inbox_kept_from"], user_id, cut)
-        if dropped:
-            INBOX_DROPPED.inc(dropped)
-
     async def read_inbox(self, user_id: str, after: int, limit: int) -> InboxPage:
         async with self._conn() as conn:
             rows = await conn.fetch(Q["inbox_after"], user_id, after, limit)
@@ -751,27 +653,6 @@ class PostgresStore(Store):
             acked = await conn.execute(Q["sweep_inbox_acked"], acked_before, limit)
             aged = await conn.execute(Q["sweep_inbox_aged"], received_before, limit)
         return int(acked.split()[-1]) + int(aged.split()[-1])
-
-    async def _queue_behind_heads(self, conn: Conn, deliveries: list[list[Any]]) -> None:
-        """Clear the holds flag (index 4) of new fifo deliveries whose lane is busy."""
-        lanes = {(d[2], d[3]) for d in deliveries if self._fifo.get(d[2], True)}
-        if not lanes:
-            return
-        pairs = sorted(lanes)
-        busy = {
-            (r[0], r[1])
-            for r in await conn.fetch(
-                Q["lanes_with_head"], [p[0] for p in pairs], [p[1] for p in pairs]
-            )
-        }
-        for d in deliveries:
-            lane = (d[2], d[3])
-            if lane not in lanes:
-                continue
-            if lane in busy:
-                d[4] = 0
-            else:
-                busy.add(lane)
 
     # ---------------------------------------------------------------- destinations
     async def create_destination(self, spec: DestinationSpec, secret: str) -> Destination:

@@ -39,48 +39,20 @@ SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '');
 
 -- ---------------------------------------------------------------- ingest
 
--- name: events_by_idempotency_keys
-SELECT e.idempotency_key, e.id, e.received_at,
-       (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)
-FROM events e WHERE e.idempotency_key = ANY($1::text[]);
-
 -- name: append_group
--- One ingest group (migration 0006): locks, events, deliveries, NOTIFY; answers the
--- duplicates. Called outside any transaction block: the statement is the transaction.
-SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::text, $5::bigint,
-                             $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[],
-                             $11::text[], $12::text[], $13::text[], $14::int[], $15::text[],
-                             $16::text[], $17::smallint[]);
+-- One ingest group (migrations 0006-0008): locks, events, deliveries, inbox messages;
+-- answers the duplicates, the users' new tops and the messages a full inbox dropped.
+-- Called outside any transaction block: the statement is the transaction.
+SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::bigint,
+                             $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[],
+                             $10::text[], $11::text[], $12::text[],
+                             $13::text[], $14::int[], $15::text[], $16::text[], $17::smallint[],
+                             $18::int[], $19::text[], $20::int[], $21::text[], $22::bigint[],
+                             $23::bigint);
 
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
 SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k;
-
--- name: next_event_seqs
-SELECT nextval(pg_get_serial_sequence('events', 'seq')) FROM generate_series(1, $1);
-
--- name: insert_events
-INSERT INTO events (seq, id, topic, key, payload, recipients, idempotency_key,
-                    causation_id, correlation_id, received_at)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                     $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]);
-
--- name: lanes_with_head
--- One index probe per lane (LATERAL ... LIMIT 1), whatever the planner's statistics say:
--- a row-value IN let it scan every lane head of a young table.
-SELECT l.destination_id, l.lane_key
-FROM unnest($1::text[], $2::text[]) AS l (destination_id, lane_key)
-CROSS JOIN LATERAL (SELECT 1 FROM deliveries h
-                    WHERE h.destination_id = l.destination_id AND h.lane_key = l.lane_key
-                      AND h.holds_lane = 1
-                    LIMIT 1) AS head;
-
--- name: insert_deliveries
-INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
-                        next_attempt_at, created_at, updated_at)
-SELECT id, event_seq, destination_id, lane_key, holds_lane, 'pending', $6, $6, $6
-FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::smallint[])
-     AS d (id, event_seq, destination_id, lane_key, holds_lane);
 
 -- ---------------------------------------------------------------- destinations
 
@@ -488,9 +460,6 @@ CROSS JOIN LATERAL (
     LIMIT $3) AS x) AS w
 ORDER BY r.lo;
 
--- name: lock_destinations_shared
-SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) AS k;
-
 -- ---------------------------------------------------------------- uploads
 
 -- name: save_upload
@@ -501,23 +470,6 @@ ON CONFLICT (id) DO UPDATE SET report = excluded.report, updated_at = excluded.u
 SELECT report FROM uploads WHERE id = $1;
 
 -- ---------------------------------------------------------------- inboxes (issue 15)
--- name: bump_inbox_tops
--- Users in sorted order, so two transactions lock their counter rows alike (no deadlock).
-INSERT INTO inbox_users AS u (user_id, top)
-SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
-ON CONFLICT (user_id) DO UPDATE SET top = u.top + excluded.top
-RETURNING user_id, top, kept_from;
-
--- name: insert_inbox
-INSERT INTO inbox (event_seq, user_id, pos)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]);
-
--- name: trim_inbox
-DELETE FROM inbox WHERE user_id = $1 AND pos < $2;
-
--- name: set_inbox_kept_from
-UPDATE inbox_users SET kept_from = $2 WHERE user_id = $1;
-
 -- name: inbox_after
 SELECT i.pos, e.id, e.topic, e.payload, e.received_at
 FROM inbox i JOIN events e ON e.seq = i.event_seq
