@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from tests.conftest import POSTGRES_URL, drop_schema, postgres_schema, postgres_url
-from tests.store.test_contract import ev, spec
+from tests.store.test_contract import spec
 from tests.store.test_lanes import completion
 from tidings.model import ClaimAsk, EventIn
 from tidings.store import postgres
@@ -73,14 +73,23 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
     await old.open()
     try:
         dest = await old.create_destination(spec(), "whsec_" + "a" * 32)
-        ids = [
-            a.id
-            for a in await old.append_events(
-                [ev(key="k1"), ev(key="k1"), ev(key="k2"), ev(key="k1")]
-            )
-        ]
     finally:
         await old.close()
+    # The events through v7's own tidings_append (this code calls 0009's signature).
+    keys = ["k1", "k1", "k2", "k1"]
+    ids = [f"evt_v7_{n}" for n in range(len(keys))]
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+    try:
+        rev = await conn.fetchval("SELECT value FROM meta WHERE key = 'destinations_rev'")
+        await conn.fetch(
+            "SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3, $4, $5, $6, $7, $8,"
+            " $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            [], [], rev, "nobody", now_us(), ids,
+            ["order.created"] * 4, keys, [b"{}"] * 4, [None] * 4, [None] * 4, [None] * 4,
+            [f"dlv_v7_{n}" for n in range(4)], [1, 2, 3, 4], [dest.id] * 4, keys, [1] * 4,
+        )  # fmt: skip
+    finally:
+        await conn.close()
     assert (await function_settings(schema))["tidings_complete"] is None
     monkeypatch.undo()
 
