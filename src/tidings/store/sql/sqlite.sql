@@ -131,13 +131,32 @@ WHERE topic = :topic AND seq < coalesce(:cursor, 9223372036854775807)
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: list_events_of_key
+-- events_by_key is by generation of 8,192 seqs (seq >> 13, migration 0009): g walks the
+-- generations down from the cursor's, one index seek each, counting the key's events in
+-- each (up to :limit) until :limit are found or none is left; the rows are then read from
+-- those generations only. (The filters repeat in both: the count must be of rows the page
+-- takes.)
+WITH RECURSIVE g(gen, n) AS (
+  SELECT (coalesce(:cursor, (SELECT max(seq) FROM events) + 1, 0) - 1) >> 13, 0
+  UNION ALL
+  SELECT g.gen - 1, g.n + (
+    SELECT count(*) FROM (
+      SELECT 1 FROM events INDEXED BY events_by_key
+      WHERE seq >> 13 = g.gen AND key = :key
+        AND seq < coalesce(:cursor, 9223372036854775807)
+        AND (:topic IS NULL OR topic = :topic)
+        AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+        AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
+      LIMIT :limit))
+  FROM g WHERE g.gen >= 0 AND g.n < :limit
+)
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
-FROM events INDEXED BY events_by_key  -- unanalyzed, the planner would walk seq
-WHERE key = :key AND seq < coalesce(:cursor, 9223372036854775807)
+FROM events INDEXED BY events_by_key
+WHERE seq >> 13 IN (SELECT gen FROM g WHERE gen >= 0 AND n < :limit) AND key = :key
+  AND seq < coalesce(:cursor, 9223372036854775807)
   AND (:topic IS NULL OR topic = :topic)
   AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
-  AND (:key IS NULL OR key = :key)
   AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
 ORDER BY seq DESC LIMIT :limit;
 
