@@ -120,7 +120,7 @@ async def test_a_version_8_key_index_upgrades_into_generations(tmp_path: Path) -
         conn.executemany(
             "INSERT INTO events (seq, id, topic, key, payload, received_at)"
             " VALUES (?, ?, 'a.b', ?, X'7B7D', ?)",
-            [(seq, f"evt_{seq:06d}", f"k{seq % 2}", seq) for seq in (1, 2, 8191, 8192, 17000, 17001)],
+            [(s, f"evt_{s:06d}", f"k{s % 2}", s) for s in (1, 2, 8191, 8192, 17000, 17001)],
         )
     finally:
         conn.close()
