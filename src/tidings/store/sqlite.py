@@ -1211,8 +1211,18 @@ class SQLiteStore(Store):
     @staticmethod
     def _promote(conn: sqlite3.Connection, lanes: Sequence[tuple[str, str]], now: int) -> None:
         """Each lane's earliest waiting delivery becomes its head, unless it has one."""
-        if lanes:
-            conn.execute(Q["promote_many"], {"lanes": _encode(sorted(lanes)), "now": now})
+        for destination_id, lane_key in sorted(set(lanes)):
+            lane = {"destination_id": destination_id, "lane_key": lane_key}
+            row = conn.execute(Q["earliest_waiting"], lane).fetchone()
+            if row is None and conn.execute(Q["lane_has_waiting"], lane).fetchone():
+                if conn.execute(Q["lane_has_head"], lane).fetchone() is None:
+                    log.error("lane_waits' bound missed a waiting delivery: %s", lane)
+                    row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
+            if row is None:
+                continue
+            seq, event_seq = row
+            conn.execute(Q["promote"], {"seq": seq, "now": now})
+            conn.execute(Q["raise_lane_low"], {**lane, "low": event_seq})
 
     def _respec_lanes(
         self, conn: sqlite3.Connection, old: DestinationSpec, new: DestinationSpec, dest_id: str

@@ -441,20 +441,49 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 UPDATE deliveries SET attempts = max(attempts - 1, 0)
 WHERE id IN (SELECT value FROM json_each(:ids));
 
--- name: promote_many
--- For each [destination_id, lane_key] in :lanes, the earliest waiting delivery becomes the
--- lane's head, unless the lane has one.
-UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
-WHERE seq IN (
-  SELECT (SELECT w.seq FROM deliveries w
-          WHERE w.destination_id = json_extract(j.value, '$[0]')
-            AND w.lane_key = json_extract(j.value, '$[1]')
-            AND w.holds_lane = 0 AND w.state = 'pending'
+-- name: earliest_waiting
+-- The earliest delivery waiting in a lane (none when the lane has none or a head): its
+-- seq and event_seq. deliveries_waiting is by generation of 8,192 event seqs (migration
+-- 0010): p seeks generation by generation upward from the lane's lower bound
+-- (lane_waits.low), to the newest event's at most, and stops at the first it finds,
+-- which is the earliest (no earlier generation holds one).
+WITH RECURSIVE p(gen, hit) AS (
+  SELECT low >> 13, NULL FROM lane_waits
+  WHERE destination_id = :destination_id AND lane_key = :lane_key
+    AND NOT EXISTS (SELECT 1 FROM deliveries h
+                    WHERE h.destination_id = :destination_id AND h.lane_key = :lane_key
+                      AND h.holds_lane = 1)
+  UNION ALL
+  SELECT p.gen + 1,
+         (SELECT w.seq FROM deliveries w INDEXED BY deliveries_waiting
+          WHERE w.destination_id = :destination_id AND w.event_seq >> 13 = p.gen
+            AND w.lane_key = :lane_key AND w.holds_lane = 0 AND w.state = 'pending'
           ORDER BY w.event_seq LIMIT 1)
-  FROM json_each(:lanes) AS j
-  WHERE NOT EXISTS (SELECT 1 FROM deliveries h
-                    WHERE h.destination_id = json_extract(j.value, '$[0]')
-                      AND h.lane_key = json_extract(j.value, '$[1]') AND h.holds_lane = 1));
+  FROM p WHERE p.hit IS NULL AND p.gen <= (SELECT max(seq) FROM events) >> 13
+)
+SELECT hit, (SELECT event_seq FROM deliveries WHERE seq = hit) FROM p
+WHERE hit IS NOT NULL LIMIT 1;
+
+-- name: lane_has_waiting
+SELECT 1 FROM lane_waits WHERE destination_id = :destination_id AND lane_key = :lane_key;
+
+-- name: earliest_waiting_scan
+-- The same without the bound, walking the destination's whole deliveries_waiting: only
+-- if the bound failed (it cannot, unless lane_waits was changed by hand).
+SELECT seq, event_seq FROM deliveries INDEXED BY deliveries_waiting
+WHERE destination_id = :destination_id AND lane_key = :lane_key
+  AND holds_lane = 0 AND state = 'pending'
+ORDER BY event_seq LIMIT 1;
+
+-- name: promote
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq = :seq;
+
+-- name: raise_lane_low
+-- After a promotion, which took the lane's earliest waiting delivery (the trigger has
+-- counted it out already): the rest are at least as late.
+UPDATE lane_waits SET low = :low
+WHERE destination_id = :destination_id AND lane_key = :lane_key AND low < :low;
 
 -- ---------------------------------------------------------------- uploads
 
