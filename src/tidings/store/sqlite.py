@@ -1214,10 +1214,13 @@ class SQLiteStore(Store):
         for destination_id, lane_key in sorted(set(lanes)):
             lane = {"destination_id": destination_id, "lane_key": lane_key}
             row = conn.execute(Q["earliest_waiting"], lane).fetchone()
-            if row is None and conn.execute(Q["lane_has_waiting"], lane).fetchone():
-                if conn.execute(Q["lane_has_head"], lane).fetchone() is None:
-                    log.error("lane_waits' bound missed a waiting delivery: %s", lane)
-                    row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
+            if (
+                row is None
+                and conn.execute(Q["lane_has_waiting"], lane).fetchone() is not None
+                and conn.execute(Q["lane_has_head"], lane).fetchone() is None
+            ):  # cannot happen unless lane_waits was changed by hand: find it the long way
+                log.error("lane_waits' bound missed a waiting delivery: %s", lane)
+                row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
             if row is None:
                 continue
             seq, event_seq = row
