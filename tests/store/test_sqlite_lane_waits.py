@@ -141,3 +141,20 @@ async def test_a_version_9_store_upgrades_its_queue(tmp_path: Path) -> None:
         assert [e for k, e in order if k == "y"] == ids[1::2]
     finally:
         await store.close()
+
+
+async def test_a_bound_set_too_high_by_hand_still_promotes_the_earliest(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        d = await dest(store)
+        ids = await publish(store, "k", "k", "k")
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:  # past every waiting delivery: the seek from it finds none
+            conn.execute("UPDATE lane_waits SET low = 1 << 40")
+        finally:
+            conn.close()
+        assert [e for _, e in await drain(store, d)] == ids
+    finally:
+        await store.close()

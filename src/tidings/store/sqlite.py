@@ -1221,6 +1221,8 @@ class SQLiteStore(Store):
             ):  # cannot happen unless lane_waits was changed by hand: find it the long way
                 log.error("lane_waits' bound missed a waiting delivery: %s", lane)
                 row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
+                if row is not None:
+                    conn.execute(Q["reset_lane_low"], {**lane, "low": row[1]})
             if row is None:
                 continue
             seq, event_seq = row

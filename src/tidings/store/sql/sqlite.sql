@@ -475,6 +475,9 @@ WHERE destination_id = :destination_id AND lane_key = :lane_key
   AND holds_lane = 0 AND state = 'pending'
 ORDER BY event_seq LIMIT 1;
 
+-- name: reset_lane_low
+UPDATE lane_waits SET low = :low WHERE destination_id = :destination_id AND lane_key = :lane_key;
+
 -- name: promote
 UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
 WHERE seq = :seq;
