@@ -1211,23 +1211,23 @@ class SQLiteStore(Store):
     @staticmethod
     def _promote(conn: sqlite3.Connection, lanes: Sequence[tuple[str, str]], now: int) -> None:
         """Each lane's earliest waiting delivery becomes its head, unless it has one."""
-        for destination_id, lane_key in sorted(set(lanes)):
+        if not lanes:
+            return
+        encoded = _encode(sorted(set(lanes))).decode()
+        promoted = conn.execute(Q["promote_many"], {"lanes": encoded, "now": now}).fetchall()
+        conn.executemany(
+            Q["raise_lane_low"],
+            [{"destination_id": d, "lane_key": k, "low": low} for d, k, low in promoted],
+        )
+        for destination_id, lane_key in conn.execute(
+            Q["lanes_left_waiting"], {"lanes": encoded}
+        ).fetchall():  # cannot happen unless lane_waits was changed by hand
             lane = {"destination_id": destination_id, "lane_key": lane_key}
-            row = conn.execute(Q["earliest_waiting"], lane).fetchone()
-            if (
-                row is None
-                and conn.execute(Q["lane_has_waiting"], lane).fetchone() is not None
-                and conn.execute(Q["lane_has_head"], lane).fetchone() is None
-            ):  # cannot happen unless lane_waits was changed by hand: find it the long way
-                log.error("lane_waits' bound missed a waiting delivery: %s", lane)
-                row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
-                if row is not None:
-                    conn.execute(Q["reset_lane_low"], {**lane, "low": row[1]})
-            if row is None:
-                continue
-            seq, event_seq = row
-            conn.execute(Q["promote"], {"seq": seq, "now": now})
-            conn.execute(Q["raise_lane_low"], {**lane, "low": event_seq})
+            log.error("lane_waits' bound missed a waiting delivery: %s", lane)
+            row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
+            if row is not None:
+                conn.execute(Q["reset_lane_low"], {**lane, "low": row[1]})
+                conn.execute(Q["promote"], {"seq": row[0], "now": now})
 
     def _respec_lanes(
         self, conn: sqlite3.Connection, old: DestinationSpec, new: DestinationSpec, dest_id: str

@@ -441,31 +441,40 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 UPDATE deliveries SET attempts = max(attempts - 1, 0)
 WHERE id IN (SELECT value FROM json_each(:ids));
 
--- name: earliest_waiting
--- The earliest delivery waiting in a lane (none when the lane has none or a head): its
--- seq and event_seq. deliveries_waiting is by generation of 8,192 event seqs (migration
--- 0010): p seeks generation by generation upward from the lane's lower bound
--- (lane_waits.low), to the newest event's at most, and stops at the first it finds,
--- which is the earliest (no earlier generation holds one).
-WITH RECURSIVE p(gen, hit) AS (
-  SELECT low >> 13, NULL FROM lane_waits
-  WHERE destination_id = :destination_id AND lane_key = :lane_key
-    AND NOT EXISTS (SELECT 1 FROM deliveries h
-                    WHERE h.destination_id = :destination_id AND h.lane_key = :lane_key
-                      AND h.holds_lane = 1)
+-- name: promote_many
+-- For each [destination_id, lane_key] in :lanes with deliveries waiting and no head, the
+-- earliest waiting delivery becomes the lane's head; answers what it promoted.
+-- deliveries_waiting is by generation of 8,192 event seqs (migration 0010): l seeks, lane
+-- by lane, generation by generation upward from the lane's lower bound (lane_waits.low)
+-- to the newest event's at most, and stops at the first it finds, which is the earliest
+-- (no earlier generation holds one).
+WITH RECURSIVE
+x(d, k) AS (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(:lanes)),
+l(destination_id, lane_key, gen, hit) AS (
+  SELECT w.destination_id, w.lane_key, w.low >> 13, NULL
+  FROM x JOIN lane_waits w ON w.destination_id = x.d AND w.lane_key = x.k
+  WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                    WHERE h.destination_id = x.d AND h.lane_key = x.k AND h.holds_lane = 1)
   UNION ALL
-  SELECT p.gen + 1,
+  SELECT l.destination_id, l.lane_key, l.gen + 1,
          (SELECT w.seq FROM deliveries w INDEXED BY deliveries_waiting
-          WHERE w.destination_id = :destination_id AND w.event_seq >> 13 = p.gen
-            AND w.lane_key = :lane_key AND w.holds_lane = 0 AND w.state = 'pending'
+          WHERE w.destination_id = l.destination_id AND w.event_seq >> 13 = l.gen
+            AND w.lane_key = l.lane_key AND w.holds_lane = 0 AND w.state = 'pending'
           ORDER BY w.event_seq LIMIT 1)
-  FROM p WHERE p.hit IS NULL AND p.gen <= (SELECT max(seq) FROM events) >> 13
+  FROM l WHERE l.hit IS NULL AND l.gen <= (SELECT max(seq) FROM events) >> 13
 )
-SELECT hit, (SELECT event_seq FROM deliveries WHERE seq = hit) FROM p
-WHERE hit IS NOT NULL LIMIT 1;
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq IN (SELECT hit FROM l WHERE hit IS NOT NULL)
+RETURNING destination_id, lane_key, event_seq;
 
--- name: lane_has_waiting
-SELECT 1 FROM lane_waits WHERE destination_id = :destination_id AND lane_key = :lane_key;
+-- name: lanes_left_waiting
+-- Those of :lanes with deliveries waiting and still no head: after promote_many, none,
+-- unless lane_waits was changed by hand.
+SELECT x.d, x.k FROM (SELECT DISTINCT value ->> 0 AS d, value ->> 1 AS k
+                      FROM json_each(:lanes)) AS x
+JOIN lane_waits w ON w.destination_id = x.d AND w.lane_key = x.k
+WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                  WHERE h.destination_id = x.d AND h.lane_key = x.k AND h.holds_lane = 1);
 
 -- name: earliest_waiting_scan
 -- The same without the bound, walking the destination's whole deliveries_waiting: only
