@@ -7,6 +7,8 @@ promotions stay in event order across generations, and that a v9 store upgrades.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -15,6 +17,16 @@ from tests.store.test_lanes import claim, completion, dest, publish
 from tidings.store.sqlite import SQLiteStore
 
 GEN = 8192
+
+
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def lane_waits(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
@@ -59,9 +71,7 @@ async def drain(store: SQLiteStore, dest_id: str) -> list[tuple[str, str]]:
 
 async def test_lanes_stay_in_event_order_across_generations(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    try:
+    async with opened(path) as store:
         d = await dest(store)
         ids: list[str] = []
         for start in range(0, 2 * GEN + 500, 500):  # three generations, lanes a, b, c
@@ -77,15 +87,11 @@ async def test_lanes_stay_in_event_order_across_generations(tmp_path: Path) -> N
             assert len(got) > 1
             assert got == sorted(got, key=events.__getitem__)
         assert lane_waits(path) == {}
-    finally:
-        await store.close()
 
 
 async def test_the_count_follows_retries_requeues_and_deletes(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    try:
+    async with opened(path) as store:
         d = await dest(store, on_dead="block")
         await publish(store, "k", "k", "k", "k")
         (head,) = await claim(store, d)
@@ -106,19 +112,13 @@ async def test_the_count_follows_retries_requeues_and_deletes(tmp_path: Path) ->
         assert waiting(path) == 2  # one head again, two behind it
         await store.delete_destination(d)  # deletes its deliveries
         assert lane_waits(path) == {}
-    finally:
-        await store.close()
 
 
 async def test_a_version_9_store_upgrades_its_queue(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    try:
+    async with opened(path) as store:
         d = await dest(store)
         ids = await publish(store, *(["x", "y"] * 5))
-    finally:
-        await store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     try:  # back to schema 9: the queue by lane, no lane_waits
         for trigger in ("insert", "leave", "enter", "delete"):
@@ -132,22 +132,16 @@ async def test_a_version_9_store_upgrades_its_queue(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 9")
     finally:
         conn.close()
-    store = SQLiteStore(str(path))
-    await store.open()
-    try:
+    async with opened(path) as store:
         assert sorted(n for n, _ in lane_waits(path).values()) == [4, 4]
         order = await drain(store, d)
         assert [e for k, e in order if k == "x"] == ids[0::2]
         assert [e for k, e in order if k == "y"] == ids[1::2]
-    finally:
-        await store.close()
 
 
 async def test_a_bound_set_too_high_by_hand_still_promotes_the_earliest(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    store = SQLiteStore(str(path))
-    await store.open()
-    try:
+    async with opened(path) as store:
         d = await dest(store)
         ids = await publish(store, "k", "k", "k")
         conn = sqlite3.connect(path, isolation_level=None)
@@ -156,5 +150,3 @@ async def test_a_bound_set_too_high_by_hand_still_promotes_the_earliest(tmp_path
         finally:
             conn.close()
         assert [e for _, e in await drain(store, d)] == ids
-    finally:
-        await store.close()
