@@ -100,3 +100,46 @@ async def test_a_version_7_inbox_upgrades_into_generation_0(tmp_path: Path) -> N
         assert await store.sweep_inbox(6, 0, 100) == 1  # the acked one, kept from v7
     finally:
         await store.close()
+
+
+def index_sql(path: Path, name: str) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+        return str(row[0])
+    finally:
+        conn.close()
+
+
+async def test_a_version_8_key_index_upgrades_into_generations(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    create_at_version(path, 8)
+    assert ">>" not in index_sql(path, "events_by_key")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:  # events of two keys as v8 wrote them, across three generations of 8,192 seqs
+        conn.executemany(
+            "INSERT INTO events (seq, id, topic, key, payload, received_at)"
+            " VALUES (?, ?, 'a.b', ?, X'7B7D', ?)",
+            [(s, f"evt_{s:06d}", f"k{s % 2}", s) for s in (1, 2, 8191, 8192, 17000, 17001)],
+        )
+    finally:
+        conn.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        first = await store.list_events(None, 2, None, key="k0")
+        assert [e.id for e in first.items] == ["evt_017000", "evt_008192"]
+        rest = await store.list_events(None, 2, first.next, key="k0")
+        assert [e.id for e in rest.items] == ["evt_000002"]
+        assert rest.next is None
+        ones = await store.list_events("a.*", 10, None, key="k1")
+        assert [e.id for e in ones.items] == ["evt_017001", "evt_008191", "evt_000001"]
+        (appended,) = await store.append_events(
+            [EventIn(topic="a.b", key="k1", payload=msgspec.Raw(b"{}"))]
+        )
+        newest = await store.list_events(None, 1, None, key="k1")
+        assert [e.id for e in newest.items] == [appended.id]
+        assert (await store.list_events(None, 5, None, key="absent")).items == []
+    finally:
+        await store.close()
+    assert "seq >> 13" in index_sql(path, "events_by_key")

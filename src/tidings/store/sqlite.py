@@ -1211,8 +1211,23 @@ class SQLiteStore(Store):
     @staticmethod
     def _promote(conn: sqlite3.Connection, lanes: Sequence[tuple[str, str]], now: int) -> None:
         """Each lane's earliest waiting delivery becomes its head, unless it has one."""
-        if lanes:
-            conn.execute(Q["promote_many"], {"lanes": _encode(sorted(lanes)), "now": now})
+        if not lanes:
+            return
+        encoded = _encode(sorted(set(lanes))).decode()
+        promoted = conn.execute(Q["promote_many"], {"lanes": encoded, "now": now}).fetchall()
+        conn.executemany(
+            Q["raise_lane_low"],
+            [{"destination_id": d, "lane_key": k, "low": low} for d, k, low in promoted],
+        )
+        for destination_id, lane_key in conn.execute(
+            Q["lanes_left_waiting"], {"lanes": encoded}
+        ).fetchall():  # cannot happen unless lane_waits was changed by hand
+            lane = {"destination_id": destination_id, "lane_key": lane_key}
+            log.error("lane_waits' bound missed a waiting delivery: %s", lane)
+            row = conn.execute(Q["earliest_waiting_scan"], lane).fetchone()
+            if row is not None:
+                conn.execute(Q["reset_lane_low"], {**lane, "low": row[1]})
+                conn.execute(Q["promote"], {"seq": row[0], "now": now})
 
     def _respec_lanes(
         self, conn: sqlite3.Connection, old: DestinationSpec, new: DestinationSpec, dest_id: str

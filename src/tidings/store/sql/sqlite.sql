@@ -131,13 +131,32 @@ WHERE topic = :topic AND seq < coalesce(:cursor, 9223372036854775807)
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: list_events_of_key
+-- events_by_key is by generation of 8,192 seqs (seq >> 13, migration 0009): g walks the
+-- generations down from the cursor's, one index seek each, counting the key's events in
+-- each (up to :limit) until :limit are found or none is left; the rows are then read from
+-- those generations only. (The filters repeat in both: the count must be of rows the page
+-- takes.)
+WITH RECURSIVE g(gen, n) AS (
+  SELECT (coalesce(:cursor, (SELECT max(seq) FROM events) + 1, 0) - 1) >> 13, 0
+  UNION ALL
+  SELECT g.gen - 1, g.n + (
+    SELECT count(*) FROM (
+      SELECT 1 FROM events INDEXED BY events_by_key
+      WHERE seq >> 13 = g.gen AND key = :key
+        AND seq < coalesce(:cursor, 9223372036854775807)
+        AND (:topic IS NULL OR topic = :topic)
+        AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
+        AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
+      LIMIT :limit))
+  FROM g WHERE g.gen >= 0 AND g.n < :limit
+)
 SELECT seq, id, topic, key, payload, recipients, idempotency_key, causation_id,
        correlation_id, received_at
-FROM events INDEXED BY events_by_key  -- unanalyzed, the planner would walk seq
-WHERE key = :key AND seq < coalesce(:cursor, 9223372036854775807)
+FROM events INDEXED BY events_by_key
+WHERE seq >> 13 IN (SELECT gen FROM g WHERE gen >= 0 AND n < :limit) AND key = :key
+  AND seq < coalesce(:cursor, 9223372036854775807)
   AND (:topic IS NULL OR topic = :topic)
   AND (:prefix IS NULL OR (topic >= :prefix AND topic < :prefix_end))
-  AND (:key IS NULL OR key = :key)
   AND (:correlation_id IS NULL OR correlation_id = :correlation_id OR id = :correlation_id)
 ORDER BY seq DESC LIMIT :limit;
 
@@ -423,19 +442,60 @@ UPDATE deliveries SET attempts = max(attempts - 1, 0)
 WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: promote_many
--- For each [destination_id, lane_key] in :lanes, the earliest waiting delivery becomes the
--- lane's head, unless the lane has one.
-UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
-WHERE seq IN (
-  SELECT (SELECT w.seq FROM deliveries w
-          WHERE w.destination_id = json_extract(j.value, '$[0]')
-            AND w.lane_key = json_extract(j.value, '$[1]')
-            AND w.holds_lane = 0 AND w.state = 'pending'
-          ORDER BY w.event_seq LIMIT 1)
-  FROM json_each(:lanes) AS j
+-- For each [destination_id, lane_key] in :lanes with deliveries waiting and no head, the
+-- earliest waiting delivery becomes the lane's head; answers what it promoted.
+-- deliveries_waiting is by generation of 8,192 event seqs (migration 0010): l seeks, lane
+-- by lane, generation by generation upward from the lane's lower bound (lane_waits.low)
+-- to the newest event's at most, and stops at the first it finds, which is the earliest
+-- (no earlier generation holds one).
+WITH RECURSIVE
+x(d, k) AS (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(:lanes)),
+l(destination_id, lane_key, gen, hit) AS (
+  SELECT w.destination_id, w.lane_key, w.low >> 13, NULL
+  FROM x JOIN lane_waits w ON w.destination_id = x.d AND w.lane_key = x.k
   WHERE NOT EXISTS (SELECT 1 FROM deliveries h
-                    WHERE h.destination_id = json_extract(j.value, '$[0]')
-                      AND h.lane_key = json_extract(j.value, '$[1]') AND h.holds_lane = 1));
+                    WHERE h.destination_id = x.d AND h.lane_key = x.k AND h.holds_lane = 1)
+  UNION ALL
+  SELECT l.destination_id, l.lane_key, l.gen + 1,
+         (SELECT w.seq FROM deliveries w INDEXED BY deliveries_waiting
+          WHERE w.destination_id = l.destination_id AND w.event_seq >> 13 = l.gen
+            AND w.lane_key = l.lane_key AND w.holds_lane = 0 AND w.state = 'pending'
+          ORDER BY w.event_seq LIMIT 1)
+  FROM l WHERE l.hit IS NULL AND l.gen <= (SELECT max(seq) FROM events) >> 13
+)
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq IN (SELECT hit FROM l WHERE hit IS NOT NULL)
+RETURNING destination_id, lane_key, event_seq;
+
+-- name: lanes_left_waiting
+-- Those of :lanes with deliveries waiting and still no head: after promote_many, none,
+-- unless lane_waits was changed by hand.
+SELECT x.d, x.k FROM (SELECT DISTINCT value ->> 0 AS d, value ->> 1 AS k
+                      FROM json_each(:lanes)) AS x
+JOIN lane_waits w ON w.destination_id = x.d AND w.lane_key = x.k
+WHERE NOT EXISTS (SELECT 1 FROM deliveries h
+                  WHERE h.destination_id = x.d AND h.lane_key = x.k AND h.holds_lane = 1);
+
+-- name: earliest_waiting_scan
+-- The same without the bound, walking the destination's whole deliveries_waiting: only
+-- if the bound failed (it cannot, unless lane_waits was changed by hand).
+SELECT seq, event_seq FROM deliveries INDEXED BY deliveries_waiting
+WHERE destination_id = :destination_id AND lane_key = :lane_key
+  AND holds_lane = 0 AND state = 'pending'
+ORDER BY event_seq LIMIT 1;
+
+-- name: reset_lane_low
+UPDATE lane_waits SET low = :low WHERE destination_id = :destination_id AND lane_key = :lane_key;
+
+-- name: promote
+UPDATE deliveries SET holds_lane = 1, next_attempt_at = :now, updated_at = :now
+WHERE seq = :seq;
+
+-- name: raise_lane_low
+-- After a promotion, which took the lane's earliest waiting delivery (the trigger has
+-- counted it out already): the rest are at least as late.
+UPDATE lane_waits SET low = :low
+WHERE destination_id = :destination_id AND lane_key = :lane_key AND low < :low;
 
 -- ---------------------------------------------------------------- uploads
 
