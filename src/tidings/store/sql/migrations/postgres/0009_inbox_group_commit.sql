@@ -63,6 +63,10 @@ BEGIN
         FROM unnest(ids, topics, keys, payloads, idem, causations, correlations, recips)
              WITH ORDINALITY AS i (id, topic, key, payload, idem, causation, correlation,
                                    recips, n)
+        -- Keys in one order in every group: two groups sharing idempotency keys (a client
+        -- retrying on another node) wait for each other on the first shared key only,
+        -- never each on one the other holds (a deadlock PostgreSQL would fail one for).
+        ORDER BY i.idem COLLATE "C"
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.seq
     )
