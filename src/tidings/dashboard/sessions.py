@@ -11,6 +11,7 @@ a log line.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +30,10 @@ from tidings.policy.sessions import (
     sign_session,
 )
 
+log = logging.getLogger(__name__)
 COOKIE = "tidings_session"
 SESSION_TTL_S = 8 * 3600  # a working day; then the sign-in form again
+SIGN_OUT_MARGIN_S = 300  # a sign-out is kept this long past its cookie's expiry
 META_SECRET = "dashboard_session_secret"
 SECRET = web.AppKey("dashboard_secret", bytearray)
 # Nonces known to be signed out, until their cookie would have expired anyway: those
@@ -112,13 +115,17 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
         store = request.app[STORE]
         await store.set_meta_if_absent(SIGNED_OUT + session.nonce, str(session.expires_at))
         now = _now()
-        # Sign-outs of cookies that have expired anyway are facts no one needs any more.
-        await store.delete_expired_meta(SIGNED_OUT, now)
         revoked = request.app[REVOKED]
         for nonce, until in list(revoked.items()):
             if until <= now:
                 del revoked[nonce]
         revoked[session.nonce] = session.expires_at
+        # Sign-outs of cookies that have expired anyway are facts no one needs any more,
+        # once every process's clock agrees they have (a margin for clocks that lag).
+        try:
+            await store.delete_expired_meta(SIGNED_OUT, now - SIGN_OUT_MARGIN_S)
+        except Exception:
+            log.warning("could not purge expired dashboard sign-outs", exc_info=True)
     response.del_cookie(COOKIE, path="/")
 
 

@@ -9,8 +9,10 @@ INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
 
 -- name: delete_expired_meta
 -- meta is small (a handful of facts and the sign-outs of the last hours): a scan is fine.
+-- (CASE: the cast only ever sees a number that fits, whatever order the planner takes)
 DELETE FROM meta
-WHERE left(key, length($1)) = $1 AND value ~ '^[0-9]+$' AND value::bigint <= $2;
+WHERE starts_with(key, $1)
+  AND CASE WHEN value ~ '^[0-9]{1,18}$' THEN value::bigint <= $2 ELSE false END;
 
 -- name: bump_destinations_rev
 INSERT INTO meta (key, value) VALUES ('destinations_rev', '1')
@@ -393,27 +395,32 @@ SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 -- key cascade since migration 0007; the deliveries' attempts still cascade); the others are
 -- stepped over (the pass goes on after the window, not from the first kept event again).
 -- One statement, one snapshot: an event that commits meanwhile is neither counted nor
--- deleted (a later pass takes it). An event goes only if every one of its deliveries is
--- locked here still delivered: a replay or retry that re-queued one after the snapshot is
--- seen (FOR UPDATE reads the newest version), one still running is skipped (SKIP LOCKED,
--- so a sweep never waits on, or deadlocks with, a writer) and keeps the event; a re-queue
--- that comes after the lock waits for this commit and finds the delivery gone. Answers the
--- window's size, its last seq, the deleted.
+-- deleted (a later pass takes it). An event that the snapshot shows free (every delivery
+-- delivered, no inbox message) goes only if each of its deliveries is locked here still
+-- delivered: a replay or retry that re-queued one after the snapshot is seen (FOR UPDATE
+-- reads the newest version), one still running is skipped (SKIP LOCKED, so a sweep never
+-- waits on, or deadlocks with, a writer) and keeps the event; a re-queue that comes after
+-- the lock waits for this commit and finds the delivery gone. Answers the window's size,
+-- its last seq, the deleted.
 WITH w AS MATERIALIZED (
   SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+), free AS MATERIALIZED (
+  SELECT w.seq FROM w
+  WHERE NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.event_seq = w.seq AND d.state != 'delivered')
+    -- an inbox message names its event (issue 15): the event stays while one does
+    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = w.seq)
 ), d AS MATERIALIZED (
-  SELECT seq, event_seq FROM deliveries WHERE event_seq IN (SELECT seq FROM w)
+  SELECT seq, event_seq FROM deliveries WHERE event_seq IN (SELECT seq FROM free)
 ), done AS MATERIALIZED (
   SELECT seq FROM deliveries
-  WHERE event_seq IN (SELECT seq FROM w) AND state = 'delivered'
+  WHERE event_seq IN (SELECT seq FROM free) AND state = 'delivered'
   FOR UPDATE SKIP LOCKED
 ), gone AS (
   DELETE FROM events AS e
-  WHERE e.seq IN (SELECT seq FROM w)
+  WHERE e.seq IN (SELECT seq FROM free)
     AND NOT EXISTS (SELECT 1 FROM d
                     WHERE d.event_seq = e.seq AND d.seq NOT IN (SELECT seq FROM done))
-    -- an inbox message names its event (issue 15): the event stays while one does
-    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = e.seq)
   RETURNING seq
 ), swept AS (
   DELETE FROM deliveries
@@ -489,16 +496,22 @@ UPDATE inbox SET acked_at = $4
 WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND acked_at IS NULL;
 
 -- name: sweep_inbox_acked
+-- SKIP LOCKED (both sweeps): a message an ingest group is trimming (a full inbox) is left
+-- to it, so a sweep, deleting across users, never waits on a group or deadlocks with one.
 DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT event_seq, user_id FROM inbox WHERE acked_at < $1 LIMIT $2);
+    SELECT event_seq, user_id FROM inbox WHERE acked_at < $1 LIMIT $2
+    FOR UPDATE SKIP LOCKED);
 
 -- name: sweep_inbox_aged
 -- Only the `limit` oldest messages are looked at (received_at grows with event_seq).
 DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT o.event_seq, o.user_id
-    FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
-    JOIN events e ON e.seq = o.event_seq
-    WHERE e.received_at < $1);
+    SELECT i.event_seq, i.user_id
+    FROM inbox i
+    JOIN (SELECT o.event_seq, o.user_id
+          FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
+          JOIN events e ON e.seq = o.event_seq
+          WHERE e.received_at < $1) c ON i.event_seq = c.event_seq AND i.user_id = c.user_id
+    FOR UPDATE OF i SKIP LOCKED);
 
 -- ---------------------------------------------------------------- pull groups (issue 16)
 -- A group's deliveries walk the same lanes and states as any other; a consumer's lease
