@@ -77,6 +77,23 @@ async def test_a_duplicate_writes_no_message(store: Store) -> None:
     assert await offsets_of(store, "a") == [1, 2]
 
 
+async def test_a_duplicate_among_many_messages_leaves_no_gap(store: Store) -> None:
+    """A duplicate found by the database (stored by an earlier call) amid events with
+    several messages per user: the others' offsets are counted again without it."""
+    (first,) = await store.append_events([ev(["a", "b"], idempotency_key="k1")])
+    answers = await store.append_events(
+        [ev(["a"]), ev(["b", "a"], idempotency_key="k1"), ev(["b", "a"]), ev(["a", "c"])]
+    )
+    assert first.inbox == (("a", 1), ("b", 1))
+    assert [a.inbox for a in answers] == [
+        (("a", 2),), (), (("b", 2), ("a", 3)), (("a", 4), ("c", 1)),
+    ]  # fmt: skip
+    assert answers[1].duplicate
+    assert await offsets_of(store, "a") == [1, 2, 3, 4]
+    assert await offsets_of(store, "b") == [1, 2]
+    assert await offsets_of(store, "c") == [1]
+
+
 async def test_failing_calls_write_no_message(store: Store) -> None:
     """A call that fails writes nothing and hands out no offset, even when it ran in one
     transaction with others that succeed (SQLite's group commit runs them again)."""

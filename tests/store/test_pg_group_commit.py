@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 
-from tests.conftest import drop_schema, postgres_schema, postgres_url
+from tests.conftest import POSTGRES_URL, drop_schema, postgres_schema, postgres_url
 from tests.store.test_contract import all_deliveries, all_events, ev, spec
 from tests.store.test_lanes import completion
 from tidings.model import Appended, ClaimAsk, EventIn
-from tidings.store.postgres import PostgresStore
+from tidings.store.postgres import PostgresStore, int_array
 from tidings.timeutil import US, now_us
 
 
@@ -227,3 +228,18 @@ async def test_appends_with_recipients_share_groups_and_keep_offsets_contiguous(
         assert [m.offset for m in page.messages] == sorted(got)
         assert page.top == len(got)
     assert len(handed["s1"]) == sum(1 for x in answers if not x.duplicate)
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0], [1, -2, 3], [2**63 - 1, -(2**63)], list(range(-500, 500, 7))]
+)
+async def test_integer_arrays_go_as_literals_the_server_reads_back(
+    values: list[int], require_service: Callable[[str, int], None]
+) -> None:
+    """int_array: the literal a `$n::text::bigint[]` parameter is sent as."""
+    require_service("PostgreSQL", 5432)
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        assert await conn.fetchval("SELECT $1::text::bigint[]", int_array(values)) == values
+    finally:
+        await conn.close()

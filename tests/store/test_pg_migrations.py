@@ -47,6 +47,30 @@ async def create_at_version(conn: asyncpg.Connection[asyncpg.Record], version: i
     await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', $1)", str(version))
 
 
+async def inbox_at_version(schema: str, version: int) -> None:
+    """A schema at `version` holding two events (received at t=1 and 2) and three inbox
+    messages: users a (offsets 1 and 2, 1 acked at t=5) and b (offset 1)."""
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
+        await create_at_version(conn, version)
+        await conn.execute(
+            "INSERT INTO events (seq, id, topic, key, payload, recipients, received_at)"
+            " VALUES (1, 'evt_1', 'n.s', '', '{}', '[\"a\",\"b\"]', 1),"
+            " (2, 'evt_2', 'n.s', '', '{}', '[\"a\"]', 2)"
+        )
+        await conn.execute("SELECT setval(pg_get_serial_sequence('events', 'seq'), 2)")
+        await conn.execute(
+            "INSERT INTO inbox_users (user_id, top, acked) VALUES ('a', 2, 1), ('b', 1, 0)"
+        )
+        await conn.execute(
+            "INSERT INTO inbox (event_seq, user_id, pos, acked_at)"
+            " VALUES (1, 'a', 1, 5), (1, 'b', 1, NULL), (2, 'a', 2, NULL)"
+        )
+    finally:
+        await conn.close()
+
+
 async def function_settings(schema: str) -> dict[str, list[str] | None]:
     conn = await asyncpg.connect(POSTGRES_URL)
     try:
@@ -98,7 +122,20 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
     try:
         assert await store.get_meta("schema_version") == str(len(migrations("postgres")))
         settings = await function_settings(schema)
-        assert settings["tidings_append"] is None
+        # tidings_append keeps its custom plans (each signature); the newest runs no JIT
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            appends = await conn.fetch(
+                "SELECT p.pronargs, p.proconfig FROM pg_proc p JOIN pg_namespace n"
+                " ON n.oid = p.pronamespace WHERE n.nspname = $1"
+                " AND p.proname = 'tidings_append' ORDER BY p.pronargs",
+                schema,
+            )
+        finally:
+            await conn.close()
+        assert [(r["pronargs"], r["proconfig"]) for r in appends] == [
+            (17, None), (22, ["jit=off"]), (23, None),
+        ]  # fmt: skip
         for name in ("tidings_complete", "tidings_claim"):
             assert settings[name] == [
                 "plan_cache_mode=force_generic_plan",
@@ -130,26 +167,8 @@ async def test_a_version_7_schema_upgrades_and_its_lanes_move_on(
 
 
 async def test_a_version_7_inbox_upgrades_and_goes_on_from_its_offsets(schema: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}"')
-        await create_at_version(conn, 7)
-        # Two users' messages as v7 wrote them (statement by statement), one acked.
-        await conn.execute(
-            "INSERT INTO events (seq, id, topic, key, payload, recipients, received_at)"
-            " VALUES (1, 'evt_1', 'n.s', '', '{}', '[\"a\",\"b\"]', 1),"
-            " (2, 'evt_2', 'n.s', '', '{}', '[\"a\"]', 2)"
-        )
-        await conn.execute("SELECT setval(pg_get_serial_sequence('events', 'seq'), 2)")
-        await conn.execute(
-            "INSERT INTO inbox_users (user_id, top, acked) VALUES ('a', 2, 1), ('b', 1, 0)"
-        )
-        await conn.execute(
-            "INSERT INTO inbox (event_seq, user_id, pos, acked_at)"
-            " VALUES (1, 'a', 1, 5), (1, 'b', 1, NULL), (2, 'a', 2, NULL)"
-        )
-    finally:
-        await conn.close()
+    # Two users' messages as v7 wrote them (statement by statement), one acked.
+    await inbox_at_version(schema, 7)
 
     store = PostgresStore(postgres_url(schema))
     await store.open()
@@ -171,11 +190,51 @@ async def test_a_version_7_inbox_upgrades_and_goes_on_from_its_offsets(schema: s
 
     conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
     try:
-        # v7's signature stays for processes of the version before, during an upgrade.
+        # v7's and v9's signatures stay for processes of the versions before, during an
+        # upgrade.
         assert await conn.fetchval(
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
             " WHERE p.proname = 'tidings_append' AND n.nspname = $1",
             schema,
-        ) == 2  # fmt: skip
+        ) == 3  # fmt: skip
     finally:
         await conn.close()
+
+
+async def test_a_version_9_inbox_upgrades_to_keys_by_user(schema: str) -> None:
+    """Migration 0010: the inbox keyed by (user_id, pos), events found by a BRIN index.
+    Messages v9 wrote read, ack, trim and sweep as before, offsets go on, and an event
+    stays while a message names it."""
+    # Three messages as v9 wrote them: user a's first acked long ago.
+    await inbox_at_version(schema, 9)
+
+    store = PostgresStore(postgres_url(schema))
+    await store.open()
+    try:
+        assert await store.get_meta("schema_version") == str(len(migrations("postgres")))
+        page = await store.read_inbox("a", 0, 10)
+        assert ([m.id for m in page.messages], page.top, page.acked) == (
+            ["evt_1", "evt_2"], 2, 1,
+        )  # fmt: skip
+        new = await store.append_events(
+            [
+                EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["b", "a"]),
+                EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["a", "c"]),
+            ]
+        )
+        assert [e.inbox for e in new] == [(("b", 2), ("a", 3)), (("a", 4), ("c", 1))]
+        assert [m.offset for m in (await store.read_inbox("a", 0, 10)).messages] == [1, 2, 3, 4]
+        # Events 1 and 2 are old and delivered (they have no deliveries): only messages
+        # hold them.
+        assert (await store.sweep(now_us(), 100)).deleted == 0
+        # a's acked message goes; then every message of events received before t=3.
+        assert await store.sweep_inbox(6, 0, 100) == 1
+        assert await store.sweep_inbox(0, 3, 100) == 2
+        assert [m.offset for m in (await store.read_inbox("a", 0, 10)).messages] == [3, 4]
+        assert [m.offset for m in (await store.read_inbox("b", 0, 10)).messages] == [2]
+        # Now nothing names events 1 and 2; the two new ones stay.
+        assert (await store.sweep(now_us(), 100)).deleted == 2
+        assert await store.get_event("evt_1") is None
+        assert all([await store.get_event(e.id) for e in new])
+    finally:
+        await store.close()

@@ -9,7 +9,7 @@ from tidings.policy.inbox import (
     ack_level,
     assign_offsets,
     count_messages,
-    later_messages,
+    messages_by_user,
     recipients_of,
     trim_from,
 )
@@ -30,15 +30,28 @@ def test_offsets_are_contiguous_per_user_and_end_at_top(raw: list[list[str]], ba
 
 
 @given(st.lists(st.lists(users, max_size=6), max_size=20), st.integers(0, 1000))
-def test_later_messages_place_each_message_where_assign_offsets_does(
+def test_messages_by_user_place_each_message_where_assign_offsets_does(
     raw: list[list[str]], base: int
 ) -> None:
     per_event = [recipients_of(r) for r in raw]
     counts = count_messages(per_event)
     tops = {u: base + n for u, n in counts.items()}
-    flat = [u for row in per_event for u in row]
-    placed = [tops[u] - back for u, back in zip(flat, later_messages(flat, counts), strict=True)]
-    assert placed == [pos for row in assign_offsets(per_event, counts, tops) for _, pos in row]
+    by_user = messages_by_user(per_event)
+    assert {u: len(events) for u, events in by_user.items()} == counts
+    # what tidings_append writes: user u's k-th message (event order) at top - n + k
+    placed = {
+        (n, u): tops[u] - len(events) + k
+        for u, events in by_user.items()
+        for k, n in enumerate(events, 1)
+    }
+    expected = {
+        (n, u): pos
+        for n, row in enumerate(assign_offsets(per_event, counts, tops), 1)
+        for u, pos in row
+    }
+    assert placed == expected
+    for events in by_user.values():
+        assert events == sorted(events)
 
 
 def test_recipients_of_keeps_first_mentions() -> None:

@@ -42,15 +42,19 @@ def assign_offsets(
     return out
 
 
-def later_messages(users: Sequence[str], counts: Mapping[str, int]) -> list[int]:
-    """For each message of an append (its user, in order), how many later messages of the
-    same append go to that user: its offset is the user's new top minus that (what
-    assign_offsets hands out). PostgreSQL's tidings_append places them so, unsorted."""
-    left = dict(counts)
-    out = []
-    for user in users:
-        left[user] -= 1
-        out.append(left[user])
+def messages_by_user(per_event: Sequence[Sequence[str]]) -> dict[str, list[int]]:
+    """Each user's messages of an append, as the events they come from (1-based positions
+    in `per_event`, ascending), for events whose recipients are already distinct. User u's
+    k-th message takes offset top - n + k, n its count (what assign_offsets hands out):
+    PostgreSQL's tidings_append places them so, from users sorted with their events."""
+    out: dict[str, list[int]] = {}
+    for n, users in enumerate(per_event, 1):
+        for user in users:
+            mine = out.get(user)
+            if mine is None:
+                out[user] = [n]
+            else:
+                mine.append(n)
     return out
 
 

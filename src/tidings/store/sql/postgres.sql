@@ -42,15 +42,17 @@ SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '');
 -- ---------------------------------------------------------------- ingest
 
 -- name: append_group
--- One ingest group (migrations 0006-0008): locks, events, deliveries, inbox messages;
+-- One ingest group (migrations 0006-0010): locks, events, deliveries, inbox messages;
 -- answers the duplicates, the users' new tops and the messages a full inbox dropped.
--- Called outside any transaction block: the statement is the transaction.
-SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::bigint,
+-- Called outside any transaction block: the statement is the transaction. Integer
+-- arrays come as array literals (`int_array` in postgres.py says why).
+SELECT * FROM tidings_append($1::text::bigint[], $2::text::bigint[], $3::text, $4::bigint,
                              $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[],
                              $10::text[], $11::text[], $12::text[],
-                             $13::text[], $14::int[], $15::text[], $16::text[], $17::smallint[],
-                             $18::int[], $19::text[], $20::int[], $21::text[], $22::bigint[],
-                             $23::bigint);
+                             $13::text[], $14::text::int[], $15::text[], $16::text[],
+                             $17::text::smallint[],
+                             $18::text[], $19::text::int[], $20::text::int[], $21::text::int[],
+                             $22::bigint);
 
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
@@ -403,13 +405,20 @@ SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1;
 -- the lock waits for this commit and finds the delivery gone. Answers the window's size,
 -- its last seq, the deleted.
 WITH w AS MATERIALIZED (
-  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+  SELECT seq, recipients IS NOT NULL AS inboxed FROM events
+  WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+), named AS MATERIALIZED (
+  -- an inbox message names its event (issue 15): the event stays while one does. One
+  -- range scan of the BRIN index by event (migration 0010) for the whole window, and
+  -- only when the window holds events with recipients.
+  SELECT DISTINCT i.event_seq FROM inbox i
+  WHERE (SELECT bool_or(inboxed) FROM w)
+    AND i.event_seq >= (SELECT min(seq) FROM w) AND i.event_seq <= (SELECT max(seq) FROM w)
 ), free AS MATERIALIZED (
   SELECT w.seq FROM w
   WHERE NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.event_seq = w.seq AND d.state != 'delivered')
-    -- an inbox message names its event (issue 15): the event stays while one does
-    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_seq = w.seq)
+    AND NOT (w.inboxed AND w.seq IN (SELECT event_seq FROM named))
 ), d AS MATERIALIZED (
   SELECT seq, event_seq FROM deliveries WHERE event_seq IN (SELECT seq FROM free)
 ), done AS MATERIALIZED (
@@ -498,20 +507,27 @@ WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND acked_at IS NULL;
 -- name: sweep_inbox_acked
 -- SKIP LOCKED (both sweeps): a message an ingest group is trimming (a full inbox) is left
 -- to it, so a sweep, deleting across users, never waits on a group or deadlocks with one.
-DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT event_seq, user_id FROM inbox WHERE acked_at < $1 LIMIT $2
-    FOR UPDATE SKIP LOCKED);
+-- The rows locked are deleted by their ctid (a TID scan: no join back to the table).
+DELETE FROM inbox WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM inbox WHERE acked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED));
 
 -- name: sweep_inbox_aged
--- Only the `limit` oldest messages are looked at (received_at grows with event_seq).
-DELETE FROM inbox WHERE (event_seq, user_id) IN (
-    SELECT i.event_seq, i.user_id
-    FROM inbox i
-    JOIN (SELECT o.event_seq, o.user_id
-          FROM (SELECT event_seq, user_id FROM inbox ORDER BY event_seq LIMIT $2) o
-          JOIN events e ON e.seq = o.event_seq
-          WHERE e.received_at < $1) c ON i.event_seq = c.event_seq AND i.user_id = c.user_id
-    FOR UPDATE OF i SKIP LOCKED);
+-- At most $3 messages of events received before $1, whose seqs are at most $2 (the last
+-- one received before $1: received_at grows with seq), read through the BRIN index by
+-- event (the key by event is gone since migration 0010); each message's own event is
+-- checked too (clocks of two nodes).
+DELETE FROM inbox WHERE ctid = ANY(ARRAY(
+    SELECT i.ctid
+    FROM inbox i JOIN events e ON e.seq = i.event_seq
+    WHERE i.event_seq <= $2 AND e.received_at < $1
+    LIMIT $3
+    FOR UPDATE OF i SKIP LOCKED));
+
+-- name: summarize_inbox
+-- New ranges of the inbox's BRIN index by event, summarised (until then a range is read
+-- whole by every sweep that asks for any event seq); autosummarize does this too where
+-- autovacuum runs.
+SELECT brin_summarize_new_values('inbox_by_event');
 
 -- ---------------------------------------------------------------- pull groups (issue 16)
 -- A group's deliveries walk the same lanes and states as any other; a consumer's lease

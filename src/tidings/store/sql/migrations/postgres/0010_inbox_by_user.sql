@@ -1,0 +1,163 @@
+-- Tidings schema v10 (PostgreSQL): inbox messages keyed by user alone (issue 15).
+--
+-- Until v9 each message went into two B-trees: the primary key (event_seq, user_id) and
+-- the unique index (user_id, pos). A batch's 10,000 messages cost the backend ~37 ms of
+-- CPU for the rows, of which ~12 ms was the key by event (rows come in user order, so
+-- its entries landed all over the batch's range, each compared as text), though that
+-- key is only read by the retention sweeps. Now:
+--   * the primary key is (user_id, pos), what reads, acks and trims look up (and what
+--     tidings_append inserts in order: its rows come grouped by user);
+--   * events are found by a BRIN index on event_seq (messages are written in event order,
+--     so a range of 16 pages names a narrow range of events): next to nothing to keep
+--     up on insert; the sweeps that read it (an event kept while a message names it, the
+--     oldest messages aged out) ask for ranges of event seqs, and the inbox sweep
+--     summarises new ranges as it goes (autosummarize too, where autovacuum runs);
+--   * user ids of both inbox tables compare bytewise (COLLATE "C"): the order the caller
+--     already sorts users in to lock their counters, and memcmp instead of strcoll on
+--     every key comparison.
+-- The indexes are rebuilt here, once, under the migration lock.
+ALTER TABLE inbox DROP CONSTRAINT inbox_pkey;
+DROP INDEX inbox_by_user;
+ALTER TABLE inbox ALTER COLUMN user_id TYPE text COLLATE "C";
+ALTER TABLE inbox_users ALTER COLUMN user_id TYPE text COLLATE "C";
+ALTER TABLE inbox ADD PRIMARY KEY (user_id, pos);
+CREATE INDEX inbox_by_event ON inbox USING brin (event_seq)
+    WITH (pages_per_range = 16, autosummarize = on);
+
+-- tidings_append, a new signature (the one of v9 stays, for processes of the version
+-- before during an upgrade). The inbox messages come per user, not per message: the
+-- users (sorted in byte order, unique: the counters' lock order), each one's count,
+-- where its events start in u_events (0-based), and u_events, each user's events in
+-- event order (1-based positions in the call), user after user. User u's k-th message
+-- takes the user's new top - n + k. The new tops are answered in the users' order (no
+-- user ids come back), `users` only when duplicates changed the users. Until v9 the
+-- messages came as three arrays of one element per message (event, user, how many
+-- later messages of the call the same user gets) joined to the counters by user: this
+-- sends 20,000 fewer array elements for a batch of 10,000 messages, and joins nothing.
+CREATE FUNCTION tidings_append(
+    dest_locks bigint[], lane_locks bigint[], routed_rev text, stamp bigint,
+    ids text[], topics text[], keys text[], payloads bytea[], idem text[],
+    causations text[], correlations text[], recips text[],
+    d_ids text[], d_events int[], d_dests text[], d_keys text[], d_fifo smallint[],
+    u_users text[], u_counts int[], u_starts int[], u_events int[], inbox_max bigint,
+    OUT dup_n int[], OUT dup_id text[], OUT dup_received_at bigint[],
+    OUT dup_deliveries bigint[], OUT users text[], OUT tops bigint[], OUT dropped bigint
+)
+-- No JIT: the planner knows these arrays' sizes and guesses generate_series at 1,000 rows
+-- a user, so a batch of 10,000 messages looked like 200 million rows, worth compiling
+-- (~280 ms of the backend, measured, for a statement that runs in ~30).
+LANGUAGE plpgsql SET jit = off AS $$
+DECLARE
+    seqs bigint[];
+    written bigint[];
+    cut_users text[];
+    cuts bigint[];
+BEGIN
+    PERFORM count(pg_advisory_xact_lock_shared(k)) FROM unnest(dest_locks) AS k;
+    PERFORM count(pg_advisory_xact_lock(k)) FROM unnest(lane_locks) AS k;
+    IF routed_rev IS DISTINCT FROM (SELECT value FROM meta WHERE key = 'destinations_rev') THEN
+        RAISE EXCEPTION 'destinations changed' USING ERRCODE = 'TDRTE';
+    END IF;
+    seqs := ARRAY(SELECT nextval(pg_get_serial_sequence('events', 'seq'))
+                  FROM generate_series(1, cardinality(ids)));
+    -- the caller may send its next group now (notices reach it at once, mid-statement)
+    RAISE NOTICE 'tidings: sequence drawn';
+    WITH ins AS (
+        INSERT INTO events AS e (seq, id, topic, key, payload, recipients, idempotency_key,
+                                 causation_id, correlation_id, received_at)
+        SELECT seqs[i.n], i.id, i.topic, i.key, i.payload, i.recips, i.idem, i.causation,
+               i.correlation, stamp
+        FROM unnest(ids, topics, keys, payloads, idem, causations, correlations, recips)
+             WITH ORDINALITY AS i (id, topic, key, payload, idem, causation, correlation,
+                                   recips, n)
+        -- Keys in one order in every group: two groups sharing idempotency keys (a client
+        -- retrying on another node) wait for each other on the first shared key only,
+        -- never each on one the other holds (a deadlock PostgreSQL would fail one for).
+        ORDER BY i.idem COLLATE "C"
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING e.seq
+    )
+    SELECT array_agg(ins.seq) INTO written FROM ins;
+    IF cardinality(d_ids) > 0 AND written IS NOT NULL THEN
+        INSERT INTO deliveries (id, event_seq, destination_id, lane_key, holds_lane, state,
+                                next_attempt_at, created_at, updated_at)
+        SELECT d.id, d.seq, d.dest, d.key,
+               CASE WHEN d.fifo = 0 THEN 1
+                    WHEN d.nth = 1
+                         -- one index probe per lane (a scalar subquery is never a join)
+                         AND (SELECT 1 FROM deliveries h
+                              WHERE h.destination_id = d.dest AND h.lane_key = d.key
+                                AND h.holds_lane = 1 LIMIT 1) IS NULL THEN 1
+                    ELSE 0 END,
+               'pending', stamp, stamp, stamp
+        -- (each delivery carries its lane key: a subscript into a text[] walks the array)
+        FROM (SELECT u.id, seqs[u.ev] AS seq, u.dest, u.key, u.fifo, u.o,
+                     row_number() OVER (PARTITION BY u.dest, u.key ORDER BY u.o) AS nth
+              FROM unnest(d_ids, d_events, d_dests, d_keys, d_fifo)
+                   WITH ORDINALITY AS u (id, ev, dest, key, fifo, o)
+              JOIN unnest(written) AS w (seq) ON w.seq = seqs[u.ev]) AS d
+        ORDER BY d.o;  -- in the caller's order: their own seq follows their events
+    END IF;
+    dropped := 0;
+    IF cardinality(u_users) > 0 AND written IS NOT NULL THEN
+        IF cardinality(written) <> cardinality(ids) THEN
+            -- Duplicates left out (rare): the messages of the events written, and the
+            -- users, counts, starts and events again, without the others' (the users
+            -- answered, as some may have no message left).
+            WITH m AS MATERIALIZED (
+                SELECT u.o, u.user_id, g.k, u_events[u.s + g.k] AS ev
+                FROM unnest(u_users, u_counts, u_starts) WITH ORDINALITY AS u (user_id, n, s, o)
+                     CROSS JOIN LATERAL generate_series(1, u.n) AS g (k)
+                WHERE seqs[u_events[u.s + g.k]] IN (SELECT unnest(written))
+            ), per AS (
+                SELECT m.o, m.user_id, count(*)::int AS n FROM m GROUP BY m.o, m.user_id
+            )
+            SELECT array_agg(x.user_id ORDER BY x.o), array_agg(x.n ORDER BY x.o),
+                   array_agg(x.s ORDER BY x.o),
+                   (SELECT array_agg(m.ev ORDER BY m.o, m.k) FROM m)
+            INTO u_users, u_counts, u_starts, u_events
+            FROM (SELECT per.o, per.user_id, per.n,
+                         (sum(per.n) OVER (ORDER BY per.o) - per.n)::int AS s
+                  FROM per) AS x;
+            users := coalesce(u_users, '{}');
+        END IF;
+    END IF;
+    IF cardinality(u_users) > 0 AND written IS NOT NULL THEN
+        WITH b AS (
+            INSERT INTO inbox_users AS t (user_id, top)
+            SELECT u.user_id, u.n FROM unnest(u_users, u_counts) WITH ORDINALITY AS u (user_id, n, o)
+            ORDER BY u.o  -- the lock order
+            ON CONFLICT (user_id) DO UPDATE SET top = t.top + excluded.top
+            RETURNING t.user_id, t.top,
+                      inbox_max > 0 AND t.top - t.kept_from + 1 > inbox_max AS over_max
+        )
+        -- the tops in the users' order: u_users is sorted as "C" sorts, one row a user
+        SELECT array_agg(b.top ORDER BY b.user_id COLLATE "C"),
+               array_agg(b.user_id) FILTER (WHERE b.over_max),
+               array_agg(b.top - inbox_max + 1) FILTER (WHERE b.over_max)
+        INTO tops, cut_users, cuts
+        FROM b;
+        -- grouped by user: the rows come in the order of the primary key (user_id, pos)
+        INSERT INTO inbox (event_seq, user_id, pos)
+        SELECT seqs[u_events[u.s + g.k]], u.user_id, u.top - u.n + g.k
+        FROM unnest(u_users, u_counts, u_starts, tops) AS u (user_id, n, s, top)
+             CROSS JOIN LATERAL generate_series(1, u.n) AS g (k);
+        IF cut_users IS NOT NULL THEN  -- full inboxes drop their oldest messages
+            DELETE FROM inbox i USING unnest(cut_users, cuts) AS x (user_id, cut)
+            WHERE i.user_id = x.user_id AND i.pos < x.cut;
+            GET DIAGNOSTICS dropped = ROW_COUNT;
+            UPDATE inbox_users t SET kept_from = x.cut
+            FROM unnest(cut_users, cuts) AS x (user_id, cut)
+            WHERE t.user_id = x.user_id;
+        END IF;
+    END IF;
+    IF cardinality(written) IS DISTINCT FROM cardinality(ids) THEN
+        SELECT array_agg(k.n::int), array_agg(e.id), array_agg(e.received_at),
+               array_agg((SELECT count(*) FROM deliveries x WHERE x.event_seq = e.seq))
+        INTO dup_n, dup_id, dup_received_at, dup_deliveries
+        FROM unnest(idem) WITH ORDINALITY AS k (idem, n)
+        JOIN events e ON e.idempotency_key = k.idem
+        WHERE e.seq <> seqs[k.n];
+    END IF;
+END;
+$$;
