@@ -10,6 +10,7 @@ from tidings.policy.inbox import (
     assign_offsets,
     count_messages,
     messages_by_user,
+    offsets_from,
     recipients_of,
     trim_from,
 )
@@ -36,7 +37,8 @@ def test_messages_by_user_place_each_message_where_assign_offsets_does(
     per_event = [recipients_of(r) for r in raw]
     counts = count_messages(per_event)
     tops = {u: base + n for u, n in counts.items()}
-    by_user = messages_by_user(per_event)
+    distinct, by_user = messages_by_user(raw)
+    assert distinct == per_event
     assert {u: len(events) for u, events in by_user.items()} == counts
     # what tidings_append writes: user u's k-th message (event order) at top - n + k
     placed = {
@@ -51,7 +53,9 @@ def test_messages_by_user_place_each_message_where_assign_offsets_does(
     }
     assert placed == expected
     for events in by_user.values():
-        assert events == sorted(events)
+        assert events == sorted(set(events))
+    first = {u: tops[u] - n + 1 for u, n in counts.items()}
+    assert offsets_from(per_event, first) == assign_offsets(per_event, counts, tops)
 
 
 def test_recipients_of_keeps_first_mentions() -> None:

@@ -30,7 +30,15 @@ def assign_offsets(
 ) -> list[list[tuple[str, int]]]:
     """(user, offset) for each event's recipients: user u's `counts[u]` messages take
     tops[u] - counts[u] + 1 .. tops[u], in event order."""
-    nxt = {user: tops[user] - n + 1 for user, n in counts.items()}
+    return offsets_from(per_event, {user: tops[user] - n + 1 for user, n in counts.items()})
+
+
+def offsets_from(
+    per_event: Sequence[Sequence[str]], first: Mapping[str, int]
+) -> list[list[tuple[str, int]]]:
+    """(user, offset) for each event's recipients, user u's messages taking first[u],
+    first[u] + 1, ... in event order."""
+    nxt = dict(first)
     out: list[list[tuple[str, int]]] = []
     for users in per_event:
         row = []
@@ -42,20 +50,29 @@ def assign_offsets(
     return out
 
 
-def messages_by_user(per_event: Sequence[Sequence[str]]) -> dict[str, list[int]]:
-    """Each user's messages of an append, as the events they come from (1-based positions
-    in `per_event`, ascending), for events whose recipients are already distinct. User u's
-    k-th message takes offset top - n + k, n its count (what assign_offsets hands out):
-    PostgreSQL's tidings_append places them so, from users sorted with their events."""
-    out: dict[str, list[int]] = {}
-    for n, users in enumerate(per_event, 1):
+def messages_by_user(
+    recipients: Sequence[Sequence[str]],
+) -> tuple[list[list[str]], dict[str, list[int]]]:
+    """For the recipient lists of an append's events: each event's distinct recipients
+    (first mention first: one message each, as recipients_of), and each user's messages
+    as the events they come from (1-based positions, ascending). User u's k-th message
+    takes offset top - n + k, n its count (what assign_offsets hands out): PostgreSQL's
+    tidings_append places them so, from users sorted with their events."""
+    distinct: list[list[str]] = []
+    by_user: dict[str, list[int]] = {}
+    for n, users in enumerate(recipients, 1):
+        row = []
         for user in users:
-            mine = out.get(user)
+            mine = by_user.get(user)
             if mine is None:
-                out[user] = [n]
+                by_user[user] = [n]
+            elif mine[-1] == n:
+                continue  # named twice by this event: still one message
             else:
                 mine.append(n)
-    return out
+            row.append(user)
+        distinct.append(row)
+    return distinct, by_user
 
 
 def trim_from(top: int, kept_from: int, limit: int) -> int | None:

@@ -29,7 +29,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import accumulate, chain
+from itertools import accumulate, chain, repeat
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -75,7 +75,7 @@ from tidings.policy.inbox import (
     assign_offsets,
     count_messages,
     messages_by_user,
-    recipients_of,
+    offsets_from,
 )
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
@@ -541,8 +541,6 @@ class PostgresStore(Store):
             deliveries: tuple[list[str], list[int], list[str], list[str], list[int]]
             deliveries = ([], [], [], [], [])
             recipients: list[str | None] = []  # per event, the JSON of its recipients
-            inboxed: list[tuple[int, list[str]]] = []  # (index in `sent`, distinct users)
-            per_event: list[list[str]] = []  # per event in `sent`, its distinct users
             # Ids and times are drawn in the order the groups draw their sequence numbers
             # (_commit_groups), so along seq they never decrease in this process.
             now = self._last_received_at = max(now_us(), self._last_received_at)
@@ -562,21 +560,19 @@ class PostgresStore(Store):
                     deliveries[2].append(destination_id)
                     deliveries[3].append(event.key)
                     deliveries[4].append(1 if ordered else 0)
-                if event.recipients:  # inboxes (issue 15)
-                    recipients.append(_encode(event.recipients).decode())
-                    users = recipients_of(event.recipients)
-                    inboxed.append((n - 1, users))
-                    per_event.append(users)
-                else:
-                    recipients.append(None)
-                    per_event.append([])
-            # Per user (sorted: the order their counters are locked in) its count and
-            # its messages' events, user after user.
-            by_user = messages_by_user(per_event) if inboxed else {}
+                recipients.append(_encode(event.recipients).decode() if event.recipients else None)
+            # Inboxes (issue 15): each event's distinct recipients, and per user (sorted:
+            # the order their counters are locked in) its count and its messages'
+            # events, user after user.
+            per_event: list[list[str]] = []
+            by_user: dict[str, list[int]] = {}
+            if any(recipients):
+                per_event, by_user = messages_by_user([e.recipients for e in sent])
             ordered_users = sorted(by_user)
-            counts = {user: len(by_user[user]) for user in ordered_users}
+            counts = [len(by_user[user]) for user in ordered_users]
             user_events = list(chain.from_iterable(map(by_user.__getitem__, ordered_users)))
-            starts = list(accumulate(counts.values(), initial=0))[:-1]
+            starts = list(accumulate(counts, initial=0))[:-1]
+            places = list(chain.from_iterable(map(repeat, range(1, len(counts) + 1), counts)))
             listener = None if drawn is None else partial(_on_drawn, drawn)
             if listener is not None:
                 conn.add_log_listener(listener)
@@ -601,9 +597,10 @@ class PostgresStore(Store):
                     deliveries[3],
                     int_array(deliveries[4]),
                     ordered_users,
-                    int_array(list(counts.values())),
+                    int_array(counts),
                     int_array(starts),
                     int_array(user_events),
+                    int_array(places),
                     self.inbox_max,
                 )
             finally:
@@ -627,20 +624,23 @@ class PostgresStore(Store):
             or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
             for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
         ]
-        if inboxed:
-            # A duplicate writes no message; the others' offsets follow from the tops
-            # (assign_offsets hands them out as tidings_append wrote them).
+        if by_user:
+            # A duplicate writes no message; the others' offsets follow from the tops, as
+            # tidings_append wrote them. The tops come in the order of the users sent,
+            # unless duplicates changed the users (then answered): counted again here.
+            inboxed = [n for n, users in enumerate(per_event) if users and n not in dups]
+            written_users = [per_event[n] for n in inboxed]
             if dups:
-                inboxed = [(n, users) for n, users in inboxed if n not in dups]
-            written_users = [users for _, users in inboxed]
-            if dups:
-                counts = count_messages(written_users)
-            # The tops come in the order of the users sent, unless duplicates changed the
-            # users (then answered); none when every event with recipients was one.
-            sent_users = ordered_users if users_of is None else users_of
-            top_of = {} if tops is None else dict(zip(sent_users, tops, strict=True))
-            offsets = assign_offsets(written_users, counts, top_of)
-            for (n, _), written in zip(inboxed, offsets, strict=True):
+                again = count_messages(written_users)
+                tops_of = dict(zip(users_of or (), tops or (), strict=True))
+                offsets = assign_offsets(written_users, again, tops_of)
+            else:
+                first = {
+                    user: top - n + 1
+                    for user, top, n in zip(ordered_users, tops, counts, strict=True)
+                }
+                offsets = offsets_from(written_users, first)
+            for n, written in zip(inboxed, offsets, strict=True):
                 answers[n] = msgspec.structs.replace(answers[n], inbox=tuple(written))
         return [
             msgspec.structs.replace(answers[i], duplicate=True, inbox=()) if again else answers[i]

@@ -52,7 +52,7 @@ SELECT * FROM tidings_append($1::text::bigint[], $2::text::bigint[], $3::text, $
                              $13::text[], $14::text::int[], $15::text[], $16::text[],
                              $17::text::smallint[],
                              $18::text[], $19::text::int[], $20::text::int[], $21::text::int[],
-                             $22::bigint);
+                             $22::text::int[], $23::bigint);
 
 -- name: lock_lanes
 -- $1 is sorted by the caller, so concurrent transactions lock lanes in one order.
