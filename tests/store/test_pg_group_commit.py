@@ -18,7 +18,7 @@ from tests.conftest import POSTGRES_URL, drop_schema, postgres_schema, postgres_
 from tests.store.test_contract import all_deliveries, all_events, ev, spec
 from tests.store.test_lanes import completion
 from tidings.model import Appended, ClaimAsk, EventIn
-from tidings.store.postgres import PostgresStore, int_array
+from tidings.store.postgres import PostgresStore, int_array, text_array
 from tidings.timeutil import US, now_us
 
 
@@ -241,5 +241,26 @@ async def test_integer_arrays_go_as_literals_the_server_reads_back(
     conn = await asyncpg.connect(POSTGRES_URL)
     try:
         assert await conn.fetchval("SELECT $1::text::bigint[]", int_array(values)) == values
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["a"],
+        ["", "NULL", "null", " spaced ", "a,b", "{x}", '"quoted"', "back\\slash", '\\"'],
+        ["ünï", "日本", "tab\there", "line\nbreak", "x" * 255],
+    ],
+)
+async def test_text_arrays_go_as_literals_the_server_reads_back(
+    values: list[str], require_service: Callable[[str, int], None]
+) -> None:
+    """text_array: user ids of any characters come back as they went."""
+    require_service("PostgreSQL", 5432)
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
     finally:
         await conn.close()

@@ -78,8 +78,9 @@ def push_live(
     """Hand the inbox messages an append wrote to the sockets that wait for them (on
     this node or, through the relay, on others). They are stored already: a push lost
     here is read from the store by the socket that notices the gap, or on reconnect."""
-    if any(a.inbox for a in appended):
-        hub = app[GATEWAY].hub
+    hub = app[GATEWAY].hub
+    # (with no socket to reach, a batch for 10,000 offline messages costs nothing here)
+    if hub.reaches_anyone() and any(a.inbox for a in appended):
         messages = live_messages(events, appended, hub.reaches)
         if messages:
             hub.publish(messages)

@@ -75,6 +75,8 @@ class Hub:
         # socket here (so a batch for offline users builds no frames at all); the relay
         # answers yes for everyone, since a socket on another node may want it.
         self.reaches: Callable[[str], bool] = self._by_user.__contains__
+        # Whether a push can reach anyone at all: alone, while a socket is open here.
+        self.reaches_anyone: Callable[[], bool] = lambda: bool(self._by_user)
 
     def add(self, conn: Connection) -> None:
         conns = self._by_user.setdefault(conn.user_id, set())

@@ -80,6 +80,7 @@ class RedisRelay:
         hub = self._hub
         hub.publish = self.publish
         hub.reaches = lambda _user: True  # a socket on another node may want any of them
+        hub.reaches_anyone = lambda: True
         hub.on_first = lambda user: self._pending.__setitem__(user, True)
         hub.on_last = lambda user: self._pending.__setitem__(user, False)
         hub.on_add = self._joined_now

@@ -45,13 +45,13 @@ SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '');
 -- One ingest group (migrations 0006-0010): locks, events, deliveries, inbox messages;
 -- answers the duplicates, the users' new tops and the messages a full inbox dropped.
 -- Called outside any transaction block: the statement is the transaction. Integer
--- arrays come as array literals (`int_array` in postgres.py says why).
+-- arrays and the users come as array literals (`int_array` in postgres.py says why).
 SELECT * FROM tidings_append($1::text::bigint[], $2::text::bigint[], $3::text, $4::bigint,
                              $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[],
                              $10::text[], $11::text[], $12::text[],
                              $13::text[], $14::text::int[], $15::text[], $16::text[],
                              $17::text::smallint[],
-                             $18::text[], $19::text::int[], $20::text::int[], $21::text::int[],
+                             $18::text::text[], $19::text::int[], $20::text::int[], $21::text::int[],
                              $22::text::int[], $23::bigint);
 
 -- name: lock_lanes
