@@ -21,6 +21,11 @@ median milliseconds per request of each kind and their ratio. This is the time t
 
     .venv/bin/python bench/inbox_ingest.py --http --database sqlite
 
+With `--listening`, one WebSocket stays open on the server during the run (a user no
+event names): a server works out the offset of every message it writes only while a
+push can reach someone (a socket open on it, or a Redis relay), so this measures that
+case.
+
 The last line of standard output is a JSON object with every figure.
 """
 
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -196,6 +202,8 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
             assert status == 200, answer
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        if args.listening:
+            listener = listen(base, port, key)
 
         def post(body: bytes) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), process_cpu_s(server.pid)
@@ -229,9 +237,27 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
                 raise SystemExit(f"{response.status}: {answer[:300]!r}")
             samples.append((kind, (time.perf_counter() - t0) * 1e6))
         conn.close()
+        if args.listening:
+            listener.close()
     finally:
         stop_process(server, 20)
     return {**summary(times, args), **cpu_summary(cpu, args), **read_summary(samples)}
+
+
+def listen(base: str, port: int, key: str) -> Any:
+    """One WebSocket open on the server for a user no event names (`--listening`): with
+    a socket open, the server works out every message's offset for its live pushes (as
+    it always does with a Redis relay); with none, it skips that work."""
+    from websockets.sync.client import connect
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ingest import http_json
+
+    status, answer = http_json("POST", base + "/v1/users/listener/token", {}, key)
+    assert status == 200, answer
+    socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id=listener&token={answer['token']}")
+    socket.recv(timeout=10)  # the welcome frame: the socket is in the hub
+    return socket
 
 
 async def drop_schema(url: str, schema: str) -> None:
@@ -256,6 +282,9 @@ async def main() -> None:
     parser.add_argument("--pad", type=int, default=900, help="payload padding bytes")
     parser.add_argument("--reads", type=int, default=200, help="inbox reads at the end")
     parser.add_argument("--http", action="store_true", help="through a real `tidings serve`")
+    parser.add_argument(
+        "--listening", action="store_true", help="with --http: one WebSocket open meanwhile"
+    )
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}
     if args.http:

@@ -67,6 +67,30 @@ async def test_concurrent_calls_share_a_round_trip(
     assert len(await all_deliveries(store)) == 50
 
 
+async def test_offsets_are_answered_only_while_wanted(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Store.want_offsets: while nothing registered wants them (no socket to push to),
+    an append answers no (user, offset) pairs, and writes the messages all the same."""
+    store, _ = stores
+    wanted = [False]
+    store.want_offsets(lambda: wanted[0])
+    batch = [
+        EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=users)
+        for users in (["a", "b"], ["b", "b"], ["c"])
+    ]
+    quiet = await store.append_events(batch)
+    assert [a.inbox for a in quiet] == [(), (), ()]
+    wanted[0] = True
+    (heard,) = await store.append_events(
+        [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["b", "a"])]
+    )
+    assert heard.inbox == (("b", 3), ("a", 2))
+    for user, offsets in (("a", [1, 2]), ("b", [1, 2, 3]), ("c", [1])):
+        page = await store.read_inbox(user, 0, 10)
+        assert [m.offset for m in page.messages] == offsets
+
+
 async def test_a_call_the_database_refuses_fails_alone(
     stores: tuple[PostgresStore, PostgresStore],
 ) -> None:

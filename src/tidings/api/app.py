@@ -83,12 +83,15 @@ def create_app(
         wake=lambda: app[ENGINE].wake(),
         live=lambda events, appended: ws.push_live(app, events, appended),
     )
-    app[ws.GATEWAY] = ws.Gateway(
+    gateway = app[ws.GATEWAY] = ws.Gateway(
         hub or Hub(),
         settings.ws_max_connections,
         settings.ws_connect_rate,
         settings.ws_send_queue,
     )
+    # Offsets of the messages an append writes are worked out only while a push can
+    # reach someone (looked up at each call: the Redis relay replaces the hub's answer).
+    store.want_offsets(lambda: gateway.hub.reaches_anyone())
     app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
     app.on_startup.append(_start_reaper)

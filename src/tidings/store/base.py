@@ -90,6 +90,21 @@ def decode_cursor(cursor: str) -> int:
 class Store(abc.ABC):
     """Durable state of Tidings. All methods are coroutines safe to call concurrently."""
 
+    _offsets_wanted: tuple[Callable[[], bool], ...] = ()
+
+    def want_offsets(self, wanted: Callable[[], bool]) -> None:
+        """Register what says whether anything may want the (user, offset) pairs of the
+        inbox messages an append writes (an API process's live pushes, issue 15): its
+        hub, which answers no while no socket can be reached. A socket opens in the hub
+        before it reads the store, so a socket that misses a message's push reads it."""
+        self._offsets_wanted = (*self._offsets_wanted, wanted)
+
+    def offsets_wanted(self) -> bool:
+        """Asked once an append has committed: with nothing registered, yes; otherwise
+        whether any registered answers yes. While no, a store may answer every
+        `Appended.inbox` empty (the messages are written all the same)."""
+        return not self._offsets_wanted or any(wanted() for wanted in self._offsets_wanted)
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
@@ -133,6 +148,8 @@ class Store(abc.ABC):
 
         An event whose idempotency_key is already stored (or repeats an earlier event of
         the same call) creates nothing and answers the first event, `duplicate=True`.
+        Each recipient of an event written gets an inbox message at the user's next
+        offset; `Appended.inbox` names them (unless `offsets_wanted` answers no).
         """
 
     async def append_events_pipelined(

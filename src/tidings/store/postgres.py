@@ -633,7 +633,7 @@ class PostgresStore(Store):
             or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
             for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
         ]
-        if by_user:
+        if by_user and self.offsets_wanted():
             # A duplicate writes no message; the others' offsets follow from the tops, as
             # tidings_append wrote them. The tops come in the order of the users sent,
             # unless duplicates changed the users (then answered): counted again here.
