@@ -24,7 +24,9 @@ median milliseconds per request of each kind and their ratio. This is the time t
 With `--listening`, one WebSocket stays open on the server during the run (a user no
 event names): a server works out the offset of every message it writes only while a
 push can reach someone (a socket open on it, or a Redis relay), so this measures that
-case.
+case. `--redis-url` runs the server with the Redis relay: it then publishes every
+message after the answer, so that work lands in the next batch's time (compare the
+sum of both kinds' times with a run without).
 
 The last line of standard output is a JSON object with every figure.
 """
@@ -175,6 +177,8 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
         TIDINGS_PORT=str(port),
         TIDINGS_LOG_LEVEL="warning",
     )
+    if args.redis_url:
+        env["TIDINGS_REDIS_URL"] = args.redis_url
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "tidings.cli", "serve"], cwd=work, env=env,
@@ -284,6 +288,9 @@ async def main() -> None:
     parser.add_argument("--http", action="store_true", help="through a real `tidings serve`")
     parser.add_argument(
         "--listening", action="store_true", help="with --http: one WebSocket open meanwhile"
+    )
+    parser.add_argument(
+        "--redis-url", help="with --http: the server relays live pushes through this Redis"
     )
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}

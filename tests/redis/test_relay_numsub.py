@@ -1,0 +1,64 @@
+"""The relay publishes a user's messages only while some node subscribes to the user's
+channel (PUBSUB NUMSUB before each round's PUBLISHes), on the real Redis on 6379. A
+pattern subscriber (which NUMSUB does not count) sees every PUBLISH that is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from tidings.realtime.hub import NUDGE, Connection, Hub
+from tidings.realtime.relay import RedisRelay
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def _eventually(condition: Callable[[], bool], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def test_only_users_some_node_listens_for_are_published(
+    require_service: Callable[[str, int], None],
+) -> None:
+    require_service("Redis", 6379)
+    prefix = f"t{secrets.token_hex(4)}:"
+    spy = aioredis.Redis.from_url(REDIS_URL)
+    watcher = spy.pubsub()
+    await watcher.psubscribe(prefix + "inbox:*")
+    hub_a, hub_b = Hub(), Hub()
+    a = RedisRelay(REDIS_URL, hub_a, prefix=prefix)
+    b = RedisRelay(REDIS_URL, hub_b, prefix=prefix)
+    a.install()
+    b.install()
+    try:
+        online = Connection("online", 10, lambda: None)
+        hub_b.add(online)  # a socket of user "online" on node B
+        assert await _eventually(lambda: online.queue.qsize() == 1, 5)
+        assert online.queue.get_nowait() == (NUDGE, b"")  # B's subscription is confirmed
+        online.stale = False
+        # Node A writes messages for 500 users nobody holds a socket of, and one for "online".
+        a.publish([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)])
+        a.publish([("online", 1, b'{"n": 2}')])
+        assert await _eventually(lambda: online.queue.qsize() == 1, 5)
+        assert online.queue.get_nowait() == (1, b'{"n": 2}')
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                seen.append(message["channel"])
+        assert seen == [(prefix + "inbox:online").encode()]
+    finally:
+        await a.close()
+        await b.close()
+        await watcher.aclose()
+        await spy.aclose()
