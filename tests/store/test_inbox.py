@@ -242,3 +242,38 @@ async def test_an_event_stays_while_an_inbox_message_names_it(store: Store) -> N
     await sweeper.sweep_once()  # the acked message goes, then its event
     assert await offsets_of(store, "a") == []
     assert await store.get_event(kept.id) is None
+
+
+async def test_user_ids_that_sort_apart_in_other_orders_keep_their_offsets(store: Store) -> None:
+    """Users sorted bytewise on one side, by code point on the other (PostgreSQL reads the
+    new tops back by position): ids whose orders differ under other collations."""
+    users = ["é", "e\u0301", "Z", "z", "日本", "😀", 'a"b', "a\\b", "{x}", "NULL", "a,b", "ÿ", "Œ"]
+    rounds = [users, list(reversed(users)), users[::2], users[1::3]]
+    answers = await store.append_events([ev(r) for r in rounds])
+    expected: dict[str, int] = {}
+    for answer, recipients in zip(answers, rounds, strict=True):
+        want = []
+        for user in recipients:
+            expected[user] = expected.get(user, 0) + 1
+            want.append((user, expected[user]))
+        assert answer.inbox == tuple(want)
+    for user, top in expected.items():
+        assert await offsets_of(store, user) == list(range(1, top + 1)), user
+
+
+async def test_duplicates_in_every_shape_leave_no_gap(store: Store) -> None:
+    (first,) = await store.append_events([ev(["a", "b"], idempotency_key="d1")])
+    assert first.inbox == (("a", 1), ("b", 1))
+    # every event with recipients a duplicate, with one new event without recipients
+    again = await store.append_events([ev(["a", "b"], idempotency_key="d1"), ev([])])
+    assert again[0].duplicate and again[0].inbox == () and again[1].inbox == ()
+    # only duplicates
+    (only,) = await store.append_events([ev(["b", "a"], idempotency_key="d1")])
+    assert only.duplicate and only.inbox == ()
+    # a user named twice by a new event, beside a duplicate
+    mixed = await store.append_events(
+        [ev(["a"], idempotency_key="d1"), ev(["b", "a", "b"]), ev(["a", "a"])]
+    )
+    assert [m.inbox for m in mixed] == [(), (("b", 2), ("a", 2)), (("a", 3),)]
+    assert await offsets_of(store, "a") == [1, 2, 3]
+    assert await offsets_of(store, "b") == [1, 2]

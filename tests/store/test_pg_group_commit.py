@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from tests.conftest import POSTGRES_URL, drop_schema, postgres_schema, postgres_
 from tests.store.test_contract import all_deliveries, all_events, ev, spec
 from tests.store.test_lanes import completion
 from tidings.model import Appended, ClaimAsk, EventIn
-from tidings.store.postgres import PostgresStore, int_array, text_array
+from tidings.store.base import StoreError
+from tidings.store.postgres import PostgresStore, Q, int_array, text_array
 from tidings.timeutil import US, now_us
 
 
@@ -288,3 +290,54 @@ async def test_text_arrays_go_as_literals_the_server_reads_back(
         assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
     finally:
         await conn.close()
+
+
+async def test_a_database_whose_text_order_differs_is_refused(
+    require_service: Callable[[str, int], None],
+) -> None:
+    """WIN1252 sorts bytes unlike Python sorts str: ingest could pair users with other
+    users' tops, so the store refuses to open on it."""
+    require_service("PostgreSQL", 5432)
+    name = "tidings_win1252_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'WIN1252' TEMPLATE template0"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+        store = PostgresStore(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
+        with pytest.raises(StoreError, match="WIN1252"):
+            await store.open()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.close()
+
+
+async def test_retention_finds_inbox_messages_by_generation(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The sweeps that look inbox messages up by event read the index by generation
+    (migration 0010), not the whole table, on a table the planner has statistics of."""
+    store, _ = stores
+    for _ in range(3):
+        await store.append_events(
+            [
+                EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=[f"u{i % 97}", "all"])
+                for i in range(300)
+            ]
+        )
+    assert store._pool is not None
+    async with store._pool.acquire() as conn:
+        await conn.execute("ANALYZE")
+        window = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + Q["sweep_window"], 0, 10**12, 1000)
+        )
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")  # as sweep_inbox does
+            aged = "\n".join(
+                r[0]
+                for r in await conn.fetch("EXPLAIN " + Q["sweep_inbox_aged"], now_us(), 450, 1000)
+            )
+    for plan in (window, aged):
+        assert "inbox_by_event" in plan, plan
+        assert "Seq Scan on inbox " not in plan, plan

@@ -161,6 +161,9 @@ class _Ingest:
     future: asyncio.Future[list[Appended]]
 
 
+SAFE_ENCODINGS = frozenset({"UTF8", "SQL_ASCII", "LATIN1"})
+
+
 def int_array(values: Sequence[int]) -> str:
     """Integers as a PostgreSQL array literal, for a `$n::text::bigint[]` parameter.
     asyncpg's binary array encoder checks each element against three abstract base
@@ -261,7 +264,23 @@ class PostgresStore(Store):
                 log.warning("PostgreSQL not reachable yet (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        await self._check_encoding()
         await self._migrate()
+
+    async def _check_encoding(self) -> None:
+        """Refuse a database whose bytewise ("C") order of text is not Python's order of
+        str: ingest sorts users in Python to lock their counters and reads their new
+        tops back in "C" order, position by position (migration 0010). UTF8, SQL_ASCII
+        (bytes as sent: UTF-8) and LATIN1 (one byte a code point) agree; WIN1252 and
+        the like do not."""
+        async with self._conn() as conn:
+            encoding = await conn.fetchval("SHOW server_encoding")
+        if encoding not in SAFE_ENCODINGS:
+            await self.close()
+            raise StoreError(
+                f"the PostgreSQL database's encoding is {encoding}; Tidings needs UTF8 "
+                "(CREATE DATABASE ... ENCODING 'UTF8')"
+            )
 
     async def close(self) -> None:
         if self._committer is not None:  # the requests already waiting are written first
@@ -678,15 +697,6 @@ class PostgresStore(Store):
 
     async def sweep_inbox(self, acked_before: int, received_before: int, limit: int) -> int:
         async with self._tx(durable=False) as conn:
-            # The BRIN index by event first (migration 0010), so that this sweep and the
-            # event sweep read only the ranges that name the events they ask for. Another
-            # node summarising now holds the lock: its summary serves this sweep too.
-            await conn.execute("SET LOCAL lock_timeout = '100ms'")
-            try:
-                async with conn.transaction():
-                    await conn.execute(Q["summarize_inbox"])
-            except asyncpg.LockNotAvailableError:
-                pass
             # Index scans only: with a LIMIT, a sequential scan of the inbox looks cheap to
             # the planner, and reads the whole table whenever nothing is due.
             await conn.execute("SET LOCAL enable_seqscan = off")

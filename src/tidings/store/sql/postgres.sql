@@ -409,10 +409,12 @@ WITH w AS MATERIALIZED (
   WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
 ), named AS MATERIALIZED (
   -- an inbox message names its event (issue 15): the event stays while one does. One
-  -- range scan of the BRIN index by event (migration 0010) for the whole window, and
+  -- range scan of the index by generation (migration 0010) for the whole window, and
   -- only when the window holds events with recipients.
   SELECT DISTINCT i.event_seq FROM inbox i
   WHERE (SELECT bool_or(inboxed) FROM w)
+    AND (i.event_seq >> 10) >= (SELECT min(seq) >> 10 FROM w)
+    AND (i.event_seq >> 10) <= (SELECT max(seq) >> 10 FROM w)
     AND i.event_seq >= (SELECT min(seq) FROM w) AND i.event_seq <= (SELECT max(seq) FROM w)
 ), free AS MATERIALIZED (
   SELECT w.seq FROM w
@@ -513,21 +515,16 @@ DELETE FROM inbox WHERE ctid = ANY(ARRAY(
 
 -- name: sweep_inbox_aged
 -- At most $3 messages of events received before $1, whose seqs are at most $2 (the last
--- one received before $1: received_at grows with seq), read through the BRIN index by
--- event (the key by event is gone since migration 0010); each message's own event is
--- checked too (clocks of two nodes).
+-- one received before $1: received_at grows with seq), read through the index by
+-- generation (the key by event is gone since migration 0010); each message's own event
+-- is checked too (clocks of two nodes), looked up among the events up to $2 only.
 DELETE FROM inbox WHERE ctid = ANY(ARRAY(
     SELECT i.ctid
     FROM inbox i JOIN events e ON e.seq = i.event_seq
-    WHERE i.event_seq <= $2 AND e.received_at < $1
+    WHERE (i.event_seq >> 10) <= ($2::bigint >> 10) AND i.event_seq <= $2
+      AND e.seq <= $2 AND e.received_at < $1
     LIMIT $3
     FOR UPDATE OF i SKIP LOCKED));
-
--- name: summarize_inbox
--- New ranges of the inbox's BRIN index by event, summarised (until then a range is read
--- whole by every sweep that asks for any event seq); autosummarize does this too where
--- autovacuum runs.
-SELECT brin_summarize_new_values('inbox_by_event');
 
 -- ---------------------------------------------------------------- pull groups (issue 16)
 -- A group's deliveries walk the same lanes and states as any other; a consumer's lease
