@@ -238,3 +238,47 @@ async def test_a_version_9_inbox_upgrades_to_keys_by_user(schema: str) -> None:
         assert all([await store.get_event(e.id) for e in new])
     finally:
         await store.close()
+
+
+async def test_a_version_9_process_appends_to_a_version_10_inbox(schema: str) -> None:
+    """During a rolling upgrade a process of the version before calls v9's tidings_append
+    on the v10 schema: its messages take the next offsets, and the new code's after."""
+    store = PostgresStore(postgres_url(schema))
+    await store.open()
+    try:
+        (first,) = await store.append_events(
+            [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["a", "b"])]
+        )
+        assert first.inbox == (("a", 1), ("b", 1))
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+        try:
+            rev = await conn.fetchval("SELECT value FROM meta WHERE key = 'destinations_rev'")
+            # v9's signature (0009): messages as event, user, later messages of the user
+            row = await conn.fetchrow(
+                "SELECT * FROM tidings_append($1::bigint[], $2::bigint[], $3::text, $4::bigint,"
+                " $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],"
+                " $11::text[], $12::text[], $13::text[], $14::int[], $15::text[], $16::text[],"
+                " $17::smallint[], $18::int[], $19::text[], $20::int[], $21::text[],"
+                " $22::bigint[], $23::bigint)",
+                [], [], rev, now_us(), ["evt_v9_1", "evt_v9_2"], ["n.s"] * 2, ["", ""],
+                [b"{}"] * 2, [None] * 2, [None] * 2, [None] * 2,
+                ['["b","a","c"]', '["a"]'], [], [], [], [], [],
+                [1, 1, 1, 2], ["b", "a", "c", "a"], [0, 1, 0, 0], ["a", "b", "c"], [2, 1, 1], 0,
+            )  # fmt: skip
+            assert dict(zip(row["users"], row["tops"], strict=True)) == {"a": 3, "b": 2, "c": 1}
+        finally:
+            await conn.close()
+        (last,) = await store.append_events(
+            [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["c", "a"])]
+        )
+        assert last.inbox == (("c", 2), ("a", 4))
+        for user, ids in (
+            ("a", [first.id, "evt_v9_1", "evt_v9_2", last.id]),
+            ("b", [first.id, "evt_v9_1"]),
+            ("c", ["evt_v9_1", last.id]),
+        ):
+            page = await store.read_inbox(user, 0, 10)
+            assert [m.id for m in page.messages] == ids, user
+            assert [m.offset for m in page.messages] == list(range(1, len(ids) + 1)), user
+    finally:
+        await store.close()
