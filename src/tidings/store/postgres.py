@@ -659,9 +659,9 @@ class PostgresStore(Store):
             inboxed = [n for n, users in enumerate(per_event) if users and n not in dups]
             written_users = [per_event[n] for n in inboxed]
             if dups:
-                again = count_messages(written_users)
+                recounted = count_messages(written_users)
                 tops_of = dict(zip(users_of or (), tops or (), strict=True))
-                offsets = assign_offsets(written_users, again, tops_of)
+                offsets = assign_offsets(written_users, recounted, tops_of)
             else:
                 first = {
                     user: top - n + 1
