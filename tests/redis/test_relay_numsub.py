@@ -4,26 +4,17 @@ pattern subscriber (which NUMSUB does not count) sees every PUBLISH that is sent
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from tests.e2e.receiver import eventually
 from tidings.realtime.hub import NUDGE, Connection, Hub
 from tidings.realtime.relay import RedisRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-async def _eventually(condition: Callable[[], bool], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 async def test_only_users_some_node_listens_for_are_published(
@@ -42,13 +33,13 @@ async def test_only_users_some_node_listens_for_are_published(
     try:
         online = Connection("online", 10, lambda: None)
         hub_b.add(online)  # a socket of user "online" on node B
-        assert await _eventually(lambda: online.queue.qsize() == 1, 5)
+        await eventually(lambda: online.queue.qsize() == 1, 5, "B's subscription confirmed")
         assert online.queue.get_nowait() == (NUDGE, b"")  # B's subscription is confirmed
         online.stale = False
         # Node A writes messages for 500 users nobody holds a socket of, and one for "online".
         a.publish([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)])
         a.publish([("online", 1, b'{"n": 2}')])
-        assert await _eventually(lambda: online.queue.qsize() == 1, 5)
+        await eventually(lambda: online.queue.qsize() == 1, 5, "the push to online")
         assert online.queue.get_nowait() == (1, b'{"n": 2}')
         seen: list[bytes] = []
         deadline = time.monotonic() + 1.0

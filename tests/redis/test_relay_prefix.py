@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Callable
 
+from tests.e2e.receiver import eventually
 from tidings.realtime.hub import NUDGE, Connection, Hub
 from tidings.realtime.relay import RedisRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-async def _eventually(condition: Callable[[], bool], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 async def test_deployments_with_their_own_prefix_stay_apart(
@@ -42,12 +33,12 @@ async def test_deployments_with_their_own_prefix_stay_apart(
         conn = Connection(user, 10, lambda: None)
         hubs["prod_b"].add(conn)  # a socket of the user on prod's node B
         # B's subscription is confirmed when its socket is nudged to read the store.
-        assert await _eventually(lambda: conn.queue.qsize() == 1, 5)
+        await eventually(lambda: conn.queue.qsize() == 1, 5, "B's subscription confirmed")
         assert conn.queue.get_nowait() == (NUDGE, b"")
         conn.stale = False
         relays["staging"].publish([(user, 1, b'{"from": "staging"}')])
         relays["prod_a"].publish([(user, 1, b'{"from": "prod"}')])
-        assert await _eventually(lambda: conn.queue.qsize() >= 1, 5)
+        await eventually(lambda: conn.queue.qsize() >= 1, 5, "prod's push")
         await asyncio.sleep(0.3)  # anything from staging would have come by now
         frames = [conn.queue.get_nowait() for _ in range(conn.queue.qsize())]
         assert frames == [(1, b'{"from": "prod"}')]
