@@ -207,7 +207,9 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         if args.listening:
-            listener = listen(base, port, key)
+            status, answer = http_json("POST", base + "/v1/users/listener/token", {}, key)
+            assert status == 200, answer
+            listener = listen(port, answer["token"])
 
         def post(body: bytes) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), process_cpu_s(server.pid)
@@ -248,18 +250,13 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
     return {**summary(times, args), **cpu_summary(cpu, args), **read_summary(samples)}
 
 
-def listen(base: str, port: int, key: str) -> Any:
+def listen(port: int, token: str) -> Any:
     """One WebSocket open on the server for a user no event names (`--listening`): with
     a socket open, the server works out every message's offset for its live pushes (as
     it always does with a Redis relay); with none, it skips that work."""
     from websockets.sync.client import connect
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from ingest import http_json
-
-    status, answer = http_json("POST", base + "/v1/users/listener/token", {}, key)
-    assert status == 200, answer
-    socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id=listener&token={answer['token']}")
+    socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id=listener&token={token}")
     socket.recv(timeout=10)  # the welcome frame: the socket is in the hub
     return socket
 
