@@ -11,10 +11,26 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from tests.e2e.receiver import eventually
-from tidings.realtime.hub import NUDGE, Connection, Hub
+from tidings.realtime.hub import NUDGE, Connection, Framed, Hub, Live
 from tidings.realtime.relay import RedisRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Counted:
+    """Framed messages (hub.Pushes) that note whose frames are built."""
+
+    def __init__(self, messages: list[Live], asked: list[str]) -> None:
+        self._framed = Framed(messages)
+        self._asked = asked
+
+    def users(self) -> set[str]:
+        return self._framed.users()
+
+    def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+        out = self._framed.frames(wanted)
+        self._asked.extend(user for user, _, _ in out)
+        return out
 
 
 async def test_only_users_some_node_listens_for_are_published(
@@ -37,10 +53,12 @@ async def test_only_users_some_node_listens_for_are_published(
         assert online.queue.get_nowait() == (NUDGE, b"")  # B's subscription is confirmed
         online.stale = False
         # Node A writes messages for 500 users nobody holds a socket of, and one for "online".
-        a.publish([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)])
-        a.publish([("online", 1, b'{"n": 2}')])
+        asked: list[str] = []
+        a.publish(Counted([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)], asked))
+        a.publish(Counted([("online", 1, b'{"n": 2}')], asked))
         await eventually(lambda: online.queue.qsize() == 1, 5, "the push to online")
         assert online.queue.get_nowait() == (1, b'{"n": 2}')
+        assert asked == ["online"]  # framed for the one user some node listens for
         seen: list[bytes] = []
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 
 from tests.e2e.receiver import eventually
-from tidings.realtime.hub import NUDGE, Connection, Hub
+from tidings.realtime.hub import NUDGE, Connection, Framed, Hub
 from tidings.realtime.relay import RedisRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -36,8 +36,8 @@ async def test_deployments_with_their_own_prefix_stay_apart(
         await eventually(lambda: conn.queue.qsize() == 1, 5, "B's subscription confirmed")
         assert conn.queue.get_nowait() == (NUDGE, b"")
         conn.stale = False
-        relays["staging"].publish([(user, 1, b'{"from": "staging"}')])
-        relays["prod_a"].publish([(user, 1, b'{"from": "prod"}')])
+        relays["staging"].publish(Framed([(user, 1, b'{"from": "staging"}')]))
+        relays["prod_a"].publish(Framed([(user, 1, b'{"from": "prod"}')]))
         await eventually(lambda: conn.queue.qsize() >= 1, 5, "prod's push")
         await asyncio.sleep(0.3)  # anything from staging would have come by now
         frames = [conn.queue.get_nowait() for _ in range(conn.queue.qsize())]

@@ -73,10 +73,13 @@ async def test_offsets_are_answered_only_while_wanted(
     stores: tuple[PostgresStore, PostgresStore],
 ) -> None:
     """Store.want_offsets: while nothing registered wants them (no socket to push to),
-    an append answers no (user, offset) pairs, and writes the messages all the same."""
+    an append answers no (user, offset) pairs, and writes the messages all the same;
+    once wanted, only the users a push can reach have theirs, as tidings_append
+    numbered them."""
     store, _ = stores
     wanted = [False]
-    store.want_offsets(lambda: wanted[0])
+    reached = {"a", "b"}
+    store.want_offsets(lambda: wanted[0], reached.__contains__)
     batch = [
         EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=users)
         for users in (["a", "b"], ["b", "b"], ["c"])
@@ -88,7 +91,19 @@ async def test_offsets_are_answered_only_while_wanted(
         [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["b", "a"])]
     )
     assert heard.inbox == (("b", 3), ("a", 2))
-    for user, offsets in (("a", [1, 2]), ("b", [1, 2, 3]), ("c", [1])):
+    some = await store.append_events(
+        [
+            EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=users)
+            for users in (["c", "a"], ["c"], ["a", "c", "d"])
+        ]
+    )
+    assert [a.inbox for a in some] == [(("a", 3),), (), (("a", 4),)]
+    reached.clear()  # nobody reachable, though a hub is open
+    (none,) = await store.append_events(
+        [EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=["a", "d"])]
+    )
+    assert none.inbox == ()
+    for user, offsets in (("a", [1, 2, 3, 4, 5]), ("b", [1, 2, 3]), ("c", [1, 2, 3, 4])):
         page = await store.read_inbox(user, 0, 10)
         assert [m.offset for m in page.messages] == offsets
 

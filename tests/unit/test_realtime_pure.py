@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tidings.model import Appended, EventIn
 from tidings.realtime import frames, tokens
-from tidings.realtime.hub import NUDGE, Connection, Hub, live_messages
+from tidings.realtime.hub import NUDGE, Connection, Framed, Hub, Written, live_messages
 from tidings.realtime.merge import Merger
 
 SECRET = b"s" * 32
@@ -137,3 +137,37 @@ async def test_a_push_builds_frames_only_for_users_it_can_reach() -> None:
     assert len(relayed) == 6
     hub.remove(next(iter(hub.all_connections())))
     assert live_messages(events, appended, hub.reaches) == []
+
+
+def test_a_hub_frames_a_publish_only_for_the_users_it_holds() -> None:
+    hub = Hub()
+    held = Connection("u2", 10, lambda: None)
+    events = [
+        EventIn(topic="t", key="k", payload=msgspec.Raw(b'{"n": %d}' % i), recipients=["u1", "u2"])
+        for i in range(2)
+    ]
+    appended = [
+        Appended(id="evt_0", received_at=0, deliveries=0, inbox=(("u1", 1), ("u2", 1))),
+        Appended(id="evt_1", received_at=0, deliveries=0, inbox=(("u1", 2), ("u2", 2))),
+        Appended(id="evt_0", received_at=0, deliveries=0, duplicate=True),
+    ]
+    written = Written([*events, events[0]], appended)
+    assert written.users() == {"u1", "u2"}
+    hub.publish(written)  # no socket: nothing framed, nothing queued
+    hub.add(held)
+    asked: list[str] = []
+
+    def wanted(user: str) -> bool:
+        asked.append(user)
+        return hub.connections(user) > 0
+
+    assert [(u, o) for u, o, _ in written.frames(wanted)] == [("u2", 1), ("u2", 2)]
+    assert sorted(set(asked)) == ["u1", "u2"]
+    hub.publish(written)
+    got = [held.queue.get_nowait() for _ in range(held.queue.qsize())]
+    assert [offset for offset, _ in got] == [1, 2]
+    assert msgspec.json.decode(got[1][1])["id"] == "evt_1"
+    framed = Framed([("u1", 5, b"a"), ("u2", 3, b"b")])
+    assert framed.users() == {"u1", "u2"}
+    hub.publish(framed)
+    assert held.queue.get_nowait() == (3, b"b") and held.queue.empty()

@@ -89,9 +89,9 @@ def create_app(
         settings.ws_connect_rate,
         settings.ws_send_queue,
     )
-    # Offsets of the messages an append writes are worked out only while a push can
-    # reach someone (looked up at each call: the Redis relay replaces the hub's answer).
-    store.want_offsets(lambda: gateway.hub.reaches_anyone())
+    # Offsets of the messages an append writes are worked out only for the users a push
+    # can reach (looked up at each call: the Redis relay replaces the hub's answers).
+    store.want_offsets(lambda: gateway.hub.reaches_anyone(), lambda user: gateway.hub.reaches(user))
     app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
     app.on_startup.append(_start_reaper)

@@ -31,7 +31,7 @@ from tidings.model import MAX_KEY_LENGTH, Appended, EventIn, InboxMessage
 from tidings.policy.ratelimit import TokenBucket
 from tidings.policy.validation import FieldError
 from tidings.realtime import frames, tokens
-from tidings.realtime.hub import NUDGE, Connection, Hub, live_messages
+from tidings.realtime.hub import NUDGE, Connection, Hub, Written
 from tidings.realtime.merge import Merger
 from tidings.store.base import Store, StoreError
 from tidings.timeutil import to_iso
@@ -77,13 +77,13 @@ def push_live(
 ) -> None:
     """Hand the inbox messages an append wrote to the sockets that wait for them (on
     this node or, through the relay, on others). They are stored already: a push lost
-    here is read from the store by the socket that notices the gap, or on reconnect."""
+    here is read from the store by the socket that notices the gap, or on reconnect.
+    Frames are built only for users a socket waits for (the relay asks Redis which,
+    after this request is answered)."""
     hub = app[GATEWAY].hub
     # (with no socket to reach, a batch for 10,000 offline messages costs nothing here)
     if hub.reaches_anyone() and any(a.inbox for a in appended):
-        messages = live_messages(events, appended, hub.reaches)
-        if messages:
-            hub.publish(messages)
+        hub.publish(Written(events, appended))
 
 
 async def load_secret(app: web.Application) -> None:

@@ -3,10 +3,12 @@
 `Hub` keeps, per user, the connections this process holds, and hands each live message
 (offset, frame) to every connection of its user, into that connection's bounded send
 queue; a queue that is full marks its connection too slow (the gateway closes it with
-4008, and the client resumes from its offset). Publishing goes through `publish`: in one
-process it delivers here directly; `tidings.realtime.relay` replaces that with Redis
-pub/sub across nodes. `nudge` tells a user's connections to read the store (a push may
-have been missed: the relay was resubscribing). Live pushes are only a fast path: every
+4008, and the client resumes from its offset). Publishing goes through `publish`, which
+takes `Pushes`: messages framed only for the users asked for, since most of a batch's
+messages reach nobody. In one process it delivers here directly;
+`tidings.realtime.relay` replaces that with Redis pub/sub across nodes. `nudge` tells a
+user's connections to read the store (a push may have been missed: the relay was
+resubscribing). Live pushes are only a fast path: every
 message is in the store first, and a connection that misses one fills the gap from there.
 Owns no socket I/O.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from tidings.model import Appended, EventIn
 from tidings.realtime.frames import message_frame
@@ -26,6 +30,45 @@ Live = tuple[str, int, bytes]  # (user_id, offset, frame)
 
 
 NUDGE = -1  # a queue item's offset meaning "read the store", not a message
+
+
+class Pushes(Protocol):
+    """Live messages to publish, framed on demand."""
+
+    def users(self) -> Iterable[str]:
+        """The users with a message here."""
+        ...
+
+    def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+        """The messages of the users `wanted` names, framed, in offset order per user."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The inbox messages of one append (its events, and what the store answered)."""
+
+    events: Sequence[EventIn]
+    appended: Sequence[Appended]
+
+    def users(self) -> set[str]:
+        return {user for a in self.appended if not a.duplicate for user, _ in a.inbox}
+
+    def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+        return live_messages(self.events, self.appended, wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """Messages framed already (tests, tools)."""
+
+    messages: Sequence[Live]
+
+    def users(self) -> set[str]:
+        return {user for user, _, _ in self.messages}
+
+    def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+        return [m for m in self.messages if wanted(m[0])]
 
 
 class Connection:
@@ -70,7 +113,7 @@ class Hub:
         self.on_add: Callable[[Connection], None] = lambda _conn: None
         self.on_remove: Callable[[Connection], None] = lambda _conn: None
         # Where published messages go: this node by default, the relay when there is one.
-        self.publish: Callable[[Sequence[Live]], None] = self.deliver
+        self.publish: Callable[[Pushes], None] = self.push
         # Whether a push for this user can reach anyone: alone, only the users with a
         # socket here (so a batch for offline users builds no frames at all); the relay
         # answers yes for everyone, since a socket on another node may want it.
@@ -114,6 +157,11 @@ class Hub:
         """Have the user's connections here read the store for what they may have missed."""
         for conn in self._by_user.get(user_id, ()):
             conn.nudge()
+
+    def push(self, pushes: Pushes) -> None:
+        """Deliver to the sockets here, framing the messages of their users only."""
+        if self._by_user:
+            self.deliver(pushes.frames(self._by_user.__contains__))
 
     def deliver(self, messages: Sequence[Live]) -> None:
         for user_id, offset, frame in messages:

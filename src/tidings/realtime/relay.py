@@ -6,8 +6,9 @@ With `TIDINGS_REDIS_URL`, `RedisRelay` takes over the hub's `publish`, `on_first
 - Messages go on one Redis channel per user (`tidings:inbox:<user>`), and a node
   subscribes to a user's channel only while it holds a socket of that user, so no node
   reads every message; a message is published only if some node subscribes to its
-  user's channel (one PUBSUB NUMSUB a round). The publishing node also delivers to its
-  own sockets directly (and skips its own messages coming back from Redis).
+  user's channel (one PUBSUB NUMSUB a round), and framed only then. The publishing node
+  also delivers to its own sockets directly (and skips its own messages coming back
+  from Redis).
 - Every socket writes a heartbeat into a sorted set per user (`tidings:presence:<user>`,
   member = connection id, score = expiry in ms), renewed every third of
   `TIDINGS_WS_PRESENCE_TTL_S`; presence counts the unexpired members, so the users of a
@@ -39,7 +40,7 @@ from redis.exceptions import RedisError
 
 from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
 from tidings.metrics import RELAY_ERRORS
-from tidings.realtime.hub import Connection, Hub, Live
+from tidings.realtime.hub import Connection, Hub, Pushes
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 0.5
@@ -69,8 +70,8 @@ class RedisRelay:
         self._presence = prefix + "presence:"
         self._ttl_ms = int(presence_ttl_s * 1000)
         self._pending: dict[str, bool] = {}  # user -> subscribe (True) / unsubscribe
-        # Waiting for the writer: messages by user, sockets that opened / closed.
-        self._outbox: dict[str, list[tuple[int, bytes]]] = {}
+        # Waiting for the writer: messages to publish, sockets that opened / closed.
+        self._outbox: list[Pushes] = []
         self._joined: list[Connection] = []
         self._left: list[Connection] = []
         self._wake = asyncio.Event()
@@ -103,12 +104,10 @@ class RedisRelay:
         self._wake.set()
 
     # -------------------------------------------------------------- publishing
-    def publish(self, messages: Sequence[Live]) -> None:
-        self._hub.deliver(messages)
-        for user, offset, frame in messages:
-            self._outbox.setdefault(user, []).append((offset, frame))
-        if messages:
-            self._wake.set()
+    def publish(self, pushes: Pushes) -> None:
+        self._hub.push(pushes)
+        self._outbox.append(pushes)
+        self._wake.set()
 
     async def _writer(self) -> None:
         """Send what waits, in order, one pipeline per round."""
@@ -118,17 +117,21 @@ class RedisRelay:
             await self._flush()
 
     async def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, {}
+        outbox, self._outbox = self._outbox, []
         joined, self._joined = self._joined, []
         left, self._left = self._left, []
         if not (outbox or joined or left):
             return
         try:
-            heard = await self._heard(list(outbox)) if outbox else set()
+            by_user: dict[str, list[tuple[int, bytes]]] = {}
+            if outbox:
+                heard = await self._heard(list(set().union(*(p.users() for p in outbox))))
+                for pushes in outbox:  # in publishing order: each user's in offset order
+                    for user, offset, frame in pushes.frames(heard.__contains__):
+                        by_user.setdefault(user, []).append((offset, frame))
             async with self._client.pipeline(transaction=False) as pipe:
-                for user, items in outbox.items():
-                    if user in heard:
-                        pipe.publish(self._inbox + user, _encode(_Relayed(self._node, items)))
+                for user, items in by_user.items():
+                    pipe.publish(self._inbox + user, _encode(_Relayed(self._node, items)))
                 self._queue_beats(pipe, joined)  # before the leaves: one may be both
                 for conn in left:
                     pipe.zrem(self._presence + conn.user_id, f"{self._node}:{conn.id}")
@@ -144,7 +147,8 @@ class RedisRelay:
         of cost ~95 ms of this process's CPU in PUBLISHes (measured here); this asks
         ~5 ms. Nothing is missed: these messages are committed before the question, so
         a subscription Redis takes after it is confirmed after it too, and the
-        confirmation has the user's sockets read the store (`_listen`)."""
+        confirmation has the user's sockets read the store (`_listen`). Only the users
+        heard have their messages framed: ~11 ms for a batch's 10,000 otherwise."""
         heard: set[str] = set()
         for i in range(0, len(users), NUMSUB_CHUNK):
             chunk = users[i : i + NUMSUB_CHUNK]

@@ -87,23 +87,38 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidCursor(cursor) from exc
 
 
+def everyone(_user: str) -> bool:
+    """`Store.offsets_wanted` with no hub registered: every user's offsets."""
+    return True
+
+
 class Store(abc.ABC):
     """Durable state of Tidings. All methods are coroutines safe to call concurrently."""
 
-    _offsets_wanted: tuple[Callable[[], bool], ...] = ()
+    _offsets_wanted: tuple[tuple[Callable[[], bool], Callable[[str], bool]], ...] = ()
 
-    def want_offsets(self, wanted: Callable[[], bool]) -> None:
-        """Register what says whether anything may want the (user, offset) pairs of the
-        inbox messages an append writes (an API process's live pushes, issue 15): its
-        hub, which answers no while no socket can be reached. A socket opens in the hub
-        before it reads the store, so a socket that misses a message's push reads it."""
-        self._offsets_wanted = (*self._offsets_wanted, wanted)
+    def want_offsets(self, anyone: Callable[[], bool], reaches: Callable[[str], bool]) -> None:
+        """Register who may want the (user, offset) pairs of the inbox messages an append
+        writes (an API process's live pushes, issue 15): its hub, whose `anyone` answers
+        no while no socket can be reached, and whose `reaches` names the users a push
+        can reach (with the Redis relay, every user). A socket opens in the hub before
+        it reads the store, so a socket that misses a message's push reads it."""
+        self._offsets_wanted = (*self._offsets_wanted, (anyone, reaches))
 
-    def offsets_wanted(self) -> bool:
-        """Asked once an append has committed: with nothing registered, yes; otherwise
-        whether any registered answers yes. While no, a store may answer every
-        `Appended.inbox` empty (the messages are written all the same)."""
-        return not self._offsets_wanted or any(wanted() for wanted in self._offsets_wanted)
+    def offsets_wanted(self) -> Callable[[str], bool] | None:
+        """Asked once an append has committed: whose offsets `Appended.inbox` must hold.
+        None: nobody's, while no registered hub can reach anyone (a store may then
+        answer every `Appended.inbox` empty; the messages are written all the same);
+        else a predicate over user ids (`everyone` with nothing registered). A store may
+        name more users than asked for, never fewer."""
+        if not self._offsets_wanted:
+            return everyone
+        live = [reaches for anyone, reaches in self._offsets_wanted if anyone()]
+        if not live:
+            return None
+        if len(live) == 1:
+            return live[0]
+        return lambda user: any(reaches(user) for reaches in live)
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -87,6 +87,7 @@ from tidings.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    everyone,
     first_per_delivery,
 )
 from tidings.store.leases import (
@@ -652,7 +653,8 @@ class PostgresStore(Store):
             or Appended(id=EVENT_PREFIX + family, received_at=now, deliveries=len(targets))
             for n, (family, targets) in enumerate(zip(families, targets_of, strict=True))
         ]
-        if by_user and self.offsets_wanted():
+        reach = self.offsets_wanted() if by_user else None
+        if reach is not None:
             # A duplicate writes no message; the others' offsets follow from the tops, as
             # tidings_append wrote them. The tops come in the order of the users sent,
             # unless duplicates changed the users (then answered): counted again here.
@@ -667,9 +669,15 @@ class PostgresStore(Store):
                     user: top - n + 1
                     for user, top, n in zip(ordered_users, tops, counts, strict=True)
                 }
+                if reach is not everyone:  # only the users a push can reach (issue 15)
+                    first = {user: at for user, at in first.items() if reach(user)}
+                    if not first:
+                        inboxed, written_users = [], []
+                    written_users = [[u for u in users if u in first] for users in written_users]
                 offsets = offsets_from(written_users, first)
             for n, written in zip(inboxed, offsets, strict=True):
-                answers[n] = msgspec.structs.replace(answers[n], inbox=tuple(written))
+                if written:
+                    answers[n] = msgspec.structs.replace(answers[n], inbox=tuple(written))
         return [
             msgspec.structs.replace(answers[i], duplicate=True, inbox=()) if again else answers[i]
             for i, again in slots
