@@ -28,6 +28,16 @@ case. `--redis-url` runs the server with the Redis relay: it then publishes ever
 message after the answer, so that work lands in the next batch's time (compare the
 sum of both kinds' times with a run without).
 
+`--filed-src DIR` compares with the day the issue was filed instead: the issue's aim is
+"within 2x of today's batch ingest time", and that today was the code before the inbox
+work (commit ed3350d^, which stored `recipients` and did nothing with them). DIR holds
+that code's `src`; each of `--rounds` rounds runs a server of it (batches without
+recipients only) and one of this checkout (both kinds), one after the other, and the
+result is this checkout's batch with recipients against the filed code's batch:
+
+    mkdir -p /tmp/filed && git archive ed3350d^ src | tar -x -C /tmp/filed
+    .venv/bin/python bench/inbox_ingest.py --http --database postgres --filed-src /tmp/filed/src
+
 The last line of standard output is a JSON object with every figure.
 """
 
@@ -164,8 +174,12 @@ def batch_body(events: list[EventIn]) -> bytes:
     )
 
 
-def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    """The same alternation against a real `tidings serve`, through POST /v1/events/batch."""
+def run_http(
+    database_url: str, args: argparse.Namespace, work: Path, src: str | None = None
+) -> dict[str, float]:
+    """The same alternation against a real `tidings serve`, through POST /v1/events/batch;
+    with `src`, a server of the code in that directory, sent batches without recipients
+    only (that code may have no inbox to read)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from ingest import free_port, http_json, stop_process  # bench/ingest.py's helpers
 
@@ -179,6 +193,9 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
     )
     if args.redis_url:
         env["TIDINGS_REDIS_URL"] = args.redis_url
+    if src is not None:
+        env["PYTHONPATH"] = src
+    kinds = (0,) if src is not None else (0, args.recipients)
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "tidings.cli", "serve"], cwd=work, env=env,
@@ -225,13 +242,16 @@ def run_http(database_url: str, args: argparse.Namespace, work: Path) -> dict[st
         times: dict[int, list[float]] = {0: [], args.recipients: []}
         cpu: dict[int, list[float]] = {0: [], args.recipients: []}
         for _ in range(args.warmup):
-            post(batch_body(batch(args.size, args.recipients, args.users, rng, tail)))
+            post(batch_body(batch(args.size, kinds[-1], args.users, rng, tail)))
         for _ in range(args.batches):
-            for recipients in (0, args.recipients):
+            for recipients in kinds:
                 body = batch_body(batch(args.size, recipients, args.users, rng, tail))
                 wall, used = post(body)
                 times[recipients].append(wall)
                 cpu[recipients].append(used)
+        if src is not None:
+            conn.close()
+            return {"without_ms": round(statistics.median(times[0]), 2)}
 
         samples = []
         for user, after, kind in read_plan(args, rng):
@@ -259,6 +279,42 @@ def listen(port: int, token: str) -> Any:
     socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id=listener&token={token}")
     socket.recv(timeout=10)  # the welcome frame: the socket is in the hub
     return socket
+
+
+async def against_filed(args: argparse.Namespace) -> dict[str, Any]:
+    """`--filed-src`: rounds of the filed code's batches and this checkout's, medians."""
+    databases = {"sqlite": ["sqlite"], "postgres": ["postgres"], "both": ["sqlite", "postgres"]}
+    out: dict[str, Any] = {}
+    for database in databases[args.database]:
+        rounds: dict[str, list[float]] = {"filed_without_ms": [], "without_ms": [], "with_ms": []}
+        for n in range(args.rounds):
+            for src in (args.filed_src, None):
+                schema = f"bench_{secrets.token_hex(4)}"
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        url = (
+                            f"sqlite:///{Path(tmp) / 'b.db'}"
+                            if database == "sqlite"
+                            else f"{args.postgres_url}?schema={schema}"
+                        )
+                        got = run_http(url, args, Path(tmp), src)
+                finally:
+                    if database == "postgres":
+                        await drop_schema(args.postgres_url, schema)
+                if src is not None:
+                    rounds["filed_without_ms"].append(got["without_ms"])
+                else:
+                    rounds["without_ms"].append(got["without_ms"])
+                    rounds["with_ms"].append(got["with_ms"])
+            print(database, "round", n + 1, {k: v[-1] for k, v in rounds.items()}, flush=True)
+        medians = {k: round(statistics.median(v), 2) for k, v in rounds.items()}
+        out[database] = {
+            **medians,
+            "ratio_vs_filed": round(medians["with_ms"] / medians["filed_without_ms"], 2),
+            "ratio_vs_today": round(medians["with_ms"] / medians["without_ms"], 2),
+            "rounds": rounds,
+        }
+    return {"batch_size": args.size, "recipients": args.recipients, "against_filed": out}
 
 
 async def drop_schema(url: str, schema: str) -> None:
@@ -289,7 +345,16 @@ async def main() -> None:
     parser.add_argument(
         "--redis-url", help="with --http: the server relays live pushes through this Redis"
     )
+    parser.add_argument(
+        "--filed-src", help="with --http: against the code of the issue's day, in this src dir"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --filed-src")
     args = parser.parse_args()
+    if args.filed_src:
+        if not args.http or args.listening or args.redis_url:
+            parser.error("--filed-src goes with --http alone")
+        print(json.dumps(await against_filed(args)))
+        return
     out: dict[str, dict[str, float]] = {}
     if args.http:
         if args.database in ("sqlite", "both"):

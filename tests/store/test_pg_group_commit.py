@@ -356,3 +356,35 @@ async def test_retention_finds_inbox_messages_by_generation(
     for plan in (window, aged):
         assert "inbox_by_event" in plan, plan
         assert "Seq Scan on inbox " not in plan, plan
+
+
+async def test_a_retention_pass_looks_its_cutoff_up_once(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last seq before a cutoff is a binary search of ~25 queries: a pass asks it
+    once for all its chunks, and again only for a new cutoff."""
+    import tidings.store.postgres as pg
+
+    store, _ = stores
+    await store.append_events([ev(key=f"k{i}") for i in range(30)])
+    searched: list[int] = []
+    search = pg._last_seq_before
+
+    async def counted(conn: Any, cutoff: int) -> int | None:
+        searched.append(cutoff)
+        return await search(conn, cutoff)
+
+    monkeypatch.setattr(pg, "_last_seq_before", counted)
+    cutoff = now_us() + 1
+    after, deleted = 0, 0
+    for _ in range(10):  # chunks of 4 events: 8 chunks
+        swept = await store.sweep(cutoff, 4, after)
+        deleted += swept.deleted
+        if swept.upto is None:
+            break
+        after = swept.upto
+    assert deleted == 30 and searched == [cutoff]
+    await store.append_events([ev(key="later")])
+    later = now_us() + 1
+    assert (await store.sweep(later, 4, 0)).deleted == 1
+    assert searched == [cutoff, later]
