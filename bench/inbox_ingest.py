@@ -21,12 +21,14 @@ median milliseconds per request of each kind and their ratio. This is the time t
 
     .venv/bin/python bench/inbox_ingest.py --http --database sqlite
 
-With `--listening`, one WebSocket stays open on the server during the run (a user no
-event names): a server works out the offset of every message it writes only while a
-push can reach someone (a socket open on it, or a Redis relay), so this measures that
-case. `--redis-url` runs the server with the Redis relay: it then publishes every
-message after the answer, so that work lands in the next batch's time (compare the
-sum of both kinds' times with a run without).
+With `--listening`, one WebSocket stays open on the server during the run, for
+`user-0`, a user the batches name (about 1.6 messages a batch), and a thread reads its
+frames: a server works out offsets, and frames messages, only for the users a push can
+reach (a socket of the user on it; with a Redis relay, offsets for every user, frames for
+those some node listens for), so this measures a node with sockets open. `--redis-url`
+runs the server with the Redis relay: it asks Redis who listens and publishes after the
+answer, so that work lands in the next batch's time (compare the sum of both kinds'
+times with a run without).
 
 `--filed-src DIR` compares with the day the issue was filed instead: the issue's aim is
 "within 2x of today's batch ingest time", and that today was the code before the inbox
@@ -54,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -224,9 +227,9 @@ def run_http(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         if args.listening:
-            status, answer = http_json("POST", base + "/v1/users/listener/token", {}, key)
+            status, answer = http_json("POST", base + "/v1/users/user-0/token", {}, key)
             assert status == 200, answer
-            listener = listen(port, answer["token"])
+            listener = listen(port, "user-0", answer["token"])
 
         def post(body: bytes) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), process_cpu_s(server.pid)
@@ -265,20 +268,51 @@ def run_http(
         conn.close()
         if args.listening:
             listener.close()
+            if not listener.frames:
+                raise SystemExit("--listening: the socket got no message")
     finally:
         stop_process(server, 20)
     return {**summary(times, args), **cpu_summary(cpu, args), **read_summary(samples)}
 
 
-def listen(port: int, token: str) -> Any:
-    """One WebSocket open on the server for a user no event names (`--listening`): with
-    a socket open, the server works out every message's offset for its live pushes (as
-    it always does with a Redis relay); with none, it skips that work."""
-    from websockets.sync.client import connect
+class Listener:
+    """One WebSocket open on the server (`--listening`), its frames read by a thread."""
 
-    socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id=listener&token={token}")
-    socket.recv(timeout=10)  # the welcome frame: the socket is in the hub
-    return socket
+    def __init__(self, port: int, user: str, token: str) -> None:
+        from websockets.sync.client import connect
+
+        self.socket = connect(f"ws://127.0.0.1:{port}/v1/ws?user_id={user}&token={token}")
+        self.socket.recv(timeout=10)  # the welcome frame: the socket is in the hub
+        self.frames = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for _ in self.socket:
+                self.frames += 1
+        except ConnectionClosed:
+            pass
+
+    def close(self) -> None:
+        self.socket.close()
+        self._reader.join(timeout=10)
+
+
+def listen(port: int, user: str, token: str) -> Listener:
+    return Listener(port, user, token)
+
+
+def filed_src(parser: argparse.ArgumentParser, given: str) -> str:
+    """--filed-src made absolute (the server runs in a temporary directory, where a
+    relative PYTHONPATH would miss and quietly import this checkout instead), and
+    checked to hold a tidings package."""
+    src = Path(given).resolve()
+    if not (src / "tidings" / "__init__.py").is_file():
+        parser.error(f"--filed-src: no tidings package in {src}")
+    return str(src)
 
 
 async def against_filed(args: argparse.Namespace) -> dict[str, Any]:
@@ -288,7 +322,9 @@ async def against_filed(args: argparse.Namespace) -> dict[str, Any]:
     for database in databases[args.database]:
         rounds: dict[str, list[float]] = {"filed_without_ms": [], "without_ms": [], "with_ms": []}
         for n in range(args.rounds):
-            for src in (args.filed_src, None):
+            # each code first in every other round (what the round before left in the
+            # database, a checkpoint or autovacuum, lands on both alike)
+            for src in (args.filed_src, None) if n % 2 == 0 else (None, args.filed_src):
                 schema = f"bench_{secrets.token_hex(4)}"
                 try:
                     with tempfile.TemporaryDirectory() as tmp:
@@ -353,6 +389,7 @@ async def main() -> None:
     if args.filed_src:
         if not args.http or args.listening or args.redis_url:
             parser.error("--filed-src goes with --http alone")
+        args.filed_src = filed_src(parser, args.filed_src)
         print(json.dumps(await against_filed(args)))
         return
     out: dict[str, dict[str, float]] = {}

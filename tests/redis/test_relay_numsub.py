@@ -8,10 +8,12 @@ import secrets
 import time
 from collections.abc import Callable
 
+import msgspec
 import redis.asyncio as aioredis
 
 from tests.e2e.receiver import eventually
-from tidings.realtime.hub import NUDGE, Connection, Framed, Hub, Live
+from tidings.model import Appended, EventIn
+from tidings.realtime.hub import NUDGE, Connection, Framed, Hub, Live, Written
 from tidings.realtime.relay import RedisRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -71,3 +73,55 @@ async def test_only_users_some_node_listens_for_are_published(
         await b.close()
         await watcher.aclose()
         await spy.aclose()
+
+
+async def test_queued_pushes_reach_both_nodes_in_offset_order(
+    require_service: Callable[[str, int], None],
+) -> None:
+    """Two appends' pushes queued before the writer runs: a socket of the user on the
+    publishing node and one on the other get the user's offsets 1, 2, 3 in order (one
+    PUBLISH for the round), each frame the message of its own event."""
+    require_service("Redis", 6379)
+    prefix = f"t{secrets.token_hex(4)}:"
+    hub_a, hub_b = Hub(), Hub()
+    a = RedisRelay(REDIS_URL, hub_a, prefix=prefix)
+    b = RedisRelay(REDIS_URL, hub_b, prefix=prefix)
+    a.install()
+    b.install()
+    try:
+        here, there = Connection("u", 100, lambda: None), Connection("u", 100, lambda: None)
+        hub_a.add(here)
+        hub_b.add(there)
+        await eventually(
+            lambda: here.queue.qsize() == 1 and there.queue.qsize() == 1, 5, "subscriptions"
+        )
+        for conn in (here, there):
+            assert conn.queue.get_nowait() == (NUDGE, b"")
+            conn.stale = False
+
+        def event(i: int) -> EventIn:
+            return EventIn(topic="t", payload=msgspec.Raw(b'{"i": %d}' % i), recipients=["u", "v"])
+
+        def appended(i: int, inbox: tuple[tuple[str, int], ...]) -> Appended:
+            return Appended(id=f"evt_{i}", received_at=0, deliveries=0, inbox=inbox)
+
+        first = Written(
+            [event(1), event(2)],
+            [appended(1, (("u", 1), ("v", 1))), appended(2, (("u", 2), ("v", 2)))],
+        )
+        second = Written([event(3)], [appended(3, (("v", 3), ("u", 3)))])
+        a.publish(first)
+        a.publish(second)
+        await eventually(lambda: there.queue.qsize() == 3, 5, "the pushes on node B")
+        for conn in (here, there):
+            got = [conn.queue.get_nowait() for _ in range(3)]
+            assert [offset for offset, _ in got] == [1, 2, 3]
+            assert [msgspec.json.decode(frame)["id"] for _, frame in got] == [
+                "evt_1",
+                "evt_2",
+                "evt_3",
+            ]
+            assert conn.queue.empty()
+    finally:
+        await a.close()
+        await b.close()

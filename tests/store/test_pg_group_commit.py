@@ -79,7 +79,7 @@ async def test_offsets_are_answered_only_while_wanted(
     store, _ = stores
     wanted = [False]
     reached = {"a", "b"}
-    store.want_offsets(lambda: wanted[0], reached.__contains__)
+    store.want_offsets(lambda: wanted[0], lambda: reached.__contains__)
     batch = [
         EventIn(topic="n.s", payload=msgspec.Raw(b"{}"), recipients=users)
         for users in (["a", "b"], ["b", "b"], ["c"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +71,29 @@ def test_trim_and_ack() -> None:
     assert ack_level(2, 1, 5) == 2
     assert ack_level(2, 9, 5) == 5
     assert ack_level(0, 3, 5) == 3
+
+
+def test_offsets_are_wanted_for_the_users_some_open_hub_reaches() -> None:
+    """Store.offsets_wanted over the hubs registered with want_offsets: everyone with
+    none registered, nobody while no hub can reach anyone, else the union of the
+    reaching hubs' users (everyone as soon as one of them is a relay)."""
+    from types import SimpleNamespace
+
+    from tidings.policy.inbox import everyone
+    from tidings.store.base import Store
+
+    store: Any = SimpleNamespace(_offsets_wanted=())
+    assert Store.offsets_wanted(store) is everyone
+    open_a, open_b = [False], [False]
+    users_a, users_b = {"a"}, {"b"}
+    Store.want_offsets(store, lambda: open_a[0], lambda: users_a.__contains__)
+    Store.want_offsets(store, lambda: open_b[0], lambda: users_b.__contains__)
+    assert Store.offsets_wanted(store) is None
+    open_a[0] = True
+    only_a = Store.offsets_wanted(store)
+    assert only_a is not None and only_a("a") and not only_a("b")
+    open_b[0] = True
+    both = Store.offsets_wanted(store)
+    assert both is not None and both("a") and both("b") and not both("c")
+    Store.want_offsets(store, lambda: True, lambda: everyone)  # a relay's hub
+    assert Store.offsets_wanted(store) is everyone

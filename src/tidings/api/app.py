@@ -91,7 +91,7 @@ def create_app(
     )
     # Offsets of the messages an append writes are worked out only for the users a push
     # can reach (looked up at each call: the Redis relay replaces the hub's answers).
-    store.want_offsets(lambda: gateway.hub.reaches_anyone(), lambda user: gateway.hub.reaches(user))
+    store.want_offsets(lambda: gateway.hub.reaches_anyone(), lambda: gateway.hub.reaches)
     app.on_startup.append(ws.load_secret)
     app.on_startup.append(_start_spool)
     app.on_startup.append(_start_reaper)

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
 from tidings.metrics import RELAY_ERRORS
+from tidings.policy.inbox import everyone
 from tidings.realtime.hub import Connection, Hub, Pushes
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ class _Relayed(msgspec.Struct, array_like=True, frozen=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Relayed).decode
+
+
+def _users_of(outbox: Sequence[Pushes]) -> list[str]:
+    users: set[str] = set()
+    for pushes in outbox:
+        users.update(pushes.users())
+    return list(users)
 
 
 class RedisRelay:
@@ -82,7 +90,7 @@ class RedisRelay:
         """Take over the hub's hooks and start listening and heartbeating."""
         hub = self._hub
         hub.publish = self.publish
-        hub.reaches = lambda _user: True  # a socket on another node may want any of them
+        hub.reaches = everyone  # a socket on another node may want any of them
         hub.reaches_anyone = lambda: True
         hub.on_first = lambda user: self._pending.__setitem__(user, True)
         hub.on_last = lambda user: self._pending.__setitem__(user, False)
@@ -123,12 +131,7 @@ class RedisRelay:
         if not (outbox or joined or left):
             return
         try:
-            by_user: dict[str, list[tuple[int, bytes]]] = {}
-            if outbox:
-                heard = await self._heard(list(set().union(*(p.users() for p in outbox))))
-                for pushes in outbox:  # in publishing order: each user's in offset order
-                    for user, offset, frame in pushes.frames(heard.__contains__):
-                        by_user.setdefault(user, []).append((offset, frame))
+            by_user = self._framed(outbox, await self._heard(_users_of(outbox)))
             async with self._client.pipeline(transaction=False) as pipe:
                 for user, items in by_user.items():
                     pipe.publish(self._inbox + user, _encode(_Relayed(self._node, items)))
@@ -140,6 +143,24 @@ class RedisRelay:
             self._warn(exc)
         else:
             self._failing = False
+
+    @staticmethod
+    def _framed(outbox: Sequence[Pushes], heard: set[str]) -> dict[str, list[tuple[int, bytes]]]:
+        """The heard users' messages, framed, in publishing order (a user's offsets
+        rise along it, but for requests committed side by side: the sockets' mergers
+        hold and fill those). A push that fails to frame is left to the store (logged,
+        counted): the writer goes on with the others."""
+        by_user: dict[str, list[tuple[int, bytes]]] = {}
+        for pushes in outbox:
+            try:
+                framed = pushes.frames(heard.__contains__)
+            except Exception:
+                RELAY_ERRORS.inc()
+                log.exception("a live push could not be framed; its sockets read the store")
+                continue
+            for user, offset, frame in framed:
+                by_user.setdefault(user, []).append((offset, frame))
+        return by_user
 
     async def _heard(self, users: list[str]) -> set[str]:
         """The users whose channel some node subscribes to now (PUBSUB NUMSUB, one round

@@ -45,7 +45,10 @@ from tidings.model import (
     Upload,
 )
 from tidings.policy.counting import BACKLOG_EXACT_UP_TO
+from tidings.policy.inbox import everyone
 from tidings.policy.outcome import FailurePlan
+
+Reaches = Callable[[str], bool]  # names the users whose offsets are wanted
 
 
 class StoreError(Exception):
@@ -87,25 +90,21 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidCursor(cursor) from exc
 
 
-def everyone(_user: str) -> bool:
-    """`Store.offsets_wanted` with no hub registered: every user's offsets."""
-    return True
-
-
 class Store(abc.ABC):
     """Durable state of Tidings. All methods are coroutines safe to call concurrently."""
 
-    _offsets_wanted: tuple[tuple[Callable[[], bool], Callable[[str], bool]], ...] = ()
+    _offsets_wanted: tuple[tuple[Callable[[], bool], Callable[[], Reaches]], ...] = ()
 
-    def want_offsets(self, anyone: Callable[[], bool], reaches: Callable[[str], bool]) -> None:
+    def want_offsets(self, anyone: Callable[[], bool], reaches: Callable[[], Reaches]) -> None:
         """Register who may want the (user, offset) pairs of the inbox messages an append
         writes (an API process's live pushes, issue 15): its hub, whose `anyone` answers
-        no while no socket can be reached, and whose `reaches` names the users a push
-        can reach (with the Redis relay, every user). A socket opens in the hub before
-        it reads the store, so a socket that misses a message's push reads it."""
+        no while no socket can be reached, and whose `reaches` gives the predicate naming
+        the users a push can reach (`policy.inbox.everyone` with the Redis relay). A
+        socket opens in the hub before it reads the store, so a socket that misses a
+        message's push reads it."""
         self._offsets_wanted = (*self._offsets_wanted, (anyone, reaches))
 
-    def offsets_wanted(self) -> Callable[[str], bool] | None:
+    def offsets_wanted(self) -> Reaches | None:
         """Asked once an append has committed: whose offsets `Appended.inbox` must hold.
         None: nobody's, while no registered hub can reach anyone (a store may then
         answer every `Appended.inbox` empty; the messages are written all the same);
@@ -113,9 +112,11 @@ class Store(abc.ABC):
         name more users than asked for, never fewer."""
         if not self._offsets_wanted:
             return everyone
-        live = [reaches for anyone, reaches in self._offsets_wanted if anyone()]
+        live = [reaches() for anyone, reaches in self._offsets_wanted if anyone()]
         if not live:
             return None
+        if any(reaches is everyone for reaches in live):
+            return everyone
         if len(live) == 1:
             return live[0]
         return lambda user: any(reaches(user) for reaches in live)
@@ -164,7 +165,8 @@ class Store(abc.ABC):
         An event whose idempotency_key is already stored (or repeats an earlier event of
         the same call) creates nothing and answers the first event, `duplicate=True`.
         Each recipient of an event written gets an inbox message at the user's next
-        offset; `Appended.inbox` names them (unless `offsets_wanted` answers no).
+        offset; `Appended.inbox` names them, or those of the users `offsets_wanted`
+        names (none while it answers None).
         """
 
     async def append_events_pipelined(

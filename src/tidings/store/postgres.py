@@ -74,6 +74,7 @@ from tidings.policy.inbox import (
     ack_level,
     assign_offsets,
     count_messages,
+    everyone,
     messages_by_user,
     offsets_from,
 )
@@ -87,7 +88,6 @@ from tidings.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    everyone,
     first_per_delivery,
 )
 from tidings.store.leases import (
@@ -183,12 +183,12 @@ def text_array(values: Sequence[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=4096)
 def lock_key(*parts: str) -> int:
     """A stable signed 64-bit advisory lock key for a destination or a lane (every
-    process and version computes the same). Cached: an ingest asks it twice per
-    delivery (its destination's, its lane's), ~1.5 us each, and a destination's key
-    and a busy lane's come again and again."""
+    process and version computes the same). Cached (a few MB at most): an ingest asks
+    it twice per delivery (its destination's, its lane's), ~1 us each, and a
+    destination's key and a busy lane's come again and again."""
     digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -247,10 +247,11 @@ class PostgresStore(Store):
         self._committer: asyncio.Task[None] | None = None
         self._announcer: asyncio.Task[None] | None = None
         self._announce_again = False
-        # The last seq received before each of the latest retention cutoffs: a pass asks
-        # the same cutoff for each of its up to 100 chunks (a binary search of ~25 short
-        # queries each time). Events committed later with an earlier stamp (two nodes'
-        # clocks) wait for the next pass, whose cutoff is new.
+        # The last seq received before each of the latest retention cutoffs (the events'
+        # and the inbox's): a pass asks its cutoff for each of its up to 100 chunks (a
+        # binary search of ~25 short queries each time). Remembered, the answer can only
+        # be low (events committed since with an earlier stamp, two nodes' clocks), so a
+        # sweep deletes less, never more; the next pass has a new cutoff.
         self._seq_before: dict[int, int | None] = {}
 
     # ---------------------------------------------------------------- life cycle
@@ -1270,9 +1271,10 @@ class PostgresStore(Store):
     async def _last_seq_before_cutoff(self, conn: Conn, cutoff: int) -> int | None:
         """`_last_seq_before` for a retention cutoff, remembered for the latest few."""
         if cutoff not in self._seq_before:
-            if len(self._seq_before) >= 4:  # the inbox's two cutoffs and the events'
+            last = await _last_seq_before(conn, cutoff)
+            while len(self._seq_before) >= 4:  # this pass's two and the pass before's
                 del self._seq_before[next(iter(self._seq_before))]
-            self._seq_before[cutoff] = await _last_seq_before(conn, cutoff)
+            self._seq_before[cutoff] = last
         return self._seq_before[cutoff]
 
     # ---------------------------------------------------------------- pull groups (issue 16)
