@@ -4,9 +4,10 @@ pattern subscriber (which NUMSUB does not count) sees every PUBLISH that is sent
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import redis.asyncio as aioredis
@@ -35,6 +36,21 @@ class Counted:
         return out
 
 
+@contextlib.asynccontextmanager
+async def two_nodes(prefix: str) -> AsyncIterator[tuple[Hub, RedisRelay, Hub]]:
+    """Two nodes' hubs with their relays on the real Redis: A's hub and relay, B's hub."""
+    hub_a, hub_b = Hub(), Hub()
+    a = RedisRelay(REDIS_URL, hub_a, prefix=prefix)
+    b = RedisRelay(REDIS_URL, hub_b, prefix=prefix)
+    a.install()
+    b.install()
+    try:
+        yield hub_a, a, hub_b
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_only_users_some_node_listens_for_are_published(
     require_service: Callable[[str, int], None],
 ) -> None:
@@ -43,34 +59,28 @@ async def test_only_users_some_node_listens_for_are_published(
     spy = aioredis.Redis.from_url(REDIS_URL)
     watcher = spy.pubsub()
     await watcher.psubscribe(prefix + "inbox:*")
-    hub_a, hub_b = Hub(), Hub()
-    a = RedisRelay(REDIS_URL, hub_a, prefix=prefix)
-    b = RedisRelay(REDIS_URL, hub_b, prefix=prefix)
-    a.install()
-    b.install()
     try:
-        online = Connection("online", 10, lambda: None)
-        hub_b.add(online)  # a socket of user "online" on node B
-        await eventually(lambda: online.queue.qsize() == 1, 5, "B's subscription confirmed")
-        assert online.queue.get_nowait() == (NUDGE, b"")  # B's subscription is confirmed
-        online.stale = False
-        # Node A writes messages for 500 users nobody holds a socket of, and one for "online".
-        asked: list[str] = []
-        a.publish(Counted([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)], asked))
-        a.publish(Counted([("online", 1, b'{"n": 2}')], asked))
-        await eventually(lambda: online.queue.qsize() == 1, 5, "the push to online")
-        assert online.queue.get_nowait() == (1, b'{"n": 2}')
-        assert asked == ["online"]  # framed for the one user some node listens for
-        seen: list[bytes] = []
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            if message is not None:
-                seen.append(message["channel"])
-        assert seen == [(prefix + "inbox:online").encode()]
+        async with two_nodes(prefix) as (_hub_a, a, hub_b):
+            online = Connection("online", 10, lambda: None)
+            hub_b.add(online)  # a socket of user "online" on node B
+            await eventually(lambda: online.queue.qsize() == 1, 5, "B's subscription confirmed")
+            assert online.queue.get_nowait() == (NUDGE, b"")  # B's subscription is confirmed
+            online.stale = False
+            # Node A writes messages for 500 users nobody holds a socket of, and one for "online".
+            asked: list[str] = []
+            a.publish(Counted([(f"offline-{i}", 1, b'{"n": 1}') for i in range(500)], asked))
+            a.publish(Counted([("online", 1, b'{"n": 2}')], asked))
+            await eventually(lambda: online.queue.qsize() == 1, 5, "the push to online")
+            assert online.queue.get_nowait() == (1, b'{"n": 2}')
+            assert asked == ["online"]  # framed for the one user some node listens for
+            seen: list[bytes] = []
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                message = await watcher.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message is not None:
+                    seen.append(message["channel"])
+            assert seen == [(prefix + "inbox:online").encode()]
     finally:
-        await a.close()
-        await b.close()
         await watcher.aclose()
         await spy.aclose()
 
@@ -83,12 +93,7 @@ async def test_queued_pushes_reach_both_nodes_in_offset_order(
     PUBLISH for the round), each frame the message of its own event."""
     require_service("Redis", 6379)
     prefix = f"t{secrets.token_hex(4)}:"
-    hub_a, hub_b = Hub(), Hub()
-    a = RedisRelay(REDIS_URL, hub_a, prefix=prefix)
-    b = RedisRelay(REDIS_URL, hub_b, prefix=prefix)
-    a.install()
-    b.install()
-    try:
+    async with two_nodes(prefix) as (hub_a, a, hub_b):
         here, there = Connection("u", 100, lambda: None), Connection("u", 100, lambda: None)
         hub_a.add(here)
         hub_b.add(there)
@@ -122,6 +127,3 @@ async def test_queued_pushes_reach_both_nodes_in_offset_order(
                 "evt_3",
             ]
             assert conn.queue.empty()
-    finally:
-        await a.close()
-        await b.close()
