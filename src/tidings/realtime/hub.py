@@ -8,9 +8,8 @@ takes `Pushes`: messages framed only for the users asked for, since most of a ba
 messages reach nobody. In one process it delivers here directly;
 `tidings.realtime.relay` replaces that with Redis pub/sub across nodes. `nudge` tells a
 user's connections to read the store (a push may have been missed: the relay was
-resubscribing). Live pushes are only a fast path: every
-message is in the store first, and a connection that misses one fills the gap from there.
-Owns no socket I/O.
+resubscribing). Live pushes are only a fast path: every message is in the store first,
+and a connection that misses one fills the gap from there. Owns no socket I/O.
 """
 
 from __future__ import annotations
