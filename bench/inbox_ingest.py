@@ -229,7 +229,7 @@ def run_http(
         if args.listening:
             status, answer = http_json("POST", base + "/v1/users/user-0/token", {}, key)
             assert status == 200, answer
-            listener = listen(port, "user-0", answer["token"])
+            listener = Listener(port, "user-0", answer["token"])
 
         def post(body: bytes) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), process_cpu_s(server.pid)
@@ -299,10 +299,6 @@ class Listener:
     def close(self) -> None:
         self.socket.close()
         self._reader.join(timeout=10)
-
-
-def listen(port: int, user: str, token: str) -> Listener:
-    return Listener(port, user, token)
 
 
 def filed_src(parser: argparse.ArgumentParser, given: str) -> str:

@@ -675,14 +675,15 @@ class PostgresStore(Store):
                 tops_of = dict(zip(users_of or (), tops or (), strict=True))
                 offsets = assign_offsets(written_users, recounted, tops_of)
             else:
+                # only the users a push can reach (issue 15)
                 first = {
                     user: top - n + 1
                     for user, top, n in zip(ordered_users, tops, counts, strict=True)
+                    if reach is everyone or reach(user)
                 }
-                if reach is not everyone:  # only the users a push can reach (issue 15)
-                    first = {user: at for user, at in first.items() if reach(user)}
-                    if not first:
-                        inboxed, written_users = [], []
+                if not first:
+                    inboxed, written_users = [], []
+                elif reach is not everyone:
                     written_users = [[u for u in users if u in first] for users in written_users]
                 offsets = offsets_from(written_users, first)
             for n, written in zip(inboxed, offsets, strict=True):
