@@ -491,10 +491,16 @@ class Dispatcher:
         sent = [d for d, entry in self._dests.items() if entry.transport is not None]
         if not sent:
             return
+        # Ours as the query starts, too: an outcome the flush writes while it runs has
+        # left `_unwritten` by the time it answers, and its snapshot may still show the
+        # lease expired (its lost attempt would then be recorded beside the real one).
+        ours = set(self._unwritten)
         lost = await self.store.expired_leases(now_us(), LOST_BATCH, sent)
         for lease in lost:
-            if lease.owner == self.options.owner and lease.delivery_id in self._unwritten:
-                continue  # ours, running or with its outcome about to be written
+            if lease.owner == self.options.owner and (
+                lease.delivery_id in ours or lease.delivery_id in self._unwritten
+            ):
+                continue  # ours, running or with its outcome written or about to be
             entry = self._dests.get(lease.destination_id)
             if entry is None:
                 continue
