@@ -44,6 +44,10 @@ def map_body(context: Any, body: Any) -> Any:
             if isinstance(body.get(field), str):
                 body[field] = _loopback(body[field])
         wait = body.get("wait_ms")
-        if isinstance(wait, int) and not isinstance(wait, bool) and MAX_FUZZ_WAIT_MS < wait <= MAX_WAIT_MS:
+        if (
+            isinstance(wait, int)
+            and not isinstance(wait, bool)
+            and MAX_FUZZ_WAIT_MS < wait <= MAX_WAIT_MS
+        ):
             body["wait_ms"] = MAX_FUZZ_WAIT_MS
     return body
