@@ -127,3 +127,29 @@ async def test_queued_pushes_reach_both_nodes_in_offset_order(
                 "evt_3",
             ]
             assert conn.queue.empty()
+
+
+async def test_a_local_users_messages_are_framed_once_for_its_socket_and_redis(
+    require_service: Callable[[str, int], None],
+) -> None:
+    """A user with a socket on the publishing node and one on another: the frames the
+    hub built for the local socket are the ones published (each message framed once),
+    and both sockets get it."""
+    require_service("Redis", 6379)
+    prefix = f"t{secrets.token_hex(4)}:"
+    async with two_nodes(prefix) as (hub_a, a, hub_b):
+        here, there = Connection("u", 10, lambda: None), Connection("u", 10, lambda: None)
+        hub_a.add(here)
+        hub_b.add(there)
+        await eventually(
+            lambda: here.queue.qsize() == 1 and there.queue.qsize() == 1, 5, "subscriptions"
+        )
+        for conn in (here, there):
+            assert conn.queue.get_nowait() == (NUDGE, b"")
+            conn.stale = False
+        asked: list[str] = []
+        a.publish(Counted([("u", 1, b'{"n": 1}'), ("w", 1, b'{"n": 2}')], asked))
+        await eventually(lambda: there.queue.qsize() == 1, 5, "the push on node B")
+        assert here.queue.get_nowait() == (1, b'{"n": 1}')
+        assert there.queue.get_nowait() == (1, b'{"n": 1}')
+        assert asked == ["u"]  # framed for A's socket, and reused for Redis

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -9,7 +11,16 @@ from hypothesis import strategies as st
 
 from tidings.model import Appended, EventIn
 from tidings.realtime import frames, tokens
-from tidings.realtime.hub import NUDGE, Connection, Framed, Hub, Written, live_messages
+from tidings.realtime.hub import (
+    NUDGE,
+    Connection,
+    Framed,
+    Hub,
+    Live,
+    Reusing,
+    Written,
+    live_messages,
+)
 from tidings.realtime.merge import Merger
 
 SECRET = b"s" * 32
@@ -171,3 +182,21 @@ def test_a_hub_frames_a_publish_only_for_the_users_it_holds() -> None:
     assert framed.users() == {"u1", "u2"}
     hub.publish(framed)
     assert held.queue.get_nowait() == (3, b"b") and held.queue.empty()
+
+
+def test_reusing_hands_out_the_built_frames_and_frames_only_the_others() -> None:
+    asked: list[str] = []
+
+    class Spy(Framed):
+        def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+            out = super().frames(wanted)
+            asked.extend(user for user, _, _ in out)
+            return out
+
+    pushes = Spy([("a", 1, b"a1"), ("b", 1, b"b1"), ("a", 2, b"a2"), ("c", 4, b"c4")])
+    built = [("a", 1, b"a1"), ("a", 2, b"a2")]
+    reusing = Reusing(pushes, built)
+    assert set(reusing.users()) == {"a", "b", "c"}
+    got = reusing.frames(lambda user: user != "c")
+    assert got == [("a", 1, b"a1"), ("a", 2, b"a2"), ("b", 1, b"b1")]
+    assert asked == ["b"]  # "a" was built already, "c" not wanted

@@ -70,6 +70,24 @@ class Framed:
         return [m for m in self.messages if wanted(m[0])]
 
 
+@dataclass(frozen=True, slots=True)
+class Reusing:
+    """Pushes of which some users' messages are framed already (every message of each
+    user in `built`, as a hub's push built them for its own sockets): those frames are
+    handed out again, not built twice (the relay publishes a node's local users too)."""
+
+    pushes: Pushes
+    built: Sequence[Live]
+
+    def users(self) -> Iterable[str]:
+        return self.pushes.users()
+
+    def frames(self, wanted: Callable[[str], bool]) -> list[Live]:
+        done = {user for user, _, _ in self.built}
+        rest = self.pushes.frames(lambda user: user not in done and wanted(user))
+        return [m for m in self.built if wanted(m[0])] + rest
+
+
 class Connection:
     _ids = itertools.count(1)
 
@@ -112,7 +130,7 @@ class Hub:
         self.on_add: Callable[[Connection], None] = lambda _conn: None
         self.on_remove: Callable[[Connection], None] = lambda _conn: None
         # Where published messages go: this node by default, the relay when there is one.
-        self.publish: Callable[[Pushes], None] = self.push
+        self.publish: Callable[[Pushes], object] = self.push
         # Whether a push for this user can reach anyone: alone, only the users with a
         # socket here (so a batch for offline users builds no frames at all); the relay
         # answers yes for everyone, since a socket on another node may want it.
@@ -157,10 +175,14 @@ class Hub:
         for conn in self._by_user.get(user_id, ()):
             conn.nudge()
 
-    def push(self, pushes: Pushes) -> None:
-        """Deliver to the sockets here, framing the messages of their users only."""
-        if self._by_user:
-            self.deliver(pushes.frames(self._by_user.__contains__))
+    def push(self, pushes: Pushes) -> list[Live]:
+        """Deliver to the sockets here, framing the messages of their users only; answers
+        the frames built."""
+        if not self._by_user:
+            return []
+        built = pushes.frames(self._by_user.__contains__)
+        self.deliver(built)
+        return built
 
     def deliver(self, messages: Sequence[Live]) -> None:
         for user_id, offset, frame in messages:

@@ -8,7 +8,7 @@ With `TIDINGS_REDIS_URL`, `RedisRelay` takes over the hub's `publish`, `on_first
   reads every message; a message is published only if some node subscribes to its
   user's channel (one PUBSUB NUMSUB a round), and framed only then. The publishing node
   also delivers to its own sockets directly (and skips its own messages coming back
-  from Redis).
+  from Redis); the frames it built for them are the ones it publishes.
 - Every socket writes a heartbeat into a sorted set per user (`tidings:presence:<user>`,
   member = connection id, score = expiry in ms), renewed every third of
   `TIDINGS_WS_PRESENCE_TTL_S`; presence counts the unexpired members, so the users of a
@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from tidings.engine.signals import RECONNECT_MAX_S, close_quietly
 from tidings.metrics import RELAY_ERRORS
 from tidings.policy.inbox import everyone
-from tidings.realtime.hub import Connection, Hub, Pushes
+from tidings.realtime.hub import Connection, Hub, Pushes, Reusing
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 0.5
@@ -113,8 +113,8 @@ class RedisRelay:
 
     # -------------------------------------------------------------- publishing
     def publish(self, pushes: Pushes) -> None:
-        self._hub.push(pushes)
-        self._outbox.append(pushes)
+        built = self._hub.push(pushes)  # this node's sockets at once
+        self._outbox.append(Reusing(pushes, built) if built else pushes)
         self._wake.set()
 
     async def _writer(self) -> None:
