@@ -13,6 +13,7 @@ from tidings.policy.inbox import (
     count_messages,
     messages_by_user,
     offsets_from,
+    place_messages,
     recipients_of,
     trim_from,
 )
@@ -58,6 +59,23 @@ def test_messages_by_user_place_each_message_where_assign_offsets_does(
         assert events == sorted(set(events))
     first = {u: tops[u] - n + 1 for u, n in counts.items()}
     assert offsets_from(per_event, first) == assign_offsets(per_event, counts, tops)
+
+
+@given(st.lists(st.lists(users, max_size=6), max_size=20), st.integers(0, 1000))
+def test_place_messages_groups_by_user_what_offsets_from_hands_out(
+    raw: list[list[str]], base: int
+) -> None:
+    per_event = [recipients_of(r) for r in raw]
+    counts = count_messages(per_event)
+    first = {u: base + 1 for u in counts}
+    seqs = [100 + 3 * n for n in range(len(per_event))]  # any ascending seqs
+    offsets, by_user = place_messages(per_event, seqs, first)
+    assert offsets == offsets_from(per_event, first)
+    rows = sorted((seq, u, pos) for seq, row in zip(seqs, offsets, strict=True) for u, pos in row)
+    assert sorted((seq, u, pos) for u, mine in by_user.items() for pos, seq in mine.items()) == rows
+    assert list(by_user) == list(counts)  # first mention first, every user once
+    for u, mine in by_user.items():
+        assert list(mine) == list(range(base + 1, base + counts[u] + 1))
 
 
 def test_recipients_of_keeps_first_mentions() -> None:

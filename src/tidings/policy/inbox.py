@@ -56,6 +56,27 @@ def offsets_from(
     return out
 
 
+def place_messages(
+    per_event: Sequence[Sequence[str]], seqs: Sequence[int], first: Mapping[str, int]
+) -> tuple[list[list[tuple[str, int]]], dict[str, dict[int, int]]]:
+    """offsets_from's (user, offset) for each event's recipients, and in the same pass
+    each user's messages as {offset: event seq} (`seqs[i]` being event i's seq): the
+    rows an append writes, grouped by user (SQLite's insert reads them so, one JSON
+    object of small objects, about twice as fast as one array per message)."""
+    nxt = dict(first)
+    by_user: dict[str, dict[int, int]] = {user: {} for user in first}
+    out: list[list[tuple[str, int]]] = []
+    for users, seq in zip(per_event, seqs, strict=True):
+        row = []
+        for user in users:
+            pos = nxt[user]
+            nxt[user] = pos + 1
+            by_user[user][pos] = seq
+            row.append((user, pos))
+        out.append(row)
+    return out, by_user
+
+
 def messages_by_user(
     recipients: Sequence[Sequence[str]],
 ) -> tuple[list[list[str]], dict[str, list[int]]]:

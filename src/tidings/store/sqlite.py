@@ -86,7 +86,13 @@ from tidings.model import (
 )
 from tidings.policy.batching import split_answers
 from tidings.policy.counting import SLICES, estimated, per_slice
-from tidings.policy.inbox import ack_level, assign_offsets, count_messages, recipients_of, trim_from
+from tidings.policy.inbox import (
+    ack_level,
+    count_messages,
+    place_messages,
+    recipients_of,
+    trim_from,
+)
 from tidings.policy.outcome import FailurePlan
 from tidings.policy.routing import Route, Router
 from tidings.policy.streaks import Run, fold_runs, next_streak, pause_for
@@ -754,19 +760,15 @@ class SQLiteStore(Store):
             cut = trim_from(top, kept_from, limit)
             if cut is not None:
                 trims.append((user_id, cut))
-        offsets = assign_offsets(per_event, counts, tops)
-        messages = [
-            (event_seq, user_id, pos)
-            for (_, event_seq, _), written in zip(inboxed, offsets, strict=True)
-            for user_id, pos in written
-        ]
+        first = {user_id: tops[user_id] - n + 1 for user_id, n in counts.items()}
+        offsets, rows = place_messages(per_event, [seq for _, seq, _ in inboxed], first)
         gen, held = _gen_decoder.decode(newest_gen) if newest_gen else (0, 0)
         if held >= GENERATION_MESSAGES:
             gen += 1
-        conn.execute(Q["insert_inbox_json"], {"rows": _encode(messages).decode(), "gen": gen})
+        conn.execute(Q["insert_inbox_json"], {"rows": _encode(rows).decode(), "gen": gen})
         conn.execute(
             Q["count_inbox_gen"],
-            {"gen": gen, "first_seq": inboxed[0][1], "messages": len(messages)},
+            {"gen": gen, "first_seq": inboxed[0][1], "messages": sum(counts.values())},
         )
         for (index, _, _), written in zip(inboxed, offsets, strict=True):
             out[index] = msgspec.structs.replace(out[index], inbox=tuple(written))

@@ -516,9 +516,11 @@ ON CONFLICT (user_id) DO UPDATE SET top = top + excluded.top
 RETURNING user_id, top, kept_from;
 
 -- name: insert_inbox_json
--- :rows is a JSON array of [event_seq, user_id, pos], all of generation :gen.
+-- :rows is a JSON object {user_id: {pos: event_seq}}, all of generation :gen. (Not an
+-- array of [event_seq, user_id, pos]: `value ->> n` renders and parses each message's
+-- array again for every column, a third of the insert's time.)
 INSERT INTO inbox (gen, user_id, pos, event_seq)
-SELECT :gen, value ->> 1, value ->> 2, value ->> 0 FROM json_each(:rows);
+SELECT :gen, u.key, CAST(m.key AS INTEGER), m.value FROM json_each(:rows) u, json_each(u.value) m;
 
 -- name: count_inbox_gen
 INSERT INTO inbox_gens (gen, first_seq, messages) VALUES (:gen, :first_seq, :messages)
