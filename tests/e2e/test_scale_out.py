@@ -120,9 +120,11 @@ async def cluster_for(tmp_path: Path, require_service: Callable[[str, int], None
 
 
 async def holding_leases(
-    cluster: Cluster, workers: list[WorkerProcess], at_least: int
+    cluster: Cluster, workers: list[WorkerProcess], at_least: int, destination_id: str
 ) -> WorkerProcess:
-    """A worker that holds `at_least` leases right now (polled for at most ~3 s)."""
+    """A worker that holds `at_least` leases of the destination right now (polled for at
+    most ~3 s). Of that destination only: a worker holding leases of another one alone
+    (the rate-limited one, say) leaves nothing of this one to come back."""
     conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": cluster.schema})
     try:
         deadline = time.monotonic() + 3
@@ -130,7 +132,8 @@ async def holding_leases(
             owners = dict(
                 await conn.fetch(
                     "SELECT lease_owner, count(*) FROM deliveries "
-                    "WHERE state = 'in_flight' GROUP BY lease_owner"
+                    "WHERE state = 'in_flight' AND destination_id = $1 GROUP BY lease_owner",
+                    destination_id,
                 )
             )
             for w in workers:
@@ -299,7 +302,7 @@ async def _cluster_survives_sigkill(cluster: Cluster, receiver: Receiver, starte
             lambda: f"only {len(receiver.on('/fifo'))} requests reached the receiver",
             interval=0.01,
         )
-        victim = await holding_leases(cluster, workers, at_least=3)
+        victim = await holding_leases(cluster, workers, at_least=3, destination_id=fifo["id"])
         victim.kill()
         live.remove(client_b)
         api_b.kill()
