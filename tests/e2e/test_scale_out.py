@@ -307,6 +307,15 @@ async def _cluster_survives_sigkill(cluster: Cluster, receiver: Receiver, starte
         live.remove(client_b)
         api_b.kill()
         killed_at = time.monotonic()
+        # What the dead worker held (nothing changes these rows until its leases expire,
+        # 1.5 s on): each must come back as a lost attempt.
+        held = await cluster.sql(
+            "SELECT count(*) AS n FROM deliveries WHERE destination_id = $1 "
+            "AND state = 'in_flight' AND lease_owner = $2",
+            fifo["id"],
+            victim.worker_id,
+        )
+        held_at_kill = int(held[0]["n"])
         delivered_at_kill = len(receiver.delivered_ids("/fifo"))
         await asyncio.wait_for(publishing, 60)
     finally:
@@ -379,7 +388,11 @@ async def _cluster_survives_sigkill(cluster: Cluster, receiver: Receiver, starte
         f"%{victim.worker_id}%",
     )
     lost_leases = int(lost[0]["n"])
-    assert lost_leases >= 1, f"no fifo lease of the killed worker {victim.worker_id} came back"
+    assert held_at_kill >= 1, "the killed worker's fifo requests all ended before the kill"
+    assert lost_leases >= held_at_kill, (
+        f"{held_at_kill} fifo leases of the killed worker {victim.worker_id}, "
+        f"{lost_leases} came back"
+    )
     per_id: dict[str, int] = {}
     for h in hits:
         if h.ok:
