@@ -307,8 +307,10 @@ async def _cluster_survives_sigkill(cluster: Cluster, receiver: Receiver, starte
         live.remove(client_b)
         api_b.kill()
         killed_at = time.monotonic()
-        # What the dead worker held (nothing changes these rows until its leases expire,
-        # 1.5 s on): each must come back as a lost attempt.
+        # What the dead worker held: each must come back as a lost attempt. Read 0.1 s
+        # on, so that a commit it had sent before dying has landed; a lease that expires
+        # and is taken over meanwhile only leaves the count lower.
+        await asyncio.sleep(0.1)
         held = await cluster.sql(
             "SELECT count(*) AS n FROM deliveries WHERE destination_id = $1 "
             "AND state = 'in_flight' AND lease_owner = $2",
