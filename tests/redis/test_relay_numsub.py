@@ -51,6 +51,26 @@ async def two_nodes(prefix: str) -> AsyncIterator[tuple[Hub, RedisRelay, Hub]]:
         await b.close()
 
 
+async def socket_on_each(
+    hub_a: Hub, hub_b: Hub, user: str, max_queue: int
+) -> tuple[Connection, Connection]:
+    """A socket of `user` on each node, once both subscriptions are confirmed (each
+    socket's confirmation nudge taken off its queue)."""
+    here, there = (
+        Connection(user, max_queue, lambda: None),
+        Connection(user, max_queue, lambda: None),
+    )
+    hub_a.add(here)
+    hub_b.add(there)
+    await eventually(
+        lambda: here.queue.qsize() == 1 and there.queue.qsize() == 1, 5, "subscriptions"
+    )
+    for conn in (here, there):
+        assert conn.queue.get_nowait() == (NUDGE, b"")
+        conn.stale = False
+    return here, there
+
+
 async def test_only_users_some_node_listens_for_are_published(
     require_service: Callable[[str, int], None],
 ) -> None:
@@ -94,15 +114,7 @@ async def test_queued_pushes_reach_both_nodes_in_offset_order(
     require_service("Redis", 6379)
     prefix = f"t{secrets.token_hex(4)}:"
     async with two_nodes(prefix) as (hub_a, a, hub_b):
-        here, there = Connection("u", 100, lambda: None), Connection("u", 100, lambda: None)
-        hub_a.add(here)
-        hub_b.add(there)
-        await eventually(
-            lambda: here.queue.qsize() == 1 and there.queue.qsize() == 1, 5, "subscriptions"
-        )
-        for conn in (here, there):
-            assert conn.queue.get_nowait() == (NUDGE, b"")
-            conn.stale = False
+        here, there = await socket_on_each(hub_a, hub_b, "u", 100)
 
         def event(i: int) -> EventIn:
             return EventIn(topic="t", payload=msgspec.Raw(b'{"i": %d}' % i), recipients=["u", "v"])
@@ -138,15 +150,7 @@ async def test_a_local_users_messages_are_framed_once_for_its_socket_and_redis(
     require_service("Redis", 6379)
     prefix = f"t{secrets.token_hex(4)}:"
     async with two_nodes(prefix) as (hub_a, a, hub_b):
-        here, there = Connection("u", 10, lambda: None), Connection("u", 10, lambda: None)
-        hub_a.add(here)
-        hub_b.add(there)
-        await eventually(
-            lambda: here.queue.qsize() == 1 and there.queue.qsize() == 1, 5, "subscriptions"
-        )
-        for conn in (here, there):
-            assert conn.queue.get_nowait() == (NUDGE, b"")
-            conn.stale = False
+        here, there = await socket_on_each(hub_a, hub_b, "u", 10)
         asked: list[str] = []
         a.publish(Counted([("u", 1, b'{"n": 1}'), ("w", 1, b'{"n": 2}')], asked))
         await eventually(lambda: there.queue.qsize() == 1, 5, "the push on node B")
