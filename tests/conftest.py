@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -164,18 +165,28 @@ async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[A
         upload_dir=str(tmp_path / "spool"),
         **getattr(request, "param", {}),
     )
-    s = SQLiteStore(str(tmp_path / "api.db"))
-    await s.open()
-    runner, port = await start_site(create_app(settings, s, [digest(API_KEY)]), "127.0.0.1", 0)
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
-    try:
-        api = Api(f"http://127.0.0.1:{port}", session, s, settings)
+    async with served_api(SQLiteStore(str(tmp_path / "api.db")), settings) as api:
         yield api
+
+
+@contextlib.asynccontextmanager
+async def served_api(store: Store, settings: Settings) -> AsyncIterator[Api]:
+    """The API app on `store` (opened here, closed after) at a free port of 127.0.0.1."""
+    await store.open()
+    try:
+        runner, port = await start_site(
+            create_app(settings, store, [digest(API_KEY)]), "127.0.0.1", 0
+        )
+        session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
+        api = Api(f"http://127.0.0.1:{port}", session, store, settings)
+        try:
+            yield api
+        finally:
+            await api.close_sdk()
+            await session.close()
+            await runner.cleanup()
     finally:
-        await api.close_sdk()
-        await session.close()
-        await runner.cleanup()
-        await s.close()
+        await store.close()
 
 
 def _running(server: S) -> Iterator[S]:

@@ -7,13 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.api.test_ws import next_frame, token_for
-from tests.conftest import API_KEY, Api, drop_schema, postgres_schema, postgres_url
-from tidings.api.app import create_app, start_site
-from tidings.api.auth import digest
+from tests.conftest import API_KEY, Api, drop_schema, postgres_schema, postgres_url, served_api
 from tidings.config import Settings
 from tidings.model import InboxPage
 from tidings.store.postgres import PostgresStore
@@ -26,18 +23,10 @@ async def pg_api(tmp_path: Path, require_service: Callable[[str, int], None]) ->
     settings = Settings(
         database_url=postgres_url(schema), port=0, api_key=API_KEY, upload_dir=str(tmp_path)
     )
-    store = PostgresStore(postgres_url(schema))
-    await store.open()
-    runner, port = await start_site(create_app(settings, store, [digest(API_KEY)]), "127.0.0.1", 0)
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
-    api = Api(f"http://127.0.0.1:{port}", session, store, settings)
     try:
-        yield api
+        async with served_api(PostgresStore(postgres_url(schema)), settings) as api:
+            yield api
     finally:
-        await api.close_sdk()
-        await session.close()
-        await runner.cleanup()
-        await store.close()
         await drop_schema(schema)
 
 
