@@ -12,6 +12,7 @@ from tidings.api.http import (
     SETTINGS,
     STORE,
     decode,
+    decode_or,
     json_response,
     not_found,
     page_params,
@@ -176,7 +177,7 @@ async def patch(request: web.Request) -> web.Response:
 @routes.post("/v1/destinations/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
     body = await read_bytes(request)
-    spec = decode(body, _replay) if body.strip() else ReplayIn()
+    spec = decode_or(body, _replay, ReplayIn())
     since = _time_field(spec.since, "since")
     until = _time_field(spec.until, "until")
     current = await _find(request)

@@ -19,7 +19,15 @@ from aiohttp import web
 from msgspec import Meta, Raw, Struct
 
 from tidings.api.body import read_bytes
-from tidings.api.http import SETTINGS, STORE, decode, json_response, not_found, read_body
+from tidings.api.http import (
+    SETTINGS,
+    STORE,
+    decode,
+    decode_or,
+    json_response,
+    not_found,
+    read_body,
+)
 from tidings.api.keys import ENGINE, GROUP_WAKER
 from tidings.engine.groups import FALLBACK_S, failure_plan
 from tidings.ids import DELIVERY_PREFIX
@@ -175,7 +183,7 @@ async def lease(request: web.Request) -> web.Response:
     """Lease up to `max` due lane heads; with none due, wait up to `wait_ms` for some.
     An empty body takes every default."""
     raw = await read_bytes(request)
-    body = decode(raw, _lease) if raw.strip() else GroupLeaseIn()
+    body = decode_or(raw, _lease, GroupLeaseIn())
     d, spec = await _group(request)
     store, waker = request.app[STORE], request.app[GROUP_WAKER]
     lease_us = (body.lease_ms or spec.lease_ms) * 1000

@@ -37,6 +37,13 @@ async def read_body(request: web.Request) -> bytes:
     return body
 
 
+def decode_or(body: bytes, decoder: msgspec.json.Decoder[T], default: T) -> T:
+    """For a body that may be left out: `default` when it is empty or holds only JSON's
+    own whitespace (space, tab, CR, LF). Any other byte is decoded: a form feed or
+    vertical tab, which `bytes.strip` would drop too, is not JSON and answers 400."""
+    return decode(body, decoder) if body.strip(b" \t\r\n") else default
+
+
 def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     """The body decoded, or a FieldError naming the field: nesting beyond MAX_DEPTH is
     refused before decoding (msgspec would recurse), strings no store keeps (a lone
