@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -345,6 +346,13 @@ async def test_coded_bodies_on_every_body_route(api: Api) -> None:
     assert (reply.body["file"], reply.body["events"]) == ("form.csv", 2)
     rows = [e for e in await stored_events(api) if e["topic"] == "file.row"]
     assert sorted(r["payload"]["user_id"] for r in rows) == ["u1", "u2", "u3", "u4"]
+
+    # A body that may be left out is undone too: a token's ttl_s read from gzip.
+    for ttl_s, most in ((60, 61), (7200, 7201)):
+        reply = await post_raw(api, "/v1/users/u1/token", gz(b'{"ttl_s": %d}' % ttl_s), **gzipped)
+        assert reply.status == 200, reply.body
+        left = datetime.fromisoformat(reply.body["expires_at"]) - datetime.now(UTC)
+        assert ttl_s - 5 < left.total_seconds() < most, (ttl_s, reply.body)
 
 
 def bomb(size: int) -> bytes:

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import msgspec
 from aiohttp import WSMsgType, web
 
+from tidings.api.body import read_bytes
 from tidings.api.errors import ApiError, error_response
-from tidings.api.http import SETTINGS, STORE, decode, json_response
+from tidings.api.http import SETTINGS, STORE, decode_or, json_response
 from tidings.api.users import offset_param, user_id_of
 from tidings.metrics import WS_CLOSED_SLOW, WS_FRAMES, WS_REFUSED, WS_SOCKETS
 from tidings.model import MAX_KEY_LENGTH, Appended, EventIn, InboxMessage
@@ -113,7 +114,7 @@ _token = msgspec.json.Decoder(TokenIn)
 @routes.post("/v1/users/{user_id}/token")
 async def token(request: web.Request) -> web.Response:
     user = user_id_of(request)
-    body = decode(await request.read() or b"{}", _token)
+    body = decode_or(await read_bytes(request), _token, TokenIn())
     if not 1 <= body.ttl_s <= MAX_TTL_S:
         raise FieldError("ttl_s", f"ttl_s must be between 1 and {MAX_TTL_S} seconds")
     expires = int(time.time()) + body.ttl_s
