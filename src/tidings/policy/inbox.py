@@ -36,7 +36,12 @@ def assign_offsets(
 ) -> list[list[tuple[str, int]]]:
     """(user, offset) for each event's recipients: user u's `counts[u]` messages take
     tops[u] - counts[u] + 1 .. tops[u], in event order."""
-    return offsets_from(per_event, {user: tops[user] - n + 1 for user, n in counts.items()})
+    return offsets_from(per_event, first_offsets(counts, tops))
+
+
+def first_offsets(counts: Mapping[str, int], tops: Mapping[str, int]) -> dict[str, int]:
+    """Each user's first new offset, once the top was raised by the user's count."""
+    return {user: tops[user] - n + 1 for user, n in counts.items()}
 
 
 def offsets_from(

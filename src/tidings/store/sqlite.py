@@ -89,6 +89,7 @@ from tidings.policy.counting import SLICES, estimated, per_slice
 from tidings.policy.inbox import (
     ack_level,
     count_messages,
+    first_offsets,
     place_messages,
     recipients_of,
     trim_from,
@@ -760,7 +761,7 @@ class SQLiteStore(Store):
             cut = trim_from(top, kept_from, limit)
             if cut is not None:
                 trims.append((user_id, cut))
-        first = {user_id: tops[user_id] - n + 1 for user_id, n in counts.items()}
+        first = first_offsets(counts, tops)
         offsets, rows = place_messages(per_event, [seq for _, seq, _ in inboxed], first)
         gen, held = _gen_decoder.decode(newest_gen) if newest_gen else (0, 0)
         if held >= GENERATION_MESSAGES:
